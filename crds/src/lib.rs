@@ -1,0 +1,1 @@
+//! Filled in by the Kubernetes control-plane issue.

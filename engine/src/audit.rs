@@ -1,0 +1,1 @@
+//! INTERFACE STUB: the wire helper fills this in.

@@ -1,0 +1,1 @@
+//! INTERFACE STUB: I fill this in.

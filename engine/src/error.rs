@@ -1,0 +1,126 @@
+//! The engine's one error type. Every variant maps to an AWS KMS exception name, so the wire
+//! layer never has to guess, and messages never carry key material or plaintext.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum KmsError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Disabled(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    InvalidKeyUsage(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    InvalidArn(String),
+    #[error("{0}")]
+    InvalidAliasName(String),
+    #[error("{0}")]
+    InvalidMarker(String),
+    #[error("{0}")]
+    InvalidGrantToken(String),
+    #[error("{0}")]
+    InvalidImportToken(String),
+    #[error("{0}")]
+    IncorrectKeyMaterial(String),
+    #[error("{0}")]
+    IncorrectKey(String),
+    #[error("{0}")]
+    ExpiredImportToken(String),
+    #[error("the ciphertext is invalid, was tampered with, or does not match the key or encryption context")]
+    InvalidCiphertext,
+    #[error("{0}")]
+    KmsInvalidSignature(String),
+    #[error("{0}")]
+    KmsInvalidMac(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
+    #[error("{0}")]
+    Tag(String),
+    #[error("{0}")]
+    UnsupportedOperation(String),
+    #[error("{0}")]
+    DependencyTimeout(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    UnrecognizedClient(String),
+    #[error("{0}")]
+    InvalidSignature(String),
+    #[error("{0}")]
+    IncompleteSignature(String),
+    #[error("{0}")]
+    MissingAuthenticationToken(String),
+    #[error("{0}")]
+    UnknownOperation(String),
+    #[error("{0}")]
+    SerializationFailure(String),
+    /// An internal failure (storage, crypto library). The message is safe to show.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl KmsError {
+    /// The `__type` that botocore and the AWS SDKs match on.
+    pub fn aws_type(&self) -> &'static str {
+        match self {
+            KmsError::NotFound(_) => "NotFoundException",
+            KmsError::AlreadyExists(_) => "AlreadyExistsException",
+            KmsError::Disabled(_) => "DisabledException",
+            KmsError::InvalidState(_) => "KMSInvalidStateException",
+            KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
+            KmsError::Validation(_) => "ValidationException",
+            KmsError::InvalidArn(_) => "InvalidArnException",
+            KmsError::InvalidAliasName(_) => "InvalidAliasNameException",
+            KmsError::InvalidMarker(_) => "InvalidMarkerException",
+            KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
+            KmsError::InvalidImportToken(_) => "InvalidImportTokenException",
+            KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
+            KmsError::IncorrectKey(_) => "IncorrectKeyException",
+            KmsError::ExpiredImportToken(_) => "ExpiredImportTokenException",
+            KmsError::InvalidCiphertext => "InvalidCiphertextException",
+            KmsError::KmsInvalidSignature(_) => "KMSInvalidSignatureException",
+            KmsError::KmsInvalidMac(_) => "KMSInvalidMacException",
+            KmsError::LimitExceeded(_) => "LimitExceededException",
+            KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
+            KmsError::Tag(_) => "TagException",
+            KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
+            KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
+            KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::UnrecognizedClient(_) => "UnrecognizedClientException",
+            KmsError::InvalidSignature(_) => "InvalidSignatureException",
+            KmsError::IncompleteSignature(_) => "IncompleteSignature",
+            KmsError::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
+            KmsError::UnknownOperation(_) => "UnknownOperationException",
+            KmsError::SerializationFailure(_) => "SerializationException",
+            KmsError::Internal(_) => "KMSInternalException",
+        }
+    }
+
+    /// HTTP status: AWS answers client faults with 400 and its own faults with 500.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            KmsError::Internal(_) | KmsError::DependencyTimeout(_) => 500,
+            KmsError::MissingAuthenticationToken(_) => 400,
+            _ => 400,
+        }
+    }
+
+    pub fn validation(msg: impl Into<String>) -> Self {
+        KmsError::Validation(msg.into())
+    }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        KmsError::Internal(msg.into())
+    }
+}
+
+pub type Result<T, E = KmsError> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! kubekms key engine: an AWS KMS-compatible key service. The domain core (crypto, key state,
+//! ciphertext format, operations) depends on no Kubernetes crate.
+
+pub mod api;
+pub mod audit;
+pub mod blob;
+pub mod clock;
+pub mod crypto;
+pub mod error;
+pub mod model;
+pub mod record;
+pub mod service;
+pub mod sigv4;
+pub mod store;
+
+pub use error::{KmsError, Result};

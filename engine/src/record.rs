@@ -1,0 +1,118 @@
+//! What the key store persists. Key material appears here only wrapped under the root key.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+use crate::model::{ExpirationModel, KeySpec, KeyState, KeyUsage, OriginType};
+
+/// Keys live per (account, region), as in AWS.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Scope {
+    pub account: String,
+    pub region: String,
+}
+
+impl Scope {
+    pub fn new(account: impl Into<String>, region: impl Into<String>) -> Self {
+        Self { account: account.into(), region: region.into() }
+    }
+
+    pub fn key_arn(&self, key_id: &str) -> String {
+        format!("arn:aws:kms:{}:{}:key/{}", self.region, self.account, key_id)
+    }
+
+    pub fn alias_arn(&self, alias_name: &str) -> String {
+        format!("arn:aws:kms:{}:{}:{}", self.region, self.account, alias_name)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RotationType {
+    Initial,
+    Automatic,
+    OnDemand,
+    Imported,
+}
+
+/// One version of a key's material, wrapped (AEAD) under the root key with the key id and
+/// version bound in as associated data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyVersion {
+    pub version: u32,
+    pub created: Millis,
+    pub rotation_type: RotationType,
+    #[serde(with = "hex_bytes")]
+    pub wrapped_material: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RotationConfig {
+    pub period_days: u32,
+    pub next_rotation: Millis,
+}
+
+/// State of imported (EXTERNAL origin) key material.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImportState {
+    pub expiration_model: ExpirationModel,
+    pub valid_to: Option<Millis>,
+    /// A keyed digest of the first material imported: re-imports must match it.
+    #[serde(with = "hex_bytes")]
+    pub material_fingerprint: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub scope: Scope,
+    pub key_id: String,
+    pub created: Millis,
+    pub description: String,
+    pub spec: KeySpec,
+    pub usage: KeyUsage,
+    pub origin: OriginType,
+    /// The stored state. Enabled, Disabled, PendingDeletion or PendingImport.
+    pub state: KeyState,
+    pub deletion_date: Option<Millis>,
+    pub pending_window_days: Option<u32>,
+    pub rotation: Option<RotationConfig>,
+    /// Oldest first; the last one is current. Empty for an EXTERNAL key before import.
+    pub versions: Vec<KeyVersion>,
+    pub import: Option<ImportState>,
+    pub tags: BTreeMap<String, String>,
+    pub policy: String,
+}
+
+impl KeyRecord {
+    pub fn arn(&self) -> String {
+        self.scope.key_arn(&self.key_id)
+    }
+
+    pub fn current_version(&self) -> Option<&KeyVersion> {
+        self.versions.last()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub scope: Scope,
+    /// Includes the `alias/` prefix, as AWS spells it.
+    pub name: String,
+    pub target_key_id: String,
+    pub created: Millis,
+    pub updated: Millis,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}

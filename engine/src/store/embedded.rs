@@ -1,0 +1,1 @@
+//! INTERFACE STUB: the store helper fills this in.
