@@ -1,13 +1,28 @@
-//! The KMS operations: JSON request in, JSON response out, over the in-memory key table that
+//! The KMS operations: JSON request in, JSON response out, over an in-memory key table that
 //! writes through to a [`KeyStore`].
+//!
+//! Reads (the hot path: Encrypt, Decrypt, Sign…) only touch memory. Every change is made on a
+//! copy of the record, persisted durably, and only then published in memory and acknowledged:
+//! a crash at any point leaves either the old or the new record, never a half.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::clock::Clock;
-use crate::crypto::RootKey;
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+use crate::clock::{Clock, Millis};
+use crate::crypto::{KeyMaterial, PreparedKey, RootKey};
 use crate::error::{KmsError, Result};
-use crate::record::Scope;
+use crate::model::{KeyState, OriginType};
+use crate::record::{AliasRecord, KeyRecord, KeyVersion, RotationType, Scope};
 use crate::store::KeyStore;
+
+mod aliases;
+mod crypto_ops;
+mod import;
+mod keys;
+pub mod wire;
 
 /// Who is calling and where: filled in by the wire layer after SigV4 verification.
 #[derive(Clone, Debug)]
@@ -24,10 +39,43 @@ pub struct Response {
     pub key_arn: Option<String>,
 }
 
+/// A key as served: its record plus every version's material, parsed once.
+pub(crate) struct KeyEntry {
+    pub record: KeyRecord,
+    pub versions: BTreeMap<u32, Arc<PreparedKey>>,
+}
+
+impl KeyEntry {
+    pub fn arn(&self) -> String {
+        self.record.arn()
+    }
+
+    pub fn current(&self) -> Result<(u32, &Arc<PreparedKey>)> {
+        self.versions
+            .iter()
+            .next_back()
+            .map(|(v, k)| (*v, k))
+            .ok_or_else(|| KmsError::InvalidState(self.state_message(KeyState::PendingImport)))
+    }
+
+    fn state_message(&self, state: KeyState) -> String {
+        format!("{} is {}", self.arn(), state)
+    }
+}
+
+#[derive(Default)]
+struct Tables {
+    keys: HashMap<Uuid, Arc<KeyEntry>>,
+    aliases: HashMap<(Scope, String), AliasRecord>,
+}
+
 pub struct Kms {
-    _store: Arc<dyn KeyStore>,
-    _root: RootKey,
-    _clock: Arc<dyn Clock>,
+    store: Arc<dyn KeyStore>,
+    root: RootKey,
+    clock: Arc<dyn Clock>,
+    tables: RwLock<Tables>,
+    /// Serialises read-modify-write of records so two changes to one key cannot interleave.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl Kms {
@@ -37,19 +85,379 @@ impl Kms {
         root: RootKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>> {
-        Ok(Arc::new(Self { _store: store, _root: root, _clock: clock }))
+        let snapshot = store.load().await?;
+        let mut tables = Tables::default();
+        for record in snapshot.keys {
+            let entry = prepare_entry(&root, record)?;
+            let id = parse_uuid(&entry.record.key_id)?;
+            tables.keys.insert(id, Arc::new(entry));
+        }
+        for alias in snapshot.aliases {
+            tables
+                .aliases
+                .insert((alias.scope.clone(), alias.name.clone()), alias);
+        }
+        Ok(Arc::new(Self {
+            store,
+            root,
+            clock,
+            tables: RwLock::new(tables),
+            writer: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_millis()
     }
 
     /// Run `operation` (the part after `TrentService.`) on a JSON body.
-    pub async fn dispatch(&self, _ctx: &RequestContext, operation: &str, _body: &[u8]) -> Response {
+    pub async fn dispatch(&self, ctx: &RequestContext, operation: &str, body: &[u8]) -> Response {
+        let mut touched = None;
+        let result = self.run(ctx, operation, body, &mut touched).await;
         Response {
-            result: Err(KmsError::UnknownOperation(format!("{operation} is not supported"))),
-            key_arn: None,
+            result,
+            key_arn: touched,
         }
     }
 
-    /// Apply what has fallen due (deletions, automatic rotations, material expiry).
-    pub async fn run_due_work(&self) -> Result<()> {
+    async fn run(
+        &self,
+        ctx: &RequestContext,
+        op: &str,
+        body: &[u8],
+        touched: &mut Option<String>,
+    ) -> Result<Vec<u8>> {
+        let t = touched;
+        match op {
+            "Encrypt" => self.encrypt(ctx, body, t),
+            "Decrypt" => self.decrypt(ctx, body, t),
+            "ReEncrypt" => self.re_encrypt(ctx, body, t),
+            "GenerateDataKey" => self.generate_data_key(ctx, body, t, true),
+            "GenerateDataKeyWithoutPlaintext" => self.generate_data_key(ctx, body, t, false),
+            "GenerateDataKeyPair" => self.generate_data_key_pair(ctx, body, t, true),
+            "GenerateDataKeyPairWithoutPlaintext" => {
+                self.generate_data_key_pair(ctx, body, t, false)
+            }
+            "GenerateRandom" => self.generate_random(body),
+            "Sign" => self.sign(ctx, body, t),
+            "Verify" => self.verify(ctx, body, t),
+            "GenerateMac" => self.generate_mac(ctx, body, t),
+            "VerifyMac" => self.verify_mac(ctx, body, t),
+            "GetPublicKey" => self.get_public_key(ctx, body, t),
+            "CreateKey" => self.create_key(ctx, body, t).await,
+            "DescribeKey" => self.describe_key(ctx, body, t),
+            "ListKeys" => self.list_keys(ctx, body),
+            "UpdateKeyDescription" => self.update_key_description(ctx, body, t).await,
+            "EnableKey" => self.enable_key(ctx, body, t).await,
+            "DisableKey" => self.disable_key(ctx, body, t).await,
+            "ScheduleKeyDeletion" => self.schedule_key_deletion(ctx, body, t).await,
+            "CancelKeyDeletion" => self.cancel_key_deletion(ctx, body, t).await,
+            "EnableKeyRotation" => self.enable_key_rotation(ctx, body, t).await,
+            "DisableKeyRotation" => self.disable_key_rotation(ctx, body, t).await,
+            "GetKeyRotationStatus" => self.get_key_rotation_status(ctx, body, t),
+            "RotateKeyOnDemand" => self.rotate_key_on_demand(ctx, body, t).await,
+            "ListKeyRotations" => self.list_key_rotations(ctx, body, t),
+            "TagResource" => self.tag_resource(ctx, body, t).await,
+            "UntagResource" => self.untag_resource(ctx, body, t).await,
+            "ListResourceTags" => self.list_resource_tags(ctx, body, t),
+            "GetKeyPolicy" => self.get_key_policy(ctx, body, t),
+            "PutKeyPolicy" => self.put_key_policy(ctx, body, t).await,
+            "ListKeyPolicies" => self.list_key_policies(ctx, body, t),
+            "CreateAlias" => self.create_alias(ctx, body, t).await,
+            "UpdateAlias" => self.update_alias(ctx, body, t).await,
+            "DeleteAlias" => self.delete_alias(ctx, body, t).await,
+            "ListAliases" => self.list_aliases(ctx, body),
+            "GetParametersForImport" => self.get_parameters_for_import(ctx, body, t),
+            "ImportKeyMaterial" => self.import_key_material(ctx, body, t).await,
+            "DeleteImportedKeyMaterial" => self.delete_imported_key_material(ctx, body, t).await,
+            other => Err(KmsError::UnknownOperation(format!(
+                "The operation {other} is not supported by this endpoint"
+            ))),
+        }
+    }
+
+    /// Resolve a KeyId parameter: key id, key ARN, and (when `allow_alias`) alias name or alias
+    /// ARN, within the caller's account and region. Keys whose deletion date has passed are gone.
+    pub(crate) fn resolve(
+        &self,
+        ctx: &RequestContext,
+        key_id: &str,
+        allow_alias: bool,
+    ) -> Result<Arc<KeyEntry>> {
+        let not_found = || KmsError::NotFound(format!("Key '{key_id}' does not exist"));
+        let tables = self.tables.read();
+        let id = if let Some(rest) = key_id.strip_prefix("arn:") {
+            let (scope, resource) = parse_kms_arn(rest).ok_or_else(|| {
+                KmsError::InvalidArn(format!("'{key_id}' is not a valid KMS ARN"))
+            })?;
+            if scope != ctx.scope {
+                return Err(not_found());
+            }
+            if let Some(uuid) = resource.strip_prefix("key/") {
+                Uuid::parse_str(uuid).map_err(|_| not_found())?
+            } else if resource.starts_with("alias/") && allow_alias {
+                alias_target(&tables, &scope, resource).ok_or_else(not_found)?
+            } else {
+                return Err(not_found());
+            }
+        } else if key_id.starts_with("alias/") {
+            if !allow_alias {
+                return Err(not_found());
+            }
+            alias_target(&tables, &ctx.scope, key_id).ok_or_else(not_found)?
+        } else {
+            Uuid::parse_str(key_id).map_err(|_| not_found())?
+        };
+        let entry = tables
+            .keys
+            .get(&id)
+            .filter(|e| e.record.scope == ctx.scope)
+            .ok_or_else(not_found)?;
+        if self.deletion_due(&entry.record) {
+            return Err(not_found());
+        }
+        Ok(entry.clone())
+    }
+
+    /// Look a key up by the id inside a ciphertext blob.
+    pub(crate) fn by_uuid(&self, ctx: &RequestContext, id: &Uuid) -> Option<Arc<KeyEntry>> {
+        let tables = self.tables.read();
+        tables
+            .keys
+            .get(id)
+            .filter(|e| e.record.scope == ctx.scope && !self.deletion_due(&e.record))
+            .cloned()
+    }
+
+    fn deletion_due(&self, record: &KeyRecord) -> bool {
+        record.state == KeyState::PendingDeletion
+            && record.deletion_date.is_some_and(|d| d <= self.now())
+    }
+
+    /// The state a key is in right now, counting material that has expired but not yet been
+    /// swept by [`Kms::run_due_work`].
+    pub(crate) fn effective_state(&self, record: &KeyRecord) -> KeyState {
+        if record.origin == OriginType::External
+            && matches!(record.state, KeyState::Enabled | KeyState::Disabled)
+            && record
+                .import
+                .as_ref()
+                .and_then(|i| i.valid_to)
+                .is_some_and(|t| t <= self.now())
+        {
+            return KeyState::PendingImport;
+        }
+        record.state
+    }
+
+    /// Cryptographic operations need an Enabled key.
+    pub(crate) fn require_enabled(&self, entry: &KeyEntry) -> Result<()> {
+        match self.effective_state(&entry.record) {
+            KeyState::Enabled => Ok(()),
+            KeyState::Disabled => Err(KmsError::Disabled(format!("{} is disabled.", entry.arn()))),
+            state => Err(KmsError::InvalidState(format!(
+                "{} is pending {}.",
+                entry.arn(),
+                match state {
+                    KeyState::PendingDeletion => "deletion",
+                    KeyState::PendingImport => "import",
+                    _ => "creation",
+                }
+            ))),
+        }
+    }
+
+    /// Key-management operations are refused while a deletion is pending.
+    pub(crate) fn require_not_pending_deletion(&self, entry: &KeyEntry) -> Result<()> {
+        if entry.record.state == KeyState::PendingDeletion {
+            return Err(KmsError::InvalidState(format!(
+                "{} is pending deletion.",
+                entry.arn()
+            )));
+        }
         Ok(())
     }
+
+    /// Persist a changed record, then publish it. `entry` is the entry it was derived from
+    /// (its parsed versions are reused); `new_material` is a version added by this change.
+    pub(crate) async fn commit_key(
+        &self,
+        base: Option<&KeyEntry>,
+        record: KeyRecord,
+        new_material: Option<(u32, KeyMaterial)>,
+    ) -> Result<Arc<KeyEntry>> {
+        let mut versions = base.map(|b| b.versions.clone()).unwrap_or_default();
+        versions.retain(|v, _| record.versions.iter().any(|kv| kv.version == *v));
+        if let Some((version, material)) = new_material {
+            versions.insert(version, Arc::new(PreparedKey::new(record.spec, &material)?));
+        }
+        self.store.put_key(&record).await?;
+        let id = parse_uuid(&record.key_id)?;
+        let entry = Arc::new(KeyEntry { record, versions });
+        self.tables.write().keys.insert(id, entry.clone());
+        Ok(entry)
+    }
+
+    /// Wrap material as a new version of `record` (appended, so it becomes current).
+    pub(crate) fn add_version(
+        &self,
+        record: &mut KeyRecord,
+        material: &KeyMaterial,
+        rotation_type: RotationType,
+    ) -> Result<u32> {
+        let version = record.versions.last().map_or(1, |v| v.version + 1);
+        let wrapped = self
+            .root
+            .wrap(&material_aad(&record.key_id, version), material)?;
+        record.versions.push(KeyVersion {
+            version,
+            created: self.now(),
+            rotation_type,
+            wrapped_material: wrapped,
+        });
+        Ok(version)
+    }
+
+    /// Re-read the entry under the writer lock, so a change is made on the latest record.
+    pub(crate) fn fresh(&self, entry: &KeyEntry) -> Result<Arc<KeyEntry>> {
+        let id = parse_uuid(&entry.record.key_id)?;
+        self.tables
+            .read()
+            .keys
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", entry.arn())))
+    }
+
+    /// Apply what has fallen due: deletions whose window ended, automatic rotations, and
+    /// imported material past its ValidTo.
+    pub async fn run_due_work(&self) -> Result<()> {
+        let now = self.now();
+        let due: Vec<Arc<KeyEntry>> = {
+            let tables = self.tables.read();
+            tables
+                .keys
+                .values()
+                .filter(|e| {
+                    let r = &e.record;
+                    self.deletion_due(r)
+                        || (r.state == KeyState::Enabled
+                            && r.rotation
+                                .as_ref()
+                                .is_some_and(|rot| rot.next_rotation <= now))
+                        || (r.origin == OriginType::External
+                            && !r.versions.is_empty()
+                            && r.import
+                                .as_ref()
+                                .and_then(|i| i.valid_to)
+                                .is_some_and(|t| t <= now))
+                })
+                .cloned()
+                .collect()
+        };
+        for entry in due {
+            let _guard = self.writer.lock().await;
+            let Ok(entry) = self.fresh(&entry) else {
+                continue;
+            };
+            let record = &entry.record;
+            if self.deletion_due(record) {
+                self.destroy_key(record).await?;
+            } else if record.origin == OriginType::External {
+                self.expire_material(&entry).await?;
+            } else {
+                self.rotate(&entry, RotationType::Automatic).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a deletion window: the material is gone for good, with the key's aliases.
+    async fn destroy_key(&self, record: &KeyRecord) -> Result<()> {
+        let aliases: Vec<AliasRecord> = {
+            let tables = self.tables.read();
+            tables
+                .aliases
+                .values()
+                .filter(|a| a.scope == record.scope && a.target_key_id == record.key_id)
+                .cloned()
+                .collect()
+        };
+        for alias in aliases {
+            self.store.delete_alias(&alias.scope, &alias.name).await?;
+            self.tables
+                .write()
+                .aliases
+                .remove(&(alias.scope.clone(), alias.name.clone()));
+        }
+        self.store.delete_key(&record.scope, &record.key_id).await?;
+        let id = parse_uuid(&record.key_id)?;
+        self.tables.write().keys.remove(&id);
+        tracing::info!(key = %record.arn(), "key deleted at the end of its waiting period");
+        Ok(())
+    }
+
+    fn aliases_snapshot(&self, scope: &Scope) -> Vec<AliasRecord> {
+        let tables = self.tables.read();
+        tables
+            .aliases
+            .values()
+            .filter(|a| &a.scope == scope)
+            .cloned()
+            .collect()
+    }
 }
+
+fn alias_target(tables: &Tables, scope: &Scope, name: &str) -> Option<Uuid> {
+    tables
+        .aliases
+        .get(&(scope.clone(), name.to_string()))
+        .and_then(|a| Uuid::parse_str(&a.target_key_id).ok())
+}
+
+/// `aws:kms:<region>:<account>:<resource>` (after the `arn:` prefix).
+fn parse_kms_arn(rest: &str) -> Option<(Scope, &str)> {
+    let mut parts = rest.splitn(5, ':');
+    let (partition, service, region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if !partition.starts_with("aws") || service != "kms" || region.is_empty() || account.is_empty()
+    {
+        return None;
+    }
+    Some((Scope::new(account, region), resource))
+}
+
+pub(crate) fn parse_uuid(id: &str) -> Result<Uuid> {
+    Uuid::parse_str(id).map_err(|_| KmsError::internal("stored key id is not a UUID"))
+}
+
+/// Associated data that binds wrapped material to its key and version.
+pub(crate) fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
+    let mut aad = b"kubekms-key-material:".to_vec();
+    aad.extend_from_slice(key_id.as_bytes());
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+fn prepare_entry(root: &RootKey, record: KeyRecord) -> Result<KeyEntry> {
+    let mut versions = BTreeMap::new();
+    for v in &record.versions {
+        let material = root.unwrap(
+            &material_aad(&record.key_id, v.version),
+            &v.wrapped_material,
+        )?;
+        versions.insert(
+            v.version,
+            Arc::new(PreparedKey::new(record.spec, &material)?),
+        );
+    }
+    Ok(KeyEntry { record, versions })
+}
+
+#[cfg(test)]
+mod tests;

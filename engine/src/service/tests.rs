@@ -1,0 +1,1 @@
+//! Service tests (filled in below).
