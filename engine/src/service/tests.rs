@@ -1,1 +1,916 @@
-//! Service tests (filled in below).
+//! Operation-level tests against an in-memory store and a movable clock. Wire-level behaviour
+//! (SigV4, real AWS clients) is tested in `engine/tests/` and `e2e/python/`.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use super::{Kms, RequestContext};
+use crate::clock::{SystemClock, MILLIS_PER_DAY};
+use crate::crypto::RootKey;
+use crate::record::Scope;
+use crate::store::memory::MemoryStore;
+use crate::store::KeyStore;
+
+struct Harness {
+    kms: Arc<Kms>,
+    store: Arc<MemoryStore>,
+    clock: Arc<SystemClock>,
+    ctx: RequestContext,
+}
+
+const ROOT: [u8; 32] = [7u8; 32];
+
+async fn harness() -> Harness {
+    let store = Arc::new(MemoryStore::new());
+    let clock = SystemClock::new();
+    let kms = Kms::open(
+        store.clone(),
+        RootKey::from_bytes(&ROOT).unwrap(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    Harness {
+        kms,
+        store,
+        clock,
+        ctx: ctx("111122223333", "us-east-1"),
+    }
+}
+
+pub(super) fn ctx(account: &str, region: &str) -> RequestContext {
+    RequestContext {
+        scope: Scope::new(account, region),
+        principal: format!("arn:aws:iam::{account}:user/test"),
+        request_id: "test".into(),
+    }
+}
+
+impl Harness {
+    async fn call(&self, op: &str, body: Value) -> Result<Value, (String, String)> {
+        self.call_as(&self.ctx, op, body).await
+    }
+
+    async fn call_as(
+        &self,
+        ctx: &RequestContext,
+        op: &str,
+        body: Value,
+    ) -> Result<Value, (String, String)> {
+        let resp = self
+            .kms
+            .dispatch(ctx, op, body.to_string().as_bytes())
+            .await;
+        match resp.result {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap()),
+            Err(e) => Err((e.aws_type().to_string(), e.to_string())),
+        }
+    }
+
+    async fn err(&self, op: &str, body: Value) -> String {
+        match self.call(op, body).await {
+            Ok(v) => panic!("{op} succeeded unexpectedly: {v}"),
+            Err((kind, _)) => kind,
+        }
+    }
+
+    async fn create(&self, body: Value) -> String {
+        let out = self.call("CreateKey", body).await.unwrap();
+        out["KeyMetadata"]["KeyId"].as_str().unwrap().to_string()
+    }
+
+    async fn encrypt(&self, key: &str, plaintext: &[u8], context: Value) -> String {
+        let out = self
+            .call("Encrypt", json!({"KeyId": key, "Plaintext": B64.encode(plaintext), "EncryptionContext": context}))
+            .await
+            .unwrap();
+        out["CiphertextBlob"].as_str().unwrap().to_string()
+    }
+
+    async fn decrypt(&self, blob: &str, context: Value) -> Result<Vec<u8>, String> {
+        self.call(
+            "Decrypt",
+            json!({"CiphertextBlob": blob, "EncryptionContext": context}),
+        )
+        .await
+        .map(|v| B64.decode(v["Plaintext"].as_str().unwrap()).unwrap())
+        .map_err(|(kind, _)| kind)
+    }
+
+    async fn state(&self, key: &str) -> String {
+        let out = self
+            .call("DescribeKey", json!({"KeyId": key}))
+            .await
+            .unwrap();
+        out["KeyMetadata"]["KeyState"].as_str().unwrap().to_string()
+    }
+
+    /// A second engine over the same store: what a restart sees.
+    async fn reopen(&self) -> Arc<Kms> {
+        Kms::open(
+            self.store.clone(),
+            RootKey::from_bytes(&ROOT).unwrap(),
+            self.clock.clone(),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn symmetric_round_trip_with_context_and_tamper() {
+    let h = harness().await;
+    let key = h.create(json!({"Description": "orders"})).await;
+    let ctx = json!({"tenant": "a", "purpose": "test"});
+    let blob = h.encrypt(&key, b"hello world", ctx.clone()).await;
+    assert_eq!(h.decrypt(&blob, ctx.clone()).await.unwrap(), b"hello world");
+
+    // Context: exact and case-sensitive.
+    assert_eq!(
+        h.decrypt(&blob, json!({"tenant": "A", "purpose": "test"}))
+            .await
+            .unwrap_err(),
+        "InvalidCiphertextException"
+    );
+    assert_eq!(
+        h.decrypt(&blob, json!({})).await.unwrap_err(),
+        "InvalidCiphertextException"
+    );
+
+    // Every single-byte flip fails the same way.
+    let raw = B64.decode(&blob).unwrap();
+    for i in [0, 3, 20, 30, raw.len() - 1] {
+        let mut bad = raw.clone();
+        bad[i] ^= 1;
+        assert_eq!(
+            h.decrypt(&B64.encode(&bad), ctx.clone()).await.unwrap_err(),
+            "InvalidCiphertextException",
+            "byte {i}"
+        );
+    }
+
+    // Decrypt with the wrong KeyId.
+    let other = h.create(json!({})).await;
+    let (kind, _) = h
+        .call(
+            "Decrypt",
+            json!({"CiphertextBlob": blob, "EncryptionContext": ctx, "KeyId": other}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(kind, "IncorrectKeyException");
+
+    // Another account cannot use the key or decrypt its ciphertexts.
+    let stranger = super::tests::ctx("444455556666", "us-east-1");
+    let (kind, _) = h
+        .call_as(
+            &stranger,
+            "Encrypt",
+            json!({"KeyId": key, "Plaintext": "aGk="}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(kind, "NotFoundException");
+    let (kind, _) = h
+        .call_as(&stranger, "Decrypt", json!({"CiphertextBlob": blob, "EncryptionContext": {"tenant": "a", "purpose": "test"}}))
+        .await
+        .unwrap_err();
+    assert_eq!(kind, "InvalidCiphertextException");
+}
+
+#[tokio::test]
+async fn limits_and_validation() {
+    let h = harness().await;
+    let key = h.create(json!({})).await;
+    let big = B64.encode(vec![0u8; 4097]);
+    assert_eq!(
+        h.err("Encrypt", json!({"KeyId": key, "Plaintext": big}))
+            .await,
+        "ValidationException"
+    );
+    assert_eq!(
+        h.err("Encrypt", json!({"KeyId": key, "Plaintext": "%%%"}))
+            .await,
+        "ValidationException"
+    );
+    assert_eq!(
+        h.err("Encrypt", json!({"Plaintext": "aGk="})).await,
+        "ValidationException"
+    );
+    assert_eq!(
+        h.err("Encrypt", json!({"KeyId": "nope", "Plaintext": "aGk="}))
+            .await,
+        "NotFoundException"
+    );
+    assert_eq!(
+        h.err("GenerateRandom", json!({"NumberOfBytes": 0})).await,
+        "ValidationException"
+    );
+    assert_eq!(
+        h.err("GenerateRandom", json!({"NumberOfBytes": 1025}))
+            .await,
+        "ValidationException"
+    );
+    let random = h
+        .call("GenerateRandom", json!({"NumberOfBytes": 1024}))
+        .await
+        .unwrap();
+    assert_eq!(
+        B64.decode(random["Plaintext"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        1024
+    );
+    assert_eq!(
+        h.err("CreateKey", json!({"KeySpec": "RSA_1024"})).await,
+        "ValidationException"
+    );
+    assert_eq!(
+        h.err(
+            "CreateKey",
+            json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "ENCRYPT_DECRYPT"})
+        )
+        .await,
+        "ValidationException"
+    );
+    assert_eq!(
+        h.err("Frobnicate", json!({})).await,
+        "UnknownOperationException"
+    );
+    let resp = h.kms.dispatch(&h.ctx, "CreateKey", b"{not json").await;
+    assert_eq!(
+        resp.result.err().unwrap().aws_type(),
+        "SerializationException"
+    );
+    assert_eq!(
+        h.err("GenerateDataKey", json!({"KeyId": key})).await,
+        "ValidationException"
+    );
+    assert_eq!(
+        h.err(
+            "GenerateDataKey",
+            json!({"KeyId": key, "KeySpec": "AES_256", "NumberOfBytes": 32})
+        )
+        .await,
+        "ValidationException"
+    );
+}
+
+#[tokio::test]
+async fn data_keys_decrypt_to_their_plaintext() {
+    let h = harness().await;
+    let key = h.create(json!({})).await;
+    let out = h
+        .call(
+            "GenerateDataKey",
+            json!({"KeyId": key, "KeySpec": "AES_256", "EncryptionContext": {"a": "b"}}),
+        )
+        .await
+        .unwrap();
+    let plain = B64.decode(out["Plaintext"].as_str().unwrap()).unwrap();
+    assert_eq!(plain.len(), 32);
+    assert!(out["KeyId"]
+        .as_str()
+        .unwrap()
+        .starts_with("arn:aws:kms:us-east-1:111122223333:key/"));
+    let blob = out["CiphertextBlob"].as_str().unwrap();
+    assert_eq!(h.decrypt(blob, json!({"a": "b"})).await.unwrap(), plain);
+
+    let out = h
+        .call(
+            "GenerateDataKeyWithoutPlaintext",
+            json!({"KeyId": key, "NumberOfBytes": 16}),
+        )
+        .await
+        .unwrap();
+    assert!(out.get("Plaintext").is_none());
+    assert_eq!(
+        h.decrypt(out["CiphertextBlob"].as_str().unwrap(), json!({}))
+            .await
+            .unwrap()
+            .len(),
+        16
+    );
+
+    for spec in ["ECC_NIST_P256", "RSA_2048"] {
+        let out = h
+            .call(
+                "GenerateDataKeyPair",
+                json!({"KeyId": key, "KeyPairSpec": spec}),
+            )
+            .await
+            .unwrap();
+        let private = B64
+            .decode(out["PrivateKeyPlaintext"].as_str().unwrap())
+            .unwrap();
+        assert!(!B64
+            .decode(out["PublicKey"].as_str().unwrap())
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            h.decrypt(out["PrivateKeyCiphertextBlob"].as_str().unwrap(), json!({}))
+                .await
+                .unwrap(),
+            private
+        );
+        let out = h
+            .call(
+                "GenerateDataKeyPairWithoutPlaintext",
+                json!({"KeyId": key, "KeyPairSpec": spec}),
+            )
+            .await
+            .unwrap();
+        assert!(out.get("PrivateKeyPlaintext").is_none());
+    }
+    assert_eq!(
+        h.err(
+            "GenerateDataKeyPair",
+            json!({"KeyId": key, "KeyPairSpec": "HMAC_256"})
+        )
+        .await,
+        "ValidationException"
+    );
+}
+
+#[tokio::test]
+async fn disable_enable_and_deletion_window() {
+    let h = harness().await;
+    let key = h.create(json!({})).await;
+    let blob = h.encrypt(&key, b"kept", json!({})).await;
+    h.call("DisableKey", json!({"KeyId": key})).await.unwrap();
+    assert_eq!(h.state(&key).await, "Disabled");
+    assert_eq!(
+        h.decrypt(&blob, json!({})).await.unwrap_err(),
+        "DisabledException"
+    );
+    h.call("EnableKey", json!({"KeyId": key})).await.unwrap();
+    assert_eq!(h.decrypt(&blob, json!({})).await.unwrap(), b"kept");
+
+    for days in [6, 31] {
+        assert_eq!(
+            h.err(
+                "ScheduleKeyDeletion",
+                json!({"KeyId": key, "PendingWindowInDays": days})
+            )
+            .await,
+            "ValidationException"
+        );
+    }
+    let out = h
+        .call(
+            "ScheduleKeyDeletion",
+            json!({"KeyId": key, "PendingWindowInDays": 7}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["KeyState"], "PendingDeletion");
+    assert_eq!(out["PendingWindowInDays"], 7);
+    assert_eq!(
+        h.decrypt(&blob, json!({})).await.unwrap_err(),
+        "KMSInvalidStateException"
+    );
+    assert_eq!(
+        h.err("EnableKey", json!({"KeyId": key})).await,
+        "KMSInvalidStateException"
+    );
+    assert_eq!(
+        h.err("ScheduleKeyDeletion", json!({"KeyId": key})).await,
+        "KMSInvalidStateException"
+    );
+
+    // Cancel: the same key comes back, Disabled, and decrypts once enabled.
+    h.call("CancelKeyDeletion", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    assert_eq!(h.state(&key).await, "Disabled");
+    h.call("EnableKey", json!({"KeyId": key})).await.unwrap();
+    assert_eq!(h.decrypt(&blob, json!({})).await.unwrap(), b"kept");
+
+    // Window runs out: gone for good, with its alias, and not back after a restart.
+    h.call(
+        "CreateAlias",
+        json!({"AliasName": "alias/doomed", "TargetKeyId": key}),
+    )
+    .await
+    .unwrap();
+    h.call(
+        "ScheduleKeyDeletion",
+        json!({"KeyId": key, "PendingWindowInDays": 7}),
+    )
+    .await
+    .unwrap();
+    h.clock.advance(6 * MILLIS_PER_DAY);
+    h.kms.run_due_work().await.unwrap();
+    assert_eq!(h.state(&key).await, "PendingDeletion");
+    h.clock.advance(MILLIS_PER_DAY + 1000);
+    assert_eq!(
+        h.err("DescribeKey", json!({"KeyId": key})).await,
+        "NotFoundException"
+    );
+    h.kms.run_due_work().await.unwrap();
+    assert!(h.store.load().await.unwrap().keys.is_empty());
+    assert!(h.store.load().await.unwrap().aliases.is_empty());
+    let restarted = h.reopen().await;
+    let resp = restarted
+        .dispatch(
+            &h.ctx,
+            "DescribeKey",
+            json!({"KeyId": key}).to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(resp.result.err().unwrap().aws_type(), "NotFoundException");
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_ciphertexts_decryptable() {
+    let h = harness().await;
+    let key = h.create(json!({})).await;
+    let v1 = h.encrypt(&key, b"one", json!({})).await;
+    h.call("RotateKeyOnDemand", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    let v2 = h.encrypt(&key, b"two", json!({})).await;
+    assert_ne!(
+        B64.decode(&v1).unwrap()[19..23],
+        B64.decode(&v2).unwrap()[19..23]
+    );
+
+    assert_eq!(
+        h.err(
+            "EnableKeyRotation",
+            json!({"KeyId": key, "RotationPeriodInDays": 89})
+        )
+        .await,
+        "ValidationException"
+    );
+    h.call(
+        "EnableKeyRotation",
+        json!({"KeyId": key, "RotationPeriodInDays": 90}),
+    )
+    .await
+    .unwrap();
+    let status = h
+        .call("GetKeyRotationStatus", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    assert_eq!(status["KeyRotationEnabled"], true);
+    assert_eq!(status["RotationPeriodInDays"], 90);
+
+    h.clock.advance(91 * MILLIS_PER_DAY);
+    h.kms.run_due_work().await.unwrap();
+    let rotations = h
+        .call("ListKeyRotations", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = rotations["Rotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["RotationType"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["ON_DEMAND", "AUTOMATIC"]);
+    let v3 = h.encrypt(&key, b"three", json!({})).await;
+
+    // A restart loads every version.
+    let restarted = h.reopen().await;
+    for (blob, plain) in [(&v1, &b"one"[..]), (&v2, b"two"), (&v3, b"three")] {
+        let resp = restarted
+            .dispatch(
+                &h.ctx,
+                "Decrypt",
+                json!({"CiphertextBlob": blob}).to_string().as_bytes(),
+            )
+            .await;
+        let out: Value = serde_json::from_slice(&resp.result.unwrap()).unwrap();
+        assert_eq!(
+            B64.decode(out["Plaintext"].as_str().unwrap()).unwrap(),
+            plain
+        );
+    }
+
+    let ecc = h
+        .create(json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}))
+        .await;
+    assert_eq!(
+        h.err("EnableKeyRotation", json!({"KeyId": ecc})).await,
+        "UnsupportedOperationException"
+    );
+    assert_eq!(
+        h.err("RotateKeyOnDemand", json!({"KeyId": ecc})).await,
+        "UnsupportedOperationException"
+    );
+}
+
+#[tokio::test]
+async fn aliases_resolve_and_repoint() {
+    let h = harness().await;
+    let a = h.create(json!({})).await;
+    let b = h.create(json!({})).await;
+    h.call(
+        "CreateAlias",
+        json!({"AliasName": "alias/team/orders", "TargetKeyId": a}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.err(
+            "CreateAlias",
+            json!({"AliasName": "alias/team/orders", "TargetKeyId": b})
+        )
+        .await,
+        "AlreadyExistsException"
+    );
+    assert_eq!(
+        h.err(
+            "CreateAlias",
+            json!({"AliasName": "orders", "TargetKeyId": b})
+        )
+        .await,
+        "ValidationException"
+    );
+    let blob = h.encrypt("alias/team/orders", b"x", json!({})).await;
+    let arn = "arn:aws:kms:us-east-1:111122223333:alias/team/orders";
+    let out = h.call("DescribeKey", json!({"KeyId": arn})).await.unwrap();
+    assert_eq!(out["KeyMetadata"]["KeyId"], a.as_str());
+
+    h.call(
+        "UpdateAlias",
+        json!({"AliasName": "alias/team/orders", "TargetKeyId": b}),
+    )
+    .await
+    .unwrap();
+    let out = h
+        .call("DescribeKey", json!({"KeyId": "alias/team/orders"}))
+        .await
+        .unwrap();
+    assert_eq!(out["KeyMetadata"]["KeyId"], b.as_str());
+    assert_eq!(h.decrypt(&blob, json!({})).await.unwrap(), b"x");
+
+    let hmac = h
+        .create(json!({"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"}))
+        .await;
+    assert_eq!(
+        h.err(
+            "UpdateAlias",
+            json!({"AliasName": "alias/team/orders", "TargetKeyId": hmac})
+        )
+        .await,
+        "ValidationException"
+    );
+
+    let list = h.call("ListAliases", json!({"KeyId": b})).await.unwrap();
+    assert_eq!(list["Aliases"].as_array().unwrap().len(), 1);
+    assert_eq!(list["Aliases"][0]["AliasArn"], arn);
+    h.call("DeleteAlias", json!({"AliasName": "alias/team/orders"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.err("DescribeKey", json!({"KeyId": "alias/team/orders"}))
+            .await,
+        "NotFoundException"
+    );
+    assert_eq!(
+        h.err("DeleteAlias", json!({"AliasName": "alias/team/orders"}))
+            .await,
+        "NotFoundException"
+    );
+}
+
+#[tokio::test]
+async fn sign_verify_every_asymmetric_spec() {
+    let h = harness().await;
+    let cases = [
+        (
+            "RSA_2048",
+            vec!["RSASSA_PSS_SHA_256", "RSASSA_PKCS1_V1_5_SHA_512"],
+        ),
+        ("RSA_3072", vec!["RSASSA_PSS_SHA_384"]),
+        ("RSA_4096", vec!["RSASSA_PKCS1_V1_5_SHA_256"]),
+        ("ECC_NIST_P256", vec!["ECDSA_SHA_256"]),
+        ("ECC_NIST_P384", vec!["ECDSA_SHA_384"]),
+        ("ECC_NIST_P521", vec!["ECDSA_SHA_512"]),
+        ("ECC_SECG_P256K1", vec!["ECDSA_SHA_256"]),
+    ];
+    let message = B64.encode(b"the message");
+    for (spec, algs) in cases {
+        let key = h
+            .create(json!({"KeySpec": spec, "KeyUsage": "SIGN_VERIFY"}))
+            .await;
+        for alg in algs {
+            let out = h
+                .call(
+                    "Sign",
+                    json!({"KeyId": key, "Message": message, "SigningAlgorithm": alg}),
+                )
+                .await
+                .unwrap();
+            let sig = out["Signature"].as_str().unwrap().to_string();
+            let ok = h.call("Verify", json!({"KeyId": key, "Message": message, "Signature": sig, "SigningAlgorithm": alg})).await.unwrap();
+            assert_eq!(ok["SignatureValid"], true, "{spec} {alg}");
+            let wrong = B64.encode(b"another message");
+            assert_eq!(
+                h.err("Verify", json!({"KeyId": key, "Message": wrong, "Signature": sig, "SigningAlgorithm": alg})).await,
+                "KMSInvalidSignatureException",
+                "{spec} {alg}"
+            );
+        }
+        let pk = h.call("GetPublicKey", json!({"KeyId": key})).await.unwrap();
+        assert!(!B64
+            .decode(pk["PublicKey"].as_str().unwrap())
+            .unwrap()
+            .is_empty());
+        assert_eq!(pk["KeySpec"], spec);
+        assert_eq!(
+            h.err("Encrypt", json!({"KeyId": key, "Plaintext": message}))
+                .await,
+            "InvalidKeyUsageException"
+        );
+    }
+    let p256 = h.create(json!({"KeySpec": "ECC_NIST_P256"})).await;
+    assert_eq!(
+        h.err(
+            "Sign",
+            json!({"KeyId": p256, "Message": message, "SigningAlgorithm": "ECDSA_SHA_384"})
+        )
+        .await,
+        "InvalidKeyUsageException"
+    );
+    // DIGEST must be exactly the hash length.
+    let digest = B64.encode([1u8; 32]);
+    h.call("Sign", json!({"KeyId": p256, "Message": digest, "MessageType": "DIGEST", "SigningAlgorithm": "ECDSA_SHA_256"})).await.unwrap();
+    assert_eq!(h.err("Sign", json!({"KeyId": p256, "Message": message, "MessageType": "DIGEST", "SigningAlgorithm": "ECDSA_SHA_256"})).await, "ValidationException");
+    let sym = h.create(json!({})).await;
+    assert_eq!(
+        h.err(
+            "Sign",
+            json!({"KeyId": sym, "Message": message, "SigningAlgorithm": "ECDSA_SHA_256"})
+        )
+        .await,
+        "InvalidKeyUsageException"
+    );
+    assert_eq!(
+        h.err("GetPublicKey", json!({"KeyId": sym})).await,
+        "UnsupportedOperationException"
+    );
+}
+
+#[tokio::test]
+async fn rsa_encryption_limits() {
+    let h = harness().await;
+    let key = h
+        .create(json!({"KeySpec": "RSA_2048", "KeyUsage": "ENCRYPT_DECRYPT"}))
+        .await;
+    let ok = B64.encode(vec![9u8; 190]);
+    let out = h
+        .call(
+            "Encrypt",
+            json!({"KeyId": key, "Plaintext": ok, "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}),
+        )
+        .await
+        .unwrap();
+    let blob = out["CiphertextBlob"].as_str().unwrap();
+    let plain = h
+        .call("Decrypt", json!({"KeyId": key, "CiphertextBlob": blob, "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}))
+        .await
+        .unwrap();
+    assert_eq!(plain["Plaintext"].as_str().unwrap(), ok);
+    let too_long = B64.encode(vec![9u8; 191]);
+    assert_eq!(h.err("Encrypt", json!({"KeyId": key, "Plaintext": too_long, "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"})).await, "ValidationException");
+    assert_eq!(
+        h.err("Encrypt", json!({"KeyId": key, "Plaintext": ok}))
+            .await,
+        "InvalidKeyUsageException"
+    );
+    assert_eq!(
+        h.err(
+            "Decrypt",
+            json!({"CiphertextBlob": blob, "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"})
+        )
+        .await,
+        "ValidationException"
+    );
+}
+
+#[tokio::test]
+async fn macs_verify_and_reject() {
+    let h = harness().await;
+    for (spec, alg) in [
+        ("HMAC_224", "HMAC_SHA_224"),
+        ("HMAC_256", "HMAC_SHA_256"),
+        ("HMAC_384", "HMAC_SHA_384"),
+        ("HMAC_512", "HMAC_SHA_512"),
+    ] {
+        let key = h
+            .create(json!({"KeySpec": spec, "KeyUsage": "GENERATE_VERIFY_MAC"}))
+            .await;
+        let msg = B64.encode(b"m");
+        let out = h
+            .call(
+                "GenerateMac",
+                json!({"KeyId": key, "Message": msg, "MacAlgorithm": alg}),
+            )
+            .await
+            .unwrap();
+        let mac = out["Mac"].as_str().unwrap().to_string();
+        let ok = h
+            .call(
+                "VerifyMac",
+                json!({"KeyId": key, "Message": msg, "MacAlgorithm": alg, "Mac": mac}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok["MacValid"], true);
+        let mut bad = B64.decode(&mac).unwrap();
+        bad[0] ^= 0x80;
+        assert_eq!(
+            h.err(
+                "VerifyMac",
+                json!({"KeyId": key, "Message": msg, "MacAlgorithm": alg, "Mac": B64.encode(bad)})
+            )
+            .await,
+            "KMSInvalidMacException"
+        );
+    }
+}
+
+#[tokio::test]
+async fn list_keys_paginates_and_tags_policies_persist() {
+    let h = harness().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            h.create(json!({"Tags": [{"TagKey": "team", "TagValue": "a"}]}))
+                .await,
+        );
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let mut body = json!({"Limit": 2});
+        if let Some(m) = &marker {
+            body["Marker"] = json!(m);
+        }
+        let page = h.call("ListKeys", body).await.unwrap();
+        seen.extend(
+            page["Keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["KeyId"].as_str().unwrap().to_string()),
+        );
+        if page["Truncated"] == true {
+            marker = Some(page["NextMarker"].as_str().unwrap().to_string());
+        } else {
+            break;
+        }
+    }
+    assert_eq!(seen, ids);
+
+    let key = &ids[0];
+    h.call(
+        "TagResource",
+        json!({"KeyId": key, "Tags": [{"TagKey": "env", "TagValue": "prod"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.err(
+            "TagResource",
+            json!({"KeyId": key, "Tags": [{"TagKey": "aws:x", "TagValue": "y"}]})
+        )
+        .await,
+        "TagException"
+    );
+    h.call("UntagResource", json!({"KeyId": key, "TagKeys": ["team"]}))
+        .await
+        .unwrap();
+    let tags = h
+        .call("ListResourceTags", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    assert_eq!(tags["Tags"], json!([{"TagKey": "env", "TagValue": "prod"}]));
+
+    let policy = h.call("GetKeyPolicy", json!({"KeyId": key})).await.unwrap();
+    assert!(policy["Policy"]
+        .as_str()
+        .unwrap()
+        .contains("arn:aws:iam::111122223333:root"));
+    assert_eq!(
+        h.err("PutKeyPolicy", json!({"KeyId": key, "Policy": "{not json"}))
+            .await,
+        "MalformedPolicyDocumentException"
+    );
+    let new_policy = json!({"Version": "2012-10-17", "Statement": []}).to_string();
+    h.call("PutKeyPolicy", json!({"KeyId": key, "Policy": new_policy}))
+        .await
+        .unwrap();
+    let restarted = h.reopen().await;
+    let resp = restarted
+        .dispatch(
+            &h.ctx,
+            "GetKeyPolicy",
+            json!({"KeyId": key}).to_string().as_bytes(),
+        )
+        .await;
+    let out: Value = serde_json::from_slice(&resp.result.unwrap()).unwrap();
+    assert_eq!(out["Policy"], new_policy);
+}
+
+/// Wrap material the way `openssl pkeyutl` / the AWS docs do, with our own crypto's public API.
+fn wrap_for_import(public_der: &[u8], material: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256};
+    let key =
+        OaepPublicEncryptingKey::new(PublicEncryptingKey::from_der(public_der).unwrap()).unwrap();
+    let mut out = vec![0u8; key.ciphertext_size()];
+    let n = key
+        .encrypt(&OAEP_SHA256_MGF1SHA256, material, &mut out, None)
+        .unwrap()
+        .len();
+    out.truncate(n);
+    out
+}
+
+#[tokio::test]
+async fn import_expire_and_reimport_same_material() {
+    let h = harness().await;
+    let key = h.create(json!({"Origin": "EXTERNAL"})).await;
+    assert_eq!(h.state(&key).await, "PendingImport");
+    assert_eq!(
+        h.err("Encrypt", json!({"KeyId": key, "Plaintext": "aGk="}))
+            .await,
+        "KMSInvalidStateException"
+    );
+
+    let material = [42u8; 32];
+    let import = |valid_to: Option<f64>| {
+        let h = &h;
+        let key = key.clone();
+        async move {
+            let params = h
+                .call("GetParametersForImport", json!({"KeyId": key, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}))
+                .await
+                .unwrap();
+            let public = B64.decode(params["PublicKey"].as_str().unwrap()).unwrap();
+            let wrapped = wrap_for_import(&public, &material);
+            let mut body = json!({"KeyId": key, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": B64.encode(wrapped)});
+            if let Some(t) = valid_to {
+                body["ValidTo"] = json!(t);
+            }
+            h.call("ImportKeyMaterial", body).await
+        }
+    };
+    let now_secs = h.kms.now() as f64 / 1000.0;
+    import(Some(now_secs + 3600.0)).await.unwrap();
+    assert_eq!(h.state(&key).await, "Enabled");
+    let blob = h.encrypt(&key, b"imported", json!({})).await;
+    assert_eq!(h.decrypt(&blob, json!({})).await.unwrap(), b"imported");
+    let meta = h.call("DescribeKey", json!({"KeyId": key})).await.unwrap();
+    assert_eq!(
+        meta["KeyMetadata"]["ExpirationModel"],
+        "KEY_MATERIAL_EXPIRES"
+    );
+
+    // Expiry: unusable at once, swept into PendingImport.
+    h.clock.advance(3601 * 1000);
+    assert_eq!(h.state(&key).await, "PendingImport");
+    assert_eq!(
+        h.decrypt(&blob, json!({})).await.unwrap_err(),
+        "KMSInvalidStateException"
+    );
+    h.kms.run_due_work().await.unwrap();
+    assert_eq!(h.state(&key).await, "PendingImport");
+
+    // Re-import of the same material brings the old ciphertext back.
+    import(None).await.unwrap();
+    assert_eq!(h.decrypt(&blob, json!({})).await.unwrap(), b"imported");
+
+    // Different material is refused; a token for another key is refused.
+    let params = h
+        .call("GetParametersForImport", json!({"KeyId": key, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}))
+        .await
+        .unwrap();
+    let public = B64.decode(params["PublicKey"].as_str().unwrap()).unwrap();
+    let other_material = wrap_for_import(&public, &[1u8; 32]);
+    let (kind, _) = h
+        .call("ImportKeyMaterial", json!({"KeyId": key, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": B64.encode(&other_material)}))
+        .await
+        .unwrap_err();
+    assert_eq!(kind, "IncorrectKeyMaterialException");
+    let other_key = h.create(json!({"Origin": "EXTERNAL"})).await;
+    let (kind, _) = h
+        .call("ImportKeyMaterial", json!({"KeyId": other_key, "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": B64.encode(&other_material)}))
+        .await
+        .unwrap_err();
+    assert_eq!(kind, "InvalidImportTokenException");
+
+    h.call("DeleteImportedKeyMaterial", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    assert_eq!(h.state(&key).await, "PendingImport");
+    let aws_key = h.create(json!({})).await;
+    assert_eq!(h.err("GetParametersForImport", json!({"KeyId": aws_key, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"})).await, "UnsupportedOperationException");
+}
