@@ -1,1 +1,1053 @@
-//! INTERFACE STUB: the wire helper fills this in.
+//! AWS Signature Version 4: verification of incoming requests (header form, as every AWS SDK
+//! and the CLI send to KMS) and a signer for our own tests and benchmarks.
+//!
+//! Derived signing keys are cached per credential scope, so checking a request costs one
+//! SHA-256 of the body, one of the canonical request and one HMAC.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lc_rs::{constant_time, digest, hmac};
+use axum::http::HeaderMap;
+use parking_lot::RwLock;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
+use zeroize::Zeroizing;
+
+use crate::clock::{Clock, Millis};
+use crate::config::{Credential, Credentials};
+use crate::error::{KmsError, Result};
+use crate::record::Scope;
+
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+pub const SERVICE: &str = "kms";
+const TERMINATOR: &str = "aws4_request";
+/// How far a request's timestamp may be from our clock, either way (AWS allows 5 minutes).
+pub const MAX_SKEW_MILLIS: Millis = 5 * 60 * 1000;
+/// Signing keys change daily per scope; beyond this many the cache is simply emptied.
+const MAX_CACHED_KEYS: usize = 4096;
+
+const AMZ_DATE: &[BorrowedFormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
+const HTTP_DATE: &[BorrowedFormatItem<'static>] = format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
+const MSG_MISMATCH: &str = "The request signature we calculated does not match the signature \
+    you provided. Check your AWS Secret Access Key and signing method. Consult the service \
+    documentation for details.";
+const MSG_UNKNOWN_KEY: &str = "The security token included in the request is invalid.";
+
+/// Who signed a request, once the signature checks out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The account from the credential's configuration, the region from the credential scope.
+    pub scope: Scope,
+    pub principal: String,
+    pub access_key_id: String,
+}
+
+/// The parts of an HTTP request that SigV4 covers. `path` and `query` are as received on the
+/// wire (still percent-encoded).
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+pub struct Verifier {
+    credentials: Credentials,
+    clock: Arc<dyn Clock>,
+    /// Keyed by the whole `Credential=` value (`AKID/date/region/service/aws4_request`), which
+    /// names exactly the inputs of the key derivation.
+    signing_keys: RwLock<HashMap<String, hmac::Key>>,
+}
+
+struct Authorization<'a> {
+    /// `AKID/date/region/service/aws4_request`
+    credential: &'a str,
+    access_key_id: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+    signed_headers: &'a str,
+    signature: &'a str,
+}
+
+impl Verifier {
+    pub fn new(credentials: Credentials, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            credentials,
+            clock,
+            signing_keys: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    pub fn verify(&self, req: &SignedRequest<'_>) -> Result<Verified> {
+        let header = match req.headers.get("authorization") {
+            Some(h) => h
+                .to_str()
+                .map_err(|_| incomplete("The Authorization header is not valid ASCII."))?,
+            None => {
+                return Err(KmsError::MissingAuthenticationToken(
+                    "Missing Authentication Token".into(),
+                ))
+            }
+        };
+        let auth = parse_authorization(header)?;
+        let (amz_date, request_time) = request_date(req.headers)?;
+
+        if auth.date != &amz_date[..8] {
+            return Err(KmsError::InvalidSignature(format!(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date \
+                 from HTTP: '{}' != '{}', from '{amz_date}'.",
+                auth.date,
+                &amz_date[..8]
+            )));
+        }
+        if auth.service != SERVICE {
+            return Err(KmsError::InvalidSignature(format!(
+                "Credential should be scoped to correct service: '{SERVICE}'."
+            )));
+        }
+        if auth.region.is_empty() {
+            return Err(incomplete("Credential should be scoped to a valid region."));
+        }
+        check_skew(&amz_date, request_time, self.clock.now_millis())?;
+
+        let signed: Vec<&str> = auth.signed_headers.split(';').collect();
+        if !signed.contains(&"host") {
+            return Err(KmsError::InvalidSignature(
+                "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
+            ));
+        }
+        // Every SDK signs the target. Insisting on it binds the operation to the signature, so a
+        // captured request cannot be replayed as a different operation on the same body.
+        if req.headers.contains_key("x-amz-target") && !signed.contains(&"x-amz-target") {
+            return Err(KmsError::InvalidSignature(
+                "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.".into(),
+            ));
+        }
+
+        let credential = self
+            .credentials
+            .get(auth.access_key_id)
+            .ok_or_else(|| KmsError::UnrecognizedClient(MSG_UNKNOWN_KEY.into()))?;
+
+        let payload_hash = hex::encode(digest::digest(&digest::SHA256, req.body));
+        if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
+            if !claimed
+                .as_bytes()
+                .eq_ignore_ascii_case(payload_hash.as_bytes())
+            {
+                return Err(KmsError::InvalidSignature(
+                    "The provided 'x-amz-content-sha256' header does not match what was computed."
+                        .into(),
+                ));
+            }
+        }
+
+        let canonical = canonical_request(
+            req.method,
+            req.path,
+            req.query,
+            &signed,
+            auth.signed_headers,
+            |name, out| {
+                let mut first = true;
+                for value in req.headers.get_all(name) {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    push_header_value(out, value.as_bytes());
+                }
+            },
+            &payload_hash,
+        );
+        let key = self.signing_key(&auth, credential);
+        let expected = signature(&key, &amz_date, auth.credential, &canonical);
+        constant_time::verify_slices_are_equal(expected.as_bytes(), auth.signature.as_bytes())
+            .map_err(|_| KmsError::InvalidSignature(MSG_MISMATCH.into()))?;
+
+        Ok(Verified {
+            scope: Scope::new(credential.account_id.clone(), auth.region),
+            principal: credential.principal.clone(),
+            access_key_id: credential.access_key_id.clone(),
+        })
+    }
+
+    fn signing_key(&self, auth: &Authorization<'_>, credential: &Credential) -> hmac::Key {
+        if let Some(key) = self.signing_keys.read().get(auth.credential) {
+            return key.clone();
+        }
+        let key = derive_signing_key(
+            credential.secret_access_key(),
+            auth.date,
+            auth.region,
+            auth.service,
+        );
+        let mut cache = self.signing_keys.write();
+        if cache.len() >= MAX_CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(auth.credential.to_owned(), key.clone());
+        key
+    }
+}
+
+fn incomplete(msg: impl Into<String>) -> KmsError {
+    KmsError::IncompleteSignature(msg.into())
+}
+
+fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
+    let (algorithm, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    if algorithm != ALGORITHM {
+        return Err(incomplete(format!(
+            "Unsupported AWS 'algorithm': '{algorithm}'. Only '{ALGORITHM}' is supported."
+        )));
+    }
+    let (mut credential, mut signed_headers, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let Some((name, value)) = part.trim().split_once('=') else {
+            continue;
+        };
+        match name {
+            "Credential" => credential = Some(value),
+            "SignedHeaders" => signed_headers = Some(value),
+            "Signature" => signature = Some(value),
+            _ => {}
+        }
+    }
+    let mut missing = String::new();
+    for (name, value) in [
+        ("Credential", credential),
+        ("Signature", signature),
+        ("SignedHeaders", signed_headers),
+    ] {
+        if value.is_none_or(str::is_empty) {
+            missing.push_str(&format!(
+                "Authorization header requires '{name}' parameter. "
+            ));
+        }
+    }
+    let (Some(credential), Some(signed_headers), Some(signature)) =
+        (credential, signed_headers, signature)
+    else {
+        return Err(incomplete(missing.trim_end()));
+    };
+    if !missing.is_empty() {
+        return Err(incomplete(missing.trim_end()));
+    }
+    let parts: Vec<&str> = credential.split('/').collect();
+    let [access_key_id, date, region, service, terminator] = parts[..] else {
+        return Err(incomplete(
+            "Credential must have exactly 5 slash-delimited elements, e.g. \
+             keyid/date/region/service/term.",
+        ));
+    };
+    if terminator != TERMINATOR {
+        return Err(KmsError::InvalidSignature(format!(
+            "Credential should be scoped with a valid terminator: '{TERMINATOR}', not \
+             '{terminator}'."
+        )));
+    }
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(incomplete(format!(
+            "Credential scope date '{date}' is not in YYYYMMDD format."
+        )));
+    }
+    Ok(Authorization {
+        credential,
+        access_key_id,
+        date,
+        region,
+        service,
+        signed_headers,
+        signature,
+    })
+}
+
+/// The request time in ISO-8601 basic form, from `X-Amz-Date` or else `Date`.
+fn request_date(headers: &HeaderMap) -> Result<(String, Millis)> {
+    if let Some(value) = headers.get("x-amz-date") {
+        let text = value.to_str().unwrap_or("");
+        let parsed = PrimitiveDateTime::parse(text, AMZ_DATE).map_err(|_| {
+            incomplete(format!(
+                "Date must be in ISO-8601 'basic format'. Got '{text}'."
+            ))
+        })?;
+        let millis = parsed.assume_utc().unix_timestamp() * 1000;
+        return Ok((text.to_owned(), millis));
+    }
+    if let Some(value) = headers.get("date") {
+        let text = value.to_str().unwrap_or("");
+        let parsed = PrimitiveDateTime::parse(text, HTTP_DATE)
+            .map_err(|_| incomplete(format!("Date must be in RFC 1123 format. Got '{text}'.")))?;
+        let millis = parsed.assume_utc().unix_timestamp() * 1000;
+        return Ok((format_amz_date(millis), millis));
+    }
+    Err(incomplete(
+        "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+    ))
+}
+
+fn check_skew(amz_date: &str, request: Millis, now: Millis) -> Result<()> {
+    if request < now - MAX_SKEW_MILLIS {
+        return Err(KmsError::InvalidSignature(format!(
+            "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.)",
+            format_amz_date(now - MAX_SKEW_MILLIS),
+            format_amz_date(now)
+        )));
+    }
+    if request > now + MAX_SKEW_MILLIS {
+        return Err(KmsError::InvalidSignature(format!(
+            "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)",
+            format_amz_date(now + MAX_SKEW_MILLIS),
+            format_amz_date(now)
+        )));
+    }
+    Ok(())
+}
+
+pub fn format_amz_date(millis: Millis) -> String {
+    OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(AMZ_DATE).ok())
+        .unwrap_or_else(|| "19700101T000000Z".to_owned())
+}
+
+fn derive_signing_key(secret: &str, date: &str, region: &str, service: &str) -> hmac::Key {
+    let mut seed = Zeroizing::new(String::with_capacity(4 + secret.len()));
+    seed.push_str("AWS4");
+    seed.push_str(secret);
+    let k_date = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, seed.as_bytes()),
+        date.as_bytes(),
+    );
+    let k_region = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, k_date.as_ref()),
+        region.as_bytes(),
+    );
+    let k_service = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, k_region.as_ref()),
+        service.as_bytes(),
+    );
+    let k_signing = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, k_service.as_ref()),
+        TERMINATOR.as_bytes(),
+    );
+    hmac::Key::new(hmac::HMAC_SHA256, k_signing.as_ref())
+}
+
+/// Hex HMAC of the string to sign.
+fn signature(key: &hmac::Key, amz_date: &str, credential: &str, canonical: &[u8]) -> String {
+    // The scope is the credential minus the access key id.
+    let scope = credential.split_once('/').map_or(credential, |(_, s)| s);
+    let canonical_hash = hex::encode(digest::digest(&digest::SHA256, canonical));
+    let string_to_sign = format!("{ALGORITHM}\n{amz_date}\n{scope}\n{canonical_hash}");
+    hex::encode(hmac::sign(key, string_to_sign.as_bytes()))
+}
+
+/// The canonical request, byte for byte as the AWS SDKs build it. `header_value` appends the
+/// canonical value of one (lowercase) header name.
+fn canonical_request(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    signed: &[&str],
+    signed_headers: &str,
+    header_value: impl Fn(&str, &mut Vec<u8>),
+    payload_hash: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b'\n');
+    canonical_uri(&mut out, path);
+    out.push(b'\n');
+    canonical_query(&mut out, query.unwrap_or(""));
+    out.push(b'\n');
+    for name in signed {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        header_value(name, &mut out);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    out.extend_from_slice(signed_headers.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(payload_hash.as_bytes());
+    out
+}
+
+/// Trimmed, with runs of whitespace collapsed to one space (botocore: `' '.join(v.split())`).
+fn push_header_value(out: &mut Vec<u8>, value: &[u8]) {
+    let mut pending_space = false;
+    let mut wrote = false;
+    for &b in value {
+        if b == b' ' || b == b'\t' {
+            pending_space = wrote;
+        } else {
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.push(b);
+            wrote = true;
+        }
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+fn percent_encode(out: &mut Vec<u8>, bytes: &[u8], keep_slash: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if is_unreserved(b) || (keep_slash && b == b'/') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    fn hex_digit(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Non-S3 services sign the normalized path encoded once more on top of its wire form.
+fn canonical_uri(out: &mut Vec<u8>, path: &str) {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut normalized = String::with_capacity(path.len() + 1);
+    for s in &segments {
+        normalized.push('/');
+        normalized.push_str(s);
+    }
+    if normalized.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
+        normalized.push('/');
+    }
+    percent_encode(out, normalized.as_bytes(), true);
+}
+
+fn canonical_query(out: &mut Vec<u8>, query: &str) {
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (mut ek, mut ev) = (Vec::new(), Vec::new());
+            percent_encode(&mut ek, &percent_decode(k), false);
+            percent_encode(&mut ev, &percent_decode(v), false);
+            (ek, ev)
+        })
+        .collect();
+    pairs.sort();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(k);
+        out.push(b'=');
+        out.extend_from_slice(v);
+    }
+}
+
+/// A request to sign. `headers` must include `host`; every header given is signed.
+pub struct SigningInput<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a [u8],
+}
+
+/// Sign a request at time `now` and return the headers to add: `x-amz-date` and
+/// `authorization`.
+pub fn sign_request(
+    access_key_id: &str,
+    secret_access_key: &str,
+    region: &str,
+    service: &str,
+    input: &SigningInput<'_>,
+    now: Millis,
+) -> Vec<(String, String)> {
+    let amz_date = format_amz_date(now);
+    let mut headers: Vec<(String, &str)> = input
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+        .filter(|(k, _)| k != "x-amz-date" && k != "authorization")
+        .collect();
+    headers.push(("x-amz-date".to_owned(), amz_date.as_str()));
+    headers.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+    names.dedup();
+    let signed_headers = names.join(";");
+    let payload_hash = hex::encode(digest::digest(&digest::SHA256, input.body));
+    let canonical = canonical_request(
+        input.method,
+        input.path,
+        input.query,
+        &names,
+        &signed_headers,
+        |name, out| {
+            let mut first = true;
+            for (_, value) in headers.iter().filter(|(k, _)| k == name) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                push_header_value(out, value.as_bytes());
+            }
+        },
+        &payload_hash,
+    );
+    let date = &amz_date[..8];
+    let credential = format!("{access_key_id}/{date}/{region}/{service}/{TERMINATOR}");
+    let key = derive_signing_key(secret_access_key, date, region, service);
+    let sig = signature(&key, &amz_date, &credential, &canonical);
+    let authorization = format!(
+        "{ALGORITHM} Credential={credential}, SignedHeaders={signed_headers}, Signature={sig}"
+    );
+    vec![
+        ("x-amz-date".to_owned(), amz_date),
+        ("authorization".to_owned(), authorization),
+    ]
+}
+
+/// Every header of a signed KMS JSON request to `POST /` on `host`.
+pub fn sign_kms_request(
+    credential: &Credential,
+    region: &str,
+    host: &str,
+    operation: &str,
+    body: &[u8],
+    now: Millis,
+) -> Vec<(String, String)> {
+    let target = format!("TrentService.{operation}");
+    let base = [
+        ("host", host),
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let input = SigningInput {
+        method: "POST",
+        path: "/",
+        query: None,
+        headers: &base,
+        body,
+    };
+    let mut out: Vec<(String, String)> = base
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    out.extend(sign_request(
+        &credential.access_key_id,
+        credential.secret_access_key(),
+        region,
+        SERVICE,
+        &input,
+        now,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderName, HeaderValue};
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    const AKID: &str = "AKIDEXAMPLE";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    const HOST: &str = "kms.eu-west-3.amazonaws.com";
+    const BODY: &[u8] = br#"{"KeyId":"alias/my-key","Plaintext":"aGVsbG8="}"#;
+    /// 2026-11-22T12:34:56Z
+    const SIGNED_AT: Millis = 1_795_350_896_000;
+    /// botocore 1.x `SigV4Auth(creds, 'kms', 'eu-west-3')` with the clock fixed at SIGNED_AT.
+    const BOTOCORE_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/eu-west-3/kms/\
+        aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target;x-extra, \
+        Signature=f2b2eeb85eed022683cb8f5d5089b168f9ce0215c7788007bd703a9b9fe641fa";
+    const BOTOCORE_AUTH_PATH_QUERY: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/\
+        eu-west-3/kms/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, \
+        Signature=dc130349769577889f12079e1527f2a176083836a7e4d74b58e13cabbc48fbe8";
+
+    struct TestClock(AtomicI64);
+    impl Clock for TestClock {
+        fn now_millis(&self) -> Millis {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn verifier(now: Millis) -> (Verifier, Arc<TestClock>) {
+        let clock = Arc::new(TestClock(AtomicI64::new(now)));
+        let cred = Credential::new(
+            AKID,
+            Zeroizing::new(SECRET.to_owned()),
+            "111122223333",
+            Some("arn:aws:iam::111122223333:user/alice".into()),
+        )
+        .unwrap();
+        (
+            Verifier::new(Credentials::new([cred]).unwrap(), clock.clone()),
+            clock,
+        )
+    }
+
+    fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn botocore_headers() -> HeaderMap {
+        header_map(&[
+            ("host", HOST),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "TrentService.Encrypt"),
+            ("x-extra", "  a   b  c "),
+            ("x-amz-date", "20261122T123456Z"),
+            ("authorization", BOTOCORE_AUTH),
+        ])
+    }
+
+    fn request<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> SignedRequest<'a> {
+        SignedRequest {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers,
+            body,
+        }
+    }
+
+    #[test]
+    fn derives_the_aws_documentation_signing_key() {
+        // docs.aws.amazon.com "Examples of how to derive a signing key for Signature Version 4".
+        let key = derive_signing_key(SECRET, "20120215", "us-east-1", "iam");
+        let probe = hmac::sign(&key, b"probe");
+        let expected_key =
+            hex::decode("f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d")
+                .unwrap();
+        let reference = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &expected_key), b"probe");
+        assert_eq!(probe.as_ref(), reference.as_ref());
+    }
+
+    #[test]
+    fn accepts_a_botocore_signature() {
+        let (v, _) = verifier(SIGNED_AT + 60_000);
+        let headers = botocore_headers();
+        let verified = v.verify(&request(&headers, BODY)).unwrap();
+        assert_eq!(verified.scope, Scope::new("111122223333", "eu-west-3"));
+        assert_eq!(verified.principal, "arn:aws:iam::111122223333:user/alice");
+        assert_eq!(verified.access_key_id, AKID);
+    }
+
+    #[test]
+    fn accepts_a_botocore_signature_with_path_and_query() {
+        let (v, _) = verifier(SIGNED_AT);
+        let headers = header_map(&[
+            ("host", HOST),
+            ("x-amz-target", "TrentService.ListKeys"),
+            ("x-amz-date", "20261122T123456Z"),
+            ("authorization", BOTOCORE_AUTH_PATH_QUERY),
+        ]);
+        let req = SignedRequest {
+            method: "POST",
+            path: "/a%20b/../c/",
+            query: Some("z=1&b=%2Fx&a=2"),
+            headers: &headers,
+            body: b"",
+        };
+        v.verify(&req).unwrap();
+    }
+
+    #[test]
+    fn our_signer_matches_botocore() {
+        let base = [
+            ("Host", HOST),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", "TrentService.Encrypt"),
+            ("X-Extra", "  a   b  c "),
+        ];
+        let input = SigningInput {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &base,
+            body: BODY,
+        };
+        let out = sign_request(AKID, SECRET, "eu-west-3", "kms", &input, SIGNED_AT + 999);
+        assert_eq!(
+            out[0],
+            ("x-amz-date".to_owned(), "20261122T123456Z".to_owned())
+        );
+        assert_eq!(
+            out[1],
+            ("authorization".to_owned(), BOTOCORE_AUTH.to_owned())
+        );
+    }
+
+    #[test]
+    fn sign_kms_request_round_trips() {
+        let (v, _) = verifier(SIGNED_AT);
+        let cred = v.credentials().get(AKID).unwrap().clone();
+        let headers = sign_kms_request(
+            &cred,
+            "us-west-2",
+            "localhost:4599",
+            "ListKeys",
+            b"{}",
+            SIGNED_AT,
+        );
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let map = header_map(&pairs);
+        let verified = v.verify(&request(&map, b"{}")).unwrap();
+        assert_eq!(verified.scope.region, "us-west-2");
+        // The cached key gives the same answer the second time.
+        v.verify(&request(&map, b"{}")).unwrap();
+        assert!(matches!(
+            v.verify(&request(&map, b"{ }")),
+            Err(KmsError::InvalidSignature(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_secret_is_rejected() {
+        let clock = Arc::new(TestClock(AtomicI64::new(SIGNED_AT)));
+        let cred = Credential::new(
+            AKID,
+            Zeroizing::new("not-the-secret".into()),
+            "111122223333",
+            None,
+        )
+        .unwrap();
+        let v = Verifier::new(Credentials::new([cred]).unwrap(), clock);
+        let headers = botocore_headers();
+        let err = v.verify(&request(&headers, BODY)).unwrap_err();
+        assert!(
+            matches!(err, KmsError::InvalidSignature(ref m) if m == MSG_MISMATCH),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn tampered_body_is_rejected() {
+        let (v, _) = verifier(SIGNED_AT);
+        let headers = botocore_headers();
+        let tampered = br#"{"KeyId":"alias/my-kez","Plaintext":"aGVsbG8="}"#;
+        let err = v.verify(&request(&headers, tampered)).unwrap_err();
+        assert!(matches!(err, KmsError::InvalidSignature(_)), "{err:?}");
+    }
+
+    #[test]
+    fn tampered_signed_header_is_rejected() {
+        let (v, _) = verifier(SIGNED_AT);
+        let mut headers = botocore_headers();
+        headers.insert(
+            "x-amz-target",
+            HeaderValue::from_static("TrentService.Decrypt"),
+        );
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::InvalidSignature(_))
+        ));
+        // Whitespace inside a value is collapsed, so re-spacing it is not tampering...
+        let mut headers = botocore_headers();
+        headers.insert("x-extra", HeaderValue::from_static("a b c"));
+        v.verify(&request(&headers, BODY)).unwrap();
+        // ...but changing it is.
+        headers.insert("x-extra", HeaderValue::from_static("a bc"));
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::InvalidSignature(_))
+        ));
+        // An unsigned header may change freely.
+        headers = botocore_headers();
+        headers.insert("user-agent", HeaderValue::from_static("anything"));
+        v.verify(&request(&headers, BODY)).unwrap();
+    }
+
+    #[test]
+    fn tampered_signature_is_rejected() {
+        let (v, _) = verifier(SIGNED_AT);
+        let mut headers = botocore_headers();
+        let forged = BOTOCORE_AUTH.replace("641fa", "641fb");
+        headers.insert("authorization", HeaderValue::from_str(&forged).unwrap());
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::InvalidSignature(_))
+        ));
+    }
+
+    #[test]
+    fn clock_skew_window_is_five_minutes_either_way() {
+        let headers = botocore_headers();
+        for (now, ok) in [
+            (SIGNED_AT + MAX_SKEW_MILLIS, true),
+            (SIGNED_AT - MAX_SKEW_MILLIS, true),
+            (SIGNED_AT + MAX_SKEW_MILLIS + 1000, false),
+            (SIGNED_AT - MAX_SKEW_MILLIS - 1000, false),
+        ] {
+            let (v, _) = verifier(now);
+            let result = v.verify(&request(&headers, BODY));
+            assert_eq!(result.is_ok(), ok, "now={now} {result:?}");
+        }
+        let (v, clock) = verifier(SIGNED_AT);
+        clock.0.store(SIGNED_AT + 10 * 60_000, Ordering::SeqCst);
+        let err = v.verify(&request(&headers, BODY)).unwrap_err();
+        assert!(
+            matches!(err, KmsError::InvalidSignature(ref m) if m.starts_with("Signature expired: 20261122T123456Z is now earlier than 20261122T123956Z")),
+            "{err:?}"
+        );
+        clock.0.store(SIGNED_AT - 10 * 60_000, Ordering::SeqCst);
+        let err = v.verify(&request(&headers, BODY)).unwrap_err();
+        assert!(
+            matches!(err, KmsError::InvalidSignature(ref m) if m.starts_with("Signature not yet current"))
+        );
+    }
+
+    #[test]
+    fn unknown_access_key_is_unrecognized_client() {
+        let (v, _) = verifier(SIGNED_AT);
+        let mut headers = botocore_headers();
+        let other = BOTOCORE_AUTH.replace("AKIDEXAMPLE", "AKIDSOMEONEELSE");
+        headers.insert("authorization", HeaderValue::from_str(&other).unwrap());
+        let err = v.verify(&request(&headers, BODY)).unwrap_err();
+        assert!(matches!(err, KmsError::UnrecognizedClient(ref m) if m == MSG_UNKNOWN_KEY));
+        assert_eq!(err.aws_type(), "UnrecognizedClientException");
+    }
+
+    #[test]
+    fn malformed_or_missing_headers() {
+        let (v, _) = verifier(SIGNED_AT);
+        let mut headers = botocore_headers();
+        headers.remove("authorization");
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::MissingAuthenticationToken(_))
+        ));
+
+        for bad in [
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/eu-west-3/kms/aws4_request",
+            "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00",
+            "AWS4-HMAC-SHA512 Credential=AKIDEXAMPLE/20261122/eu-west-3/kms/aws4_request, SignedHeaders=host, Signature=00",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/kms/aws4_request, SignedHeaders=host, Signature=00",
+            "garbage",
+        ] {
+            headers.insert("authorization", HeaderValue::from_str(bad).unwrap());
+            let err = v.verify(&request(&headers, BODY)).unwrap_err();
+            assert!(matches!(err, KmsError::IncompleteSignature(_)), "{bad}: {err:?}");
+        }
+
+        let mut headers = botocore_headers();
+        headers.remove("x-amz-date");
+        let err = v.verify(&request(&headers, BODY)).unwrap_err();
+        assert!(matches!(err, KmsError::IncompleteSignature(_)), "{err:?}");
+
+        let wrong_service = BOTOCORE_AUTH.replace("/kms/", "/s3/");
+        let mut headers = botocore_headers();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&wrong_service).unwrap(),
+        );
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::InvalidSignature(ref m)) if m.contains("'kms'")
+        ));
+
+        let wrong_date = BOTOCORE_AUTH.replace("/20261122/", "/20261121/");
+        headers.insert("authorization", HeaderValue::from_str(&wrong_date).unwrap());
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::InvalidSignature(_))
+        ));
+    }
+
+    #[test]
+    fn host_and_target_must_be_signed() {
+        let (v, _) = verifier(SIGNED_AT);
+        let cred = v.credentials().get(AKID).unwrap().clone();
+        let unsigned_target = [("host", HOST)];
+        let input = SigningInput {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &unsigned_target,
+            body: b"{}",
+        };
+        let mut pairs = sign_request(
+            AKID,
+            cred.secret_access_key(),
+            "us-east-1",
+            "kms",
+            &input,
+            SIGNED_AT,
+        );
+        pairs.push(("host".into(), HOST.into()));
+        let mut map = header_map(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        // Valid without a target header (the HTTP layer then rejects the missing target)...
+        v.verify(&request(&map, b"{}")).unwrap();
+        // ...but an unsigned target is refused.
+        map.insert(
+            "x-amz-target",
+            HeaderValue::from_static("TrentService.ListKeys"),
+        );
+        assert!(matches!(
+            v.verify(&request(&map, b"{}")),
+            Err(KmsError::InvalidSignature(_))
+        ));
+
+        let no_host = [("x-amz-target", "TrentService.ListKeys")];
+        let input = SigningInput {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &no_host,
+            body: b"{}",
+        };
+        let pairs = sign_request(
+            AKID,
+            cred.secret_access_key(),
+            "us-east-1",
+            "kms",
+            &input,
+            SIGNED_AT,
+        );
+        let mut map = header_map(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        map.insert(
+            "x-amz-target",
+            HeaderValue::from_static("TrentService.ListKeys"),
+        );
+        map.insert("host", HeaderValue::from_static(HOST));
+        assert!(
+            matches!(v.verify(&request(&map, b"{}")), Err(KmsError::InvalidSignature(ref m)) if m.contains("Host"))
+        );
+    }
+
+    #[test]
+    fn content_sha256_header_must_match_the_body() {
+        let (v, _) = verifier(SIGNED_AT);
+        let mut headers = botocore_headers();
+        let good = hex::encode(digest::digest(&digest::SHA256, BODY));
+        headers.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_str(&good).unwrap(),
+        );
+        v.verify(&request(&headers, BODY)).unwrap();
+        headers.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+        );
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::InvalidSignature(_))
+        ));
+    }
+
+    #[test]
+    fn date_header_is_accepted_when_x_amz_date_is_absent() {
+        let (v, _) = verifier(SIGNED_AT);
+        let cred = v.credentials().get(AKID).unwrap().clone();
+        // Sign with x-amz-date, then move the same instant to `Date:`; the canonical request
+        // differs (different header), so recompute it by hand through the signer with `date`.
+        let base = [("host", HOST), ("date", "Sun, 22 Nov 2026 12:34:56 GMT")];
+        let input = SigningInput {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &base,
+            body: b"{}",
+        };
+        let signed = sign_request(
+            AKID,
+            cred.secret_access_key(),
+            "us-east-1",
+            "kms",
+            &input,
+            SIGNED_AT,
+        );
+        let auth = signed[1].1.replace(";x-amz-date", "");
+        // Our signer always adds x-amz-date, so the signature above covers it; rebuild the
+        // expected one for the Date-only form with the internal pieces.
+        let payload = hex::encode(digest::digest(&digest::SHA256, b"{}"));
+        let date_value = "Sun, 22 Nov 2026 12:34:56 GMT";
+        let canonical = canonical_request(
+            "POST",
+            "/",
+            None,
+            &["date", "host"],
+            "date;host",
+            |name, out| {
+                out.extend_from_slice(if name == "date" { date_value } else { HOST }.as_bytes())
+            },
+            &payload,
+        );
+        let key = derive_signing_key(cred.secret_access_key(), "20261122", "us-east-1", "kms");
+        let credential = format!("{AKID}/20261122/us-east-1/kms/aws4_request");
+        let sig = signature(&key, "20261122T123456Z", &credential, &canonical);
+        let auth = format!(
+            "{}Signature={sig}",
+            &auth[..auth.find("Signature=").unwrap()]
+        );
+        let map = header_map(&[
+            ("host", HOST),
+            ("date", date_value),
+            ("authorization", &auth),
+        ]);
+        v.verify(&request(&map, b"{}")).unwrap();
+    }
+}
