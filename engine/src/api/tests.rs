@@ -1,0 +1,457 @@
+//! In-process tests of the HTTP layer (the router called with `oneshot`), and a few end-to-end
+//! ones over a socket with the real AWS SDK.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::Response;
+use tower::ServiceExt;
+use zeroize::Zeroizing;
+
+use super::*;
+use crate::audit::AuditLog;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Credential, Credentials};
+use crate::crypto::RootKey;
+use crate::service::Kms;
+use crate::sigv4::{sign_kms_request, Verifier};
+use crate::store::memory::MemoryStore;
+
+const AKID: &str = "AKIDTESTALICE";
+const SECRET: &str = "alice-secret-access-key";
+const PRINCIPAL: &str = "arn:aws:iam::111122223333:user/alice";
+
+struct Harness {
+    state: Arc<AppState>,
+    clock: Arc<SystemClock>,
+    cred: Credential,
+    _dir: tempfile::TempDir,
+    audit_path: std::path::PathBuf,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = SystemClock::new();
+    let root = RootKey::from_bytes(&RootKey::generate().unwrap()).unwrap();
+    let kms = Kms::open(Arc::new(MemoryStore::new()), root, clock.clone())
+        .await
+        .unwrap();
+    let cred = Credential::new(
+        AKID,
+        Zeroizing::new(SECRET.into()),
+        "111122223333",
+        Some(PRINCIPAL.into()),
+    )
+    .unwrap();
+    let verifier = Verifier::new(Credentials::new([cred.clone()]).unwrap(), clock.clone());
+    let audit_path = dir.path().join("audit.log");
+    let audit = AuditLog::to_file(&audit_path).unwrap();
+    let config = ServerConfig {
+        max_body_bytes: 64 * 1024,
+        ..ServerConfig::default()
+    };
+    let state = AppState::new(kms, verifier, audit, clock.clone(), config);
+    Harness {
+        state,
+        clock,
+        cred,
+        _dir: dir,
+        audit_path,
+    }
+}
+
+impl Harness {
+    fn signed_with(&self, cred: &Credential, operation: &str, body: &[u8]) -> Request<Body> {
+        let headers = sign_kms_request(
+            cred,
+            "us-east-1",
+            "localhost",
+            operation,
+            body,
+            self.clock.now_millis(),
+        );
+        let mut req = Request::post("/");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.body(Body::from(body.to_vec())).unwrap()
+    }
+
+    fn signed(&self, operation: &str, body: &[u8]) -> Request<Body> {
+        self.signed_with(&self.cred, operation, body)
+    }
+
+    async fn call(&self, req: Request<Body>) -> (StatusCode, String, serde_json::Value) {
+        let response: Response = router(self.state.clone()).oneshot(req).await.unwrap();
+        let status = response.status();
+        let id = response
+            .headers()
+            .get("x-amzn-requestid")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, id, json)
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.state.audit.flush();
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn assert_error(json: &serde_json::Value, aws_type: &str) {
+    assert_eq!(json["__type"], aws_type, "{json}");
+    assert!(json["message"].is_string(), "{json}");
+    assert_eq!(json.as_object().unwrap().len(), 2, "{json}");
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}
+
+#[tokio::test]
+async fn healthz_says_ok() {
+    let h = harness().await;
+    let response = router(h.state.clone())
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 100)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"ok");
+}
+
+#[tokio::test]
+async fn unsigned_request_is_refused_with_aws_error_json_and_request_id() {
+    let h = harness().await;
+    let req = Request::post("/")
+        .header("x-amz-target", "TrentService.ListKeys")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Body::from("{}"))
+        .unwrap();
+    let response = router(h.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/x-amz-json-1.1"
+    );
+    let id = response.headers()["x-amzn-requestid"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(is_uuid(&id), "{id}");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_error(&json, "MissingAuthenticationTokenException");
+
+    let lines = h.audit_lines();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["requestId"], id.as_str());
+    assert_eq!(lines[0]["operation"], "ListKeys");
+    assert_eq!(lines[0]["outcome"], "failure");
+    assert_eq!(lines[0]["errorCode"], "MissingAuthenticationTokenException");
+    assert_eq!(lines[0]["principal"], "");
+}
+
+#[tokio::test]
+async fn request_ids_differ_per_request() {
+    let h = harness().await;
+    let (_, a, _) = h.call(h.signed("NoSuchOp", b"{}")).await;
+    let (_, b, _) = h.call(h.signed("NoSuchOp", b"{}")).await;
+    assert!(is_uuid(&a) && is_uuid(&b));
+    assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn wrong_secret_and_unknown_key_are_refused() {
+    let h = harness().await;
+    let wrong =
+        Credential::new(AKID, Zeroizing::new("guess".into()), "111122223333", None).unwrap();
+    let (status, _, json) = h.call(h.signed_with(&wrong, "ListKeys", b"{}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&json, "InvalidSignatureException");
+
+    let stranger = Credential::new(
+        "AKIDSTRANGER",
+        Zeroizing::new(SECRET.into()),
+        "111122223333",
+        None,
+    )
+    .unwrap();
+    let (status, _, json) = h.call(h.signed_with(&stranger, "ListKeys", b"{}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&json, "UnrecognizedClientException");
+    assert_eq!(
+        json["message"],
+        "The security token included in the request is invalid."
+    );
+}
+
+#[tokio::test]
+async fn tampered_body_is_refused() {
+    let h = harness().await;
+    let req = h.signed("ListKeys", br#"{"Limit":10}"#);
+    let (parts, _) = req.into_parts();
+    let req = Request::from_parts(parts, Body::from(r#"{"Limit":11}"#));
+    let (status, _, json) = h.call(req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&json, "InvalidSignatureException");
+}
+
+#[tokio::test]
+async fn expired_signature_is_refused() {
+    let h = harness().await;
+    let req = h.signed("ListKeys", b"{}");
+    h.clock.advance(6 * 60 * 1000);
+    let (status, _, json) = h.call(req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&json, "InvalidSignatureException");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Signature expired"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn missing_or_unknown_target_is_unknown_operation() {
+    let h = harness().await;
+    let (status, _, json) = h.call(h.signed("FrobnicateKey", b"{}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&json, "UnknownOperationException");
+
+    // A signed request without any target.
+    let headers = crate::sigv4::sign_request(
+        AKID,
+        SECRET,
+        "us-east-1",
+        "kms",
+        &crate::sigv4::SigningInput {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &[("host", "localhost")],
+            body: b"{}",
+        },
+        h.clock.now_millis(),
+    );
+    let mut req = Request::post("/").header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let (status, _, json) = h.call(req.body(Body::from("{}")).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&json, "UnknownOperationException");
+
+    let lines = h.audit_lines();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["operation"], "FrobnicateKey");
+    assert_eq!(lines[0]["principal"], PRINCIPAL);
+    assert_eq!(lines[1]["errorCode"], "UnknownOperationException");
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let h = harness().await;
+    let big = vec![b' '; 64 * 1024 + 1];
+    let (status, _, json) = h.call(h.signed("ListKeys", &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&json, "ValidationException");
+
+    // Chunked (no Content-Length): the limit holds while reading.
+    let req = h.signed("ListKeys", &big);
+    let (mut parts, _) = req.into_parts();
+    parts.headers.remove("content-length");
+    let chunks: Vec<axum::body::Bytes> = big
+        .chunks(1000)
+        .map(axum::body::Bytes::copy_from_slice)
+        .collect();
+    let (status, _, json) = h
+        .call(Request::from_parts(
+            parts,
+            Body::new(Chunked(chunks.into())),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&json, "ValidationException");
+}
+
+/// A body that arrives in several frames without a length.
+struct Chunked(std::collections::VecDeque<axum::body::Bytes>);
+
+impl axum::body::HttpBody for Chunked {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
+#[tokio::test]
+async fn other_paths_and_methods_are_refused() {
+    let h = harness().await;
+    for req in [
+        Request::get("/").body(Body::empty()).unwrap(),
+        Request::post("/nope").body(Body::empty()).unwrap(),
+    ] {
+        let (status, id, json) = h.call(req).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(is_uuid(&id));
+        assert_error(&json, "UnknownOperationException");
+    }
+}
+
+#[tokio::test]
+async fn signed_request_reaches_the_service_and_is_audited() {
+    let h = harness().await;
+    let (status, id, json) = h
+        .call(h.signed("CreateKey", br#"{"Description":"from the api test"}"#))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let arn = json["KeyMetadata"]["Arn"].as_str().unwrap().to_owned();
+    assert!(
+        arn.starts_with("arn:aws:kms:us-east-1:111122223333:key/"),
+        "{arn}"
+    );
+
+    let (status, _, json) = h.call(h.signed("ListKeys", b"{}")).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["Keys"][0]["KeyArn"], arn.as_str());
+
+    let lines = h.audit_lines();
+    assert_eq!(lines[0]["requestId"], id.as_str());
+    assert_eq!(lines[0]["operation"], "CreateKey");
+    assert_eq!(lines[0]["outcome"], "success");
+    assert_eq!(lines[0]["principal"], PRINCIPAL);
+    assert_eq!(lines[0]["keyArn"], arn.as_str());
+
+    let response = router(h.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = std::str::from_utf8(&text).unwrap();
+    assert!(
+        text.contains("kubekms_requests_total{operation=\"CreateKey\",outcome=\"success\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubekms_requests_total{operation=\"ListKeys\",outcome=\"success\"} 1\n"),
+        "{text}"
+    );
+}
+
+/// Start a real server on an ephemeral port; returns its URL and the shutdown trigger.
+async fn start(
+    h: &Harness,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let state = h.state.clone();
+    let task = tokio::spawn(async move {
+        serve(listener, state, None, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (url, tx, task)
+}
+
+#[tokio::test]
+async fn aws_sdk_round_trip_over_a_socket() {
+    let h = harness().await;
+    let (url, stop, task) = start(&h).await;
+    let creds = aws_credential_types::Credentials::from_keys(AKID, SECRET, None);
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new("eu-central-1"))
+        .endpoint_url(&url)
+        .credentials_provider(creds)
+        .build();
+    let client = aws_sdk_kms::Client::from_conf(config);
+    let created = client.create_key().description("sdk").send().await.unwrap();
+    let key_id = created.key_metadata().unwrap().key_id().to_owned();
+    assert!(created
+        .key_metadata()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .contains(":eu-central-1:111122223333:"));
+    let ct = client
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(
+            b"over the wire".to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let pt = client
+        .decrypt()
+        .ciphertext_blob(ct.ciphertext_blob().unwrap().clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pt.plaintext().unwrap().as_ref(), b"over the wire");
+
+    // An SDK error carries the AWS code and our request id.
+    let err = client
+        .describe_key()
+        .key_id("alias/does-not-exist")
+        .send()
+        .await
+        .unwrap_err();
+    let service_err = err.into_service_error();
+    assert!(service_err.is_not_found_exception(), "{service_err:?}");
+
+    let peer_ip = {
+        let lines = h.audit_lines();
+        lines[0]["sourceIp"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(peer_ip, "127.0.0.1");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(15), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting() {
+    let h = harness().await;
+    let (url, stop, task) = start(&h).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(15), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
