@@ -564,7 +564,8 @@ impl Kms {
         if let Some(rot) = record.rotation.as_mut() {
             let period = i64::from(rot.period_days) * MILLIS_PER_DAY;
             rot.next_rotation = match kind {
-                RotationType::Automatic => (rot.next_rotation + period).max(self.now() + 1),
+                // One rotation per period even if the engine was down for several.
+                RotationType::Automatic => self.now() + period,
                 _ => rot.next_rotation,
             };
         }
