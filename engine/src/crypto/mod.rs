@@ -1,10 +1,26 @@
 //! Crypto, grouped by family. Everything that touches key material lives below this module.
-//! INTERFACE STUB: the crypto helper replaces the bodies.
+//!
+//! All primitives come from aws-lc-rs. RSA private-key operations in particular must not move
+//! to RustCrypto `rsa` 0.9, which is exposed to the Marvin timing attack (RUSTSEC-2023-0071).
 
+mod ecc;
+mod hmac;
+pub mod import;
+mod pool;
+mod rsa;
+mod symmetric;
+mod wrap;
+
+use aws_lc_rs::digest;
 use zeroize::Zeroizing;
 
 use crate::error::{KmsError, Result};
 use crate::model::{EncryptionAlgorithm, KeySpec, MacAlgorithm, MessageType, SigningAlgorithm};
+
+pub use wrap::RootKey;
+
+/// AWS KMS refuses RAW messages longer than this for Sign and Verify.
+pub const MAX_RAW_MESSAGE_LEN: usize = 4096;
 
 /// Raw key material: 32 bytes for SYMMETRIC_DEFAULT, the key bytes for HMAC, PKCS#8 DER for
 /// RSA and ECC. Zeroized on drop; deliberately no Debug, Clone-on-purpose only.
@@ -14,125 +30,235 @@ impl KeyMaterial {
     pub fn new(bytes: Zeroizing<Vec<u8>>) -> Self {
         Self(bytes)
     }
+    /// Copies the bytes into zeroizing storage; the caller still owns (and must wipe) `bytes`.
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        Self(Zeroizing::new(bytes.to_vec()))
+    }
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
 }
 
 /// Generate fresh material for a key spec.
-pub fn generate_material(_spec: KeySpec) -> Result<KeyMaterial> {
-    Err(KmsError::internal("crypto not built yet"))
+pub fn generate_material(spec: KeySpec) -> Result<KeyMaterial> {
+    match spec {
+        KeySpec::SymmetricDefault => random_bytes(symmetric::KEY_LEN).map(KeyMaterial::new),
+        s if s.is_hmac() => random_bytes(hmac::generated_len(s)).map(KeyMaterial::new),
+        s if s.is_rsa() => Ok(KeyMaterial::new(pool::global().take(s)?.private)),
+        s => Ok(KeyMaterial::new(ecc::generate(s)?.private)),
+    }
 }
 
 /// Cryptographically random bytes.
-pub fn random_bytes(_n: usize) -> Result<Zeroizing<Vec<u8>>> {
-    Err(KmsError::internal("crypto not built yet"))
+pub fn random_bytes(n: usize) -> Result<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(vec![0u8; n]);
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| KmsError::internal("random generator failed"))?;
+    Ok(out)
+}
+
+/// A fresh data key pair: (PKCS#8 DER private key, DER SubjectPublicKeyInfo public key).
+/// RSA pairs come from a pool that background threads keep full.
+pub fn generate_data_key_pair(spec: KeySpec) -> Result<(KeyMaterial, Vec<u8>)> {
+    let pair = if spec.is_rsa() {
+        pool::global().take(spec)?
+    } else if spec.is_ecc() {
+        ecc::generate(spec)?
+    } else {
+        return Err(KmsError::validation(format!(
+            "{spec} is not a valid key pair spec"
+        )));
+    };
+    Ok((KeyMaterial::new(pair.private), pair.public))
+}
+
+/// A freshly generated asymmetric key in the two encodings AWS hands out.
+pub(crate) struct KeyPairDer {
+    pub(crate) private: Zeroizing<Vec<u8>>,
+    pub(crate) public: Vec<u8>,
+}
+
+enum Inner {
+    Symmetric(symmetric::AesGcmKey),
+    Rsa(rsa::RsaPrivate),
+    Ecc(ecc::EcPrivate),
+    // hmac::Key embeds an HMAC_CTX (over a kilobyte); keep the enum small.
+    Hmac(Box<hmac::MacKey>),
 }
 
 /// A key version parsed once and cached, ready for use.
 pub struct PreparedKey {
     spec: KeySpec,
+    inner: Inner,
 }
+
+// The service shares prepared keys across request tasks; fail the build, not production.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PreparedKey>();
+    assert_send_sync::<RootKey>();
+};
 
 impl PreparedKey {
     /// Parse and validate material for a spec (rejects material of the wrong size/type with
     /// IncorrectKeyMaterial).
-    pub fn new(spec: KeySpec, _material: &KeyMaterial) -> Result<Self> {
-        Ok(Self { spec })
+    pub fn new(spec: KeySpec, material: &KeyMaterial) -> Result<Self> {
+        let bytes = material.expose();
+        let inner = match spec {
+            KeySpec::SymmetricDefault => Inner::Symmetric(symmetric::AesGcmKey::new(bytes)?),
+            s if s.is_rsa() => Inner::Rsa(rsa::RsaPrivate::from_pkcs8(s, bytes)?),
+            s if s.is_ecc() => Inner::Ecc(ecc::EcPrivate::from_pkcs8(s, bytes)?),
+            s => Inner::Hmac(Box::new(hmac::MacKey::for_spec(s, bytes)?)),
+        };
+        Ok(Self { spec, inner })
     }
+
     pub fn spec(&self) -> KeySpec {
         self.spec
     }
+
+    fn wrong_family(&self, what: &str) -> KmsError {
+        KmsError::InvalidKeyUsage(format!(
+            "{what} is not supported for a key with key spec {}",
+            self.spec
+        ))
+    }
+
     /// AES-256-GCM; returns nonce || ciphertext || tag.
-    pub fn seal(&self, _aad: &[u8], _plaintext: &[u8]) -> Result<Vec<u8>> {
-        Err(KmsError::internal("crypto not built yet"))
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        match &self.inner {
+            Inner::Symmetric(k) => k.seal(aad, plaintext),
+            _ => Err(self.wrong_family("symmetric encryption")),
+        }
     }
+
     /// Inverse of seal; any failure is InvalidCiphertext.
-    pub fn open(&self, _aad: &[u8], _sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        Err(KmsError::InvalidCiphertext)
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        match &self.inner {
+            Inner::Symmetric(k) => k.open(aad, sealed),
+            _ => Err(self.wrong_family("symmetric decryption")),
+        }
     }
-    pub fn max_rsa_plaintext(&self, _alg: EncryptionAlgorithm) -> Option<usize> {
-        None
+
+    /// The largest plaintext AWS accepts for RSA encryption with `alg` (None for non-RSA keys
+    /// or algorithms).
+    pub fn max_rsa_plaintext(&self, alg: EncryptionAlgorithm) -> Option<usize> {
+        match &self.inner {
+            Inner::Rsa(k) => k.public().max_plaintext(alg),
+            _ => None,
+        }
     }
-    pub fn rsa_encrypt(&self, _alg: EncryptionAlgorithm, _plaintext: &[u8]) -> Result<Vec<u8>> {
-        Err(KmsError::internal("crypto not built yet"))
+
+    pub fn rsa_encrypt(&self, alg: EncryptionAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
+        match &self.inner {
+            Inner::Rsa(k) => k.public().encrypt(alg, plaintext),
+            _ => Err(self.wrong_family(alg.as_str())),
+        }
     }
+
     pub fn rsa_decrypt(
         &self,
-        _alg: EncryptionAlgorithm,
-        _ciphertext: &[u8],
+        alg: EncryptionAlgorithm,
+        ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        Err(KmsError::InvalidCiphertext)
+        match &self.inner {
+            Inner::Rsa(k) => k.decrypt(alg, ciphertext),
+            _ => Err(self.wrong_family(alg.as_str())),
+        }
     }
-    pub fn sign(&self, _alg: SigningAlgorithm, _mt: MessageType, _msg: &[u8]) -> Result<Vec<u8>> {
-        Err(KmsError::internal("crypto not built yet"))
+
+    pub fn sign(&self, alg: SigningAlgorithm, mt: MessageType, msg: &[u8]) -> Result<Vec<u8>> {
+        match &self.inner {
+            Inner::Rsa(k) => k.sign(alg, mt, msg),
+            Inner::Ecc(k) => k.sign(alg, mt, msg),
+            _ => Err(self.wrong_family("signing")),
+        }
     }
+
+    /// Ok(false) when the signature does not verify; errors only for bad requests.
     pub fn verify(
         &self,
-        _alg: SigningAlgorithm,
-        _mt: MessageType,
-        _msg: &[u8],
-        _sig: &[u8],
+        alg: SigningAlgorithm,
+        mt: MessageType,
+        msg: &[u8],
+        sig: &[u8],
     ) -> Result<bool> {
-        Err(KmsError::internal("crypto not built yet"))
+        match &self.inner {
+            Inner::Rsa(k) => k.public().verify(alg, mt, msg, sig),
+            Inner::Ecc(k) => k.public().verify(alg, mt, msg, sig),
+            _ => Err(self.wrong_family("signature verification")),
+        }
     }
-    pub fn generate_mac(&self, _alg: MacAlgorithm, _msg: &[u8]) -> Result<Vec<u8>> {
-        Err(KmsError::internal("crypto not built yet"))
+
+    pub fn generate_mac(&self, alg: MacAlgorithm, msg: &[u8]) -> Result<Vec<u8>> {
+        match &self.inner {
+            Inner::Hmac(k) => k.check_alg(alg).map(|()| k.sign(msg)),
+            _ => Err(self.wrong_family(alg.as_str())),
+        }
     }
-    pub fn verify_mac(&self, _alg: MacAlgorithm, _msg: &[u8], _mac: &[u8]) -> Result<bool> {
-        Err(KmsError::internal("crypto not built yet"))
+
+    /// Compares in constant time; Ok(false) when the MAC does not match.
+    pub fn verify_mac(&self, alg: MacAlgorithm, msg: &[u8], mac: &[u8]) -> Result<bool> {
+        match &self.inner {
+            Inner::Hmac(k) => k.check_alg(alg).map(|()| k.verify(msg, mac)),
+            _ => Err(self.wrong_family(alg.as_str())),
+        }
     }
+
     /// DER SubjectPublicKeyInfo, for asymmetric keys.
     pub fn public_key_der(&self) -> Result<Vec<u8>> {
-        Err(KmsError::internal("crypto not built yet"))
+        match &self.inner {
+            Inner::Rsa(k) => Ok(k.public().spki().to_vec()),
+            Inner::Ecc(k) => Ok(k.public().spki().to_vec()),
+            _ => Err(KmsError::UnsupportedOperation(format!(
+                "a key with key spec {} has no public key",
+                self.spec
+            ))),
+        }
     }
 }
 
-/// A fresh data key pair: (PKCS#8 DER private key, DER SubjectPublicKeyInfo public key).
-/// RSA pairs come from a pool that background threads keep full.
-pub fn generate_data_key_pair(_spec: KeySpec) -> Result<(KeyMaterial, Vec<u8>)> {
-    Err(KmsError::internal("crypto not built yet"))
+/// A signing request's message, checked against AWS's limits and ready for aws-lc-rs.
+pub(crate) enum SignInput<'a> {
+    Raw(&'a [u8]),
+    Digest(digest::Digest),
 }
 
-/// The root key: wraps every key version before it reaches a store.
-pub struct RootKey {
-    _private: (),
+pub(crate) fn sign_input(
+    alg: SigningAlgorithm,
+    mt: MessageType,
+    msg: &[u8],
+) -> Result<SignInput<'_>> {
+    match mt {
+        MessageType::Raw => {
+            if msg.len() > MAX_RAW_MESSAGE_LEN {
+                return Err(KmsError::validation(format!(
+                    "a RAW message must be at most {MAX_RAW_MESSAGE_LEN} bytes"
+                )));
+            }
+            Ok(SignInput::Raw(msg))
+        }
+        MessageType::Digest => {
+            let want = alg.digest_len();
+            let d = digest::Digest::import_less_safe(msg, digest_algorithm(alg)).map_err(|_| {
+                KmsError::validation(format!(
+                    "a DIGEST message for {alg} must be exactly {want} bytes"
+                ))
+            })?;
+            Ok(SignInput::Digest(d))
+        }
+    }
 }
 
-impl RootKey {
-    pub fn from_bytes(_bytes: &[u8]) -> Result<Self> {
-        Ok(Self { _private: () })
-    }
-    pub fn wrap(&self, _aad: &[u8], _material: &KeyMaterial) -> Result<Vec<u8>> {
-        Err(KmsError::internal("crypto not built yet"))
-    }
-    pub fn unwrap(&self, _aad: &[u8], _wrapped: &[u8]) -> Result<KeyMaterial> {
-        Err(KmsError::internal("crypto not built yet"))
-    }
-    /// A keyed fingerprint of material (for matching re-imports without keeping the material).
-    pub fn fingerprint(&self, _material: &KeyMaterial) -> Vec<u8> {
-        Vec::new()
+fn digest_algorithm(alg: SigningAlgorithm) -> &'static digest::Algorithm {
+    match alg.digest_len() {
+        32 => &digest::SHA256,
+        48 => &digest::SHA384,
+        _ => &digest::SHA512,
     }
 }
 
-/// Import support: the RSA wrapping key pair of GetParametersForImport.
-pub mod import {
-    use super::KeyMaterial;
-    use crate::error::{KmsError, Result};
-    use crate::model::{WrappingAlgorithm, WrappingKeySpec};
-
-    /// A fresh RSA wrapping key pair: (PKCS#8 DER private key, DER SubjectPublicKeyInfo).
-    pub fn generate_wrapping_key(_spec: WrappingKeySpec) -> Result<(KeyMaterial, Vec<u8>)> {
-        Err(KmsError::internal("crypto not built yet"))
-    }
-
-    /// Unwrap material that a user wrapped with our wrapping public key.
-    /// Failure is InvalidCiphertext (AWS answers a bad wrap that way).
-    pub fn unwrap_imported(
-        _wrapping_private_key: &KeyMaterial,
-        _alg: WrappingAlgorithm,
-        _encrypted: &[u8],
-    ) -> Result<KeyMaterial> {
-        Err(KmsError::InvalidCiphertext)
-    }
+pub(crate) fn not_for_spec(alg: impl std::fmt::Display, spec: KeySpec) -> KmsError {
+    KmsError::InvalidKeyUsage(format!(
+        "{alg} is not a valid algorithm for a key with key spec {spec}"
+    ))
 }
