@@ -1,1 +1,200 @@
-fn main() {}
+//! `kubekms-engine standalone`: the key engine as a local AWS KMS endpoint, with its keys in a
+//! data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use kubekms_engine::api::{self, AppState, ServerConfig};
+use kubekms_engine::audit::AuditLog;
+use kubekms_engine::clock::SystemClock;
+use kubekms_engine::config;
+use kubekms_engine::service::Kms;
+use kubekms_engine::sigv4::Verifier;
+use kubekms_engine::store::embedded::EmbeddedStore;
+use kubekms_engine::store::root_file::load_or_create_root_key;
+use kubekms_engine::store::KeyStore;
+
+#[derive(Parser)]
+#[command(
+    name = "kubekms-engine",
+    version,
+    about = "An AWS KMS-compatible key engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the KMS API from a local data directory.
+    Standalone(StandaloneArgs),
+}
+
+#[derive(Args)]
+struct StandaloneArgs {
+    /// Holds the key store, the root key (`root.key`) and generated credentials.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:4599")]
+    listen: SocketAddr,
+    /// JSON file of access keys. Without it (and without KUBEKMS_ACCESS_KEY_ID), a key is
+    /// generated on the first run into DATA_DIR/credentials.json.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// PEM certificate chain; serve HTTPS instead of HTTP.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Audit log file, `-` for stdout, or `off`. Default: DATA_DIR/audit.log.
+    #[arg(long)]
+    audit_log: Option<String>,
+    /// Region shown in the printed client settings (any region a client signs for works).
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    // rustls picks its provider from the process default when a config does not name one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Standalone(args) => runtime.block_on(run(args)),
+    }
+}
+
+async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    create_private_dir(&args.data_dir)?;
+    let dir = args.data_dir.as_path();
+    let store: Arc<dyn KeyStore> = Arc::new(EmbeddedStore::open(dir)?);
+    let root = load_or_create_root_key(&dir.join("root.key"), true)?;
+    let clock = SystemClock::new();
+    let kms = Kms::open(store, root, clock.clone()).await?;
+    let creds = config::load_standalone(args.credentials.as_deref(), dir)?;
+    let audit = match args.audit_log.as_deref() {
+        None => AuditLog::to_file(&dir.join("audit.log"))?,
+        Some("-") => AuditLog::to_stdout(),
+        Some("off") => AuditLog::disabled(),
+        Some(path) => AuditLog::to_file(Path::new(path))?,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(api::tls::load_server_config(cert, key)?),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+
+    let listener = api::server::bind(args.listen).await?;
+    let addr = listener.local_addr().context("listener address")?;
+    let endpoint = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+    print_ready(&endpoint, &args, &creds);
+
+    let verifier = Verifier::new(creds.credentials, clock.clone());
+    let state = AppState::new(kms.clone(), verifier, audit, clock, ServerConfig::default());
+    let due_work = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = kms.run_due_work().await {
+                tracing::warn!(error = %e, "scheduled key work failed; retrying next tick");
+            }
+        }
+    });
+    tracing::info!(%endpoint, data_dir = %dir.display(), "serving");
+
+    api::serve(listener, state.clone(), tls, shutdown_signal()).await?;
+    due_work.abort();
+    let flushed = state.clone();
+    tokio::task::spawn_blocking(move || flushed.audit.flush())
+        .await
+        .context("flushing the audit log")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The endpoint and the lines a user pastes into a shell to talk to it.
+fn print_ready(endpoint: &str, args: &StandaloneArgs, creds: &config::StandaloneCredentials) {
+    use std::io::Write;
+    let mut list: Vec<&config::Credential> = creds.credentials.iter().collect();
+    list.sort_by(|a, b| a.access_key_id.cmp(&b.access_key_id));
+    let mut out = format!("kubekms engine listening on {endpoint}\n");
+    match (list.first(), &creds.saved_to) {
+        // Our own file in the data directory: showing its secret is the point of generating it.
+        (Some(c), Some(path)) => {
+            out.push_str(&format!(
+                "export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={}\n",
+                c.access_key_id,
+                c.secret_access_key(),
+                args.region
+            ));
+            if creds.generated {
+                out.push_str(&format!(
+                    "# credentials generated into {}\n",
+                    path.display()
+                ));
+            }
+        }
+        // Supplied by the user: they have the secret; do not echo it.
+        (Some(c), None) => out.push_str(&format!(
+            "export AWS_ACCESS_KEY_ID={} AWS_DEFAULT_REGION={}  # and its configured secret\n",
+            c.access_key_id, args.region
+        )),
+        (None, _) => {}
+    }
+    if let Some(cert) = &args.tls_cert {
+        out.push_str(&format!("export AWS_CA_BUNDLE={}\n", cert.display()));
+    }
+    out.push_str(&format!("aws kms create-key --endpoint-url {endpoint}\n"));
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

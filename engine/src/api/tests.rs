@@ -455,3 +455,74 @@ async fn shutdown_stops_accepting() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
 }
+
+/// A self-signed P-256 certificate for `localhost`/127.0.0.1, valid until 2126 (test only).
+const TEST_CERT: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBlzCCAT6gAwIBAgIUZbMmDKZV8WjdZiFYtWpE+MC4F6MwCgYIKoZIzj0EAwIw\n\
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMjIyNDUwN1oYDzIxMjYxMDI5\n\
+MjI0NTA3WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO\n\
+PQMBBwNCAARxw3auZayrI2+i+NuN5Z0BcKXQ7KdKZtaBPBM1b9U1lH7dRTqBTKOE\n\
+XGi9AFFiGB7ndlbQWLE0BbyBjP0LYePDo2wwajAdBgNVHQ4EFgQU0RTTmPysFUaL\n\
+R8rkLCWQdk2/SGswHwYDVR0jBBgwFoAU0RTTmPysFUaLR8rkLCWQdk2/SGswGgYD\n\
+VR0RBBMwEYIJbG9jYWxob3N0hwR/AAABMAwGA1UdEwEB/wQCMAAwCgYIKoZIzj0E\n\
+AwIDRwAwRAIgdqVBWzMhDEedxvZuSRfhsGmjxGrtFBpE93fnOKsEuooCIHxJiOKD\n\
+1XcrqZXP5RLhTKaJw3dKmlndAtYuflvOc75T\n\
+-----END CERTIFICATE-----\n\
+";
+const TEST_KEY: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgGzFibuhO7uRJkLNh\n\
+ydlU40+BzavUJPcz9A887L0memehRANCAARxw3auZayrI2+i+NuN5Z0BcKXQ7KdK\n\
+ZtaBPBM1b9U1lH7dRTqBTKOEXGi9AFFiGB7ndlbQWLE0BbyBjP0LYePD\n\
+-----END PRIVATE KEY-----\n\
+";
+
+#[tokio::test]
+async fn serves_https_with_a_pem_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = harness().await;
+    let tls = tls::server_config_from_pem(TEST_CERT.as_bytes(), TEST_KEY.as_bytes()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, h.state.clone(), Some(tls), async {
+        let _ = rx.await;
+    }));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut TEST_CERT.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nok"), "{response}");
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf).await;
+    assert!(!buf.starts_with(b"HTTP/1.1 200"));
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
