@@ -289,6 +289,7 @@ mod tests {
                 }
             }
         }
+        eprintln!("wycheproof ECDSA P-256/P-384/P-521/secp256k1: {checked:?} checked");
         assert!(
             checked.iter().all(|n| *n > 100),
             "checked per curve: {checked:?}"

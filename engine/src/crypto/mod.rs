@@ -262,3 +262,171 @@ pub(crate) fn not_for_spec(alg: impl std::fmt::Display, spec: KeySpec) -> KmsErr
         "{alg} is not a valid algorithm for a key with key spec {spec}"
     ))
 }
+
+/// Interoperability with the tools AWS users hold: openssl and Python `cryptography`.
+/// Run with `cargo test -p kubekms-engine --lib crypto::interop -- --ignored`.
+#[cfg(test)]
+mod interop {
+    use super::*;
+    use crate::model::{KeyUsage, WrappingAlgorithm, WrappingKeySpec};
+    use std::path::Path;
+    use std::process::Command;
+
+    fn run(cmd: &mut Command) -> Vec<u8> {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn openssl(args: &[&str], dir: &Path) -> Vec<u8> {
+        run(Command::new("openssl").args(args).current_dir(dir))
+    }
+
+    #[test]
+    #[ignore = "needs openssl and python3 with cryptography"]
+    fn public_keys_and_signatures_verify_in_openssl_and_python() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("msg"), b"interop message").unwrap();
+        let specs = [
+            KeySpec::Rsa2048,
+            KeySpec::Rsa3072,
+            KeySpec::EccNistP256,
+            KeySpec::EccNistP384,
+            KeySpec::EccNistP521,
+            KeySpec::EccSecgP256k1,
+        ];
+        let mut verified = 0;
+        for spec in specs {
+            let key = PreparedKey::new(spec, &generate_material(spec).unwrap()).unwrap();
+            std::fs::write(d.join("pub.der"), key.public_key_der().unwrap()).unwrap();
+            openssl(
+                &[
+                    "pkey", "-pubin", "-inform", "DER", "-in", "pub.der", "-out", "pub.pem",
+                ],
+                d,
+            );
+            for alg in spec.signing_algorithms(KeyUsage::SignVerify) {
+                let sig = key
+                    .sign(*alg, MessageType::Raw, b"interop message")
+                    .unwrap();
+                std::fs::write(d.join("sig"), &sig).unwrap();
+                let md = format!("-sha{}", alg.digest_len() * 8);
+                let mut args = vec!["dgst", md.as_str(), "-verify", "pub.pem"];
+                if alg.as_str().starts_with("RSASSA_PSS") {
+                    args.extend([
+                        "-sigopt",
+                        "rsa_padding_mode:pss",
+                        "-sigopt",
+                        "rsa_pss_saltlen:digest",
+                    ]);
+                }
+                args.extend(["-signature", "sig", "msg"]);
+                openssl(&args, d);
+                let py = "from cryptography.hazmat.primitives import serialization as s\n\
+                          from cryptography.hazmat.primitives.asymmetric import ec, rsa\n\
+                          k = s.load_der_public_key(open('pub.der','rb').read())\n\
+                          if isinstance(k, rsa.RSAPublicKey): print('rsa', k.key_size)\n\
+                          elif isinstance(k, ec.EllipticCurvePublicKey): print('ec', k.curve.name)";
+                let out = run(Command::new("python3").args(["-c", py]).current_dir(d));
+                let expected = match spec {
+                    KeySpec::Rsa2048 => "rsa 2048",
+                    KeySpec::Rsa3072 => "rsa 3072",
+                    KeySpec::EccNistP256 => "ec secp256r1",
+                    KeySpec::EccNistP384 => "ec secp384r1",
+                    KeySpec::EccNistP521 => "ec secp521r1",
+                    _ => "ec secp256k1",
+                };
+                assert_eq!(String::from_utf8_lossy(&out).trim(), expected, "{spec}");
+                verified += 1;
+            }
+        }
+        assert_eq!(verified, 2 * 6 + 4);
+    }
+
+    /// The exact steps of the AWS "Encrypt key material with OpenSSL" guide.
+    #[test]
+    #[ignore = "needs openssl"]
+    fn openssl_wrapped_import_material_unwraps() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (private, spki) = import::generate_wrapping_key(WrappingKeySpec::Rsa2048).unwrap();
+        std::fs::write(d.join("wrap.der"), &spki).unwrap();
+        let ec = generate_material(KeySpec::EccNistP256).unwrap();
+        std::fs::write(d.join("material.bin"), ec.expose()).unwrap();
+        let aes = random_bytes(32).unwrap();
+        std::fs::write(d.join("aes.bin"), &*aes).unwrap();
+        let hex_key: String = aes.iter().map(|b| format!("{b:02x}")).collect();
+        for (alg, md) in [
+            (WrappingAlgorithm::RsaAesKeyWrapSha256, "sha256"),
+            (WrappingAlgorithm::RsaAesKeyWrapSha1, "sha1"),
+        ] {
+            let oaep_md = format!("rsa_oaep_md:{md}");
+            let mgf1_md = format!("rsa_mgf1_md:{md}");
+            let mut blob = openssl(
+                &[
+                    "pkeyutl",
+                    "-encrypt",
+                    "-pubin",
+                    "-inkey",
+                    "wrap.der",
+                    "-keyform",
+                    "DER",
+                    "-in",
+                    "aes.bin",
+                    "-pkeyopt",
+                    "rsa_padding_mode:oaep",
+                    "-pkeyopt",
+                    &oaep_md,
+                    "-pkeyopt",
+                    &mgf1_md,
+                ],
+                d,
+            );
+            blob.extend(openssl(
+                &[
+                    "enc",
+                    "-id-aes256-wrap-pad",
+                    "-K",
+                    &hex_key,
+                    "-iv",
+                    "A65959A6",
+                    "-in",
+                    "material.bin",
+                ],
+                d,
+            ));
+            let got = import::unwrap_imported(&private, alg, &blob).unwrap();
+            assert_eq!(got.expose(), ec.expose());
+        }
+        let sym = generate_material(KeySpec::SymmetricDefault).unwrap();
+        std::fs::write(d.join("sym.bin"), sym.expose()).unwrap();
+        let blob = openssl(
+            &[
+                "pkeyutl",
+                "-encrypt",
+                "-pubin",
+                "-inkey",
+                "wrap.der",
+                "-keyform",
+                "DER",
+                "-in",
+                "sym.bin",
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+            ],
+            d,
+        );
+        let got =
+            import::unwrap_imported(&private, WrappingAlgorithm::RsaesOaepSha256, &blob).unwrap();
+        assert_eq!(got.expose(), sym.expose());
+    }
+}
