@@ -1,0 +1,1299 @@
+//! `kubekms-bench`: load-test the release engine over real HTTP with `wrk`, next to `moto_server`
+//! doing the same symmetric Encrypt, and print one table.
+//!
+//! Every request is SigV4-signed once, ahead of the run, and replayed by wrk: the engine accepts
+//! a signature for five minutes either way, and verifies every replay in full, so the figures
+//! include signature checking, JSON, crypto and the audit log (which is on, to a file).
+//!
+//!     cargo run --release -p kubekms-engine --bin kubekms-bench -- [--duration SECS] [--quick]
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use clap::Parser;
+use serde_json::{json, Value};
+
+use kubekms_engine::config::{Credential, Credentials, DEFAULT_ACCOUNT_ID};
+use kubekms_engine::sigv4::sign_kms_request;
+
+const WRK_HOOKS: &str = include_str!("../../bench/wrk-hooks.lua");
+const REGION: &str = "us-east-1";
+/// The marker the engine prints once it accepts connections.
+const LISTENING: &str = "listening on http://";
+/// Plaintext size for Encrypt: a typical data-key-sized secret.
+const PLAINTEXT_BYTES: usize = 64;
+/// Linux reports process CPU times in USER_HZ ticks, which is 100 on every mainstream arch.
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+// Scenario names, known before the engine runs so `--only` can skip starting it.
+const ENCRYPT: &str = "Encrypt SYMMETRIC_DEFAULT";
+const DECRYPT: &str = "Decrypt SYMMETRIC_DEFAULT";
+const GENERATE_DATA_KEY: &str = "GenerateDataKey AES_256";
+const SIGN_RSA: &str = "Sign RSA_2048 PSS_SHA_256";
+const SIGN_ECC: &str = "Sign ECC_NIST_P256";
+const GENERATE_DATA_KEY_PAIR: &str = "GenerateDataKeyPair RSA_2048";
+const MOTO_ENCRYPT: &str = "moto Encrypt SYMMETRIC_DEFAULT";
+const ENGINE_SCENARIOS: [&str; 6] = [
+    ENCRYPT,
+    DECRYPT,
+    GENERATE_DATA_KEY,
+    SIGN_RSA,
+    SIGN_ECC,
+    GENERATE_DATA_KEY_PAIR,
+];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubekms-bench",
+    about = "Benchmark the kubekms engine (and moto_server) with wrk"
+)]
+struct Args {
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 6)]
+    duration: u64,
+    /// One-second runs: a smoke test of the whole pipeline, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// The engine binary; by default the release build next to this one (built first when
+    /// run through cargo).
+    #[arg(long)]
+    engine_bin: Option<PathBuf>,
+    /// wrk threads at concurrency 32. One leaves the engine both cores minus wrk's one busy
+    /// thread; two makes wrk compete with the engine's two tokio workers.
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: u32,
+    /// The Python venv holding `moto[server]`.
+    #[arg(
+        long,
+        env = "KUBEKMS_VENV",
+        default_value = "/root/.cache/kubekms-venv"
+    )]
+    venv: PathBuf,
+    /// Leave out the moto comparison.
+    #[arg(long)]
+    skip_moto: bool,
+    /// Run only scenarios whose name contains this text (case-insensitive).
+    #[arg(long)]
+    only: Option<String>,
+    /// Keep the temporary directory (data dir, audit log, wrk scripts, server logs).
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("kubekms-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A throughput or latency goal shown beside a figure; reported, never asserted.
+#[derive(Clone, Copy, Debug)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    /// A reference point (moto's usual speed), not a goal.
+    About(f64),
+}
+
+impl Goal {
+    fn label(self, unit: &str) -> String {
+        match self {
+            Goal::AtLeast(v) => format!(">= {}{unit}", fmt_num(v)),
+            Goal::AtMost(v) => format!("<= {}{unit}", fmt_num(v)),
+            Goal::About(v) => format!("~ {}{unit}", fmt_num(v)),
+        }
+    }
+
+    fn verdict(self, measured: f64) -> &'static str {
+        match self {
+            Goal::AtLeast(v) if measured >= v => "met",
+            Goal::AtMost(v) if measured <= v => "met",
+            Goal::About(_) => "ref",
+            _ => "MISSED",
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Server {
+    Engine,
+    Moto,
+}
+
+/// Validates one answer's JSON.
+type Check = Box<dyn Fn(&Value) -> Result<()>>;
+
+/// One request replayed by wrk, with what a correct answer must contain.
+struct Scenario {
+    name: &'static str,
+    server: Server,
+    operation: &'static str,
+    body: String,
+    /// Checked on one request before the run, so a 200 with a wrong body is caught too.
+    check: Check,
+    /// Requests per second at concurrency 32.
+    rps_goal_c32: Option<Goal>,
+    /// Median latency in milliseconds at concurrency 1.
+    p50_goal_c1_ms: Option<Goal>,
+}
+
+struct Measurement {
+    scenario: &'static str,
+    server: Server,
+    concurrency: u32,
+    threads: u32,
+    wrk: WrkResult,
+    rps_goal: Option<Goal>,
+    p50_goal_ms: Option<Goal>,
+    /// The server's CPU use over the run, in percent of one core.
+    server_cpu_pct: Option<f64>,
+    /// Server CPU time per completed request, in microseconds.
+    server_cpu_us_per_req: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct WrkResult {
+    requests: u64,
+    duration_us: u64,
+    ok: u64,
+    non200: u64,
+    socket_errors: u64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    first_bad: Option<String>,
+}
+
+impl WrkResult {
+    fn rps(&self) -> f64 {
+        if self.duration_us == 0 {
+            0.0
+        } else {
+            self.requests as f64 * 1e6 / self.duration_us as f64
+        }
+    }
+
+    fn errors(&self) -> u64 {
+        self.non200 + self.socket_errors
+    }
+}
+
+fn run(args: &Args) -> Result<bool> {
+    let secs = if args.quick { 1 } else { args.duration.max(1) };
+    check_wrk()?;
+    if cfg!(debug_assertions) {
+        eprintln!("kubekms-bench: WARNING: built without --release; figures are not meaningful");
+    }
+
+    let dir = TempDir::new()?;
+    let credential = Credential::generate(DEFAULT_ACCOUNT_ID).map_err(|e| anyhow!("{e}"))?;
+    let filter = args.only.as_deref().map(str::to_ascii_lowercase);
+    let wanted = |name: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|f| name.to_ascii_lowercase().contains(f))
+    };
+
+    let mut measurements = Vec::new();
+    let mut failures = Vec::new();
+    let mut engine_summary = None;
+    if ENGINE_SCENARIOS.iter().any(|name| wanted(name)) {
+        let engine_bin = match &args.engine_bin {
+            Some(p) => p.clone(),
+            None => default_engine_bin()?,
+        };
+        let run = run_engine(&engine_bin, &credential, args, secs, dir.path(), &wanted)?;
+        for m in run.measurements {
+            report_errors(&m, &mut failures);
+            measurements.push(m);
+        }
+        if let Err(e) = &run.audit_lines {
+            failures.push(format!("audit log: {e:#}"));
+        }
+        engine_summary = Some((run.peak_rss_kib, run.audit_lines.ok(), run.requests));
+    }
+
+    let mut moto_peak = None;
+    if !args.skip_moto && wanted(MOTO_ENCRYPT) {
+        let moto_measurements = run_moto(args, &credential, secs, dir.path(), &mut moto_peak)?;
+        for m in moto_measurements {
+            report_errors(&m, &mut failures);
+            measurements.push(m);
+        }
+    }
+
+    print_table(&measurements);
+    println!();
+    if let Some((peak, audit_lines, requests)) = engine_summary {
+        match peak {
+            Some(kib) => println!("engine peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
+            None => println!("engine peak RSS (VmHWM): unavailable"),
+        }
+        if let Some(lines) = audit_lines {
+            println!("audit log: {lines} lines for {requests} requests counted by the bench");
+        }
+    }
+    if let Some(kib) = moto_peak {
+        println!(
+            "moto_server peak RSS (VmHWM): {:.1} MiB",
+            kib as f64 / 1024.0
+        );
+    }
+    println!(
+        "wrk: -t1 -c1 at concurrency 1, -t{} -c32 at concurrency 32, {secs} s per run, \
+         --timeout 30s; server CPU is in % of one core (2 cores in all)",
+        args.wrk_threads
+    );
+
+    if args.keep {
+        println!("kept {}", dir.keep().display());
+    }
+    if failures.is_empty() {
+        Ok(true)
+    } else {
+        eprintln!();
+        for f in &failures {
+            eprintln!("kubekms-bench: FAILED: {f}");
+        }
+        Ok(false)
+    }
+}
+
+struct EngineRun {
+    measurements: Vec<Measurement>,
+    peak_rss_kib: Option<u64>,
+    audit_lines: Result<u64>,
+    /// Requests the bench saw answered: its own plus wrk's.
+    requests: u64,
+}
+
+/// Start the engine, create the keys, run every wanted scenario at both concurrencies.
+fn run_engine(
+    engine_bin: &Path,
+    credential: &Credential,
+    args: &Args,
+    secs: u64,
+    dir: &Path,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<EngineRun> {
+    let cred_file = dir.join("credentials.json");
+    Credentials::new([credential.clone()])
+        .and_then(|c| c.save_file(&cred_file))
+        .map_err(|e| anyhow!("{e}"))?;
+    let audit_log = dir.join("audit.log");
+    let data_dir = dir.join("data");
+    fs::create_dir_all(&data_dir)?;
+
+    eprintln!("kubekms-bench: engine {}", engine_bin.display());
+    let mut engine = ServerProcess::spawn(
+        "engine",
+        Command::new(engine_bin)
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--credentials")
+            .arg(&cred_file)
+            .arg("--audit-log")
+            .arg(&audit_log),
+        &dir.join("engine.log"),
+    )?;
+    let addr = engine.wait_for_listen_line(Duration::from_secs(60))?;
+    eprintln!("kubekms-bench: engine pid {} on {addr}", engine.pid());
+    let client = Client::new(addr, credential);
+
+    let mut measurements = Vec::new();
+    let mut wrk_requests = 0u64;
+    let mut slack = 0u64;
+    for scenario in engine_scenarios(&client)?.iter().filter(|s| wanted(s.name)) {
+        for (conc, threads) in [(1, 1), (32, args.wrk_threads)] {
+            let m = measure(&client, &mut engine, scenario, conc, threads, secs, dir)?;
+            wrk_requests += m.wrk.requests;
+            slack += u64::from(conc);
+            measurements.push(m);
+        }
+    }
+    engine.ensure_running()?;
+    let peak_rss_kib = engine.peak_rss_kib();
+    let requests = client.sent.get() + wrk_requests;
+    let audit_lines = check_audit_log(&audit_log, requests, slack);
+    engine.stop();
+    Ok(EngineRun {
+        measurements,
+        peak_rss_kib,
+        audit_lines,
+        requests,
+    })
+}
+
+fn report_errors(m: &Measurement, failures: &mut Vec<String>) {
+    let w = &m.wrk;
+    if w.errors() > 0 || w.requests == 0 || w.ok != w.requests {
+        failures.push(format!(
+            "{} c={}: {} requests, {} ok, {} non-200, {} socket errors{}",
+            m.scenario,
+            m.concurrency,
+            w.requests,
+            w.ok,
+            w.non200,
+            w.socket_errors,
+            w.first_bad
+                .as_deref()
+                .map(|b| format!("; first bad response: {b}"))
+                .unwrap_or_default()
+        ));
+    }
+}
+
+/// Pre-sign, check once by hand, write the wrk script, run wrk, and account the server's CPU.
+fn measure(
+    client: &Client,
+    server: &mut ServerProcess,
+    scenario: &Scenario,
+    concurrency: u32,
+    threads: u32,
+    secs: u64,
+    dir: &Path,
+) -> Result<Measurement> {
+    let headers = client.sign(scenario.operation, scenario.body.as_bytes());
+    let answer = client
+        .send_signed(&headers, scenario.body.as_bytes())
+        .with_context(|| format!("{}: checking the pre-signed request", scenario.name))?;
+    if answer.status != 200 {
+        bail!(
+            "{}: the pre-signed request got HTTP {}: {}",
+            scenario.name,
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    let json: Value = serde_json::from_slice(&answer.body)
+        .with_context(|| format!("{}: the answer is not JSON", scenario.name))?;
+    (scenario.check)(&json).with_context(|| format!("{}: wrong answer", scenario.name))?;
+
+    let script = dir.join(format!(
+        "{}-c{concurrency}.lua",
+        scenario
+            .name
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    ));
+    fs::write(&script, wrk_script(&headers, &scenario.body))?;
+
+    eprintln!(
+        "kubekms-bench: {} c={concurrency} for {secs} s",
+        scenario.name
+    );
+    let cpu_before = server.cpu_ticks();
+    let started = Instant::now();
+    let wrk = run_wrk(client.addr, &script, threads, concurrency, secs)
+        .with_context(|| format!("{} c={concurrency}", scenario.name))?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_after = server.cpu_ticks();
+    server.ensure_running()?;
+
+    let cpu_secs = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / CLOCK_TICKS_PER_SEC),
+        _ => None,
+    };
+    Ok(Measurement {
+        scenario: scenario.name,
+        server: scenario.server,
+        concurrency,
+        threads,
+        rps_goal: if concurrency >= 32 {
+            scenario.rps_goal_c32
+        } else {
+            None
+        },
+        p50_goal_ms: if concurrency == 1 {
+            scenario.p50_goal_c1_ms
+        } else {
+            None
+        },
+        server_cpu_pct: cpu_secs.map(|c| c / wall * 100.0),
+        server_cpu_us_per_req: cpu_secs
+            .filter(|_| wrk.requests > 0)
+            .map(|c| c * 1e6 / wrk.requests as f64),
+        wrk,
+    })
+}
+
+fn engine_scenarios(client: &Client) -> Result<Vec<Scenario>> {
+    let create = |spec: &str, usage: &str| -> Result<String> {
+        let out = client.call(
+            "CreateKey",
+            &json!({"KeySpec": spec, "KeyUsage": usage, "Description": "kubekms-bench"}),
+        )?;
+        key_id_of(&out).with_context(|| format!("CreateKey {spec}"))
+    };
+    let sym = create("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT")?;
+    let rsa = create("RSA_2048", "SIGN_VERIFY")?;
+    let ecc = create("ECC_NIST_P256", "SIGN_VERIFY")?;
+
+    let plaintext = B64.encode(random_bytes(PLAINTEXT_BYTES)?);
+    let encrypted = client.call("Encrypt", &json!({"KeyId": sym, "Plaintext": plaintext}))?;
+    let blob = str_field(&encrypted, "CiphertextBlob")?.to_owned();
+    let message = B64.encode(random_bytes(256)?);
+
+    let expect_plaintext = plaintext.clone();
+    let scenarios = vec![
+        Scenario {
+            name: ENCRYPT,
+            server: Server::Engine,
+            operation: "Encrypt",
+            body: json!({"KeyId": sym, "Plaintext": plaintext}).to_string(),
+            check: Box::new(|v| str_field(v, "CiphertextBlob").map(drop)),
+            rps_goal_c32: Some(Goal::AtLeast(20_000.0)),
+            p50_goal_c1_ms: Some(Goal::AtMost(0.3)),
+        },
+        Scenario {
+            name: DECRYPT,
+            server: Server::Engine,
+            operation: "Decrypt",
+            body: json!({ "CiphertextBlob": blob }).to_string(),
+            check: Box::new(move |v| {
+                if str_field(v, "Plaintext")? == expect_plaintext {
+                    Ok(())
+                } else {
+                    bail!("Decrypt returned a different plaintext")
+                }
+            }),
+            rps_goal_c32: None,
+            p50_goal_c1_ms: Some(Goal::AtMost(0.3)),
+        },
+        Scenario {
+            name: GENERATE_DATA_KEY,
+            server: Server::Engine,
+            operation: "GenerateDataKey",
+            body: json!({"KeyId": sym, "KeySpec": "AES_256"}).to_string(),
+            check: Box::new(|v| {
+                str_field(v, "CiphertextBlob")?;
+                let key = B64.decode(str_field(v, "Plaintext")?)?;
+                if key.len() == 32 {
+                    Ok(())
+                } else {
+                    bail!("data key of {} bytes", key.len())
+                }
+            }),
+            rps_goal_c32: None,
+            p50_goal_c1_ms: Some(Goal::AtMost(0.3)),
+        },
+        Scenario {
+            name: SIGN_RSA,
+            server: Server::Engine,
+            operation: "Sign",
+            body: json!({"KeyId": rsa, "Message": message, "MessageType": "RAW",
+                         "SigningAlgorithm": "RSASSA_PSS_SHA_256"})
+            .to_string(),
+            check: Box::new(|v| signature_len(v, 256..=256)),
+            rps_goal_c32: Some(Goal::AtLeast(2_000.0)),
+            p50_goal_c1_ms: None,
+        },
+        Scenario {
+            name: SIGN_ECC,
+            server: Server::Engine,
+            operation: "Sign",
+            body: json!({"KeyId": ecc, "Message": message, "MessageType": "RAW",
+                         "SigningAlgorithm": "ECDSA_SHA_256"})
+            .to_string(),
+            // DER-encoded (r, s): 8 to 72 bytes.
+            check: Box::new(|v| signature_len(v, 8..=72)),
+            rps_goal_c32: None,
+            p50_goal_c1_ms: None,
+        },
+        Scenario {
+            name: GENERATE_DATA_KEY_PAIR,
+            server: Server::Engine,
+            operation: "GenerateDataKeyPair",
+            body: json!({"KeyId": sym, "KeyPairSpec": "RSA_2048"}).to_string(),
+            check: Box::new(|v| {
+                str_field(v, "PublicKey")?;
+                str_field(v, "PrivateKeyCiphertextBlob")?;
+                str_field(v, "PrivateKeyPlaintext").map(drop)
+            }),
+            rps_goal_c32: Some(Goal::AtLeast(20.0)),
+            p50_goal_c1_ms: None,
+        },
+    ];
+    Ok(scenarios)
+}
+
+fn run_moto(
+    args: &Args,
+    credential: &Credential,
+    secs: u64,
+    dir: &Path,
+    peak: &mut Option<u64>,
+) -> Result<Vec<Measurement>> {
+    let python = args.venv.join("bin/python");
+    if !python.exists() {
+        bail!(
+            "no {} (run e2e/scripts/setup.sh, set KUBEKMS_VENV, or pass --skip-moto)",
+            python.display()
+        );
+    }
+    let port = free_port()?;
+    let mut moto = ServerProcess::spawn(
+        "moto_server",
+        Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+            .arg(port.to_string()),
+        &dir.join("moto.log"),
+    )?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    moto.wait_for_port(addr, Duration::from_secs(60))?;
+    eprintln!("kubekms-bench: moto_server pid {} on {addr}", moto.pid());
+    let client = Client::new(addr, credential);
+    let created = client.call(
+        "CreateKey",
+        &json!({"KeySpec": "SYMMETRIC_DEFAULT", "KeyUsage": "ENCRYPT_DECRYPT"}),
+    )?;
+    let key = key_id_of(&created).context("moto CreateKey")?;
+    let scenario = Scenario {
+        name: MOTO_ENCRYPT,
+        server: Server::Moto,
+        operation: "Encrypt",
+        body: json!({"KeyId": key, "Plaintext": B64.encode(random_bytes(PLAINTEXT_BYTES)?)})
+            .to_string(),
+        check: Box::new(|v| str_field(v, "CiphertextBlob").map(drop)),
+        rps_goal_c32: Some(Goal::About(450.0)),
+        p50_goal_c1_ms: None,
+    };
+    let mut out = Vec::new();
+    for (conc, threads) in [(1, 1), (32, args.wrk_threads)] {
+        out.push(measure(
+            &client, &mut moto, &scenario, conc, threads, secs, dir,
+        )?);
+    }
+    *peak = moto.peak_rss_kib();
+    moto.stop();
+    Ok(out)
+}
+
+fn key_id_of(v: &Value) -> Result<String> {
+    v.get("KeyMetadata")
+        .and_then(|m| m.get("KeyId"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no KeyMetadata.KeyId in {v}"))
+}
+
+fn str_field<'a>(v: &'a Value, name: &str) -> Result<&'a str> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| anyhow!("no {name} in the answer"))
+}
+
+fn signature_len(v: &Value, range: std::ops::RangeInclusive<usize>) -> Result<()> {
+    let sig = B64.decode(str_field(v, "Signature")?)?;
+    if range.contains(&sig.len()) {
+        Ok(())
+    } else {
+        bail!("signature of {} bytes, expected {range:?}", sig.len())
+    }
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| anyhow!("the system random generator failed"))?;
+    Ok(out)
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+// ---- HTTP client ---------------------------------------------------------------------------
+
+/// A minimal blocking HTTP/1.1 client: one connection per request, which is all setup needs.
+struct Client {
+    addr: SocketAddr,
+    credential: Credential,
+    /// Requests sent, for matching against the audit log.
+    sent: Cell<u64>,
+}
+
+struct HttpResponse {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Client {
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Every header of the request, signed now.
+    fn sign(&self, operation: &str, body: &[u8]) -> Vec<(String, String)> {
+        sign_kms_request(
+            &self.credential,
+            REGION,
+            &self.host(),
+            operation,
+            body,
+            now_millis(),
+        )
+    }
+
+    fn new(addr: SocketAddr, credential: &Credential) -> Self {
+        Self {
+            addr,
+            credential: credential.clone(),
+            sent: Cell::new(0),
+        }
+    }
+
+    fn call(&self, operation: &str, body: &Value) -> Result<Value> {
+        let body = body.to_string();
+        let headers = self.sign(operation, body.as_bytes());
+        let answer = self.send_signed(&headers, body.as_bytes())?;
+        let text = String::from_utf8_lossy(&answer.body);
+        if answer.status != 200 {
+            bail!("{operation}: HTTP {}: {text}", answer.status);
+        }
+        serde_json::from_slice(&answer.body)
+            .with_context(|| format!("{operation}: the answer is not JSON: {text}"))
+    }
+
+    fn send_signed(&self, headers: &[(String, String)], body: &[u8]) -> Result<HttpResponse> {
+        self.sent.set(self.sent.get() + 1);
+        let mut request = String::from("POST / HTTP/1.1\r\n");
+        for (name, value) in headers {
+            let _ = write!(request, "{name}: {value}\r\n");
+        }
+        let _ = write!(
+            request,
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(10))
+            .with_context(|| format!("connecting to {}", self.addr))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.write_all(request.as_bytes())?;
+        stream.write_all(body)?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .with_context(|| format!("reading the answer from {}", self.addr))?;
+        parse_response(&raw)
+    }
+}
+
+fn parse_response(raw: &[u8]) -> Result<HttpResponse> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("incomplete HTTP response ({} bytes)", raw.len()))?;
+    let head = std::str::from_utf8(&raw[..end]).context("HTTP head is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let mut chunked = false;
+    let mut length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        } else if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse::<usize>().ok();
+        }
+    }
+    let rest = &raw[end + 4..];
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some(n) = length {
+        rest.get(..n)
+            .ok_or_else(|| anyhow!("body shorter than content-length {n}"))?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(HttpResponse { status, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("truncated chunk size"))?;
+        let size_text = std::str::from_utf8(&data[..eol])?;
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = data.get(..size).ok_or_else(|| anyhow!("truncated chunk"))?;
+        out.extend_from_slice(chunk);
+        data = data.get(size + 2..).unwrap_or(&[]);
+    }
+}
+
+// ---- wrk -----------------------------------------------------------------------------------
+
+fn check_wrk() -> Result<()> {
+    match Command::new("wrk").arg("--version").output() {
+        Ok(_) => Ok(()),
+        Err(e) => bail!(
+            "cannot run wrk ({e}); install the Debian package `wrk` (e2e/scripts/setup.sh does)"
+        ),
+    }
+}
+
+/// A Lua string literal holding `s` exactly.
+fn lua_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for b in s.bytes() {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b' '..=b'~' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\{b:03}");
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn wrk_script(headers: &[(String, String)], body: &str) -> String {
+    let mut out = String::from("-- generated by kubekms-bench: one pre-signed request\n");
+    out.push_str("wrk.method = \"POST\"\nwrk.path = \"/\"\n");
+    let _ = writeln!(out, "wrk.body = {}", lua_quote(body));
+    for (name, value) in headers {
+        // wrk adds its own `Host` unless one is set under exactly that name.
+        let name = if name.eq_ignore_ascii_case("host") {
+            "Host"
+        } else {
+            name.as_str()
+        };
+        let _ = writeln!(
+            out,
+            "wrk.headers[{}] = {}",
+            lua_quote(name),
+            lua_quote(value)
+        );
+    }
+    out.push('\n');
+    out.push_str(WRK_HOOKS);
+    out
+}
+
+fn run_wrk(
+    addr: SocketAddr,
+    script: &Path,
+    threads: u32,
+    connections: u32,
+    secs: u64,
+) -> Result<WrkResult> {
+    let threads = threads.clamp(1, connections);
+    let output = Command::new("wrk")
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{secs}s"))
+        .args(["--timeout", "30s", "--latency", "-s"])
+        .arg(script)
+        .arg(format!("http://{addr}/"))
+        .output()
+        .context("running wrk")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk exited with {}: {}{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_wrk(&stdout).with_context(|| format!("wrk output:\n{stdout}"))
+}
+
+fn parse_wrk(stdout: &str) -> Result<WrkResult> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBEKMS-BENCH "))
+        .ok_or_else(|| anyhow!("no KUBEKMS-BENCH line from the done() hook"))?;
+    let fields: HashMap<&str, u64> = line
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
+        .collect();
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .copied()
+            .ok_or_else(|| anyhow!("no {k}= in the done() line"))
+    };
+    let first_bad = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBEKMS-BENCH-FIRST-BAD "))
+        .map(str::to_owned);
+    Ok(WrkResult {
+        requests: get("requests")?,
+        duration_us: get("duration_us")?,
+        ok: get("ok")?,
+        non200: get("non200")?,
+        // wrk counts a status > 399 as an error too; non200 already covers those.
+        socket_errors: get("connect")? + get("read")? + get("write")? + get("timeout")?,
+        p50_us: get("p50_us")?,
+        p99_us: get("p99_us")?,
+        max_us: get("max_us")?,
+        first_bad,
+    })
+}
+
+// ---- processes -----------------------------------------------------------------------------
+
+/// A server we started; killed when dropped, so an error path never leaves one behind.
+struct ServerProcess {
+    name: &'static str,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Both output streams go to `log`, and line by line to `lines` for the startup banner.
+    fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {name} ({cmd:?})"))?;
+        let (tx, rx) = mpsc::channel();
+        let file = fs::File::create(log)?;
+        let streams: [Option<Box<dyn Read + Send>>; 2] = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ];
+        for stream in streams.into_iter().flatten() {
+            let tx = tx.clone();
+            let mut file = file.try_clone()?;
+            // Drained for the process's whole life so a chatty server never blocks on a full
+            // pipe.
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = writeln!(file, "{line}");
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Ok(Self {
+            name,
+            child,
+            lines: rx,
+            log: log.to_owned(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_for_listen_line(&mut self, timeout: Duration) -> Result<SocketAddr> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.ensure_running()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "{} printed no {LISTENING:?} line within {timeout:?}; see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) => {
+                    if let Some(rest) = line.split(LISTENING).nth(1) {
+                        let addr = rest.split(['/', ' ']).next().unwrap_or("");
+                        return addr
+                            .parse()
+                            .with_context(|| format!("bad address in {line:?}"));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    thread::sleep(Duration::from_millis(100));
+                    self.ensure_running()?;
+                    bail!("{} closed its output before listening", self.name);
+                }
+            }
+        }
+    }
+
+    fn wait_for_port(&mut self, addr: SocketAddr, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.ensure_running()?;
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not listen on {addr} within {timeout:?}; see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ensure_running(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => bail!(
+                "{} exited ({status}); last output:\n{}",
+                self.name,
+                tail(&self.log, 20)
+            ),
+        }
+    }
+
+    fn proc_file(&self, name: &str) -> Option<String> {
+        fs::read_to_string(format!("/proc/{}/{name}", self.pid())).ok()
+    }
+
+    /// User plus system CPU time so far, in clock ticks, over all threads.
+    fn cpu_ticks(&self) -> Option<u64> {
+        parse_cpu_ticks(&self.proc_file("stat")?)
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        parse_vm_hwm(&self.proc_file("status")?)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn default_engine_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
+    let bin = dir.join("kubekms-engine");
+    // `cargo run --bin kubekms-bench` builds only this binary: build the engine too, in the
+    // same profile, so the figures are never from a stale or missing engine.
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "kubekms-engine", "--bin", "kubekms-engine"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        eprintln!("kubekms-bench: building the engine ({cmd:?})");
+        let status = cmd.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("building the engine failed ({status})");
+        }
+    }
+    if !bin.exists() {
+        bail!(
+            "no engine binary at {}; build it (cargo build --release -p kubekms-engine) or pass \
+             --engine-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Every engine request leaves exactly one audit line. wrk stops counting at its deadline with
+/// up to one request per connection still in flight, which the engine may still answer and log:
+/// `slack` is that allowance.
+fn check_audit_log(path: &Path, requests: u64, slack: u64) -> Result<u64> {
+    // The writer thread flushes within a millisecond or so of going idle.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let lines = text.iter().filter(|&&b| b == b'\n').count() as u64;
+        if lines >= requests {
+            if lines > requests + slack {
+                bail!("{lines} lines for {requests} requests (+{slack} in flight at most)");
+            }
+            return Ok(lines);
+        }
+        if Instant::now() > deadline {
+            bail!("only {lines} lines for {requests} requests");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---- output --------------------------------------------------------------------------------
+
+fn print_table(rows: &[Measurement]) {
+    let header = [
+        "scenario",
+        "server",
+        "conc",
+        "wrk -t",
+        "req/s",
+        "target req/s",
+        "p50 ms",
+        "target p50",
+        "p99 ms",
+        "errors",
+        "server CPU %",
+        "CPU us/req",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
+    for m in rows {
+        let rps = m.wrk.rps();
+        let p50_ms = m.wrk.p50_us as f64 / 1000.0;
+        table.push(vec![
+            m.scenario.to_owned(),
+            match m.server {
+                Server::Engine => "engine".into(),
+                Server::Moto => "moto".into(),
+            },
+            m.concurrency.to_string(),
+            m.threads.to_string(),
+            format!("{rps:.0}"),
+            m.rps_goal
+                .map(|g| format!("{} ({})", g.label(""), g.verdict(rps)))
+                .unwrap_or_default(),
+            format!("{p50_ms:.3}"),
+            m.p50_goal_ms
+                .map(|g| format!("{} ({})", g.label(" ms"), g.verdict(p50_ms)))
+                .unwrap_or_default(),
+            format!("{:.3}", m.wrk.p99_us as f64 / 1000.0),
+            m.wrk.errors().to_string(),
+            m.server_cpu_pct
+                .map(|c| format!("{c:.0}"))
+                .unwrap_or_default(),
+            m.server_cpu_us_per_req
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_default(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for (n, row) in table.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                if i <= 1 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        println!("| {} |", cells.join(" | "));
+        if n == 0 {
+            let rule: Vec<String> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    if i <= 1 {
+                        format!(":{}", "-".repeat(w.saturating_sub(1)))
+                    } else {
+                        format!("{}:", "-".repeat(w.saturating_sub(1)))
+                    }
+                })
+                .collect();
+            println!("| {} |", rule.join(" | "));
+        }
+    }
+}
+
+// ---- temp dir ------------------------------------------------------------------------------
+
+/// A private scratch directory, removed when dropped unless kept.
+struct TempDir {
+    path: Option<PathBuf>,
+}
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("kubekms-bench-{}-{nanos:09}", std::process::id()));
+        fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path: Some(path) })
+    }
+
+    fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new("."))
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_done_hook_line() {
+        let out = "Running 1s test @ http://127.0.0.1:1/\n  1 threads\n\
+            KUBEKMS-BENCH requests=1200 duration_us=1000000 ok=1198 non200=2 connect=0 read=1 \
+            write=0 status=2 timeout=3 p50_us=250 p99_us=900 max_us=4000\n\
+            KUBEKMS-BENCH-FIRST-BAD 400 {\"__type\":\"InvalidSignatureException\"}\n";
+        let r = parse_wrk(out).unwrap();
+        assert_eq!(r.requests, 1200);
+        assert_eq!(r.ok, 1198);
+        assert_eq!(r.non200, 2);
+        assert_eq!(r.socket_errors, 4);
+        assert_eq!(r.errors(), 6);
+        assert_eq!((r.p50_us, r.p99_us, r.max_us), (250, 900, 4000));
+        assert!((r.rps() - 1200.0).abs() < 1e-9);
+        assert_eq!(
+            r.first_bad.as_deref(),
+            Some("400 {\"__type\":\"InvalidSignatureException\"}")
+        );
+        assert!(parse_wrk("Requests/sec: 5\n").is_err());
+        assert!(parse_wrk("KUBEKMS-BENCH requests=1\n").is_err());
+    }
+
+    #[test]
+    fn lua_quoting_round_trips_through_lua_rules() {
+        assert_eq!(lua_quote(r#"{"a":"b\c"}"#), r#""{\"a\":\"b\\c\"}""#);
+        assert_eq!(lua_quote("x\ny"), "\"x\\010y\"");
+        let script = wrk_script(
+            &[
+                ("host".into(), "127.0.0.1:9".into()),
+                ("x-amz-target".into(), "TrentService.Encrypt".into()),
+            ],
+            "{}",
+        );
+        assert!(script.contains("wrk.headers[\"Host\"] = \"127.0.0.1:9\"\n"));
+        assert!(script.contains("wrk.headers[\"x-amz-target\"] = \"TrentService.Encrypt\"\n"));
+        assert!(script.contains("function done(summary, latency, requests)"));
+    }
+
+    #[test]
+    fn parses_http_responses() {
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}trailing").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, b"{}".as_slice()));
+        let r = parse_response(
+            b"HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (400, b"abcde".as_slice()));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn reads_proc_files() {
+        let stat = "4242 (kubekms (x) engine) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 4";
+        assert_eq!(parse_cpu_ticks(stat), Some(175));
+        let status = "Name:\tkubekms-engine\nVmPeak:\t  99999 kB\nVmHWM:\t   12345 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(12345));
+        assert_eq!(parse_vm_hwm("Name: x\n"), None);
+    }
+
+    #[test]
+    fn goals_report_met_and_missed() {
+        assert_eq!(Goal::AtLeast(20_000.0).verdict(25_000.0), "met");
+        assert_eq!(Goal::AtLeast(20_000.0).verdict(19_999.0), "MISSED");
+        assert_eq!(Goal::AtMost(0.3).verdict(0.31), "MISSED");
+        assert_eq!(Goal::AtMost(0.3).label(" ms"), "<= 0.3 ms");
+        assert_eq!(Goal::About(450.0).verdict(1.0), "ref");
+    }
+}
