@@ -249,9 +249,15 @@ mod tests {
 
     #[test]
     fn usages_follow_aws() {
-        assert_eq!(KeySpec::SymmetricDefault.default_usage(), KeyUsage::EncryptDecrypt);
+        assert_eq!(
+            KeySpec::SymmetricDefault.default_usage(),
+            KeyUsage::EncryptDecrypt
+        );
         assert_eq!(KeySpec::EccNistP256.default_usage(), KeyUsage::SignVerify);
-        assert_eq!(KeySpec::Hmac384.default_usage(), KeyUsage::GenerateVerifyMac);
+        assert_eq!(
+            KeySpec::Hmac384.default_usage(),
+            KeyUsage::GenerateVerifyMac
+        );
         assert!(KeySpec::EccNistP256
             .encryption_algorithms(KeyUsage::SignVerify)
             .is_empty());

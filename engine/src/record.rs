@@ -16,15 +16,24 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(account: impl Into<String>, region: impl Into<String>) -> Self {
-        Self { account: account.into(), region: region.into() }
+        Self {
+            account: account.into(),
+            region: region.into(),
+        }
     }
 
     pub fn key_arn(&self, key_id: &str) -> String {
-        format!("arn:aws:kms:{}:{}:key/{}", self.region, self.account, key_id)
+        format!(
+            "arn:aws:kms:{}:{}:key/{}",
+            self.region, self.account, key_id
+        )
     }
 
     pub fn alias_arn(&self, alias_name: &str) -> String {
-        format!("arn:aws:kms:{}:{}:{}", self.region, self.account, alias_name)
+        format!(
+            "arn:aws:kms:{}:{}:{}",
+            self.region, self.account, alias_name
+        )
     }
 }
 
