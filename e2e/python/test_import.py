@@ -49,12 +49,17 @@ cat enc-aes-key.bin key-material-wrapped.bin > EncryptedKeyMaterial.bin
 
 def import_material(kms, key_id, material, method, tmp_path, **import_kwargs):
     """GetParametersForImport + wrap + ImportKeyMaterial; returns the ImportKeyMaterial answer."""
-    alg = {"oaep": "RSAES_OAEP_SHA_256", "openssl": "RSA_AES_KEY_WRAP_SHA_256"}[method]
-    params = kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm=alg, WrappingKeySpec="RSA_2048")
+    # The openssl path also uses a larger wrapping key, so the engine must split the blob at
+    # the modulus length rather than at a fixed 256 bytes.
+    alg, spec, bits = {
+        "oaep": ("RSAES_OAEP_SHA_256", "RSA_2048", 2048),
+        "openssl": ("RSA_AES_KEY_WRAP_SHA_256", "RSA_3072", 3072),
+    }[method]
+    params = kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm=alg, WrappingKeySpec=spec)
     assert params["KeyId"] == key_arn(key_id)
     assert params["ParametersValidTo"].timestamp() > time.time()
     public = serialization.load_der_public_key(params["PublicKey"])
-    assert public.key_size == 2048
+    assert public.key_size == bits
     if method == "oaep":
         wrapped = oaep_sha256_wrap(params["PublicKey"], material)
     else:
