@@ -141,7 +141,7 @@ def test_bad_signatures_are_rejected(kms, kms_raw, rsa_signing_key):
         kms.sign(KeyId=kms.create_key()["KeyMetadata"]["KeyId"], Message=b"x", SigningAlgorithm="ECDSA_SHA_256")
 
 
-def test_disabled_signing_key(kms, rsa_signing_key):
+def test_disabled_signing_key(kms):
     key_id = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
     kms.disable_key(KeyId=key_id)
     with pytest.raises(kms.exceptions.DisabledException):
@@ -177,7 +177,7 @@ def test_rsa_encrypt_locally_decrypt_in_kms(kms, rsa_encryption_key, alg, hash_c
     assert kms.decrypt(CiphertextBlob=blob, KeyId=key_id, EncryptionAlgorithm=alg)["Plaintext"] == b"kms side"
 
 
-def test_rsa_encryption_errors(kms, kms_raw, rsa_encryption_key):
+def test_rsa_encryption_errors(kms, rsa_encryption_key):
     key_id = rsa_encryption_key["KeyId"]
     _, public = public_key_of(kms, key_id)
     sha256 = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
@@ -206,7 +206,7 @@ def test_rsa_encryption_errors(kms, kms_raw, rsa_encryption_key):
     assert error_code(e.value) == "ValidationException"
 
 
-@pytest.mark.parametrize("spec", ["RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384", "ECC_SECG_P256K1"])
+@pytest.mark.parametrize("spec", ["RSA_2048", "ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521", "ECC_SECG_P256K1"])
 def test_data_key_pairs_are_real_matching_pairs(kms, symmetric_key, spec):
     key_id = symmetric_key["KeyId"]
     ctx = {"pair": spec}

@@ -261,3 +261,28 @@ def test_openssl_wrapping_matches_rfc5649(tmp_path):
     aes_key = private.decrypt(blob[:256], oaep)
     assert len(aes_key) == 32
     assert aes_key_unwrap_with_padding(aes_key, blob[256:]) == material
+
+
+def test_imported_material_expires_at_valid_to(kms, tmp_path):
+    """With KEY_MATERIAL_EXPIRES the running engine drops the material at ValidTo (real clock):
+    the key waits for a re-import, and the same material brings every ciphertext back."""
+    key_id = external_key(kms)
+    material = os.urandom(32)
+    valid_to = int(time.time()) + 3
+    params = kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256",
+                                           WrappingKeySpec="RSA_2048")
+    kms.import_key_material(KeyId=key_id, ImportToken=params["ImportToken"],
+                            EncryptedKeyMaterial=oaep_sha256_wrap(params["PublicKey"], material),
+                            ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=valid_to)
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"short-lived")["CiphertextBlob"]
+    while time.time() < valid_to + 1.5:
+        time.sleep(0.25)
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert meta["KeyState"] == "PendingImport"
+    with pytest.raises(kms.exceptions.KMSInvalidStateException):
+        kms.decrypt(CiphertextBlob=blob)
+    with pytest.raises(kms.exceptions.KMSInvalidStateException):
+        kms.encrypt(KeyId=key_id, Plaintext=b"x")
+    import_material(kms, key_id, material, "oaep", tmp_path)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"short-lived"

@@ -105,7 +105,7 @@ def test_decrypt_with_the_wrong_key_id(kms, symmetric_key):
         kms.decrypt(CiphertextBlob=blob, KeyId=other["KeyId"])
 
 
-def test_unknown_key_and_bad_alias(kms, kms_raw):
+def test_unknown_key_and_bad_alias(kms):
     with pytest.raises(kms.exceptions.NotFoundException):
         kms.encrypt(KeyId="alias/e2e-never-created", Plaintext=b"x")
     with pytest.raises(kms.exceptions.NotFoundException):
