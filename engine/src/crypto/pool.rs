@@ -12,7 +12,11 @@ use crate::error::{KmsError, Result};
 use crate::model::KeySpec;
 
 /// Pairs kept ready per RSA size.
+#[cfg(not(test))]
 pub(crate) const TARGET: usize = 8;
+/// Unit tests of every module share the global pool; keep it from eating both CPUs.
+#[cfg(test)]
+pub(crate) const TARGET: usize = 2;
 
 const SPECS: [KeySpec; 3] = [KeySpec::Rsa2048, KeySpec::Rsa3072, KeySpec::Rsa4096];
 
