@@ -434,6 +434,12 @@ async fn aws_sdk_round_trip_over_a_socket() {
         lines[0]["sourceIp"].as_str().unwrap().to_owned()
     };
     assert_eq!(peer_ip, "127.0.0.1");
+    // Keep-alive: the SDK's four calls shared one connection.
+    let metrics = h.state.metrics.render();
+    assert!(
+        metrics.contains("kubekms_connections_total 1\n"),
+        "{metrics}"
+    );
 
     stop.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(15), task)
