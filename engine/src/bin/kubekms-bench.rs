@@ -34,6 +34,8 @@ const REGION: &str = "us-east-1";
 const LISTENING: &str = "listening on http://";
 /// Plaintext size for Encrypt: a typical data-key-sized secret.
 const PLAINTEXT_BYTES: usize = 64;
+/// "other CPU %" above this during any run gets a warning.
+const BUSY_MACHINE_PCT: f64 = 15.0;
 /// Linux reports process CPU times in USER_HZ ticks, which is 100 on every mainstream arch.
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
@@ -171,8 +173,7 @@ struct Measurement {
     wrk: WrkResult,
     rps_goal: Option<Goal>,
     p50_goal_ms: Option<Goal>,
-    /// The server's CPU use over the run, in percent of one core.
-    server_cpu_pct: Option<f64>,
+    cpu: Option<CpuUse>,
     /// Server CPU time per completed request, in microseconds.
     server_cpu_us_per_req: Option<f64>,
 }
@@ -250,6 +251,16 @@ fn run(args: &Args) -> Result<bool> {
 
     print_table(&measurements);
     println!();
+    let busiest = measurements
+        .iter()
+        .filter_map(|m| m.cpu.map(|c| c.other_pct))
+        .fold(0.0f64, f64::max);
+    if busiest > BUSY_MACHINE_PCT {
+        println!(
+            "WARNING: other processes used up to {busiest:.0}% of a core during a run: the \
+             machine was not idle and the figures are lower than it can do"
+        );
+    }
     if let Some((peak, audit_lines, requests)) = engine_summary {
         match peak {
             Some(kib) => println!("engine peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
@@ -409,18 +420,14 @@ fn measure(
         "kubekms-bench: {} c={concurrency} for {secs} s",
         scenario.name
     );
-    let cpu_before = server.cpu_ticks();
+    let before = CpuSnapshot::take(server);
     let started = Instant::now();
     let wrk = run_wrk(client.addr, &script, threads, concurrency, secs)
         .with_context(|| format!("{} c={concurrency}", scenario.name))?;
     let wall = started.elapsed().as_secs_f64();
-    let cpu_after = server.cpu_ticks();
+    let cpu = CpuSnapshot::take(server).since(&before, wall);
     server.ensure_running()?;
 
-    let cpu_secs = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / CLOCK_TICKS_PER_SEC),
-        _ => None,
-    };
     Ok(Measurement {
         scenario: scenario.name,
         server: scenario.server,
@@ -436,10 +443,11 @@ fn measure(
         } else {
             None
         },
-        server_cpu_pct: cpu_secs.map(|c| c / wall * 100.0),
-        server_cpu_us_per_req: cpu_secs
+        server_cpu_us_per_req: cpu
+            .as_ref()
             .filter(|_| wrk.requests > 0)
-            .map(|c| c * 1e6 / wrk.requests as f64),
+            .map(|c| c.server_pct / 100.0 * wall * 1e6 / wrk.requests as f64),
+        cpu,
         wrk,
     })
 }
@@ -1027,14 +1035,81 @@ impl Drop for ServerProcess {
     }
 }
 
+/// CPU counters read before and after a run.
+struct CpuSnapshot {
+    server: Option<u64>,
+    /// Our waited-for children (wrk; the servers are waited for only at the end).
+    children: Option<u64>,
+    machine_busy: Option<u64>,
+}
+
+/// Where the CPU went during one run, each in percent of one core (the machine has two).
+#[derive(Clone, Copy, Debug)]
+struct CpuUse {
+    server_pct: f64,
+    wrk_pct: f64,
+    /// Everything else on the machine: anything much above zero means the figures were taken
+    /// on a machine that was not idle.
+    other_pct: f64,
+}
+
+impl CpuSnapshot {
+    fn take(server: &ServerProcess) -> Self {
+        let own = fs::read_to_string("/proc/self/stat").ok();
+        Self {
+            server: server.cpu_ticks(),
+            children: own.as_deref().and_then(parse_children_ticks),
+            machine_busy: fs::read_to_string("/proc/stat")
+                .ok()
+                .as_deref()
+                .and_then(parse_machine_busy),
+        }
+    }
+
+    fn since(&self, before: &Self, wall_secs: f64) -> Option<CpuUse> {
+        let pct = |after: Option<u64>, before: Option<u64>| -> Option<f64> {
+            let ticks = after?.checked_sub(before?)?;
+            Some(ticks as f64 / CLOCK_TICKS_PER_SEC / wall_secs * 100.0)
+        };
+        let server_pct = pct(self.server, before.server)?;
+        let wrk_pct = pct(self.children, before.children)?;
+        let machine = pct(self.machine_busy, before.machine_busy)?;
+        Some(CpuUse {
+            server_pct,
+            wrk_pct,
+            other_pct: (machine - server_pct - wrk_pct).max(0.0),
+        })
+    }
+}
+
+/// Fields after the command name of /proc/PID/stat, which may itself hold spaces and
+/// parentheses; index 0 is field 3 (`state`) of proc_pid_stat(5).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
+fn sum_fields(fields: &[&str], indexes: &[usize]) -> Option<u64> {
+    indexes
+        .iter()
+        .map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// utime + stime (fields 14 and 15).
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name may contain spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    sum_fields(&stat_fields(stat)?, &[11, 12])
+}
+
+/// cutime + cstime (fields 16 and 17).
+fn parse_children_ticks(stat: &str) -> Option<u64> {
+    sum_fields(&stat_fields(stat)?, &[13, 14])
+}
+
+/// user + nice + system + irq + softirq + steal over all cores, from /proc/stat.
+fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<&str> = line.split_whitespace().skip(1).collect();
+    sum_fields(&fields, &[0, 1, 2, 5, 6, 7])
 }
 
 fn parse_vm_hwm(status: &str) -> Option<u64> {
@@ -1123,7 +1198,9 @@ fn print_table(rows: &[Measurement]) {
         "p99 ms",
         "errors",
         "server CPU %",
-        "CPU us/req",
+        "wrk CPU %",
+        "other CPU %",
+        "server CPU us/req",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
     for m in rows {
@@ -1147,8 +1224,14 @@ fn print_table(rows: &[Measurement]) {
                 .unwrap_or_default(),
             format!("{:.3}", m.wrk.p99_us as f64 / 1000.0),
             m.wrk.errors().to_string(),
-            m.server_cpu_pct
-                .map(|c| format!("{c:.0}"))
+            m.cpu
+                .map(|c| format!("{:.0}", c.server_pct))
+                .unwrap_or_default(),
+            m.cpu
+                .map(|c| format!("{:.0}", c.wrk_pct))
+                .unwrap_or_default(),
+            m.cpu
+                .map(|c| format!("{:.0}", c.other_pct))
                 .unwrap_or_default(),
             m.server_cpu_us_per_req
                 .map(|c| format!("{c:.1}"))
@@ -1283,6 +1366,12 @@ mod tests {
     fn reads_proc_files() {
         let stat = "4242 (kubekms (x) engine) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 4";
         assert_eq!(parse_cpu_ticks(stat), Some(175));
+        assert_eq!(parse_children_ticks(stat), Some(0));
+        let stat = "7 (bench) R 1 2 3 4 5 6 7 8 9 10 1 2 30 12 20 0 4";
+        assert_eq!(parse_children_ticks(stat), Some(42));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+        let machine = "cpu  100 5 20 9000 7 1 2 3 0 0\ncpu0 50 2 10 4500 3 0 1 1 0 0\n";
+        assert_eq!(parse_machine_busy(machine), Some(131));
         let status = "Name:\tkubekms-engine\nVmPeak:\t  99999 kB\nVmHWM:\t   12345 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(12345));
         assert_eq!(parse_vm_hwm("Name: x\n"), None);
