@@ -26,7 +26,7 @@ setup:
 	$(SCRIPTS)/setup.sh
 
 fmt:
-	$(CARGO) fmt --all --check
+	$(CARGO) fmt --all --check $(if $(CI),-- --color=never)
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
