@@ -57,7 +57,8 @@ pub const DEFAULT_IMPORT_TOKEN_KEY: &str = "importToken";
            spec.materialSecretRef, and the operator imports it.",
     printcolumn(name = "Key", type_ = "string", json_path = ".spec.keyRef.name"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.importState"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    // A timestamp, not "date", which kubectl shows as `<invalid>` for a time in the future.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -53,9 +53,11 @@ pub const MAX_TAG_VALUE_LEN: usize = 256;
         json_path = ".status.currentKeyVersion",
         description = "Current key material version (1 before the first rotation)"
     ),
+    // A timestamp, not "date": kubectl prints date columns as an age, and `<invalid>` for a
+    // time in the future.
     printcolumn(
         name = "Next Rotation",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextRotation"
     ),
     printcolumn(
