@@ -8,6 +8,8 @@ use crate::error::Result;
 use crate::record::{AliasRecord, KeyRecord, Scope};
 
 pub mod embedded;
+pub mod memory;
+pub mod root_file;
 
 /// Everything a store holds, read once at start-up.
 #[derive(Default)]
