@@ -317,8 +317,9 @@ impl Batch {
             return;
         }
         if let Err(e) = sink.write_all(&self.bytes) {
-            let before = dropped.fetch_add(self.lines, Ordering::Relaxed);
-            tracing::error!(error = %e, lost = self.lines, lost_before = before, "audit log write failed");
+            let lost_before = dropped.fetch_add(self.lines, Ordering::Relaxed);
+            let lost = self.lines;
+            tracing::error!(error = %e, lost, lost_before, "audit log write failed");
         }
         self.bytes.clear();
         self.lines = 0;

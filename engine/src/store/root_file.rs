@@ -89,9 +89,12 @@ fn create_root_key_file(path: &Path) -> Result<()> {
         KmsError::Internal(format!("root key path {} names no file", path.display()))
     })?;
 
-    let mut key = Zeroizing::new([0u8; ROOT_KEY_LEN]);
-    aws_lc_rs::rand::fill(&mut key[..])
-        .map_err(|_| KmsError::internal("cannot generate a root key: no randomness"))?;
+    let key = RootKey::generate()?;
+    if key.len() != ROOT_KEY_LEN {
+        return Err(KmsError::internal(
+            "generated root key has the wrong length",
+        ));
+    }
     let mut line = Zeroizing::new(vec![0u8; HEX_LEN + 1]);
     hex::encode_to_slice(&key[..], &mut line[..HEX_LEN])
         .map_err(|_| KmsError::internal("cannot encode a root key"))?;
@@ -108,7 +111,8 @@ fn create_root_key_file(path: &Path) -> Result<()> {
         match std::fs::hard_link(&tmp, path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                tracing::info!(path = %path.display(), "root key file created concurrently; using it");
+                let path = path.display();
+                tracing::info!(%path, "root key file created concurrently; using it");
                 Ok(())
             }
             Err(e) => Err(io_error(path, "create")(e)),
