@@ -43,7 +43,7 @@ cleanup() {
     if [[ $OWN_DIR -eq 1 ]]; then
         rm -rf "$DIR"
     fi
-    echo "control-plane smoke: ${passed} passed, $((failed + (rc != 0 && failed == 0 ? 1 : 0))) failed"
+    echo "smoke: ${passed} passed, $((failed + (rc != 0 && failed == 0 ? 1 : 0))) failed"
     exit $rc
 }
 trap cleanup EXIT

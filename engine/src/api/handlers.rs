@@ -30,6 +30,7 @@ pub struct PeerAddr(pub SocketAddr);
 /// One KMS API call: authenticate, dispatch, audit, count.
 #[tracing::instrument(
     name = "kms_request",
+    level = "debug",
     skip_all,
     fields(request_id = tracing::field::Empty, operation = tracing::field::Empty)
 )]

@@ -332,7 +332,10 @@ fn run_engine(
             .arg("--credentials")
             .arg(&cred_file)
             .arg("--audit-log")
-            .arg(&audit_log),
+            .arg(&audit_log)
+            // As a production deployment would: a pool deep enough for bursts of
+            // GenerateDataKeyPair (sustained rate is bounded by RSA generation, ~10/s per core).
+            .args(["--prewarm-key-pairs", "128"]),
         &dir.join("engine.log"),
     )?;
     let addr = engine.wait_for_listen_line(Duration::from_secs(60))?;

@@ -58,6 +58,12 @@ pub fn random_bytes(n: usize) -> Result<Zeroizing<Vec<u8>>> {
 
 /// A fresh data key pair: (PKCS#8 DER private key, DER SubjectPublicKeyInfo public key).
 /// RSA pairs come from a pool that background threads keep full.
+/// Keep `count` RSA_2048 data key pairs ready and fill the pool now (RSA generation runs about
+/// 10/s per core), so a burst of GenerateDataKeyPair calls does not wait on generation.
+pub fn prewarm_data_key_pairs(count: usize) -> Result<()> {
+    pool::global().fill(KeySpec::Rsa2048, count)
+}
+
 pub fn generate_data_key_pair(spec: KeySpec) -> Result<(KeyMaterial, Vec<u8>)> {
     let pair = if spec.is_rsa() {
         pool::global().take(spec)?

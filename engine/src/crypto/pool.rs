@@ -22,13 +22,14 @@ const SPECS: [KeySpec; 3] = [KeySpec::Rsa2048, KeySpec::Rsa3072, KeySpec::Rsa409
 
 struct State {
     ready: Vec<KeyPairDer>,
+    /// Raised by [`RsaPool::fill`] for a deployment that asks for a deeper pool.
+    target: usize,
     refilling: bool,
     stopped: bool,
 }
 
 struct Slot {
     spec: KeySpec,
-    target: usize,
     state: Mutex<State>,
     wake: Condvar,
 }
@@ -51,9 +52,9 @@ impl RsaPool {
             .map(|spec| {
                 Arc::new(Slot {
                     spec: *spec,
-                    target,
                     state: Mutex::new(State {
                         ready: Vec::new(),
+                        target,
                         refilling: false,
                         stopped: false,
                     }),
@@ -83,6 +84,48 @@ impl RsaPool {
             Some(pair) => Ok(pair),
             None => rsa::generate(spec),
         }
+    }
+
+    /// Start filling a size's pool now rather than at its first use.
+    pub(crate) fn warm(&self, spec: KeySpec) {
+        if let Some(slot) = self.slots.iter().find(|s| s.spec == spec) {
+            let mut st = slot.state.lock();
+            if !st.refilling && !st.stopped {
+                st.refilling = start_refill(slot);
+            }
+        }
+    }
+
+    /// Keep `target` pairs of a size ready from now on, and fill the pool before returning,
+    /// on every core.
+    pub(crate) fn fill(&self, spec: KeySpec, target: usize) -> Result<()> {
+        let Some(slot) = self.slots.iter().find(|s| s.spec == spec) else {
+            return Err(KmsError::internal(format!("{spec} is not an RSA key spec")));
+        };
+        slot.state.lock().target = target;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        while {
+                            let st = slot.state.lock();
+                            st.ready.len() < st.target
+                        } {
+                            let pair = rsa::generate(spec)?;
+                            slot.state.lock().ready.push(pair);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .map_err(|_| KmsError::internal("key pair generation thread failed"))?
+            })
+        })?;
+        self.warm(spec);
+        Ok(())
     }
 
     #[cfg(test)]
@@ -124,7 +167,7 @@ fn refill(slot: &Slot) {
     loop {
         {
             let mut st = slot.state.lock();
-            while !st.stopped && st.ready.len() >= slot.target {
+            while !st.stopped && st.ready.len() >= st.target {
                 slot.wake.wait(&mut st);
             }
             if st.stopped {

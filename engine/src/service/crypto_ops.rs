@@ -366,7 +366,7 @@ impl Kms {
         Ok(())
     }
 
-    pub(super) fn generate_data_key_pair(
+    pub(super) async fn generate_data_key_pair(
         &self,
         ctx: &RequestContext,
         body: &[u8],
@@ -413,7 +413,11 @@ impl Kms {
         *touched = Some(entry.arn());
         self.require_symmetric(&entry)?;
         self.require_enabled(&entry)?;
-        let (private, public_key) = crypto::generate_data_key_pair(spec)?;
+        // An empty pool means seconds of RSA generation: keep it off the async workers.
+        let (private, public_key) =
+            tokio::task::spawn_blocking(move || crypto::generate_data_key_pair(spec))
+                .await
+                .map_err(|_| KmsError::internal("key pair generation was interrupted"))??;
         let private_plain = Zeroizing::new(private.expose().to_vec());
         let private_key_ciphertext_blob = self.encrypt_with(
             &entry,

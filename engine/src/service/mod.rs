@@ -134,9 +134,9 @@ impl Kms {
             "ReEncrypt" => self.re_encrypt(ctx, body, t),
             "GenerateDataKey" => self.generate_data_key(ctx, body, t, true),
             "GenerateDataKeyWithoutPlaintext" => self.generate_data_key(ctx, body, t, false),
-            "GenerateDataKeyPair" => self.generate_data_key_pair(ctx, body, t, true),
+            "GenerateDataKeyPair" => self.generate_data_key_pair(ctx, body, t, true).await,
             "GenerateDataKeyPairWithoutPlaintext" => {
-                self.generate_data_key_pair(ctx, body, t, false)
+                self.generate_data_key_pair(ctx, body, t, false).await
             }
             "GenerateRandom" => self.generate_random(body),
             "Sign" => self.sign(ctx, body, t),
