@@ -397,6 +397,51 @@ impl Kms {
         Ok(())
     }
 
+    /// A record another engine replica wrote (seen through a store watch): publish it here
+    /// too. Versions already parsed are kept; new ones are unwrapped.
+    pub fn apply_stored_key(&self, record: KeyRecord) -> Result<()> {
+        let id = parse_uuid(&record.key_id)?;
+        let existing = self.tables.read().keys.get(&id).cloned();
+        let mut versions = BTreeMap::new();
+        for v in &record.versions {
+            let prepared = match existing.as_ref().and_then(|e| e.versions.get(&v.version)) {
+                Some(p) => p.clone(),
+                None => {
+                    let aad = material_aad(&record.key_id, v.version);
+                    let material = self.root.unwrap(&aad, &v.wrapped_material)?;
+                    Arc::new(PreparedKey::new(record.spec, &material)?)
+                }
+            };
+            versions.insert(v.version, prepared);
+        }
+        self.tables
+            .write()
+            .keys
+            .insert(id, Arc::new(KeyEntry { record, versions }));
+        Ok(())
+    }
+
+    /// A key another replica removed from the store.
+    pub fn forget_key(&self, key_id: &str) {
+        if let Ok(id) = Uuid::parse_str(key_id) {
+            self.tables.write().keys.remove(&id);
+        }
+    }
+
+    /// An alias another replica wrote.
+    pub fn apply_stored_alias(&self, alias: AliasRecord) {
+        let key = (alias.scope.clone(), alias.name.clone());
+        self.tables.write().aliases.insert(key, alias);
+    }
+
+    /// An alias another replica removed.
+    pub fn forget_alias(&self, scope: &Scope, name: &str) {
+        self.tables
+            .write()
+            .aliases
+            .remove(&(scope.clone(), name.to_string()));
+    }
+
     fn aliases_snapshot(&self, scope: &Scope) -> Vec<AliasRecord> {
         let tables = self.tables.read();
         tables

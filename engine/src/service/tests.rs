@@ -914,3 +914,41 @@ async fn import_expire_and_reimport_same_material() {
     let aws_key = h.create(json!({})).await;
     assert_eq!(h.err("GetParametersForImport", json!({"KeyId": aws_key, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"})).await, "UnsupportedOperationException");
 }
+
+#[tokio::test]
+async fn records_from_another_replica_are_served() {
+    // Two engines over one store, as two replicas over the cluster store.
+    let h = harness().await;
+    let other = h.reopen().await;
+    let key = h.create(json!({})).await;
+    let blob = h.encrypt(&key, b"shared", json!({})).await;
+    h.call("RotateKeyOnDemand", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    let newer = h.encrypt(&key, b"newer", json!({})).await;
+
+    let decrypt = |kms: Arc<Kms>, blob: String| {
+        let ctx = h.ctx.clone();
+        async move {
+            kms.dispatch(
+                &ctx,
+                "Decrypt",
+                json!({"CiphertextBlob": blob}).to_string().as_bytes(),
+            )
+            .await
+            .result
+            .map_err(|e| e.aws_type())
+        }
+    };
+    assert!(decrypt(other.clone(), blob.clone()).await.is_err());
+    for record in h.store.load().await.unwrap().keys {
+        other.apply_stored_key(record).unwrap();
+    }
+    assert!(decrypt(other.clone(), blob.clone()).await.is_ok());
+    assert!(decrypt(other.clone(), newer).await.is_ok());
+    other.forget_key(&key);
+    assert_eq!(
+        decrypt(other, blob).await.unwrap_err(),
+        "InvalidCiphertextException"
+    );
+}
