@@ -1,0 +1,1 @@
+//! The cluster-backed key store (being written).
