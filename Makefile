@@ -22,8 +22,11 @@ SCRIPTS := e2e/scripts
 test: setup fmt clippy cargo-test python-tests smoke
 	@echo "make test: all steps passed"
 
+# The control plane is built here (cached after the first time) so that every later step,
+# cargo tests included, can rely on it.
 setup:
 	$(SCRIPTS)/setup.sh
+	$(SCRIPTS)/build-control-plane.sh
 
 fmt:
 	$(CARGO) fmt --all --check $(if $(CI),-- --color=never)
