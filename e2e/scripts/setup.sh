@@ -47,7 +47,7 @@ if [[ "${KUBEKMS_SKIP_APT:-0}" != "1" ]]; then
     if [[ $(id -u) -ne 0 ]]; then
         log "not root: skipping Debian packages (set KUBEKMS_SKIP_APT=1 to silence)"
     else
-        apt_ensure wrk etcd-server golang-go rsync openssl curl ca-certificates make gcc dpkg-dev \
+        apt_ensure wrk etcd-server golang-go rsync openssl curl ca-certificates make gcc cmake xxd dpkg-dev \
             golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev \
             python3 python3-venv
         if ! command -v kubectl >/dev/null 2>&1; then
