@@ -1,0 +1,97 @@
+//! The admin listener (only with `--test-clock`): move the shared clock forward so tests can
+//! prove rotation, expiry and deletion windows without waiting days, and read the operator's
+//! reconcile metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use futures::channel::mpsc::UnboundedSender;
+use kubekms_engine::clock::{Clock, SystemClock};
+use kubekms_engine::service::Kms;
+
+use crate::controller::Context;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub clock: Arc<SystemClock>,
+    pub kms: Arc<Kms>,
+    pub ctx: Arc<Context>,
+    /// Each controller reconciles everything when one of these fires.
+    pub triggers: Vec<UnboundedSender<()>>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/admin/clock", get(show_clock))
+        .route("/admin/clock/advance", post(advance_clock))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::warn!(error = %e, "admin listener stopped");
+    }
+}
+
+fn clock_json(clock: &SystemClock) -> String {
+    format!(
+        "{{\"nowMillis\":{},\"offsetMillis\":{}}}\n",
+        clock.now_millis(),
+        clock.offset()
+    )
+}
+
+async fn show_clock(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        clock_json(&state.clock),
+    )
+}
+
+/// Body: the milliseconds to move forward. The engine's due work (deletions, rotations,
+/// expiries) runs before this answers, and every object is reconciled again, so the effect
+/// shows in the cluster within moments.
+async fn advance_clock(State(state): State<AdminState>, body: String) -> axum::response::Response {
+    let by: i64 = match body.trim().parse() {
+        Ok(ms) if ms >= 0 => ms,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "body must be a non-negative number of milliseconds\n",
+            )
+                .into_response()
+        }
+    };
+    state.clock.advance(by);
+    if let Err(e) = state.kms.run_due_work().await {
+        tracing::warn!(error = %e, "due work after a clock advance failed; the next tick retries");
+    }
+    for trigger in &state.triggers {
+        let _ = trigger.unbounded_send(());
+    }
+    tracing::info!(
+        by_millis = by,
+        offset = state.clock.offset(),
+        "test clock advanced"
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        clock_json(&state.clock),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.ctx.metrics.render(),
+    )
+}

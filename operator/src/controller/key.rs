@@ -1,0 +1,1066 @@
+//! The Key controller: one engine key per Key object, kept in step with its spec, and its state
+//! reported in status.
+//!
+//! The engine key carries the tags `kubekms.io/namespace`, `kubekms.io/name` and
+//! `kubekms.io/uid`. A Key without `status.keyId` first looks for an engine key tagged with its
+//! namespace and name and adopts it: that recovers a key whose id was never written to status,
+//! and it is how deleting a Key and applying it again within the deletion window brings back
+//! the same key (same ARN, same material).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Api, ResourceExt};
+use kubekms_crds::key::{MAX_DELETION_WINDOW_DAYS, MIN_DELETION_WINDOW_DAYS};
+use kubekms_crds::{condition as condition_type, Key, KeyOrigin, KeySpec, KeyState, KeyStatus};
+use kubekms_engine::clock::Millis;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    apply_status, backoff, condition, millis_from_epoch_seconds, requeue_at, time_from_millis,
+    Context,
+};
+use crate::error::{Error, Result};
+
+pub const FINALIZER: &str = "kubekms.io/key";
+/// Set to any new value to rotate the key once (symmetric keys with generated material).
+pub const ROTATE_ANNOTATION: &str = "kubekms.io/rotate";
+/// The last value of [`ROTATE_ANNOTATION`] the operator acted on.
+pub const ROTATE_HANDLED_ANNOTATION: &str = "kubekms.io/rotate-handled";
+pub const TAG_NAMESPACE: &str = "kubekms.io/namespace";
+pub const TAG_NAME: &str = "kubekms.io/name";
+pub const TAG_UID: &str = "kubekms.io/uid";
+/// A key waiting for imported material is looked at this often.
+const PENDING_IMPORT_REQUEUE: Duration = Duration::from_secs(10);
+
+/// Event and condition reasons: stable, so alerts and tests can match them.
+pub mod reason {
+    pub const CREATED: &str = "Created";
+    pub const ADOPTED: &str = "Adopted";
+    pub const DELETION_CANCELLED: &str = "DeletionCancelled";
+    pub const DELETION_SCHEDULED: &str = "DeletionScheduled";
+    pub const ENABLED: &str = "Enabled";
+    pub const DISABLED: &str = "Disabled";
+    pub const ROTATION_ENABLED: &str = "RotationEnabled";
+    pub const ROTATION_DISABLED: &str = "RotationDisabled";
+    pub const ROTATED: &str = "Rotated";
+    pub const ROTATED_AUTOMATICALLY: &str = "RotatedAutomatically";
+    pub const ROTATION_REFUSED: &str = "RotationRefused";
+    pub const STATE_CHANGED: &str = "StateChanged";
+    pub const UPDATED: &str = "Updated";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SPEC_MISMATCH: &str = "SpecMismatch";
+    pub const KEY_MISSING: &str = "KeyMissing";
+    pub const PENDING_IMPORT: &str = "PendingImport";
+    pub const PENDING_DELETION: &str = "PendingDeletion";
+}
+
+/// Engine keys by the namespace and name of the Key that made them, from their tags. Built on
+/// first use with one scan of the engine (ListKeys + ListResourceTags), then kept up to date by
+/// this controller, so finding a key to adopt costs no scan per Key.
+#[derive(Default)]
+pub struct KeyIndex {
+    inner: tokio::sync::Mutex<Option<HashMap<(String, String), String>>>,
+}
+
+impl KeyIndex {
+    pub async fn lookup(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>> {
+        let mut guard = self.inner.lock().await;
+        if guard.is_none() {
+            *guard = Some(scan(ctx).await?);
+        }
+        Ok(guard
+            .as_ref()
+            .and_then(|m| m.get(&(namespace.to_owned(), name.to_owned())).cloned()))
+    }
+
+    pub async fn insert(&self, namespace: &str, name: &str, key_id: &str) {
+        if let Some(map) = self.inner.lock().await.as_mut() {
+            map.insert((namespace.to_owned(), name.to_owned()), key_id.to_owned());
+        }
+    }
+
+    pub async fn remove(&self, namespace: &str, name: &str, key_id: &str) {
+        if let Some(map) = self.inner.lock().await.as_mut() {
+            let k = (namespace.to_owned(), name.to_owned());
+            if map.get(&k).is_some_and(|id| id == key_id) {
+                map.remove(&k);
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListKeysOut {
+    keys: Vec<ListedKey>,
+    next_marker: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedKey {
+    key_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagsOut {
+    tags: Vec<Tag>,
+}
+
+#[derive(Deserialize)]
+struct Tag {
+    #[serde(rename = "TagKey")]
+    key: String,
+    #[serde(rename = "TagValue")]
+    value: String,
+}
+
+async fn scan(ctx: &Context) -> Result<HashMap<(String, String), String>> {
+    let mut out = HashMap::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let mut req = json!({ "Limit": 1000 });
+        if let Some(m) = &marker {
+            req["Marker"] = m.clone().into();
+        }
+        let page: ListKeysOut = ctx.call("ListKeys", req).await?;
+        for k in page.keys {
+            let tags = match engine_tags(ctx, &k.key_id).await {
+                Ok(t) => t,
+                // Destroyed between the two calls.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            if let (Some(ns), Some(name)) = (tags.get(TAG_NAMESPACE), tags.get(TAG_NAME)) {
+                out.insert((ns.clone(), name.clone()), k.key_id);
+            }
+        }
+        match page.next_marker {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    tracing::info!(keys = out.len(), "indexed engine keys made by Key objects");
+    Ok(out)
+}
+
+async fn engine_tags(ctx: &Context, key_id: &str) -> Result<BTreeMap<String, String>> {
+    let out: TagsOut = ctx
+        .call("ListResourceTags", json!({ "KeyId": key_id, "Limit": 50 }))
+        .await?;
+    Ok(out.tags.into_iter().map(|t| (t.key, t.value)).collect())
+}
+
+/// The engine's view of a key (DescribeKey's KeyMetadata).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Metadata {
+    pub key_id: String,
+    pub arn: String,
+    pub key_state: String,
+    #[serde(default)]
+    pub description: String,
+    pub key_spec: String,
+    pub key_usage: String,
+    pub origin: String,
+    pub deletion_date: Option<f64>,
+    pub valid_to: Option<f64>,
+    #[serde(rename = "KubekmsCurrentKeyVersion")]
+    pub current_version: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeOut {
+    key_metadata: Metadata,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RotationStatusOut {
+    key_rotation_enabled: bool,
+    rotation_period_in_days: Option<i32>,
+    next_rotation_date: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RotationsOut {
+    rotations: Vec<RotationOut>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RotationOut {
+    rotation_date: f64,
+}
+
+/// What the operator observed of an engine key, in engine milliseconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub key_id: String,
+    pub arn: String,
+    pub state: Option<KeyState>,
+    pub current_version: Option<u32>,
+    pub last_rotation: Option<Millis>,
+    pub next_rotation: Option<Millis>,
+    pub deletion_date: Option<Millis>,
+    pub valid_to: Option<Millis>,
+}
+
+/// The tags an engine key for this Key carries: the user's plus where it came from.
+pub fn desired_tags(
+    spec: &KeySpec,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> BTreeMap<String, String> {
+    let mut tags = spec.tags.clone();
+    tags.insert(TAG_NAMESPACE.into(), namespace.into());
+    tags.insert(TAG_NAME.into(), name.into());
+    tags.insert(TAG_UID.into(), uid.into());
+    tags
+}
+
+/// The CreateKey request for a Key.
+pub fn create_key_request(
+    spec: &KeySpec,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> serde_json::Value {
+    let tags: Vec<serde_json::Value> = desired_tags(spec, namespace, name, uid)
+        .into_iter()
+        .map(|(k, v)| json!({ "TagKey": k, "TagValue": v }))
+        .collect();
+    let mut req = json!({
+        "KeySpec": spec.key_spec.as_str(),
+        "KeyUsage": spec.effective_usage().as_str(),
+        "Origin": spec.origin.aws_name(),
+        "Tags": tags,
+    });
+    if let Some(d) = spec.description.as_deref().filter(|d| !d.is_empty()) {
+        req["Description"] = d.into();
+    }
+    req
+}
+
+/// Whether the engine rotates this kind of key (symmetric, generated material).
+pub fn rotatable(spec: &KeySpec) -> bool {
+    spec.key_spec == kubekms_crds::KmsKeySpec::SymmetricDefault
+        && spec.origin == KeyOrigin::Generated
+}
+
+/// The fields the engine key was created with that a Key cannot change, if they differ.
+pub fn immutable_mismatch(spec: &KeySpec, md: &Metadata) -> Option<String> {
+    let mut diffs = Vec::new();
+    if md.key_spec != spec.key_spec.as_str() {
+        diffs.push(format!(
+            "keySpec is {} in the engine, {} in spec",
+            md.key_spec, spec.key_spec
+        ));
+    }
+    if md.key_usage != spec.effective_usage().as_str() {
+        diffs.push(format!(
+            "keyUsage is {} in the engine, {} in spec",
+            md.key_usage,
+            spec.effective_usage()
+        ));
+    }
+    if md.origin != spec.origin.aws_name() {
+        diffs.push(format!(
+            "origin is {} in the engine, {} in spec",
+            md.origin,
+            spec.origin.aws_name()
+        ));
+    }
+    if diffs.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "{}; these cannot change: create a new Key instead",
+            diffs.join("; ")
+        ))
+    }
+}
+
+/// Ready, with its reason and message, for a key in `state` whose spec asks for `spec`.
+pub fn readiness(spec: &KeySpec, observed: &Observed) -> (bool, &'static str, String) {
+    let arn = &observed.arn;
+    match observed.state {
+        Some(KeyState::Enabled) if spec.enabled => {
+            (true, reason::ENABLED, format!("{arn} is enabled"))
+        }
+        Some(KeyState::Disabled) if !spec.enabled => (
+            true,
+            reason::DISABLED,
+            format!("{arn} is disabled, as spec.enabled asks"),
+        ),
+        Some(KeyState::PendingImport) => (
+            false,
+            reason::PENDING_IMPORT,
+            format!("{arn} waits for key material: create an ImportedMaterial for this Key"),
+        ),
+        Some(KeyState::PendingDeletion) => (
+            false,
+            reason::PENDING_DELETION,
+            format!("{arn} is pending deletion"),
+        ),
+        Some(state) => (
+            false,
+            reason::STATE_CHANGED,
+            format!(
+                "{arn} is {state}, spec asks for {}",
+                if spec.enabled { "Enabled" } else { "Disabled" }
+            ),
+        ),
+        None => (
+            false,
+            reason::STATE_CHANGED,
+            format!("{arn} is in an unknown state"),
+        ),
+    }
+}
+
+/// The status to write for what was observed. `ready` overrides the readiness computed from
+/// the state (for a spec the engine key cannot follow).
+pub fn compute_status(
+    previous: Option<&KeyStatus>,
+    spec: &KeySpec,
+    generation: Option<i64>,
+    observed: &Observed,
+    ready: Option<(bool, &'static str, String)>,
+    now: Millis,
+) -> KeyStatus {
+    let existing = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let (ok, why, message) = ready.unwrap_or_else(|| readiness(spec, observed));
+    KeyStatus {
+        key_id: Some(observed.key_id.clone()),
+        arn: Some(observed.arn.clone()),
+        state: observed.state,
+        current_key_version: observed.current_version.and_then(|v| i32::try_from(v).ok()),
+        last_rotation: observed.last_rotation.map(time_from_millis),
+        next_rotation: observed.next_rotation.map(time_from_millis),
+        deletion_date: observed.deletion_date.map(time_from_millis),
+        conditions: vec![condition(
+            existing,
+            condition_type::READY,
+            ok,
+            why,
+            &message,
+            generation,
+            now,
+        )],
+        observed_generation: generation,
+    }
+}
+
+/// When the engine will next change this key on its own: a rotation, the end of a deletion
+/// window, or imported material expiring.
+pub fn next_due(observed: &Observed) -> Option<Millis> {
+    [
+        observed.next_rotation,
+        observed.deletion_date,
+        observed.valid_to,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+fn deletion_window(spec: &KeySpec) -> i32 {
+    spec.deletion_window_days
+        .clamp(MIN_DELETION_WINDOW_DAYS, MAX_DELETION_WINDOW_DAYS)
+}
+
+pub async fn reconcile(key: Arc<Key>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .key_reconciles
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let namespace = key
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("a Key must be namespaced".into()))?;
+    let api: Api<Key> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, key.clone(), |event| async {
+        match event {
+            Finalizer::Apply(key) => apply(&key, &api, &ctx).await,
+            Finalizer::Cleanup(key) => cleanup(&key, &api, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if let Err(e) = &result {
+        ctx.event(&*key, EventType::Warning, e.reason(), e.chain())
+            .await;
+        report_failure(&key, &api, &ctx, e).await;
+    }
+    result
+}
+
+pub fn error_policy(key: Arc<Key>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .key_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(key = %key.name_any(), namespace = ?key.namespace(), error = %error.chain(), "reconcile failed");
+    backoff(error)
+}
+
+/// Show a failure in the Ready condition (when the API server is there to take it).
+async fn report_failure(key: &Key, api: &Api<Key>, ctx: &Context, error: &Error) {
+    if matches!(error, Error::Kube(_)) {
+        return;
+    }
+    let Some(mut status) = key.status.clone() else {
+        return;
+    };
+    status.conditions = vec![condition(
+        &status.conditions,
+        condition_type::READY,
+        false,
+        error.reason(),
+        &error.chain(),
+        key.metadata.generation,
+        ctx.now(),
+    )];
+    if key.status.as_ref() != Some(&status) {
+        if let Ok(value) = serde_json::to_value(&status) {
+            let _ = apply_status(api, key, value).await;
+        }
+    }
+}
+
+async fn describe(ctx: &Context, key_id: &str) -> Result<Metadata> {
+    let out: DescribeOut = ctx.call("DescribeKey", json!({ "KeyId": key_id })).await?;
+    Ok(out.key_metadata)
+}
+
+async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
+    let namespace = key.namespace().unwrap_or_default();
+    let name = key.name_any();
+    let uid = key.uid().unwrap_or_default();
+    let spec = &key.spec;
+    let generation = key.metadata.generation;
+    let previous = key.status.as_ref();
+
+    if let Err(errors) = spec.validate() {
+        let message = errors.join("; ");
+        ctx.event(
+            key,
+            EventType::Warning,
+            reason::INVALID_SPEC,
+            message.clone(),
+        )
+        .await;
+        let mut status = previous.cloned().unwrap_or_default();
+        status.conditions = vec![condition(
+            &status.conditions,
+            condition_type::READY,
+            false,
+            reason::INVALID_SPEC,
+            &message,
+            generation,
+            ctx.now(),
+        )];
+        status.observed_generation = generation;
+        if previous != Some(&status) {
+            apply_status(api, key, to_json(&status)?).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    // The engine key: recorded, adopted, or created — and its id written to status before
+    // anything else can fail, so a retry never makes a second key.
+    let mut md = match previous.and_then(|s| s.key_id.clone()) {
+        Some(id) => match describe(ctx, &id).await {
+            Ok(md) => md,
+            Err(e) if e.is_not_found() => {
+                let message = format!(
+                    "engine key {id} no longer exists (its deletion window ended or it was \
+                     deleted outside Kubernetes); delete and re-create this Key for a new one"
+                );
+                ctx.event(
+                    key,
+                    EventType::Warning,
+                    reason::KEY_MISSING,
+                    message.clone(),
+                )
+                .await;
+                let mut status = previous.cloned().unwrap_or_default();
+                status.state = None;
+                status.conditions = vec![condition(
+                    &status.conditions,
+                    condition_type::READY,
+                    false,
+                    reason::KEY_MISSING,
+                    &message,
+                    generation,
+                    ctx.now(),
+                )];
+                status.observed_generation = generation;
+                if previous != Some(&status) {
+                    apply_status(api, key, to_json(&status)?).await?;
+                }
+                return Ok(Action::requeue(super::MAX_REQUEUE));
+            }
+            Err(e) => return Err(e),
+        },
+        None => {
+            let adopted = match ctx.key_index.lookup(ctx, &namespace, &name).await? {
+                Some(id) => match describe(ctx, &id).await {
+                    Ok(md) => Some(md),
+                    Err(e) if e.is_not_found() => {
+                        ctx.key_index.remove(&namespace, &name, &id).await;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            };
+            let md = match adopted {
+                Some(md) => {
+                    ctx.event(
+                        key,
+                        EventType::Normal,
+                        reason::ADOPTED,
+                        format!("adopted engine key {} ({})", md.arn, md.key_state),
+                    )
+                    .await;
+                    md
+                }
+                None => {
+                    let out: DescribeOut = ctx
+                        .call(
+                            "CreateKey",
+                            create_key_request(spec, &namespace, &name, &uid),
+                        )
+                        .await?;
+                    let md = out.key_metadata;
+                    ctx.key_index.insert(&namespace, &name, &md.key_id).await;
+                    ctx.event(
+                        key,
+                        EventType::Normal,
+                        reason::CREATED,
+                        format!("created engine key {} ({})", md.arn, spec.key_spec),
+                    )
+                    .await;
+                    md
+                }
+            };
+            apply_status(api, key, json!({ "keyId": md.key_id, "arn": md.arn })).await?;
+            md
+        }
+    };
+    let key_id = md.key_id.clone();
+
+    if let Some(problem) = immutable_mismatch(spec, &md) {
+        ctx.event(
+            key,
+            EventType::Warning,
+            reason::SPEC_MISMATCH,
+            problem.clone(),
+        )
+        .await;
+        let observed = observe(ctx, spec, &md).await?;
+        let status = compute_status(
+            previous,
+            spec,
+            generation,
+            &observed,
+            Some((false, reason::SPEC_MISMATCH, problem)),
+            ctx.now(),
+        );
+        if previous != Some(&status) {
+            apply_status(api, key, to_json(&status)?).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let mut acted = false;
+    if md.key_state == "PendingDeletion" {
+        ctx.call::<serde_json::Value>("CancelKeyDeletion", json!({ "KeyId": key_id }))
+            .await?;
+        ctx.event(
+            key,
+            EventType::Normal,
+            reason::DELETION_CANCELLED,
+            format!("cancelled the scheduled deletion of {}", md.arn),
+        )
+        .await;
+        acted = true;
+        md = describe(ctx, &key_id).await?;
+    }
+
+    let mut updated = Vec::new();
+    let description = spec.description.clone().unwrap_or_default();
+    if md.description != description {
+        ctx.call::<serde_json::Value>(
+            "UpdateKeyDescription",
+            json!({ "KeyId": key_id, "Description": description }),
+        )
+        .await?;
+        updated.push("description");
+    }
+    let want_tags = desired_tags(spec, &namespace, &name, &uid);
+    let have_tags = engine_tags(ctx, &key_id).await?;
+    let stale: Vec<&String> = have_tags
+        .keys()
+        .filter(|k| !want_tags.contains_key(*k))
+        .collect();
+    if !stale.is_empty() {
+        ctx.call::<serde_json::Value>(
+            "UntagResource",
+            json!({ "KeyId": key_id, "TagKeys": stale }),
+        )
+        .await?;
+    }
+    let changed: Vec<serde_json::Value> = want_tags
+        .iter()
+        .filter(|(k, v)| have_tags.get(*k) != Some(*v))
+        .map(|(k, v)| json!({ "TagKey": k, "TagValue": v }))
+        .collect();
+    if !changed.is_empty() {
+        ctx.call::<serde_json::Value>("TagResource", json!({ "KeyId": key_id, "Tags": changed }))
+            .await?;
+    }
+    if !stale.is_empty() || !changed.is_empty() {
+        updated.push("tags");
+    }
+    if !updated.is_empty() {
+        ctx.event(
+            key,
+            EventType::Normal,
+            reason::UPDATED,
+            format!("updated the {} of {}", updated.join(" and "), md.arn),
+        )
+        .await;
+    }
+
+    match (spec.enabled, md.key_state.as_str()) {
+        (true, "Disabled") => {
+            ctx.call::<serde_json::Value>("EnableKey", json!({ "KeyId": key_id }))
+                .await?;
+            ctx.event(
+                key,
+                EventType::Normal,
+                reason::ENABLED,
+                format!("enabled {}", md.arn),
+            )
+            .await;
+            acted = true;
+            md.key_state = "Enabled".into();
+        }
+        (false, "Enabled") => {
+            ctx.call::<serde_json::Value>("DisableKey", json!({ "KeyId": key_id }))
+                .await?;
+            ctx.event(
+                key,
+                EventType::Normal,
+                reason::DISABLED,
+                format!("disabled {}", md.arn),
+            )
+            .await;
+            acted = true;
+            md.key_state = "Disabled".into();
+        }
+        _ => {}
+    }
+
+    // The engine changes rotation only on an Enabled key; a Disabled one catches up once it
+    // is enabled again.
+    let mut rotated_on_demand = false;
+    if rotatable(spec) && md.key_state == "Enabled" {
+        let rs: RotationStatusOut = ctx
+            .call("GetKeyRotationStatus", json!({ "KeyId": key_id }))
+            .await?;
+        match spec.rotation.as_ref().filter(|r| r.enabled) {
+            Some(r)
+                if !rs.key_rotation_enabled
+                    || rs.rotation_period_in_days != Some(r.period_days) =>
+            {
+                ctx.call::<serde_json::Value>(
+                    "EnableKeyRotation",
+                    json!({ "KeyId": key_id, "RotationPeriodInDays": r.period_days }),
+                )
+                .await?;
+                ctx.event(
+                    key,
+                    EventType::Normal,
+                    reason::ROTATION_ENABLED,
+                    format!("{} rotates every {} days", md.arn, r.period_days),
+                )
+                .await;
+            }
+            None if rs.key_rotation_enabled => {
+                ctx.call::<serde_json::Value>("DisableKeyRotation", json!({ "KeyId": key_id }))
+                    .await?;
+                ctx.event(
+                    key,
+                    EventType::Normal,
+                    reason::ROTATION_DISABLED,
+                    format!("automatic rotation of {} is off", md.arn),
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
+
+    let annotations = key.annotations();
+    if let Some(request) = annotations.get(ROTATE_ANNOTATION) {
+        if annotations.get(ROTATE_HANDLED_ANNOTATION) != Some(request) {
+            if rotatable(spec) && md.key_state == "Enabled" {
+                ctx.call::<serde_json::Value>("RotateKeyOnDemand", json!({ "KeyId": key_id }))
+                    .await?;
+                rotated_on_demand = true;
+                ctx.event(
+                    key,
+                    EventType::Normal,
+                    reason::ROTATED,
+                    format!("rotated {} on request {request:?}", md.arn),
+                )
+                .await;
+            } else {
+                ctx.event(
+                    key,
+                    EventType::Warning,
+                    reason::ROTATION_REFUSED,
+                    format!(
+                        "cannot rotate {} on request {request:?}: only Enabled SYMMETRIC_DEFAULT \
+                         keys with generated material rotate (the key is {})",
+                        md.arn, md.key_state
+                    ),
+                )
+                .await;
+            }
+            // Remembered either way, so one request is acted on (or refused) once.
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({
+                    "metadata": { "annotations": { ROTATE_HANDLED_ANNOTATION: request } }
+                })),
+            )
+            .await?;
+        }
+    }
+
+    let md = describe(ctx, &key_id).await?;
+    let observed = observe(ctx, spec, &md).await?;
+    let now = ctx.now();
+    let status = compute_status(previous, spec, generation, &observed, None, now);
+    if let Some(prev) = previous {
+        if !acted && prev.state.is_some() && prev.state != status.state {
+            ctx.event(
+                key,
+                EventType::Normal,
+                reason::STATE_CHANGED,
+                format!(
+                    "{} is now {}",
+                    md.arn,
+                    status.state.map_or("unknown", |s| s.as_str())
+                ),
+            )
+            .await;
+        }
+        if !rotated_on_demand
+            && prev.current_key_version.is_some()
+            && status.current_key_version > prev.current_key_version
+            && status.state == Some(KeyState::Enabled)
+            && rotatable(spec)
+        {
+            ctx.event(
+                key,
+                EventType::Normal,
+                reason::ROTATED_AUTOMATICALLY,
+                format!(
+                    "{} rotated to version {}",
+                    md.arn,
+                    status.current_key_version.unwrap_or_default()
+                ),
+            )
+            .await;
+        }
+    }
+    if previous != Some(&status) {
+        apply_status(api, key, to_json(&status)?).await?;
+    }
+    let wait = if observed.state == Some(KeyState::PendingImport) {
+        PENDING_IMPORT_REQUEUE.min(requeue_at(next_due(&observed), now))
+    } else {
+        requeue_at(next_due(&observed), now)
+    };
+    Ok(Action::requeue(wait))
+}
+
+/// Read the rest of the engine's view of a key.
+async fn observe(ctx: &Context, spec: &KeySpec, md: &Metadata) -> Result<Observed> {
+    let mut observed = Observed {
+        key_id: md.key_id.clone(),
+        arn: md.arn.clone(),
+        state: md.key_state.parse().ok(),
+        current_version: md.current_version,
+        last_rotation: None,
+        next_rotation: None,
+        deletion_date: md.deletion_date.map(millis_from_epoch_seconds),
+        valid_to: md.valid_to.map(millis_from_epoch_seconds),
+    };
+    if rotatable(spec) && md.origin == "AWS_KMS" && md.key_spec == "SYMMETRIC_DEFAULT" {
+        let rs: RotationStatusOut = ctx
+            .call("GetKeyRotationStatus", json!({ "KeyId": md.key_id }))
+            .await?;
+        observed.next_rotation = rs
+            .next_rotation_date
+            .filter(|_| rs.key_rotation_enabled)
+            .map(millis_from_epoch_seconds);
+        let rotations: RotationsOut = ctx
+            .call(
+                "ListKeyRotations",
+                json!({ "KeyId": md.key_id, "Limit": 1000 }),
+            )
+            .await?;
+        observed.last_rotation = rotations
+            .rotations
+            .iter()
+            .map(|r| millis_from_epoch_seconds(r.rotation_date))
+            .max();
+    }
+    Ok(observed)
+}
+
+async fn cleanup(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
+    let namespace = key.namespace().unwrap_or_default();
+    let name = key.name_any();
+    // Apply may have created a key whose id never reached status.
+    let key_id = match key.status.as_ref().and_then(|s| s.key_id.clone()) {
+        Some(id) => id,
+        None => match ctx.key_index.lookup(ctx, &namespace, &name).await? {
+            Some(id) => id,
+            None => return Ok(Action::await_change()),
+        },
+    };
+    let md = match describe(ctx, &key_id).await {
+        Ok(md) => md,
+        Err(e) if e.is_not_found() => {
+            ctx.key_index.remove(&namespace, &name, &key_id).await;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    if md.key_state != "PendingDeletion" {
+        let days = deletion_window(&key.spec);
+        ctx.call::<serde_json::Value>(
+            "ScheduleKeyDeletion",
+            json!({ "KeyId": key_id, "PendingWindowInDays": days }),
+        )
+        .await?;
+    }
+    let md = describe(ctx, &key_id).await?;
+    let observed = observe(ctx, &key.spec, &md).await?;
+    let when = observed
+        .deletion_date
+        .map(|d| time_from_millis(d).0.to_string())
+        .unwrap_or_else(|| "the end of its window".into());
+    ctx.event(
+        key,
+        EventType::Normal,
+        reason::DELETION_SCHEDULED,
+        format!(
+            "{} is pending deletion until {when}; apply this Key again before then to cancel",
+            md.arn
+        ),
+    )
+    .await;
+    let status = compute_status(
+        key.status.as_ref(),
+        &key.spec,
+        key.metadata.generation,
+        &observed,
+        None,
+        ctx.now(),
+    );
+    if key.status.as_ref() != Some(&status) {
+        // The object is on its way out: a status it never shows is no reason to keep it.
+        if let Err(e) = apply_status(api, key, to_json(&status)?).await {
+            tracing::debug!(error = %e, key = %name, "status of a deleted Key not written");
+        }
+    }
+    Ok(Action::await_change())
+}
+
+fn to_json(status: &KeyStatus) -> Result<serde_json::Value> {
+    serde_json::to_value(status).map_err(|source| Error::Decode {
+        op: "status",
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubekms_crds::{KeyUsage, KmsKeySpec, RotationSpec};
+
+    const DAY: Millis = 86_400_000;
+    const NOW: Millis = 1_700_000_000_000;
+
+    fn observed(state: KeyState) -> Observed {
+        Observed {
+            key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            arn: "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+                .into(),
+            state: Some(state),
+            current_version: Some(1),
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn create_request_carries_spec_and_origin_tags() {
+        let mut spec = KeySpec {
+            key_spec: KmsKeySpec::EccNistP256,
+            description: Some("orders signing".into()),
+            ..KeySpec::default()
+        };
+        spec.tags.insert("team".into(), "payments".into());
+        let req = create_key_request(&spec, "shop", "orders", "uid-1");
+        assert_eq!(req["KeySpec"], "ECC_NIST_P256");
+        assert_eq!(req["KeyUsage"], "SIGN_VERIFY");
+        assert_eq!(req["Origin"], "AWS_KMS");
+        assert_eq!(req["Description"], "orders signing");
+        let tags = req["Tags"].as_array().unwrap();
+        let get = |k: &str| {
+            tags.iter()
+                .find(|t| t["TagKey"] == k)
+                .map(|t| t["TagValue"].as_str().unwrap().to_owned())
+        };
+        assert_eq!(get("team").as_deref(), Some("payments"));
+        assert_eq!(get(TAG_NAMESPACE).as_deref(), Some("shop"));
+        assert_eq!(get(TAG_NAME).as_deref(), Some("orders"));
+        assert_eq!(get(TAG_UID).as_deref(), Some("uid-1"));
+    }
+
+    #[test]
+    fn external_keys_are_created_for_import_without_a_description_when_none() {
+        let spec = KeySpec {
+            origin: KeyOrigin::External,
+            key_usage: Some(KeyUsage::EncryptDecrypt),
+            ..KeySpec::default()
+        };
+        let req = create_key_request(&spec, "ns", "byok", "u");
+        assert_eq!(req["Origin"], "EXTERNAL");
+        assert_eq!(req["KeySpec"], "SYMMETRIC_DEFAULT");
+        assert!(req.get("Description").is_none());
+        assert!(!rotatable(&spec));
+    }
+
+    #[test]
+    fn readiness_follows_spec_enabled() {
+        let enabled = KeySpec::default();
+        let disabled = KeySpec {
+            enabled: false,
+            ..KeySpec::default()
+        };
+        assert!(readiness(&enabled, &observed(KeyState::Enabled)).0);
+        assert!(!readiness(&enabled, &observed(KeyState::Disabled)).0);
+        assert!(readiness(&disabled, &observed(KeyState::Disabled)).0);
+        assert!(!readiness(&disabled, &observed(KeyState::Enabled)).0);
+        let (ok, why, _) = readiness(&enabled, &observed(KeyState::PendingImport));
+        assert!(!ok);
+        assert_eq!(why, reason::PENDING_IMPORT);
+        assert!(!readiness(&enabled, &observed(KeyState::PendingDeletion)).0);
+    }
+
+    #[test]
+    fn status_reports_the_engine_and_keeps_transition_times() {
+        let spec = KeySpec::default();
+        let mut seen = observed(KeyState::Enabled);
+        seen.next_rotation = Some(NOW + 365 * DAY);
+        let first = compute_status(None, &spec, Some(1), &seen, None, NOW);
+        assert_eq!(first.key_id.as_deref(), Some(seen.key_id.as_str()));
+        assert_eq!(first.state, Some(KeyState::Enabled));
+        assert_eq!(first.current_key_version, Some(1));
+        assert_eq!(first.next_rotation, Some(time_from_millis(NOW + 365 * DAY)));
+        assert_eq!(first.observed_generation, Some(1));
+        assert_eq!(first.conditions.len(), 1);
+        assert_eq!(first.conditions[0].status, "True");
+
+        // Nothing changed a day later: the same status, so no write.
+        let again = compute_status(Some(&first), &spec, Some(1), &seen, None, NOW + DAY);
+        assert_eq!(again, first);
+
+        seen.state = Some(KeyState::Disabled);
+        let flipped = compute_status(Some(&first), &spec, Some(1), &seen, None, NOW + DAY);
+        assert_eq!(flipped.conditions[0].status, "False");
+        assert_eq!(
+            flipped.conditions[0].last_transition_time,
+            time_from_millis(NOW + DAY)
+        );
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_engine_deadline() {
+        let mut seen = observed(KeyState::Enabled);
+        assert_eq!(next_due(&seen), None);
+        seen.next_rotation = Some(NOW + 90 * DAY);
+        seen.valid_to = Some(NOW + 3 * DAY);
+        assert_eq!(next_due(&seen), Some(NOW + 3 * DAY));
+        seen.deletion_date = Some(NOW + DAY);
+        assert_eq!(next_due(&seen), Some(NOW + DAY));
+    }
+
+    #[test]
+    fn immutable_fields_are_checked_against_the_engine() {
+        let spec = KeySpec {
+            rotation: Some(RotationSpec {
+                enabled: true,
+                period_days: 90,
+            }),
+            ..KeySpec::default()
+        };
+        let md = Metadata {
+            key_id: "k".into(),
+            arn: "a".into(),
+            key_state: "Enabled".into(),
+            description: String::new(),
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            origin: "AWS_KMS".into(),
+            deletion_date: None,
+            valid_to: None,
+            current_version: Some(1),
+        };
+        assert_eq!(immutable_mismatch(&spec, &md), None);
+        let ecc = Metadata {
+            key_spec: "ECC_NIST_P256".into(),
+            key_usage: "SIGN_VERIFY".into(),
+            ..md
+        };
+        let problem = immutable_mismatch(&spec, &ecc).unwrap();
+        assert!(problem.contains("keySpec is ECC_NIST_P256"), "{problem}");
+        assert!(problem.contains("keyUsage"), "{problem}");
+    }
+
+    #[test]
+    fn deletion_window_stays_within_what_the_engine_takes() {
+        let mut spec = KeySpec::default();
+        assert_eq!(deletion_window(&spec), 30);
+        spec.deletion_window_days = 3;
+        assert_eq!(deletion_window(&spec), 7);
+        spec.deletion_window_days = 7;
+        assert_eq!(deletion_window(&spec), 7);
+    }
+}

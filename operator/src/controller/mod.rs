@@ -1,0 +1,292 @@
+//! The reconcilers and what they share: the engine handle, the clock, the event recorder, and
+//! the condition and status helpers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use kubekms_engine::clock::{Clock, Millis};
+use kubekms_engine::service::{Kms, RequestContext};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+pub mod alias;
+pub mod key;
+
+/// The field manager of every status we write (server-side apply).
+pub const FIELD_MANAGER: &str = "kubekms-operator";
+/// The name events are reported under.
+pub const REPORTER: &str = "kubekms-operator";
+/// Even with nothing due, look again this often so drift in the engine is noticed.
+pub const MAX_REQUEUE: Duration = Duration::from_secs(300);
+/// Waiting on another object (a Key not Ready yet): look again soon.
+pub const DEPENDENCY_REQUEUE: Duration = Duration::from_secs(2);
+/// Longest event note the API server accepts.
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub kms: Arc<Kms>,
+    /// Account, region and principal the controllers act as in the engine.
+    pub request: RequestContext,
+    pub clock: Arc<dyn Clock>,
+    pub recorder: Recorder,
+    pub key_index: key::KeyIndex,
+    pub metrics: Metrics,
+}
+
+/// Reconcile counters, by controller.
+#[derive(Default)]
+pub struct Metrics {
+    pub key_reconciles: AtomicU64,
+    pub key_failures: AtomicU64,
+    pub alias_reconciles: AtomicU64,
+    pub alias_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE kubekms_operator_reconciles_total counter\n");
+        for (kind, c) in [
+            ("Key", &self.key_reconciles),
+            ("Alias", &self.alias_reconciles),
+        ] {
+            out.push_str(&format!(
+                "kubekms_operator_reconciles_total{{kind=\"{kind}\"}} {}\n",
+                c.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str("# TYPE kubekms_operator_reconcile_failures_total counter\n");
+        for (kind, c) in [("Key", &self.key_failures), ("Alias", &self.alias_failures)] {
+            out.push_str(&format!(
+                "kubekms_operator_reconcile_failures_total{{kind=\"{kind}\"}} {}\n",
+                c.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        kms: Arc<Kms>,
+        request: RequestContext,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        let recorder = Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: REPORTER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Arc::new(Self {
+            client,
+            kms,
+            request,
+            clock,
+            recorder,
+            key_index: key::KeyIndex::default(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_millis()
+    }
+
+    /// One engine operation, in process, as the operator's principal.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        body: serde_json::Value,
+    ) -> Result<T> {
+        let bytes = serde_json::to_vec(&body).map_err(|source| Error::Decode { op, source })?;
+        let response = self.kms.dispatch(&self.request, op, &bytes).await;
+        let out = response
+            .result
+            .map_err(|source| Error::Kms { op, source })?;
+        serde_json::from_slice(&out).map_err(|source| Error::Decode { op, source })
+    }
+
+    /// Publish an event about `obj`. A lost event must not fail the reconcile, so failures are
+    /// only logged.
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let reference = obj.object_ref(&());
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(cut(note, MAX_NOTE_BYTES)),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, object = ?reference.name, reason, "cannot publish event");
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// A Kubernetes timestamp from engine milliseconds, at the second precision the API server
+/// keeps (so a status read back compares equal to the one computed).
+pub fn time_from_millis(ms: Millis) -> Time {
+    Time(Timestamp::from_second(ms.div_euclid(1000)).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// AWS JSON timestamps (epoch seconds with a fraction) as engine milliseconds.
+pub fn millis_from_epoch_seconds(seconds: f64) -> Millis {
+    (seconds * 1000.0).round() as Millis
+}
+
+/// A condition as it should now read: `lastTransitionTime` is kept from `existing` unless the
+/// status flips, so `kubectl` shows how long the object has been in its present state.
+pub fn condition(
+    existing: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Millis,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = existing
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| time_from_millis(now));
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        // Kubernetes 1.20 rejects an empty string in a custom resource as null.
+        message: if message.is_empty() {
+            "ok".to_owned()
+        } else {
+            message.to_owned()
+        },
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Write `status` on the status subresource with server-side apply.
+pub async fn apply_status<K>(api: &Api<K>, obj: &K, status: serde_json::Value) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Requeue when `due` (engine milliseconds) arrives, within [1 s, [`MAX_REQUEUE`]].
+pub fn requeue_at(due: Option<Millis>, now: Millis) -> Duration {
+    match due {
+        None => MAX_REQUEUE,
+        Some(due) => {
+            let wait = Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0));
+            wait.clamp(Duration::from_secs(1), MAX_REQUEUE)
+        }
+    }
+}
+
+/// Back off on failure; the failure is counted by the caller and reported as an event by the
+/// reconcile itself.
+pub fn backoff(error: &Error) -> Action {
+    match error {
+        // Waits for the user to change the object; a slow retry notices a fixed dependency.
+        Error::InvalidSpec(_) => Action::requeue(MAX_REQUEUE),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Millis = 86_400_000;
+
+    #[test]
+    fn requeue_waits_for_the_due_time_within_bounds() {
+        let now = 1_700_000_000_000;
+        assert_eq!(requeue_at(Some(now + 30_000), now), Duration::from_secs(30));
+        assert_eq!(requeue_at(Some(now + 90 * DAY), now), MAX_REQUEUE);
+        assert_eq!(requeue_at(Some(now - DAY), now), Duration::from_secs(1));
+        assert_eq!(requeue_at(None, now), MAX_REQUEUE);
+    }
+
+    #[test]
+    fn transition_time_is_kept_until_the_status_flips() {
+        let t0 = 1_700_000_000_000;
+        let first = condition(&[], "Ready", true, "Enabled", "", Some(1), t0);
+        assert_eq!(first.message, "ok");
+        assert_eq!(first.last_transition_time, time_from_millis(t0));
+        let same = condition(
+            &[first.clone()],
+            "Ready",
+            true,
+            "Enabled",
+            "m",
+            Some(2),
+            t0 + DAY,
+        );
+        assert_eq!(same.last_transition_time, first.last_transition_time);
+        assert_eq!(same.observed_generation, Some(2));
+        let flipped = condition(&[same], "Ready", false, "Disabled", "m", Some(2), t0 + DAY);
+        assert_eq!(flipped.last_transition_time, time_from_millis(t0 + DAY));
+        assert_eq!(flipped.status, "False");
+    }
+
+    #[test]
+    fn times_are_whole_seconds() {
+        let t = time_from_millis(1_700_000_000_999);
+        assert_eq!(t.0.as_second(), 1_700_000_000);
+        assert_eq!(
+            millis_from_epoch_seconds(1_700_000_000.5),
+            1_700_000_000_500
+        );
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        let note = "é".repeat(600);
+        let cut = cut(note, MAX_NOTE_BYTES);
+        assert!(cut.len() <= MAX_NOTE_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,338 @@
+//! `kubekms-operator run`: the key engine, its KMS API, its scheduled work and the controllers,
+//! in one process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client};
+use kubekms_crds::{Alias, Key};
+use kubekms_engine::api::{self, AppState, ServerConfig};
+use kubekms_engine::audit::AuditLog;
+use kubekms_engine::clock::SystemClock;
+use kubekms_engine::config::{self, Credentials};
+use kubekms_engine::record::Scope;
+use kubekms_engine::service::{Kms, RequestContext};
+use kubekms_engine::sigv4::Verifier;
+use kubekms_engine::store::embedded::EmbeddedStore;
+use kubekms_engine::store::root_file::load_or_create_root_key;
+use kubekms_engine::store::KeyStore;
+
+use crate::controller::{alias, key, Context};
+use crate::error::{Error, Result};
+
+/// Where the engine keeps its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// In the cluster (Secrets in --namespace); several replicas share it.
+    Kubernetes,
+    /// A local database under --data-dir (one replica; for development and tests).
+    Embedded,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// The operator's own namespace (where the cluster store keeps its records).
+    #[arg(long, default_value = "kubekms", env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// Address of the KMS API; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:4599")]
+    pub listen: SocketAddr,
+    /// Kubeconfig to use; default: in-cluster config or $KUBECONFIG.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub store: StoreKind,
+    /// Data directory of the embedded store (also holds root.key and, when no credentials are
+    /// given, a generated credentials.json).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The AWS account the operator's keys live in.
+    #[arg(long, default_value = config::DEFAULT_ACCOUNT_ID)]
+    pub account: String,
+    /// The region the operator's keys live in.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// JSON file of access keys the KMS API accepts (the engine's format).
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+    /// Audit log of the KMS API: a file, `-` for stdout, or `off`.
+    #[arg(long, default_value = "off")]
+    pub audit_log: String,
+    /// Let tests move the clock forward (POST /admin/clock/advance on --admin-listen).
+    #[arg(long)]
+    pub test_clock: bool,
+    /// Address of the admin API (clock control, operator metrics); needs --test-clock.
+    #[arg(long, requires = "test_clock")]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// The principal the controllers act as in the engine.
+pub fn operator_principal(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/kubekms-operator")
+}
+
+/// The line printed on stdout once the listeners are bound. Tests wait for it.
+pub fn ready_line(api: &str, admin: Option<&str>) -> String {
+    match admin {
+        Some(admin) => format!("kubekms operator: KMS API on {api}, admin on {admin}"),
+        None => format!("kubekms operator: KMS API on {api}"),
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    if args.account.len() != 12 || !args.account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Config(format!(
+            "--account {:?} is not 12 digits",
+            args.account
+        )));
+    }
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let clock = SystemClock::new();
+    let (store, root) = open_store(&args, &client).await?;
+    let kms = Kms::open(store, root, clock.clone()).await?;
+    let credentials = load_credentials(&args)?;
+    let audit = match args.audit_log.as_str() {
+        "off" => AuditLog::disabled(),
+        "-" => AuditLog::to_stdout(),
+        path => AuditLog::to_file(Path::new(path))?,
+    };
+
+    let listener = api::server::bind(args.listen).await?;
+    let api_addr = local_addr(&listener)?;
+    let admin_listener = match args.admin_listen {
+        Some(addr) => Some(api::server::bind(addr).await?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(local_addr).transpose()?;
+
+    let request = RequestContext {
+        scope: Scope::new(args.account.clone(), args.region.clone()),
+        principal: operator_principal(&args.account),
+        request_id: "kubekms-operator".into(),
+    };
+    let ctx = Context::new(client.clone(), kms.clone(), request, clock.clone());
+
+    // Reconcile-everything triggers, fired when the test clock moves.
+    let (key_tx, key_rx) = mpsc::unbounded::<()>();
+    let (alias_tx, alias_rx) = mpsc::unbounded::<()>();
+
+    let verifier = Verifier::new(credentials, clock.clone());
+    let state = AppState::new(
+        kms.clone(),
+        verifier,
+        audit,
+        clock.clone(),
+        ServerConfig::default(),
+    );
+
+    let due_kms = kms.clone();
+    let due_work = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = due_kms.run_due_work().await {
+                tracing::warn!(error = %e, "scheduled key work failed; retrying next tick");
+            }
+        }
+    });
+
+    let admin = admin_listener.map(|listener| {
+        let admin = crate::admin::AdminState {
+            clock: clock.clone(),
+            kms: kms.clone(),
+            ctx: ctx.clone(),
+            triggers: vec![key_tx.clone(), alias_tx.clone()],
+        };
+        tokio::spawn(crate::admin::serve(listener, admin))
+    });
+
+    let keys = tokio::spawn(run_key_controller(ctx.clone(), key_rx));
+    let aliases = tokio::spawn(run_alias_controller(ctx.clone(), alias_rx));
+
+    {
+        use std::io::Write;
+        let api_url = format!("http://{api_addr}");
+        let admin_url = admin_addr.map(|a| format!("http://{a}"));
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", ready_line(&api_url, admin_url.as_deref()));
+        let _ = out.flush();
+    }
+    tracing::info!(api = %api_addr, namespace = %args.namespace, "operator running");
+
+    api::serve(listener, state.clone(), None, shutdown_signal()).await?;
+    keys.abort();
+    aliases.abort();
+    due_work.abort();
+    if let Some(admin) = admin {
+        admin.abort();
+    }
+    drop((key_tx, alias_tx));
+    let flushed = state.clone();
+    let _ = tokio::task::spawn_blocking(move || flushed.audit.flush()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_key_controller(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
+    let keys: Api<Key> = Api::all(ctx.client.clone());
+    Controller::new(keys, watcher::Config::default().any_semantic())
+        .reconcile_all_on(trigger)
+        .run(key::reconcile, key::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Key controller");
+            }
+        })
+        .await;
+}
+
+async fn run_alias_controller(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
+    let aliases: Api<Alias> = Api::all(ctx.client.clone());
+    let keys: Api<Key> = Api::all(ctx.client.clone());
+    let controller = Controller::new(aliases, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .watches(
+            keys,
+            watcher::Config::default().any_semantic(),
+            move |k: Key| {
+                alias::aliases_of(&store, &k)
+                    .into_iter()
+                    .collect::<Vec<ObjectRef<Alias>>>()
+            },
+        )
+        .reconcile_all_on(trigger)
+        .run(alias::reconcile, alias::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Alias controller");
+            }
+        })
+        .await;
+}
+
+fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|source| Error::Io {
+        context: "listener address".into(),
+        source,
+    })
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client> {
+    match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?;
+            let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", path.display())))?;
+            Ok(Client::try_from(config)?)
+        }
+        None => Ok(Client::try_default().await?),
+    }
+}
+
+async fn open_store(
+    args: &RunArgs,
+    _client: &Client,
+) -> Result<(Arc<dyn KeyStore>, kubekms_engine::crypto::RootKey)> {
+    match args.store {
+        StoreKind::Embedded => {
+            let dir = args
+                .data_dir
+                .as_deref()
+                .ok_or_else(|| Error::Config("--store embedded needs --data-dir".into()))?;
+            create_private_dir(dir)?;
+            let store: Arc<dyn KeyStore> = Arc::new(EmbeddedStore::open(dir)?);
+            let root = load_or_create_root_key(&dir.join("root.key"), true)?;
+            Ok((store, root))
+        }
+        StoreKind::Kubernetes => Err(Error::Config(
+            "--store kubernetes is not available in this build yet; use --store embedded".into(),
+        )),
+    }
+}
+
+fn load_credentials(args: &RunArgs) -> Result<Credentials> {
+    if let Some(dir) = &args.data_dir {
+        return Ok(config::load_standalone(args.credentials.as_deref(), dir)?.credentials);
+    }
+    let mut credentials = match &args.credentials {
+        Some(path) => Credentials::load_file(path)?,
+        None => Credentials::default(),
+    };
+    if let Some(c) = Credentials::from_env()? {
+        credentials.insert(c)?;
+    }
+    if credentials.is_empty() {
+        return Err(Error::Config(format!(
+            "no credentials for the KMS API: pass --credentials FILE or set {} and {}",
+            config::ENV_ACCESS_KEY_ID,
+            config::ENV_SECRET_ACCESS_KEY
+        )));
+    }
+    Ok(credentials)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| Error::Io {
+                context: format!("cannot create data directory {}", dir.display()),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_is_stable() {
+        assert_eq!(
+            ready_line("http://127.0.0.1:1", Some("http://127.0.0.1:2")),
+            "kubekms operator: KMS API on http://127.0.0.1:1, admin on http://127.0.0.1:2"
+        );
+        assert_eq!(
+            ready_line("http://127.0.0.1:1", None),
+            "kubekms operator: KMS API on http://127.0.0.1:1"
+        );
+        assert_eq!(
+            operator_principal("111122223333"),
+            "arn:aws:iam::111122223333:role/kubekms-operator"
+        );
+    }
+}
