@@ -1,1 +1,17 @@
-//! Filled in by the Kubernetes control-plane issue.
+//! End-to-end test harness for kubekms: a real local control plane (`e2e/scripts/
+//! control-plane.sh`), the real operator binary, and real clients (kubectl, kube-rs,
+//! aws-sdk-kms).
+//!
+//! - [`cluster()`]: one control plane per test binary with the CRDs installed; it is stopped
+//!   by a watchdog process when the test binary exits, however it exits.
+//! - [`TestEnv`]: a fresh namespace per test; dumps the namespace's kubekms resources, events
+//!   and operator log to stderr when the test fails.
+//!
+//! Fixtures return errors rather than panicking so tests can use `?`; a test fails by returning
+//! the error or by panicking, and either way the dump is printed.
+
+pub mod cluster;
+pub mod env;
+
+pub use cluster::{cluster, repo_root, Cluster};
+pub use env::{wait_for, TestEnv};

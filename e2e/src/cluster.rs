@@ -1,0 +1,253 @@
+//! One local control plane per test binary, torn down when the process ends however it ends.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Where the workspace lives: the harness runs scripts and reads manifests from it.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+const CONTROL_PLANE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/control-plane.sh");
+
+/// Runs in its own process group so a Ctrl-C aimed at the test run does not kill it before it
+/// has cleaned up. It blocks on a pipe whose only writer is the test process: the kernel closes
+/// that pipe when the process exits (normally, by panic, abort or SIGKILL), and then the
+/// operators left running are killed and the control plane is stopped.
+const WATCHDOG: &str = r#"
+dir="$1"; script="$2"; keep="$3"
+read -r _ || true
+for f in "$dir"/operators/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    # Only a pid that still names an operator: the kernel may have reused it.
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q kubekms-operator; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+done
+"$script" stop "$dir" >/dev/null 2>&1 || true
+[ -n "$keep" ] || rm -rf "$dir"
+"#;
+
+/// The local control plane (etcd, kube-apiserver, kube-controller-manager) with the kubekms
+/// CRDs installed. Get it with [`cluster`].
+pub struct Cluster {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    // Never written to and never closed by us: its closing at process exit is the watchdog's
+    // signal.
+    _watchdog: Mutex<ChildStdin>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+/// The control plane of this test binary, started on first use (about ten seconds) in
+/// `/tmp/kubekms-cp-e2e-<pid>`. Set `KUBEKMS_E2E_KEEP=1` to keep that directory (logs, etcd
+/// data) after the run. A control plane that cannot start fails every test that asks for it.
+pub fn cluster() -> Result<&'static Cluster> {
+    match CLUSTER.get_or_init(|| Cluster::start().map_err(|e| format!("{e:#}"))) {
+        Ok(cluster) => Ok(cluster),
+        Err(e) => bail!("the local control plane is not available: {e}"),
+    }
+}
+
+impl Cluster {
+    fn start() -> Result<Self> {
+        let dir = PathBuf::from(format!("/tmp/kubekms-cp-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("operators"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let keep = std::env::var("KUBEKMS_E2E_KEEP").unwrap_or_default();
+
+        // The watchdog comes first, so even a start that hangs and gets killed is cleaned up.
+        let mut watchdog = Command::new("bash")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("kubekms-e2e-watchdog")
+            .arg(&dir)
+            .arg(CONTROL_PLANE_SCRIPT)
+            .arg(&keep)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("spawning the control-plane watchdog")?;
+        let watchdog_stdin = watchdog
+            .stdin
+            .take()
+            .context("the watchdog's stdin is not piped")?;
+        // Reaping is left to init once we exit; the watchdog must outlive us.
+        drop(watchdog);
+        let cluster = Self {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            _watchdog: Mutex::new(watchdog_stdin),
+        };
+
+        let out = Command::new(CONTROL_PLANE_SCRIPT)
+            .arg("start")
+            .arg(&cluster.dir)
+            .env_remove("KUBEKMS_CP_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .context("running e2e/scripts/control-plane.sh")?;
+        if !out.status.success() {
+            bail!(
+                "`e2e/scripts/control-plane.sh start {}` failed ({}); was `make setup` run?\n{}",
+                cluster.dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        let crds = repo_root().join("crds/kubekms.io.yaml");
+        cluster.kubectl_sync(&["apply", "-f", &crds.to_string_lossy()], None)?;
+        cluster.kubectl_sync(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/keys.kubekms.io",
+                "crd/aliases.kubekms.io",
+                "crd/keypolicies.kubekms.io",
+                "crd/importedmaterials.kubekms.io",
+            ],
+            None,
+        )?;
+        // Established is not yet discoverable: kubectl (and clients that discover) may still
+        // not know the kinds for a moment.
+        let mut last = None;
+        for _ in 0..100 {
+            match cluster.kubectl_sync(
+                &[
+                    "get",
+                    "keys.kubekms.io,aliases.kubekms.io",
+                    "-A",
+                    "-o",
+                    "name",
+                ],
+                None,
+            ) {
+                Ok(_) => {
+                    last = None;
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(e) = last {
+            return Err(e.context("the kubekms kinds never became discoverable"));
+        }
+        Ok(cluster)
+    }
+
+    /// The control plane's directory (`logs/`, `kubeconfig`, `env`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The admin kubeconfig (token in `system:masters`).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A new client. Make one per test: a client is bound to the Tokio runtime it was made on,
+    /// and each `#[tokio::test]` has its own.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
+            .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .context("loading the kubeconfig")?;
+        kube::Client::try_from(config).context("building the Kubernetes client")
+    }
+
+    /// `kubectl --kubeconfig <ours>` with the caller's own configuration kept out.
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs kubectl to completion; its stdout, or an error carrying its stderr.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut cmd = tokio::process::Command::from(self.kubectl_command());
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().context("spawning kubectl")?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            pipe.write_all(input.as_bytes())
+                .await
+                .context("writing kubectl's stdin")?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .context("waiting for kubectl")?;
+        kubectl_result(args, out)
+    }
+
+    /// [`Cluster::kubectl`] for places that cannot await (setup, `Drop`).
+    pub fn kubectl_sync(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut cmd = self.kubectl_command();
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().context("spawning kubectl")?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .context("writing kubectl's stdin")?;
+        }
+        let out = child.wait_with_output().context("waiting for kubectl")?;
+        kubectl_result(args, out)
+    }
+
+    /// Registers a process for the watchdog to kill should the test binary die without
+    /// dropping its handle.
+    pub fn register_pid(&self, pid: u32) {
+        let _ = std::fs::write(
+            self.dir.join("operators").join(format!("{pid}.pid")),
+            pid.to_string(),
+        );
+    }
+
+    pub fn unregister_pid(&self, pid: u32) {
+        let _ = std::fs::remove_file(self.dir.join("operators").join(format!("{pid}.pid")));
+    }
+}
+
+fn kubectl_result(args: &[&str], out: std::process::Output) -> Result<String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        bail!(
+            "kubectl {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    }
+}
