@@ -123,7 +123,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let (key_tx, key_rx) = mpsc::unbounded::<()>();
     let (alias_tx, alias_rx) = mpsc::unbounded::<()>();
 
-    let verifier = Verifier::new(credentials, clock.clone());
+    // Signatures are checked against the wall clock, not the test clock: a client signs with
+    // its own time, and moving the keys' clock forward must not make every request "expired".
+    let verifier = Verifier::new(credentials, SystemClock::new());
     let state = AppState::new(
         kms.clone(),
         verifier,

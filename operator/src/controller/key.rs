@@ -206,6 +206,7 @@ struct RotationsOut {
 #[serde(rename_all = "PascalCase")]
 struct RotationOut {
     rotation_date: f64,
+    rotation_type: String,
 }
 
 /// What the operator observed of an engine key, in engine milliseconds.
@@ -216,6 +217,8 @@ pub struct Observed {
     pub state: Option<KeyState>,
     pub current_version: Option<u32>,
     pub last_rotation: Option<Millis>,
+    /// The engine rotated the key on its schedule last (not on request).
+    pub last_rotation_automatic: bool,
     pub next_rotation: Option<Millis>,
     pub deletion_date: Option<Millis>,
     pub valid_to: Option<Millis>,
@@ -778,10 +781,9 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
             .await;
         }
         if !rotated_on_demand
+            && observed.last_rotation_automatic
             && prev.current_key_version.is_some()
             && status.current_key_version > prev.current_key_version
-            && status.state == Some(KeyState::Enabled)
-            && rotatable(spec)
         {
             ctx.event(
                 key,
@@ -815,6 +817,7 @@ async fn observe(ctx: &Context, spec: &KeySpec, md: &Metadata) -> Result<Observe
         state: md.key_state.parse().ok(),
         current_version: md.current_version,
         last_rotation: None,
+        last_rotation_automatic: false,
         next_rotation: None,
         deletion_date: md.deletion_date.map(millis_from_epoch_seconds),
         valid_to: md.valid_to.map(millis_from_epoch_seconds),
@@ -833,11 +836,10 @@ async fn observe(ctx: &Context, spec: &KeySpec, md: &Metadata) -> Result<Observe
                 json!({ "KeyId": md.key_id, "Limit": 1000 }),
             )
             .await?;
-        observed.last_rotation = rotations
-            .rotations
-            .iter()
-            .map(|r| millis_from_epoch_seconds(r.rotation_date))
-            .max();
+        if let Some(last) = rotations.rotations.last() {
+            observed.last_rotation = Some(millis_from_epoch_seconds(last.rotation_date));
+            observed.last_rotation_automatic = last.rotation_type == "AUTOMATIC";
+        }
     }
     Ok(observed)
 }
