@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(first.message, "ok");
         assert_eq!(first.last_transition_time, time_from_millis(t0));
         let same = condition(
-            &[first.clone()],
+            std::slice::from_ref(&first),
             "Ready",
             true,
             "Enabled",
