@@ -63,6 +63,19 @@ impl Error {
         self.aws_type() == Some("NotFoundException")
     }
 
+    /// Removing our finalizer failed because the object is already gone: a second cleanup
+    /// raced the first, and there is nothing left to do.
+    pub fn is_finalizer_of_gone_object(&self) -> bool {
+        match self {
+            Error::Finalizer(inner) => matches!(
+                inner.as_ref(),
+                kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
+                    if status.is_not_found()
+            ),
+            _ => false,
+        }
+    }
+
     /// A stable reason for the Warning event this error becomes.
     pub fn reason(&self) -> &'static str {
         match self {

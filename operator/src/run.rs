@@ -26,6 +26,7 @@ use kubekms_engine::store::KeyStore;
 
 use crate::controller::{alias, key, Context};
 use crate::error::{Error, Result};
+use crate::store::{root_key_from_secret, KubeStore, ROOT_KEY_SECRET};
 
 /// Where the engine keeps its records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,8 +48,12 @@ pub struct RunArgs {
     /// Kubeconfig to use; default: in-cluster config or $KUBECONFIG.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "embedded")]
+    #[arg(long, value_enum, default_value = "kubernetes")]
     pub store: StoreKind,
+    /// Root key file (64 hex characters) for --store kubernetes. Default: the Secret
+    /// `kubekms-root-key` in --namespace, created with a fresh key on the first start.
+    #[arg(long)]
+    pub root_key_file: Option<PathBuf>,
     /// Data directory of the embedded store (also holds root.key and, when no credentials are
     /// given, a generated credentials.json).
     #[arg(long)]
@@ -95,8 +100,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let clock = SystemClock::new();
-    let (store, root) = open_store(&args, &client).await?;
+    let (store, root, kube_store) = open_store(&args, &client).await?;
     let kms = Kms::open(store, root, clock.clone()).await?;
+    // Other replicas' writes reach this engine through the watch.
+    let store_watch = kube_store.map(|s| tokio::spawn(s.watch(kms.clone())));
     let credentials = load_credentials(&args)?;
     let audit = match args.audit_log.as_str() {
         "off" => AuditLog::disabled(),
@@ -173,6 +180,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     keys.abort();
     aliases.abort();
     due_work.abort();
+    if let Some(w) = store_watch {
+        w.abort();
+    }
     if let Some(admin) = admin {
         admin.abort();
     }
@@ -242,10 +252,13 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client> {
     }
 }
 
-async fn open_store(
-    args: &RunArgs,
-    _client: &Client,
-) -> Result<(Arc<dyn KeyStore>, kubekms_engine::crypto::RootKey)> {
+type OpenedStore = (
+    Arc<dyn KeyStore>,
+    kubekms_engine::crypto::RootKey,
+    Option<Arc<KubeStore>>,
+);
+
+async fn open_store(args: &RunArgs, client: &Client) -> Result<OpenedStore> {
     match args.store {
         StoreKind::Embedded => {
             let dir = args
@@ -255,11 +268,19 @@ async fn open_store(
             create_private_dir(dir)?;
             let store: Arc<dyn KeyStore> = Arc::new(EmbeddedStore::open(dir)?);
             let root = load_or_create_root_key(&dir.join("root.key"), true)?;
-            Ok((store, root))
+            Ok((store, root, None))
         }
-        StoreKind::Kubernetes => Err(Error::Config(
-            "--store kubernetes is not available in this build yet; use --store embedded".into(),
-        )),
+        StoreKind::Kubernetes => {
+            let root = match &args.root_key_file {
+                Some(path) => load_or_create_root_key(path, false)?,
+                None => {
+                    root_key_from_secret(client.clone(), &args.namespace, ROOT_KEY_SECRET, true)
+                        .await?
+                }
+            };
+            let store = Arc::new(KubeStore::new(client.clone(), &args.namespace));
+            Ok((store.clone(), root, Some(store)))
+        }
     }
 }
 

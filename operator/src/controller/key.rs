@@ -407,6 +407,10 @@ pub async fn reconcile(key: Arc<Key>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = match result {
+        Err(e) if e.is_finalizer_of_gone_object() => Ok(Action::await_change()),
+        other => other,
+    };
     if let Err(e) = &result {
         ctx.event(&*key, EventType::Warning, e.reason(), e.chain())
             .await;
