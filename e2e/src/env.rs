@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -11,15 +12,32 @@ use kube::Api;
 use tempfile::TempDir;
 
 use crate::cluster::{cluster, Cluster};
+use crate::operator::Operator;
+
+/// Operator log lines shown when a test fails.
+const LOG_TAIL_LINES: usize = 80;
+
+/// The operator watches every namespace, so two at once would both act on each other's Keys:
+/// tests that run one take turns.
+fn operator_turn() -> Arc<tokio::sync::Mutex<()>> {
+    static TURN: OnceLock<Arc<tokio::sync::Mutex<()>>> = OnceLock::new();
+    TURN.get_or_init(|| Arc::new(tokio::sync::Mutex::new(())))
+        .clone()
+}
 
 pub struct TestEnv {
     pub cluster: &'static Cluster,
     pub client: kube::Client,
     pub namespace: String,
+    // Declared before `dir`: fields drop in order, and the operator must die before its data
+    // directory goes.
+    operator: Option<Operator>,
     dir: TempDir,
     passed: bool,
-    /// Extra text the test wants in the failure dump (for example an operator's log path).
+    /// Extra text the test wants in the failure dump.
     dump_hooks: Vec<Box<dyn Fn() -> String + Send + Sync>>,
+    /// Held while this test's operator may run; released last.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl TestEnv {
@@ -40,10 +58,42 @@ impl TestEnv {
             cluster,
             client,
             namespace,
+            operator: None,
             dir,
             passed: false,
             dump_hooks: Vec::new(),
+            _turn: None,
         })
+    }
+
+    /// [`TestEnv::new`] plus a running operator (waiting for other tests' operators to finish
+    /// first).
+    pub async fn with_operator(test: &str) -> Result<Self> {
+        let turn = operator_turn().lock_owned().await;
+        let mut env = Self::new(test).await?;
+        env._turn = Some(turn);
+        let dir = env.dir.path().join("operator");
+        std::fs::create_dir_all(&dir).context("creating the operator's directory")?;
+        env.operator = Some(Operator::start(env.cluster, &dir, &env.namespace).await?);
+        Ok(env)
+    }
+
+    /// The operator of [`TestEnv::with_operator`].
+    pub fn operator(&self) -> Result<&Operator> {
+        self.operator
+            .as_ref()
+            .context("this test has no operator; use TestEnv::with_operator")
+    }
+
+    pub fn operator_mut(&mut self) -> Result<&mut Operator> {
+        self.operator
+            .as_mut()
+            .context("this test has no operator; use TestEnv::with_operator")
+    }
+
+    /// A KMS client for the operator's API (as it listens now).
+    pub fn kms(&self) -> Result<aws_sdk_kms::Client> {
+        Ok(self.operator()?.kms())
     }
 
     /// The test's scratch directory, removed when the test ends.
@@ -111,6 +161,9 @@ impl TestEnv {
         for hook in &self.dump_hooks {
             out += &hook();
         }
+        if let Some(operator) = &self.operator {
+            out += &operator.log_tails(LOG_TAIL_LINES);
+        }
         out += "===== end of state =====\n";
         eprintln!("{out}");
     }
@@ -121,12 +174,40 @@ impl Drop for TestEnv {
         if !self.passed {
             self.dump();
         }
-        // Custom resources with finalizers may hold the namespace in Terminating once their
-        // operator is gone; that is harmless, the control plane goes away with the run.
-        let _ = self.cluster.kubectl_sync(
-            &["delete", "namespace", &self.namespace, "--wait=false"],
-            None,
-        );
+        let had_operator = self.operator.is_some();
+        self.operator = None;
+        let ns = self.namespace.as_str();
+        if had_operator {
+            // With its operator gone nobody would remove the finalizers, and the next test's
+            // operator (they watch every namespace) would pick these objects up: delete them
+            // for good now.
+            let _ = self.cluster.kubectl_sync(
+                &["delete", "-n", ns, "kubekms", "--all", "--wait=false"],
+                None,
+            );
+            if let Ok(names) = self
+                .cluster
+                .kubectl_sync(&["get", "-n", ns, "kubekms", "-o", "name"], None)
+            {
+                for name in names.lines().filter(|l| !l.is_empty()) {
+                    let _ = self.cluster.kubectl_sync(
+                        &[
+                            "patch",
+                            "-n",
+                            ns,
+                            name,
+                            "--type=merge",
+                            "-p",
+                            r#"{"metadata":{"finalizers":null}}"#,
+                        ],
+                        None,
+                    );
+                }
+            }
+        }
+        let _ = self
+            .cluster
+            .kubectl_sync(&["delete", "namespace", ns, "--wait=false"], None);
     }
 }
 

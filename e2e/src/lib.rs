@@ -4,7 +4,9 @@
 //!
 //! - [`cluster()`]: one control plane per test binary with the CRDs installed; it is stopped
 //!   by a watchdog process when the test binary exits, however it exits.
-//! - [`TestEnv`]: a fresh namespace per test; dumps the namespace's kubekms resources, events
+//! - [`Operator`]: the `kubekms-operator` binary with the test clock, restartable, with
+//!   `aws-sdk-kms` clients for its KMS API.
+//! - [`TestEnv`]: a fresh namespace per test (and optionally an operator); dumps the namespace's kubekms resources, events
 //!   and operator log to stderr when the test fails.
 //!
 //! Fixtures return errors rather than panicking so tests can use `?`; a test fails by returning
@@ -12,6 +14,8 @@
 
 pub mod cluster;
 pub mod env;
+pub mod operator;
 
 pub use cluster::{cluster, repo_root, Cluster};
 pub use env::{wait_for, TestEnv};
+pub use operator::{Operator, ACCOUNT, REGION};
