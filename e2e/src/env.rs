@@ -12,7 +12,7 @@ use kube::Api;
 use tempfile::TempDir;
 
 use crate::cluster::{cluster, Cluster};
-use crate::operator::Operator;
+use crate::operator::{Operator, Store};
 
 /// Operator log lines shown when a test fails.
 const LOG_TAIL_LINES: usize = 80;
@@ -66,15 +66,20 @@ impl TestEnv {
         })
     }
 
-    /// [`TestEnv::new`] plus a running operator (waiting for other tests' operators to finish
-    /// first).
+    /// [`TestEnv::new`] plus a running operator with the cluster store, its records in the
+    /// test's namespace (waiting for other tests' operators to finish first).
     pub async fn with_operator(test: &str) -> Result<Self> {
+        Self::with_operator_store(test, Store::Kubernetes).await
+    }
+
+    /// [`TestEnv::with_operator`] with a choice of store.
+    pub async fn with_operator_store(test: &str, store: Store) -> Result<Self> {
         let turn = operator_turn().lock_owned().await;
         let mut env = Self::new(test).await?;
         env._turn = Some(turn);
         let dir = env.dir.path().join("operator");
         std::fs::create_dir_all(&dir).context("creating the operator's directory")?;
-        env.operator = Some(Operator::start(env.cluster, &dir, &env.namespace).await?);
+        env.operator = Some(Operator::start(env.cluster, &dir, &env.namespace, store).await?);
         Ok(env)
     }
 

@@ -18,4 +18,4 @@ pub mod operator;
 
 pub use cluster::{cluster, repo_root, Cluster};
 pub use env::{wait_for, TestEnv};
-pub use operator::{Operator, ACCOUNT, REGION};
+pub use operator::{Operator, Store, ACCOUNT, REGION};

@@ -79,12 +79,23 @@ fn build_operator() -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// One operator over a data directory that outlives restarts; killed when dropped.
+/// Where the operator keeps its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// Secrets in the operator's namespace, root key in a Secret there (as deployed).
+    Kubernetes,
+    /// A local database under the operator's data directory.
+    Embedded,
+}
+
+/// One operator whose state (cluster records or data directory) outlives restarts; killed when
+/// dropped.
 pub struct Operator {
     cluster: &'static Cluster,
     binary: &'static Path,
     dir: PathBuf,
     namespace: String,
+    store: Store,
     child: Option<Child>,
     starts: usize,
     /// The KMS API, `http://127.0.0.1:PORT`; the port changes on restart.
@@ -96,10 +107,15 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts the operator with the embedded store under `dir/data`, credentials in
-    /// `dir/credentials.json`, the test clock, and free loopback ports. `namespace` is the
-    /// operator's own namespace.
-    pub async fn start(cluster: &'static Cluster, dir: &Path, namespace: &str) -> Result<Self> {
+    /// Starts the operator with `store`, credentials in `dir/credentials.json`, the test
+    /// clock, and free loopback ports. `namespace` is the operator's own namespace (where the
+    /// cluster store keeps its records); the embedded store lives in `dir/data`.
+    pub async fn start(
+        cluster: &'static Cluster,
+        dir: &Path,
+        namespace: &str,
+        store: Store,
+    ) -> Result<Self> {
         let binary = tokio::task::spawn_blocking(operator_binary)
             .await
             .context("the build task")??;
@@ -118,6 +134,7 @@ impl Operator {
             binary,
             dir: dir.to_path_buf(),
             namespace: namespace.to_owned(),
+            store,
             child: None,
             starts: 0,
             endpoint: String::new(),
@@ -221,18 +238,21 @@ impl Operator {
         let log_path = self.log_path();
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut child = Command::new(self.binary)
-            .arg("run")
+        let mut command = Command::new(self.binary);
+        command.arg("run");
+        match self.store {
+            Store::Kubernetes => command.args(["--store", "kubernetes"]),
+            Store::Embedded => command
+                .args(["--store", "embedded", "--data-dir"])
+                .arg(self.dir.join("data")),
+        };
+        let mut child = command
             .arg("--namespace")
             .arg(&self.namespace)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--kubeconfig")
             .arg(self.cluster.kubeconfig())
-            .arg("--store")
-            .arg("embedded")
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
             .arg("--credentials")
             .arg(self.dir.join("credentials.json"))
             .arg("--account")

@@ -15,7 +15,7 @@ use aws_sdk_kms::types::{KeyState, MessageType, SigningAlgorithmSpec};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
 use kubekms_crds::{Alias, Key, KeyStatus};
-use kubekms_e2e::{repo_root, wait_for, TestEnv, ACCOUNT, REGION};
+use kubekms_e2e::{repo_root, wait_for, Store, TestEnv, ACCOUNT, REGION};
 
 /// How long a Key may take to become Ready: "within seconds".
 const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -410,8 +410,33 @@ async fn automatic_rotation_happens_when_the_clock_reaches_the_period() -> Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_killed_mid_way_loses_nothing_and_status_converges() -> Result<()> {
-    let mut env = TestEnv::with_operator("restart").await?;
+async fn an_operator_killed_mid_way_loses_nothing_with_the_cluster_store() -> Result<()> {
+    let env = restart_loses_nothing("restart-cluster", Store::Kubernetes).await?;
+    // Everything it knew came back from the cluster: there is no local state to fall back on.
+    let root = env
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .get_opt("kubekms-root-key")
+        .await?;
+    assert!(
+        root.is_some(),
+        "the root key lives in a Secret of the operator's namespace"
+    );
+    env.pass();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_way_loses_nothing_with_the_embedded_store() -> Result<()> {
+    restart_loses_nothing("restart-embedded", Store::Embedded)
+        .await?
+        .pass();
+    Ok(())
+}
+
+/// Kill -9 the operator twice with changes made while it is down, and once with none; every
+/// time the same keys come back, the changes are applied and the status converges.
+async fn restart_loses_nothing(test: &str, store: Store) -> Result<TestEnv> {
+    let mut env = TestEnv::with_operator_store(test, store).await?;
     env.kubectl(&[
         "apply",
         "-f",
@@ -526,6 +551,5 @@ async fn an_operator_killed_mid_way_loses_nothing_and_status_converges() -> Resu
         "the Alias still resolves"
     );
     assert!(!encrypt(&kms, &alias_name, b"x").await?.is_empty());
-    env.pass();
-    Ok(())
+    Ok(env)
 }
