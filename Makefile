@@ -59,19 +59,13 @@ control-plane-status:
 	$(SCRIPTS)/control-plane.sh status
 
 build-release:
-	$(CARGO) build --release -p kubekms-engine --bin kubekms-engine
+	$(CARGO) build --release -p kubekms-engine --bin kubekms-engine -p kubekms-operator --bin kubekms-operator
 
-## run: the engine alone, storing keys under DATA_DIR
+## run: the operator with its embedded key engine, against KUBECONFIG's cluster or, when none
+## answers, a local control plane it starts (KUBEKMS_STANDALONE=1: the engine alone, no Kubernetes)
 run: build-release
-	@mkdir -p "$(DATA_DIR)"
-	@# ---- cluster mode (not wired yet) ----------------------------------------
-	@# When no cluster is configured (no KUBECONFIG and no in-cluster service
-	@# account), this is where `make run` will start the local control plane
-	@# ($(SCRIPTS)/control-plane.sh start), install the CRDs, and run the
-	@# operator against it next to the engine. Until then: standalone only.
-	@# --------------------------------------------------------------------------
-	"$(CARGO_TARGET_DIR)/release/kubekms-engine" standalone --data-dir "$(DATA_DIR)" $(ARGS)
+	DATA_DIR="$(DATA_DIR)" $(SCRIPTS)/run.sh $(ARGS)
 
-## bench: the benchmark binary (kubekms-bench; arrives with the engine work)
+## bench: the benchmark binary (kubekms-bench)
 bench:
 	$(CARGO) run --release -p kubekms-engine --bin kubekms-bench -- $(ARGS)
