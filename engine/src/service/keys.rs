@@ -302,40 +302,23 @@ impl Kms {
         Ok(b"{}".to_vec())
     }
 
-    pub(super) async fn enable_key(
+    /// EnableKey and DisableKey: only between those two states.
+    pub(super) async fn set_enabled(
         &self,
         ctx: &RequestContext,
         body: &[u8],
         touched: &mut Option<String>,
+        enabled: bool,
     ) -> Result<Vec<u8>> {
         let req: KeyIdRequest = decode(body)?;
         self.modify(ctx, &req.key_id, touched, |kms, record| {
             match kms.effective_state(record) {
                 KeyState::Enabled | KeyState::Disabled => {
-                    record.state = KeyState::Enabled;
-                    Ok(())
-                }
-                state => Err(KmsError::InvalidState(format!(
-                    "{} is {state}",
-                    record.arn()
-                ))),
-            }
-        })
-        .await?;
-        Ok(b"{}".to_vec())
-    }
-
-    pub(super) async fn disable_key(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let req: KeyIdRequest = decode(body)?;
-        self.modify(ctx, &req.key_id, touched, |kms, record| {
-            match kms.effective_state(record) {
-                KeyState::Enabled | KeyState::Disabled => {
-                    record.state = KeyState::Disabled;
+                    record.state = if enabled {
+                        KeyState::Enabled
+                    } else {
+                        KeyState::Disabled
+                    };
                     Ok(())
                 }
                 state => Err(KmsError::InvalidState(format!(
