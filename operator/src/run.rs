@@ -129,6 +129,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Reconcile-everything triggers, fired when the test clock moves.
     let (key_tx, key_rx) = mpsc::unbounded::<()>();
     let (alias_tx, alias_rx) = mpsc::unbounded::<()>();
+    let (import_tx, import_rx) = mpsc::unbounded::<()>();
 
     // Signatures are checked against the wall clock, not the test clock: a client signs with
     // its own time, and moving the keys' clock forward must not make every request "expired".
@@ -158,13 +159,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
             clock: clock.clone(),
             kms: kms.clone(),
             ctx: ctx.clone(),
-            triggers: vec![key_tx.clone(), alias_tx.clone()],
+            triggers: vec![key_tx.clone(), alias_tx.clone(), import_tx.clone()],
         };
         tokio::spawn(crate::admin::serve(listener, admin))
     });
 
     let keys = tokio::spawn(run_key_controller(ctx.clone(), key_rx));
     let aliases = tokio::spawn(run_alias_controller(ctx.clone(), alias_rx));
+    let imports = tokio::spawn(crate::controller::import::run(ctx.clone(), import_rx));
 
     {
         use std::io::Write;
@@ -179,6 +181,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     api::serve(listener, state.clone(), None, shutdown_signal()).await?;
     keys.abort();
     aliases.abort();
+    imports.abort();
     due_work.abort();
     if let Some(w) = store_watch {
         w.abort();
@@ -186,7 +189,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(admin) = admin {
         admin.abort();
     }
-    drop((key_tx, alias_tx));
+    drop((key_tx, alias_tx, import_tx));
     let flushed = state.clone();
     let _ = tokio::task::spawn_blocking(move || flushed.audit.flush()).await;
     tracing::info!("stopped");

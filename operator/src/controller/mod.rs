@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 
 pub mod alias;
+pub mod import;
 pub mod key;
 
 /// The field manager of every status we write (server-side apply).
@@ -50,6 +51,10 @@ pub struct Metrics {
     pub key_failures: AtomicU64,
     pub alias_reconciles: AtomicU64,
     pub alias_failures: AtomicU64,
+    pub import_reconciles: AtomicU64,
+    pub import_failures: AtomicU64,
+    /// `kubekms_imported_material_expiry_seconds`, per Key.
+    pub import_expiry: import::ExpiryGauge,
 }
 
 impl Metrics {
@@ -60,6 +65,7 @@ impl Metrics {
         for (kind, c) in [
             ("Key", &self.key_reconciles),
             ("Alias", &self.alias_reconciles),
+            ("ImportedMaterial", &self.import_reconciles),
         ] {
             out.push_str(&format!(
                 "kubekms_operator_reconciles_total{{kind=\"{kind}\"}} {}\n",
@@ -67,12 +73,17 @@ impl Metrics {
             ));
         }
         out.push_str("# TYPE kubekms_operator_reconcile_failures_total counter\n");
-        for (kind, c) in [("Key", &self.key_failures), ("Alias", &self.alias_failures)] {
+        for (kind, c) in [
+            ("Key", &self.key_failures),
+            ("Alias", &self.alias_failures),
+            ("ImportedMaterial", &self.import_failures),
+        ] {
             out.push_str(&format!(
                 "kubekms_operator_reconcile_failures_total{{kind=\"{kind}\"}} {}\n",
                 c.load(Ordering::Relaxed)
             ));
         }
+        out.push_str(&self.import_expiry.render());
         out
     }
 }
