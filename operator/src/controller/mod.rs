@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 pub mod alias;
 pub mod import;
 pub mod key;
+pub mod policy;
 
 /// The field manager of every status we write (server-side apply).
 pub const FIELD_MANAGER: &str = "kubekms-operator";

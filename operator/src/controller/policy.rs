@@ -1,0 +1,673 @@
+//! The KeyPolicy controller: the statements of the KeyPolicies that cover a Key, shipped to that
+//! Key's engine key as its key policy (`PutKeyPolicy`). The engine stores and returns the
+//! document; enforcing it is the access-control issue's work, so the document is written in the
+//! AWS key-policy language that enforcement will read.
+//!
+//! # The document
+//!
+//! For each Key with an engine key, the document is rendered from every valid KeyPolicy of the
+//! namespace that covers the Key (by name in `keyRefs`, or `"*"`), policies in name order and
+//! their statements in order:
+//!
+//! ```json
+//! {"Version": "2012-10-17", "Id": "kubekms.io/keypolicy",
+//!  "Statement": [
+//!   {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
+//!    "Principal": {"AWS": "arn:aws:iam::<account>:root"}, "Action": "kms:*", "Resource": "*"},
+//!   {"Sid": "<policy>/<sid, or the statement's index>", "Effect": "Allow" | "Deny",
+//!    "Principal": {"AWS": ["<principal ARN>", ...]}, "Action": ["kms:Decrypt", ...],
+//!    "Resource": "<the key's ARN>",
+//!    "Condition": {"StringEquals": {"kms:EncryptionContext:<k>": "<v>"},
+//!                  "Null": {"kms:EncryptionContext:<k>": "false"}}}]}
+//! ```
+//!
+//! The first statement is the engine's default one (the account's principals, the operator
+//! among them, may manage the key): it is always kept, so no KeyPolicy can lock the operator out
+//! of the keys it manages. `encryptionContextEquals` becomes `StringEquals` on
+//! `kms:EncryptionContext:<key>`; `encryptionContextKeys` becomes `Null: "false"` on the same
+//! condition key (the pair must be present, any value), as AWS writes "must be present".
+//!
+//! # Kubernetes identities as principals
+//!
+//! All in the operator's account, under the `k8s/` path so they never collide with the
+//! principals of access keys:
+//!
+//! | KeyPolicy principal              | in the document                                              |
+//! |----------------------------------|--------------------------------------------------------------|
+//! | serviceAccounts `{ns, name}`     | `arn:aws:iam::<account>:role/k8s/system:serviceaccount:<ns>:<name>` |
+//! | users `<name>`                   | `arn:aws:iam::<account>:user/k8s/<name>`                     |
+//! | groups `<name>`                  | `arn:aws:iam::<account>:group/k8s/<name>`                    |
+//!
+//! A service account's segment is its Kubernetes user name, so an authenticated request (a
+//! TokenReview answer) maps to its principals without a lookup: the user name under `role/k8s/`
+//! when it is a service account and under `user/k8s/` otherwise, plus one `group/k8s/` principal
+//! per group.
+//!
+//! # When documents are written
+//!
+//! Every reconcile of a KeyPolicy re-renders every Key of its namespace, comparing with
+//! `GetKeyPolicy` and writing only what differs: that one path covers a new policy, a changed
+//! `keyRefs` (Keys no longer covered lose the statements), a deleted policy (its finalizer
+//! re-renders without it) and Keys created later (the Key watch wakes the policies covering
+//! them). A Key no KeyPolicy covers gets the engine's default document back, but only if its
+//! document is one this controller wrote (its `Id`): a policy put through the KMS API on an
+//! uncovered key is left alone. An invalid KeyPolicy (see `KeyPolicySpec::validate`) is reported
+//! in its Ready condition and contributes nothing. Reconciles run one at a time, so two of them
+//! never write a namespace's documents from different views of its policies.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use kube::api::ListParams;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, ResourceExt};
+use kubekms_crds::policy::ALL_KEYS;
+use kubekms_crds::{
+    condition as condition_type, Effect, Key, KeyPolicy, KeyPolicyStatus, KeyState, PolicyStatement,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{apply_status, backoff, condition, Context, MAX_REQUEUE};
+use crate::error::{Error, Result};
+
+pub const FINALIZER: &str = "kubekms.io/keypolicy";
+/// The `Id` of every document this controller renders: how it knows a document is its own.
+pub const DOCUMENT_ID: &str = "kubekms.io/keypolicy";
+/// The engine's default document's `Id` and first statement's `Sid`.
+pub const DEFAULT_DOCUMENT_ID: &str = "key-default-1";
+pub const DEFAULT_STATEMENT_SID: &str = "Enable IAM User Permissions";
+/// Key events (every status write) come in bursts; one re-render per burst is enough.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// Event and condition reasons: stable, so alerts and tests can match them.
+pub mod reason {
+    /// Ready: the documents of the covered Keys hold this policy.
+    pub const APPLIED: &str = "Applied";
+    /// Not Ready: `validate()` failed; the message lists the errors.
+    pub const INVALID: &str = "Invalid";
+    /// Event: key policies were rewritten.
+    pub const KEY_POLICIES_UPDATED: &str = "KeyPoliciesUpdated";
+    /// Event: the policy was deleted and the Keys it covered re-rendered without it.
+    pub const REMOVED: &str = "Removed";
+}
+
+/// The principal ARN of a service account.
+pub fn service_account_principal(account: &str, namespace: &str, name: &str) -> String {
+    format!("arn:aws:iam::{account}:role/k8s/system:serviceaccount:{namespace}:{name}")
+}
+
+/// The principal ARN of a Kubernetes user (not a service account).
+pub fn user_principal(account: &str, name: &str) -> String {
+    format!("arn:aws:iam::{account}:user/k8s/{name}")
+}
+
+/// The principal ARN of a Kubernetes group.
+pub fn group_principal(account: &str, name: &str) -> String {
+    format!("arn:aws:iam::{account}:group/k8s/{name}")
+}
+
+/// The engine's default statement, kept first in every rendered document.
+fn default_statement(account: &str) -> Value {
+    json!({
+        "Sid": DEFAULT_STATEMENT_SID,
+        "Effect": "Allow",
+        "Principal": { "AWS": format!("arn:aws:iam::{account}:root") },
+        "Action": "kms:*",
+        "Resource": "*"
+    })
+}
+
+/// The document the engine gives a new key (what a Key covered by no KeyPolicy goes back to).
+pub fn default_document(account: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Id": DEFAULT_DOCUMENT_ID,
+        "Statement": [default_statement(account)]
+    })
+}
+
+/// One KeyPolicy statement in the document.
+pub fn render_statement(
+    account: &str,
+    key_arn: &str,
+    policy: &str,
+    index: usize,
+    statement: &PolicyStatement,
+) -> Value {
+    let p = &statement.principals;
+    let principals: Vec<String> = p
+        .service_accounts
+        .iter()
+        .map(|sa| service_account_principal(account, &sa.namespace, &sa.name))
+        .chain(p.users.iter().map(|u| user_principal(account, u)))
+        .chain(p.groups.iter().map(|g| group_principal(account, g)))
+        .collect();
+    let sid = match &statement.sid {
+        Some(sid) => format!("{policy}/{sid}"),
+        None => format!("{policy}/{index}"),
+    };
+    let mut out = json!({
+        "Sid": sid,
+        "Effect": match statement.effect {
+            Effect::Allow => "Allow",
+            Effect::Deny => "Deny",
+        },
+        "Principal": { "AWS": principals },
+        "Action": statement.actions,
+        "Resource": key_arn,
+    });
+    if let Some(c) = statement.conditions.as_ref().filter(|c| !c.is_empty()) {
+        let mut conditions = serde_json::Map::new();
+        if !c.encryption_context_equals.is_empty() {
+            let equals: serde_json::Map<String, Value> = c
+                .encryption_context_equals
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        format!("kms:EncryptionContext:{k}"),
+                        Value::from(v.as_str()),
+                    )
+                })
+                .collect();
+            conditions.insert("StringEquals".into(), Value::Object(equals));
+        }
+        if !c.encryption_context_keys.is_empty() {
+            let present: serde_json::Map<String, Value> = c
+                .encryption_context_keys
+                .iter()
+                .map(|k| (format!("kms:EncryptionContext:{k}"), Value::from("false")))
+                .collect();
+            conditions.insert("Null".into(), Value::Object(present));
+        }
+        out["Condition"] = Value::Object(conditions);
+    }
+    out
+}
+
+/// The document for the key `key_arn` from the policies covering it (`(name, statements)`, in
+/// name order); `None` when no policy covers it.
+pub fn render_document(
+    account: &str,
+    key_arn: &str,
+    covering: &[(&str, &[PolicyStatement])],
+) -> Option<Value> {
+    if covering.is_empty() {
+        return None;
+    }
+    let mut statements = vec![default_statement(account)];
+    for (policy, list) in covering {
+        for (i, s) in list.iter().enumerate() {
+            statements.push(render_statement(account, key_arn, policy, i, s));
+        }
+    }
+    Some(json!({
+        "Version": "2012-10-17",
+        "Id": DOCUMENT_ID,
+        "Statement": statements
+    }))
+}
+
+/// Whether `document` (as GetKeyPolicy returned it) was rendered by this controller.
+pub fn is_rendered(document: &Value) -> bool {
+    document.get("Id").and_then(Value::as_str) == Some(DOCUMENT_ID)
+}
+
+/// What a Key's document should be, given what it is now: `Some` to write, `None` to leave.
+pub fn wanted(current: &Value, rendered: Option<Value>, account: &str) -> Option<Value> {
+    let want = match rendered {
+        Some(doc) => doc,
+        None if is_rendered(current) => default_document(account),
+        None => return None,
+    };
+    (want != *current).then_some(want)
+}
+
+/// The KeyPolicies the Key watch should wake: those in the Key's namespace that cover it.
+pub fn policies_covering(store: &Store<KeyPolicy>, key: &Key) -> Vec<ObjectRef<KeyPolicy>> {
+    let namespace = key.namespace();
+    let name = key.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|p| p.namespace() == namespace && p.spec.covers_key(&name))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until the process stops. `trigger` re-reconciles every KeyPolicy.
+pub async fn run(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
+    let policies: Api<KeyPolicy> = Api::all(ctx.client.clone());
+    let keys: Api<Key> = Api::all(ctx.client.clone());
+    let controller = Controller::new(policies, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(1)
+                .debounce(DEBOUNCE),
+        )
+        .watches(
+            keys,
+            watcher::Config::default().any_semantic(),
+            move |k: Key| policies_covering(&store, &k),
+        )
+        .reconcile_all_on(trigger)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "KeyPolicy controller");
+            }
+        })
+        .await;
+}
+
+pub async fn reconcile(policy: Arc<KeyPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = policy
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("a KeyPolicy must be namespaced".into()))?;
+    let api: Api<KeyPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, policy.clone(), |event| async {
+        match event {
+            Finalizer::Apply(policy) => apply(&policy, &api, &ctx).await,
+            Finalizer::Cleanup(policy) => cleanup(&policy, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = match result {
+        Err(e) if e.is_finalizer_of_gone_object() => Ok(Action::await_change()),
+        other => other,
+    };
+    if let Err(e) = &result {
+        ctx.event(&*policy, EventType::Warning, e.reason(), e.chain())
+            .await;
+        if !matches!(e, Error::Kube(_)) {
+            let _ = write_status(&api, &policy, &ctx, false, e.reason(), &e.chain()).await;
+        }
+    }
+    result
+}
+
+pub fn error_policy(policy: Arc<KeyPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(policy = %policy.name_any(), namespace = ?policy.namespace(), error = %error.chain(), "reconcile failed");
+    backoff(error)
+}
+
+async fn write_status(
+    api: &Api<KeyPolicy>,
+    policy: &KeyPolicy,
+    ctx: &Context,
+    ready: bool,
+    why: &str,
+    message: &str,
+) -> Result<()> {
+    let previous = policy.status.as_ref();
+    let status = KeyPolicyStatus {
+        conditions: vec![condition(
+            previous
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default(),
+            condition_type::READY,
+            ready,
+            why,
+            message,
+            policy.metadata.generation,
+            ctx.now(),
+        )],
+        observed_generation: policy.metadata.generation,
+    };
+    if previous != Some(&status) {
+        let value = serde_json::to_value(&status).map_err(|source| Error::Decode {
+            op: "status",
+            source,
+        })?;
+        apply_status(api, policy, value).await?;
+    }
+    Ok(())
+}
+
+async fn apply(policy: &KeyPolicy, api: &Api<KeyPolicy>, ctx: &Context) -> Result<Action> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let synced = sync_namespace(ctx, &namespace).await?;
+    if let Err(errors) = policy.spec.validate() {
+        let message = errors.join("; ");
+        // Once per generation, not on every periodic look.
+        let reported = policy.status.as_ref().is_some_and(|s| {
+            s.observed_generation == policy.metadata.generation
+                && s.conditions.iter().any(|c| c.reason == reason::INVALID)
+        });
+        if !reported {
+            ctx.event(policy, EventType::Warning, reason::INVALID, message.clone())
+                .await;
+        }
+        write_status(api, policy, ctx, false, reason::INVALID, &message).await?;
+        return Ok(Action::await_change());
+    }
+    let name = policy.name_any();
+    let updated: Vec<&str> = synced
+        .updated
+        .iter()
+        .filter(|k| policy.spec.covers_key(k) || synced.uncovered.contains(k))
+        .map(String::as_str)
+        .collect();
+    if !updated.is_empty() {
+        ctx.event(
+            policy,
+            EventType::Normal,
+            reason::KEY_POLICIES_UPDATED,
+            format!(
+                "wrote the key policy of {} Key(s): {}",
+                updated.len(),
+                updated.join(", ")
+            ),
+        )
+        .await;
+    }
+    let count = synced.covered.get(&name).copied().unwrap_or(0);
+    let message = if policy.spec.key_refs.iter().any(|r| r == ALL_KEYS) {
+        format!("applies to {count} Key(s): every Key of the namespace with an engine key")
+    } else {
+        let waiting = policy.spec.key_refs.len().saturating_sub(count);
+        if waiting == 0 {
+            format!("applies to {count} Key(s)")
+        } else {
+            format!(
+                "applies to {count} Key(s); {waiting} named Key(s) do not exist or have no \
+                 engine key yet"
+            )
+        }
+    };
+    write_status(api, policy, ctx, true, reason::APPLIED, &message).await?;
+    Ok(Action::requeue(MAX_REQUEUE))
+}
+
+async fn cleanup(policy: &KeyPolicy, ctx: &Context) -> Result<Action> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let synced = sync_namespace(ctx, &namespace).await?;
+    let touched: Vec<&str> = synced
+        .updated
+        .iter()
+        .filter(|k| policy.spec.covers_key(k))
+        .map(String::as_str)
+        .collect();
+    ctx.event(
+        policy,
+        EventType::Normal,
+        reason::REMOVED,
+        format!(
+            "removed from the key policy of {} Key(s){}",
+            touched.len(),
+            if touched.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", touched.join(", "))
+            }
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetKeyPolicyOut {
+    policy: String,
+}
+
+/// What one pass over a namespace did.
+#[derive(Default)]
+struct Synced {
+    /// Keys whose document was written.
+    updated: Vec<String>,
+    /// Keys written back to the default document.
+    uncovered: Vec<String>,
+    /// Per policy name: how many Keys with an engine key it covers.
+    covered: BTreeMap<String, usize>,
+}
+
+/// Brings the document of every Key in `namespace` in line with the namespace's live, valid
+/// KeyPolicies (those being deleted are left out).
+async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
+    let policies: Api<KeyPolicy> = Api::namespaced(ctx.client.clone(), namespace);
+    let keys: Api<Key> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut live: Vec<KeyPolicy> = policies
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && p.spec.validate().is_ok())
+        .collect();
+    live.sort_by_key(|p| p.name_any());
+    let account = ctx.request.scope.account.clone();
+    let mut out = Synced::default();
+    for key in keys.list(&ListParams::default()).await?.items {
+        let status = key.status.as_ref();
+        let (Some(key_id), Some(arn)) = (
+            status.and_then(|s| s.key_id.clone()),
+            status.and_then(|s| s.arn.clone()),
+        ) else {
+            continue;
+        };
+        // The engine refuses changes to a key pending deletion; a Key applied again catches
+        // up through the Key watch.
+        if key.metadata.deletion_timestamp.is_some()
+            || status.and_then(|s| s.state) == Some(KeyState::PendingDeletion)
+        {
+            continue;
+        }
+        let name = key.name_any();
+        let covering: Vec<(&str, &[PolicyStatement])> = live
+            .iter()
+            .filter(|p| p.spec.covers_key(&name))
+            .map(|p| {
+                (
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                    p.spec.statements.as_slice(),
+                )
+            })
+            .collect();
+        for (policy, _) in &covering {
+            *out.covered.entry((*policy).to_owned()).or_default() += 1;
+        }
+        let rendered = render_document(&account, &arn, &covering);
+        let current = match ctx
+            .call::<GetKeyPolicyOut>("GetKeyPolicy", json!({ "KeyId": key_id }))
+            .await
+        {
+            Ok(out) => serde_json::from_str::<Value>(&out.policy).unwrap_or(Value::Null),
+            // Destroyed at the end of its window; the Key controller reports that.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let uncovered = rendered.is_none();
+        let Some(want) = wanted(&current, rendered, &account) else {
+            continue;
+        };
+        let document = serde_json::to_string(&want).map_err(|source| Error::Decode {
+            op: "PutKeyPolicy",
+            source,
+        })?;
+        let put = ctx
+            .call::<Value>(
+                "PutKeyPolicy",
+                json!({ "KeyId": key_id, "PolicyName": "default", "Policy": document }),
+            )
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() || e.aws_type() == Some("KMSInvalidStateException") => {
+                continue
+            }
+            Err(e) => return Err(e),
+        }
+        tracing::info!(key = %name, namespace, arn = %arn, "key policy written");
+        if uncovered {
+            out.uncovered.push(name.clone());
+        }
+        out.updated.push(name);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubekms_crds::{KeyPolicySpec, Principals, ServiceAccountReference, StatementConditions};
+
+    const ACCOUNT: &str = "111122223333";
+    const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn statement() -> PolicyStatement {
+        PolicyStatement {
+            sid: Some("AppUse".into()),
+            effect: Effect::Allow,
+            principals: Principals {
+                service_accounts: vec![ServiceAccountReference {
+                    namespace: "shop".into(),
+                    name: "orders".into(),
+                }],
+                users: vec!["alice@example.com".into()],
+                groups: vec!["system:authenticated".into()],
+            },
+            actions: vec!["kms:Encrypt".into(), "kms:GenerateDataKey*".into()],
+            conditions: Some(StatementConditions {
+                encryption_context_equals: [("app".to_owned(), "orders".to_owned())].into(),
+                encryption_context_keys: vec!["tenant".into()],
+            }),
+        }
+    }
+
+    #[test]
+    fn statements_render_in_the_aws_policy_language() {
+        let s = statement();
+        let out = render_statement(ACCOUNT, ARN, "orders-use", 0, &s);
+        assert_eq!(out["Sid"], "orders-use/AppUse");
+        assert_eq!(out["Effect"], "Allow");
+        assert_eq!(
+            out["Principal"]["AWS"],
+            json!([
+                "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:orders",
+                "arn:aws:iam::111122223333:user/k8s/alice@example.com",
+                "arn:aws:iam::111122223333:group/k8s/system:authenticated",
+            ])
+        );
+        assert_eq!(
+            out["Action"],
+            json!(["kms:Encrypt", "kms:GenerateDataKey*"])
+        );
+        assert_eq!(out["Resource"], ARN);
+        assert_eq!(
+            out["Condition"]["StringEquals"]["kms:EncryptionContext:app"],
+            "orders"
+        );
+        assert_eq!(
+            out["Condition"]["Null"]["kms:EncryptionContext:tenant"],
+            "false"
+        );
+
+        let mut deny = statement();
+        deny.sid = None;
+        deny.effect = Effect::Deny;
+        deny.conditions = None;
+        let out = render_statement(ACCOUNT, ARN, "p", 3, &deny);
+        assert_eq!(out["Sid"], "p/3");
+        assert_eq!(out["Effect"], "Deny");
+        assert!(out.get("Condition").is_none());
+    }
+
+    #[test]
+    fn documents_keep_the_default_statement_first_and_policies_in_order() {
+        assert_eq!(render_document(ACCOUNT, ARN, &[]), None);
+        let a = [statement()];
+        let mut second = statement();
+        second.sid = Some("Other".into());
+        let b = [statement(), second];
+        let doc = render_document(ACCOUNT, ARN, &[("a", &a), ("b", &b)]).unwrap();
+        assert_eq!(doc["Version"], "2012-10-17");
+        assert!(is_rendered(&doc));
+        let statements = doc["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 4);
+        assert_eq!(statements[0], default_document(ACCOUNT)["Statement"][0]);
+        assert_eq!(
+            statements[0]["Principal"]["AWS"],
+            "arn:aws:iam::111122223333:root"
+        );
+        let sids: Vec<&str> = statements[1..]
+            .iter()
+            .map(|s| s["Sid"].as_str().unwrap())
+            .collect();
+        assert_eq!(sids, ["a/AppUse", "b/AppUse", "b/Other"]);
+    }
+
+    #[test]
+    fn only_changes_and_own_documents_are_written() {
+        let default = default_document(ACCOUNT);
+        assert!(!is_rendered(&default));
+        let a = [statement()];
+        let doc = render_document(ACCOUNT, ARN, &[("a", &a)]).unwrap();
+        // Covered: written when it differs, not when it is already there.
+        assert_eq!(
+            wanted(&default, Some(doc.clone()), ACCOUNT),
+            Some(doc.clone())
+        );
+        assert_eq!(wanted(&doc, Some(doc.clone()), ACCOUNT), None);
+        // No longer covered: ours goes back to the default; someone else's stays.
+        assert_eq!(wanted(&doc, None, ACCOUNT), Some(default.clone()));
+        assert_eq!(wanted(&default, None, ACCOUNT), None);
+        let foreign = json!({"Version": "2012-10-17", "Statement": []});
+        assert_eq!(wanted(&foreign, None, ACCOUNT), None);
+    }
+
+    #[test]
+    fn default_document_is_the_engines() {
+        // The engine's default, as GetKeyPolicy returns it for a new key.
+        let engine: Value = serde_json::from_str(
+            r#"{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(default_document(ACCOUNT), engine);
+    }
+
+    #[test]
+    fn the_key_watch_wakes_covering_policies_only() {
+        use kube::runtime::reflector::store::Writer;
+        use kubekms_crds::KeySpec;
+
+        let policy = |ns: &str, name: &str, refs: &[&str]| {
+            let mut p = KeyPolicy::new(
+                name,
+                KeyPolicySpec {
+                    key_refs: refs.iter().map(|r| (*r).to_owned()).collect(),
+                    statements: vec![statement()],
+                },
+            );
+            p.metadata.namespace = Some(ns.into());
+            p
+        };
+        let mut writer = Writer::<KeyPolicy>::default();
+        for p in [
+            policy("shop", "all", &["*"]),
+            policy("shop", "named", &["orders", "billing"]),
+            policy("shop", "other", &["billing"]),
+            policy("elsewhere", "all", &["*"]),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(p));
+        }
+        let mut key = Key::new("orders", KeySpec::default());
+        key.metadata.namespace = Some("shop".into());
+        let mut woken: Vec<String> = policies_covering(&writer.as_reader(), &key)
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        woken.sort();
+        assert_eq!(woken, ["shop/all", "shop/named"]);
+    }
+}
