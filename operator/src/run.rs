@@ -130,6 +130,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let (key_tx, key_rx) = mpsc::unbounded::<()>();
     let (alias_tx, alias_rx) = mpsc::unbounded::<()>();
     let (import_tx, import_rx) = mpsc::unbounded::<()>();
+    let (policy_tx, policy_rx) = mpsc::unbounded::<()>();
 
     // Signatures are checked against the wall clock, not the test clock: a client signs with
     // its own time, and moving the keys' clock forward must not make every request "expired".
@@ -159,7 +160,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             clock: clock.clone(),
             kms: kms.clone(),
             ctx: ctx.clone(),
-            triggers: vec![key_tx.clone(), alias_tx.clone(), import_tx.clone()],
+            triggers: vec![
+                key_tx.clone(),
+                alias_tx.clone(),
+                policy_tx.clone(),
+                import_tx.clone(),
+            ],
         };
         tokio::spawn(crate::admin::serve(listener, admin))
     });
@@ -167,6 +173,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let keys = tokio::spawn(run_key_controller(ctx.clone(), key_rx));
     let aliases = tokio::spawn(run_alias_controller(ctx.clone(), alias_rx));
     let imports = tokio::spawn(crate::controller::import::run(ctx.clone(), import_rx));
+    let policies = tokio::spawn(crate::controller::policy::run(ctx.clone(), policy_rx));
 
     {
         use std::io::Write;
@@ -182,6 +189,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     keys.abort();
     aliases.abort();
     imports.abort();
+    policies.abort();
     due_work.abort();
     if let Some(w) = store_watch {
         w.abort();
@@ -189,7 +197,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if let Some(admin) = admin {
         admin.abort();
     }
-    drop((key_tx, alias_tx, import_tx));
+    drop((key_tx, alias_tx, policy_tx, import_tx));
     let flushed = state.clone();
     let _ = tokio::task::spawn_blocking(move || flushed.audit.flush()).await;
     tracing::info!("stopped");
@@ -199,6 +207,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 async fn run_key_controller(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
     let keys: Api<Key> = Api::all(ctx.client.clone());
     Controller::new(keys, watcher::Config::default().any_semantic())
+        .with_config(key::controller_config())
         .reconcile_all_on(trigger)
         .run(key::reconcile, key::error_policy, ctx)
         .for_each(|result| async move {

@@ -38,6 +38,18 @@ pub const TAG_NAME: &str = "kubekms.io/name";
 pub const TAG_UID: &str = "kubekms.io/uid";
 /// A key waiting for imported material is looked at this often.
 const PENDING_IMPORT_REQUEUE: Duration = Duration::from_secs(10);
+/// Key reconciles in flight at once. The engine serialises its store writes, so beyond a few
+/// more buys nothing for a wave of new or due Keys, while each reconcile in flight holds its
+/// object, futures and responses: unbounded, a wave of 10,000 Keys holds 10,000 at once (and
+/// the engine's fair writer lock makes every Key wait for all the others' first write before
+/// its second, so none is Ready until nearly all are). Enough stay in flight to overlap the
+/// API calls (status, events) of some with the engine writes of others.
+pub const CONCURRENCY: u16 = 32;
+
+/// The Key controller's settings.
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
+}
 
 /// Event and condition reasons: stable, so alerts and tests can match them.
 pub mod reason {
@@ -490,8 +502,10 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    // The engine key: recorded, adopted, or created — and its id written to status before
-    // anything else can fail, so a retry never makes a second key.
+    // The engine key: recorded, adopted, or created. A created key is in the key index at
+    // once, so a retry adopts it rather than making a second key.
+    // Set when the Created event already announced the rotation this reconcile enables.
+    let mut just_created_rotation = false;
     let mut md = match previous.and_then(|s| s.key_id.clone()) {
         Some(id) => match describe(ctx, &id).await {
             Ok(md) => md,
@@ -557,18 +571,31 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
                         )
                         .await?;
                     let md = out.key_metadata;
+                    // From here a retry finds the key in the index and adopts it, so the id
+                    // need not reach status before the rest of this reconcile: one status
+                    // write per new Key instead of two (the API server is what bounds a
+                    // wave of new Keys).
                     ctx.key_index.insert(&namespace, &name, &md.key_id).await;
+                    let rotation = match spec.rotation.as_ref().filter(|r| r.enabled) {
+                        Some(r) if rotatable(spec) => {
+                            just_created_rotation = true;
+                            format!(", rotating every {} days", r.period_days)
+                        }
+                        _ => String::new(),
+                    };
                     ctx.event(
                         key,
                         EventType::Normal,
                         reason::CREATED,
-                        format!("created engine key {} ({})", md.arn, spec.key_spec),
+                        format!(
+                            "created engine key {} ({}){rotation}",
+                            md.arn, spec.key_spec
+                        ),
                     )
                     .await;
                     md
                 }
             };
-            apply_status(api, key, json!({ "keyId": md.key_id, "arn": md.arn })).await?;
             md
         }
     };
@@ -704,13 +731,16 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
                     json!({ "KeyId": key_id, "RotationPeriodInDays": r.period_days }),
                 )
                 .await?;
-                ctx.event(
-                    key,
-                    EventType::Normal,
-                    reason::ROTATION_ENABLED,
-                    format!("{} rotates every {} days", md.arn, r.period_days),
-                )
-                .await;
+                // A new key's Created event said so already: one event write fewer per Key.
+                if !just_created_rotation {
+                    ctx.event(
+                        key,
+                        EventType::Normal,
+                        reason::ROTATION_ENABLED,
+                        format!("{} rotates every {} days", md.arn, r.period_days),
+                    )
+                    .await;
+                }
             }
             None if rs.key_rotation_enabled => {
                 ctx.call::<serde_json::Value>("DisableKeyRotation", json!({ "KeyId": key_id }))
