@@ -1,0 +1,823 @@
+//! `kubekms-scale-bench`: the operator at scale, on the local control plane.
+//!
+//! For each key count N (default 1,000 then 10,000; `--keys N` repeats; `--quick` is 200): a
+//! fresh control plane in its own directory, the CRDs, the release operator (cluster store,
+//! `--test-clock`), then N Key manifests (SYMMETRIC_DEFAULT, rotation every 90 days) applied by
+//! server-side apply from concurrent tasks. It measures, from a watch on the Keys:
+//!
+//! - the time from the first apply until every Key is Ready (observedGeneration current);
+//! - the operator's peak RSS (VmHWM in `/proc/PID/status`);
+//! - after moving the test clock 91 days on, the time until every Key's status shows key
+//!   material version 2 (the whole wave falls due at once).
+//!
+//! and, per phase, the CPU seconds of the operator, kube-apiserver and etcd (from `/proc`), so
+//! a missed target says where the time went. Prints one table with the issue's targets beside.
+//!
+//! `cargo run --release -p kubekms-e2e --bin kubekms-scale-bench -- [--keys N]... [--quick]
+//! [--apply-concurrency C] [--timeout SECS] [--operator-bin PATH] [--keep]`
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::Api;
+use kubekms_crds::Key;
+use kubekms_e2e::repo_root;
+
+const TARGET_KEYS: usize = 10_000;
+const TARGET_READY: Duration = Duration::from_secs(60);
+const TARGET_RSS_MB: f64 = 150.0;
+const TARGET_ROTATION: Duration = Duration::from_secs(60);
+const KEY_NAMESPACE: &str = "bench";
+const OPERATOR_NAMESPACE: &str = "kubekms";
+const ACCOUNT: &str = "111122223333";
+const DAY_MS: u64 = 86_400_000;
+
+struct Options {
+    keys: Vec<usize>,
+    apply_concurrency: usize,
+    timeout: Duration,
+    operator_bin: Option<PathBuf>,
+    keep: bool,
+}
+
+fn parse_args() -> Result<Options> {
+    let mut opts = Options {
+        keys: Vec::new(),
+        apply_concurrency: 32,
+        timeout: Duration::from_secs(900),
+        operator_bin: None,
+        keep: false,
+    };
+    let mut quick = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        match arg.as_str() {
+            "--keys" => opts
+                .keys
+                .push(value("--keys")?.parse().context("--keys N")?),
+            "--quick" => quick = true,
+            "--apply-concurrency" => {
+                opts.apply_concurrency = value("--apply-concurrency")?
+                    .parse()
+                    .context("--apply-concurrency C")?;
+            }
+            "--timeout" => {
+                opts.timeout =
+                    Duration::from_secs(value("--timeout")?.parse().context("--timeout SECS")?);
+            }
+            "--operator-bin" => opts.operator_bin = Some(value("--operator-bin")?.into()),
+            "--keep" => opts.keep = true,
+            "-h" | "--help" => {
+                println!(
+                    "kubekms-scale-bench [--keys N]... [--quick] [--apply-concurrency C] \
+                     [--timeout SECS] [--operator-bin PATH] [--keep]\n\
+                     Default: --keys 1000 --keys 10000; --quick: 200 keys."
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if opts.keys.is_empty() {
+        opts.keys = if quick {
+            vec![200]
+        } else {
+            vec![1_000, TARGET_KEYS]
+        };
+    }
+    if opts.apply_concurrency == 0 || opts.keys.contains(&0) {
+        bail!("--keys and --apply-concurrency must be positive");
+    }
+    Ok(opts)
+}
+
+/// What one run measured.
+#[derive(Default)]
+struct Figures {
+    keys: usize,
+    apply: Option<Duration>,
+    ready: Option<Duration>,
+    ready_count: usize,
+    rss_ready_mb: f64,
+    rss_peak_mb: f64,
+    due_work: Option<Duration>,
+    rotated: Option<Duration>,
+    rotated_count: usize,
+    over_rotated: usize,
+    reconciles_ready: u64,
+    reconciles_rotation: u64,
+    cpu_ready: Cpu,
+    cpu_rotation: Cpu,
+}
+
+/// CPU seconds spent in a phase.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    operator: f64,
+    apiserver: f64,
+    etcd: f64,
+    bench: f64,
+    wall: f64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let opts = parse_args()?;
+    let operator_bin = match &opts.operator_bin {
+        Some(p) => p.clone(),
+        None => build_operator()?,
+    };
+    eprintln!("operator: {}", operator_bin.display());
+    let base = PathBuf::from(format!("/tmp/kubekms-scale-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let mut results = Vec::new();
+    for &n in &opts.keys {
+        let dir = base.join(format!("n{n}"));
+        std::fs::create_dir_all(&dir)?;
+        eprintln!("== {n} keys (control plane in {})", dir.display());
+        let cp = ControlPlane::start(&dir)?;
+        let figures = run_one(&cp, &operator_bin, n, &opts).await;
+        cp.stop();
+        match figures {
+            Ok(f) => results.push(f),
+            Err(e) => {
+                print_table(&results);
+                return Err(e.context(format!("the run with {n} keys (logs in {})", dir.display())));
+            }
+        }
+    }
+    print_table(&results);
+    if !opts.keep {
+        let _ = std::fs::remove_dir_all(&base);
+    } else {
+        eprintln!("kept {}", base.display());
+    }
+    Ok(())
+}
+
+async fn run_one(
+    cp: &ControlPlane,
+    operator_bin: &Path,
+    n: usize,
+    opts: &Options,
+) -> Result<Figures> {
+    let client = cp.client().await?;
+    for ns in [OPERATOR_NAMESPACE, KEY_NAMESPACE] {
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let mut obj = k8s_openapi::api::core::v1::Namespace::default();
+        obj.metadata.name = Some(ns.into());
+        namespaces.create(&PostParams::default(), &obj).await?;
+    }
+    let mut operator = OperatorProcess::start(cp, operator_bin)?;
+    let pid = operator.pid();
+    let mut figures = Figures {
+        keys: n,
+        ..Figures::default()
+    };
+
+    let keys: Api<Key> = Api::namespaced(client.clone(), KEY_NAMESPACE);
+    let seen = Arc::new(Mutex::new(HashMap::<String, (bool, i32)>::new()));
+    let watch = tokio::spawn(watch_keys(keys.clone(), seen.clone()));
+    let count = |min_version: i32| {
+        let seen = seen.lock().map_err(|_| anyhow!("watch state poisoned"))?;
+        Ok::<_, anyhow::Error>(
+            seen.values()
+                .filter(|(ready, v)| *ready && *v >= min_version)
+                .count(),
+        )
+    };
+
+    // Apply.
+    let procs = cp.pids(pid);
+    let cpu0 = cpu_sample(&procs);
+    let started = Instant::now();
+    let params = PatchParams::apply("kubekms-scale-bench").force();
+    let applied: Vec<Result<()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let keys = keys.clone();
+            let params = params.clone();
+            async move {
+                let name = format!("bench-{i:05}");
+                let manifest = serde_json::json!({
+                    "apiVersion": "kubekms.io/v1alpha1",
+                    "kind": "Key",
+                    "metadata": { "name": name },
+                    "spec": {
+                        "keySpec": "SYMMETRIC_DEFAULT",
+                        "rotation": { "enabled": true, "periodDays": 90 },
+                    },
+                });
+                keys.patch(&name, &params, &Patch::Apply(&manifest))
+                    .await
+                    .map(|_| ())
+                    .with_context(|| format!("applying Key {name}"))
+            }
+        })
+        .buffer_unordered(opts.apply_concurrency)
+        .collect()
+        .await;
+    applied.into_iter().collect::<Result<Vec<()>>>()?;
+    figures.apply = Some(started.elapsed());
+    eprintln!(
+        "  applied {n} Keys in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Ready.
+    let mut last_report = Instant::now();
+    loop {
+        let ready = count(1)?;
+        figures.ready_count = ready;
+        if ready >= n {
+            figures.ready = Some(started.elapsed());
+            break;
+        }
+        if !operator.is_running() {
+            bail!("the operator died; log: {}", operator.log.display());
+        }
+        if started.elapsed() > opts.timeout {
+            eprintln!("  timed out: {ready}/{n} Ready");
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  {ready}/{n} Ready after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    figures.cpu_ready = cpu_sample(&procs).since(&cpu0);
+    figures.rss_ready_mb = vm_hwm_mb(pid)?;
+    figures.reconciles_ready = operator.key_reconciles().await.unwrap_or(0);
+    eprintln!(
+        "  {}/{n} Ready after {:.1} s; operator VmHWM {:.1} MB",
+        figures.ready_count,
+        started.elapsed().as_secs_f64(),
+        figures.rss_ready_mb
+    );
+
+    // The rotation wave: every key falls due at the same moment.
+    if figures.ready.is_some() {
+        let cpu1 = cpu_sample(&procs);
+        let started = Instant::now();
+        let admin = operator.admin.clone();
+        let advance = tokio::spawn(async move {
+            let r = http_post(&admin, "/admin/clock/advance", &(91 * DAY_MS).to_string()).await;
+            (r, started.elapsed())
+        });
+        let mut advance = Some(advance);
+        let mut last_report = Instant::now();
+        loop {
+            if advance.as_ref().is_some_and(|a| a.is_finished()) {
+                if let Some(a) = advance.take() {
+                    let (result, took) = a.await.context("the clock task")?;
+                    let (status, body) = result.context("POST /admin/clock/advance")?;
+                    if status != 200 {
+                        bail!("POST /admin/clock/advance answered {status}: {body}");
+                    }
+                    figures.due_work = Some(took);
+                    eprintln!(
+                        "  clock advanced; due work done in {:.1} s",
+                        took.as_secs_f64()
+                    );
+                }
+            }
+            let rotated = count(2)?;
+            figures.rotated_count = rotated;
+            if rotated >= n {
+                figures.rotated = Some(started.elapsed());
+                break;
+            }
+            if !operator.is_running() {
+                bail!("the operator died; log: {}", operator.log.display());
+            }
+            if started.elapsed() > opts.timeout {
+                eprintln!("  timed out: {rotated}/{n} rotated");
+                break;
+            }
+            if last_report.elapsed() > Duration::from_secs(10) {
+                eprintln!(
+                    "  {rotated}/{n} rotated after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        figures.cpu_rotation = cpu_sample(&procs).since(&cpu1);
+        figures.over_rotated = seen
+            .lock()
+            .map_err(|_| anyhow!("watch state poisoned"))?
+            .values()
+            .filter(|(_, v)| *v > 2)
+            .count();
+        figures.reconciles_rotation = operator
+            .key_reconciles()
+            .await
+            .unwrap_or(0)
+            .saturating_sub(figures.reconciles_ready);
+        if let Some(a) = advance {
+            if let Ok((_, took)) = a.await {
+                figures.due_work = Some(took);
+            }
+        }
+        eprintln!(
+            "  {}/{n} rotated after {:.1} s",
+            figures.rotated_count,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    figures.rss_peak_mb = vm_hwm_mb(pid)?;
+    watch.abort();
+    operator.kill();
+    Ok(figures)
+}
+
+/// Keeps `seen` (name → (Ready for the current generation, current key version)) in step with
+/// the cluster.
+async fn watch_keys(keys: Api<Key>, seen: Arc<Mutex<HashMap<String, (bool, i32)>>>) {
+    let stream = watcher(keys, watcher::Config::default().any_semantic());
+    futures::pin_mut!(stream);
+    loop {
+        let event = match stream.try_next().await {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(e) => {
+                eprintln!("  (watch: {e}; retrying)");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let Ok(mut seen) = seen.lock() else { return };
+        match event {
+            watcher::Event::Apply(k) | watcher::Event::InitApply(k) => {
+                let ready = k.status.as_ref().is_some_and(|s| {
+                    s.observed_generation == k.metadata.generation
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+                let version = k
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_key_version)
+                    .unwrap_or(0);
+                seen.insert(k.metadata.name.unwrap_or_default(), (ready, version));
+            }
+            watcher::Event::Delete(k) => {
+                seen.remove(k.metadata.name.as_deref().unwrap_or_default());
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+}
+
+fn mb(kb: f64) -> f64 {
+    kb / 1024.0
+}
+
+fn vm_hwm_mb(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(mb(kb))
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on; `getconf` says so without unsafe.
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+struct Pids {
+    operator: u32,
+    apiserver: Option<u32>,
+    etcd: Option<u32>,
+}
+
+fn cpu_sample(p: &Pids) -> Cpu {
+    Cpu {
+        operator: cpu_seconds(p.operator),
+        apiserver: p.apiserver.map_or(0.0, cpu_seconds),
+        etcd: p.etcd.map_or(0.0, cpu_seconds),
+        bench: cpu_seconds(std::process::id()),
+        wall: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    }
+}
+
+impl Cpu {
+    fn since(&self, earlier: &Cpu) -> Cpu {
+        Cpu {
+            operator: self.operator - earlier.operator,
+            apiserver: self.apiserver - earlier.apiserver,
+            etcd: self.etcd - earlier.etcd,
+            bench: self.bench - earlier.bench,
+            wall: self.wall - earlier.wall,
+        }
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "{:.0}/{:.0}/{:.0}/{:.0} of {:.0}",
+            self.operator, self.apiserver, self.etcd, self.bench, self.wall
+        )
+    }
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "not reached".to_owned(),
+        |d| format!("{:.1}", d.as_secs_f64()),
+    )
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn print_table(results: &[Figures]) {
+    if results.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "| keys | apply s | all Ready s | Ready target | peak RSS MB (at Ready) | RSS target | \
+         due work s | all rotated s | rotation target | >v2 | Key reconciles ready/rotation | \
+         CPU s ready: op/apiserver/etcd/bench of wall | CPU s rotation |"
+    );
+    println!("|---:|---:|---:|---|---:|---|---:|---:|---|---:|---:|---|---|");
+    for f in results {
+        let at_target = f.keys >= TARGET_KEYS;
+        let target = |limit: String, met: bool| {
+            if at_target {
+                format!("{limit} ({})", verdict(met))
+            } else {
+                format!("{limit} at 10,000")
+            }
+        };
+        let ready_met = f.ready.is_some_and(|d| d <= TARGET_READY);
+        let rotation_met = f.rotated.is_some_and(|d| d <= TARGET_ROTATION);
+        println!(
+            "| {} | {} | {}{} | {} | {:.1} ({:.1}) | {} | {} | {}{} | {} | {} | {}/{} | {} | {} |",
+            f.keys,
+            secs(f.apply),
+            secs(f.ready),
+            if f.ready.is_none() {
+                format!(" ({}/{})", f.ready_count, f.keys)
+            } else {
+                String::new()
+            },
+            target(format!("≤ {} s", TARGET_READY.as_secs()), ready_met),
+            f.rss_peak_mb,
+            f.rss_ready_mb,
+            target(
+                format!("≤ {TARGET_RSS_MB:.0} MB"),
+                f.rss_peak_mb <= TARGET_RSS_MB
+            ),
+            secs(f.due_work),
+            secs(f.rotated),
+            if f.rotated.is_none() {
+                format!(" ({}/{})", f.rotated_count, f.keys)
+            } else {
+                String::new()
+            },
+            target(format!("≤ {} s", TARGET_ROTATION.as_secs()), rotation_met),
+            f.over_rotated,
+            f.reconciles_ready,
+            f.reconciles_rotation,
+            f.cpu_ready.show(),
+            f.cpu_rotation.show(),
+        );
+    }
+}
+
+/// `cargo build --release -p kubekms-operator` into the target directory this binary lives in.
+fn build_operator() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let target_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected binary path {}", exe.display()))?;
+    eprintln!("building the release operator (cargo build --release -p kubekms-operator)...");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "kubekms-operator",
+            "--bin",
+            "kubekms-operator",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release -p kubekms-operator failed ({status})");
+    }
+    let binary = target_dir.join("release").join("kubekms-operator");
+    if !binary.is_file() {
+        bail!("{} is missing after the build", binary.display());
+    }
+    Ok(binary)
+}
+
+/// A control plane of our own, in `dir`.
+struct ControlPlane {
+    dir: PathBuf,
+    script: PathBuf,
+}
+
+impl ControlPlane {
+    fn start(dir: &Path) -> Result<Self> {
+        let cp = Self {
+            dir: dir.to_path_buf(),
+            script: repo_root().join("e2e/scripts/control-plane.sh"),
+        };
+        let out = Command::new(&cp.script)
+            .arg("start")
+            .arg(dir)
+            .env_remove("KUBEKMS_CP_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .context("running e2e/scripts/control-plane.sh")?;
+        if !out.status.success() {
+            cp.stop();
+            bail!(
+                "control-plane.sh start failed ({}); was `make setup` run?\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let crds = repo_root().join("crds/kubekms.io.yaml");
+        cp.kubectl(&["apply", "-f", &crds.to_string_lossy()])?;
+        cp.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/keys.kubekms.io",
+            "crd/aliases.kubekms.io",
+            "crd/keypolicies.kubekms.io",
+            "crd/importedmaterials.kubekms.io",
+        ])?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cp
+            .kubectl(&["get", "keys.kubekms.io", "-A", "-o", "name"])
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("the Key kind never became discoverable");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(cp)
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    async fn client(&self) -> Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    fn pid_of(&self, name: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("run").join(format!("{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn pids(&self, operator: u32) -> Pids {
+        Pids {
+            operator,
+            apiserver: self.pid_of("kube-apiserver"),
+            etcd: self.pid_of("etcd"),
+        }
+    }
+
+    fn stop(&self) {
+        let _ = Command::new(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The release operator as a child process; killed when dropped.
+struct OperatorProcess {
+    child: Child,
+    admin: String,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    fn start(cp: &ControlPlane, binary: &Path) -> Result<Self> {
+        let credentials = cp.dir.join("credentials.json");
+        std::fs::write(
+            &credentials,
+            serde_json::json!({ "credentials": [{
+                "accessKeyId": "AKIASCALEBENCH",
+                "secretAccessKey": "scale-bench-secret",
+                "accountId": ACCOUNT,
+            }]})
+            .to_string(),
+        )?;
+        let log = cp.dir.join("operator.log");
+        let mut child = Command::new(binary)
+            .args([
+                "run",
+                "--store",
+                "kubernetes",
+                "--namespace",
+                OPERATOR_NAMESPACE,
+            ])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .arg("--credentials")
+            .arg(&credentials)
+            .args(["--account", ACCOUNT, "--test-clock"])
+            .env_remove("KUBECONFIG")
+            .env(
+                "RUST_LOG",
+                std::env::var("KUBEKMS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log)?))
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        let stdout = child.stdout.take().context("the operator's stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut op = Self {
+            child,
+            admin: String::new(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((_, admin)) = line.split_once(", admin on ") {
+                        op.admin = admin.trim().to_owned();
+                        return Ok(op);
+                    }
+                }
+                Err(_) => bail!(
+                    "the operator printed no ready line; log: {}",
+                    op.log.display()
+                ),
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn key_reconciles(&self) -> Result<u64> {
+        let (_, body) = http_request(&self.admin, "GET", "/metrics", "").await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("kubekms_operator_reconciles_total{kind=\"Key\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow!("no Key reconcile counter in /metrics"))
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn http_post(endpoint: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    http_request(endpoint, "POST", path, body).await
+}
+
+/// One plain HTTP/1.1 request to the admin listener.
+async fn http_request(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("not an http endpoint: {endpoint}"))?
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("connecting to {authority}"))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| anyhow!("malformed HTTP response"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
