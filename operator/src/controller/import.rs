@@ -487,7 +487,8 @@ async fn write(
 }
 
 /// The import cannot go on until something else changes: say why in Ready (and in a Warning
-/// event when the reason is new), keep the rest of the status.
+/// event when the reason is new, unless it is a wait that resolves itself), keep the rest of
+/// the status.
 async fn blocked(
     im: &ImportedMaterial,
     api: &Api<ImportedMaterial>,
@@ -497,7 +498,8 @@ async fn blocked(
     then: Action,
 ) -> Result<Action> {
     let previous = im.status.as_ref();
-    if ready_condition(previous).is_none_or(|c| c.reason != why) {
+    let transient = why == reason::KEY_NOT_READY;
+    if !transient && ready_condition(previous).is_none_or(|c| c.reason != why) {
         ctx.event(im, EventType::Warning, why, message.clone())
             .await;
     }
