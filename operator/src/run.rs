@@ -205,9 +205,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 async fn run_key_controller(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
-    let keys: Api<Key> = Api::all(ctx.client.clone());
-    Controller::new(keys, watcher::Config::default().any_semantic())
-        .with_config(key::controller_config())
+    key::controller(ctx.client.clone())
         .reconcile_all_on(trigger)
         .run(key::reconcile, key::error_policy, ctx)
         .for_each(|result| async move {
