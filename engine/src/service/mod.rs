@@ -63,6 +63,13 @@ impl KeyEntry {
     }
 }
 
+/// What has fallen due for a key.
+enum Due {
+    Deletion,
+    Expiry,
+    Rotation,
+}
+
 #[derive(Default)]
 struct Tables {
     keys: HashMap<Uuid, Arc<KeyEntry>>,
@@ -76,6 +83,7 @@ pub struct Kms {
     tables: RwLock<Tables>,
     /// Serialises read-modify-write of records so two changes to one key cannot interleave.
     writer: tokio::sync::Mutex<()>,
+    due_work: tokio::sync::Mutex<()>,
 }
 
 impl Kms {
@@ -103,6 +111,7 @@ impl Kms {
             clock,
             tables: RwLock::new(tables),
             writer: tokio::sync::Mutex::new(()),
+            due_work: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -332,44 +341,64 @@ impl Kms {
     /// Apply what has fallen due: deletions whose window ended, automatic rotations, and
     /// imported material past its ValidTo.
     pub async fn run_due_work(&self) -> Result<()> {
+        // One pass at a time: a timer tick and a moved test clock must not both act on a key.
+        let _pass = self.due_work.lock().await;
         let now = self.now();
         let due: Vec<Arc<KeyEntry>> = {
             let tables = self.tables.read();
             tables
                 .keys
                 .values()
-                .filter(|e| {
-                    let r = &e.record;
-                    self.deletion_due(r)
-                        || (r.state == KeyState::Enabled
-                            && r.rotation
-                                .as_ref()
-                                .is_some_and(|rot| rot.next_rotation <= now))
-                        || (r.origin == OriginType::External
-                            && !r.versions.is_empty()
-                            && r.import
-                                .as_ref()
-                                .and_then(|i| i.valid_to)
-                                .is_some_and(|t| t <= now))
-                })
+                .filter(|e| self.due(&e.record, now).is_some())
                 .cloned()
                 .collect()
         };
+        let mut first_error = None;
         for entry in due {
             let _guard = self.writer.lock().await;
             let Ok(entry) = self.fresh(&entry) else {
                 continue;
             };
-            let record = &entry.record;
-            if self.deletion_due(record) {
-                self.destroy_key(record).await?;
-            } else if record.origin == OriginType::External {
-                self.expire_material(&entry).await?;
-            } else {
-                self.rotate(&entry, RotationType::Automatic).await?;
+            // Another replica (through the store watch) may have done it meanwhile.
+            let outcome = match self.due(&entry.record, now) {
+                None => Ok(()),
+                Some(Due::Deletion) => self.destroy_key(&entry.record).await,
+                Some(Due::Expiry) => self.expire_material(&entry).await,
+                Some(Due::Rotation) => self
+                    .rotate(&entry, RotationType::Automatic)
+                    .await
+                    .map(|_| ()),
+            };
+            // One key's failure (a store conflict, say) must not hold back the others.
+            if let Err(e) = outcome {
+                tracing::warn!(key = %entry.arn(), error = %e, "due work failed; retried on the next pass");
+                first_error.get_or_insert(e);
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn due(&self, r: &KeyRecord, now: Millis) -> Option<Due> {
+        if self.deletion_due(r) {
+            Some(Due::Deletion)
+        } else if r.origin == OriginType::External
+            && !r.versions.is_empty()
+            && r.import
+                .as_ref()
+                .and_then(|i| i.valid_to)
+                .is_some_and(|t| t <= now)
+        {
+            Some(Due::Expiry)
+        } else if r.state == KeyState::Enabled
+            && r.origin == OriginType::AwsKms
+            && r.rotation
+                .as_ref()
+                .is_some_and(|rot| rot.next_rotation <= now)
+        {
+            Some(Due::Rotation)
+        } else {
+            None
+        }
     }
 
     /// The end of a deletion window: the material is gone for good, with the key's aliases.

@@ -952,3 +952,24 @@ async fn records_from_another_replica_are_served() {
         "InvalidCiphertextException"
     );
 }
+
+#[tokio::test]
+async fn overlapping_due_work_passes_rotate_once() {
+    let h = harness().await;
+    let key = h.create(json!({})).await;
+    h.call(
+        "EnableKeyRotation",
+        json!({"KeyId": key, "RotationPeriodInDays": 90}),
+    )
+    .await
+    .unwrap();
+    h.clock.advance(91 * MILLIS_PER_DAY);
+    let (a, b) = tokio::join!(h.kms.run_due_work(), h.kms.run_due_work());
+    a.unwrap();
+    b.unwrap();
+    let rotations = h
+        .call("ListKeyRotations", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    assert_eq!(rotations["Rotations"].as_array().unwrap().len(), 1);
+}
