@@ -269,8 +269,8 @@ pub(crate) fn not_for_spec(alg: impl std::fmt::Display, spec: KeySpec) -> KmsErr
     ))
 }
 
-/// Interoperability with the tools AWS users hold: openssl and Python `cryptography`.
-/// Run with `cargo test -p kubekms-engine --lib crypto::interop -- --ignored`.
+/// Interoperability with the tools AWS users hold: openssl and Python `cryptography` (from the
+/// test venv that `e2e/scripts/setup.sh` makes, `$KUBEKMS_VENV`).
 #[cfg(test)]
 mod interop {
     use super::*;
@@ -292,8 +292,13 @@ mod interop {
         run(Command::new("openssl").args(args).current_dir(dir))
     }
 
+    fn python() -> Command {
+        let venv = std::env::var("KUBEKMS_VENV")
+            .unwrap_or_else(|_| "/root/.cache/kubekms-venv".to_string());
+        Command::new(Path::new(&venv).join("bin/python"))
+    }
+
     #[test]
-    #[ignore = "needs openssl and python3 with cryptography"]
     fn public_keys_and_signatures_verify_in_openssl_and_python() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -338,7 +343,7 @@ mod interop {
                           k = s.load_der_public_key(open('pub.der','rb').read())\n\
                           if isinstance(k, rsa.RSAPublicKey): print('rsa', k.key_size)\n\
                           elif isinstance(k, ec.EllipticCurvePublicKey): print('ec', k.curve.name)";
-                let out = run(Command::new("python3").args(["-c", py]).current_dir(d));
+                let out = run(python().args(["-c", py]).current_dir(d));
                 let expected = match spec {
                     KeySpec::Rsa2048 => "rsa 2048",
                     KeySpec::Rsa3072 => "rsa 3072",
@@ -356,7 +361,6 @@ mod interop {
 
     /// The exact steps of the AWS "Encrypt key material with OpenSSL" guide.
     #[test]
-    #[ignore = "needs openssl"]
     fn openssl_wrapped_import_material_unwraps() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
