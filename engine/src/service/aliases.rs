@@ -35,7 +35,7 @@ impl Kms {
                 target.arn()
             )));
         }
-        let _guard = self.writer.lock().await;
+        let _guard = self.alias_lock.lock().await;
         let key = (ctx.scope.clone(), req.alias_name.clone());
         if self.tables.read().aliases.contains_key(&key) {
             return Err(KmsError::AlreadyExists(format!(
@@ -72,7 +72,7 @@ impl Kms {
                 target.arn()
             )));
         }
-        let _guard = self.writer.lock().await;
+        let _guard = self.alias_lock.lock().await;
         let key = (ctx.scope.clone(), req.alias_name.clone());
         let Some(mut alias) = self.tables.read().aliases.get(&key).cloned() else {
             return Err(KmsError::NotFound(format!(
@@ -111,7 +111,7 @@ impl Kms {
         }
         let req: Req = decode(body)?;
         validate_alias_name(&req.alias_name)?;
-        let _guard = self.writer.lock().await;
+        let _guard = self.alias_lock.lock().await;
         let key = (ctx.scope.clone(), req.alias_name.clone());
         let Some(alias) = self.tables.read().aliases.get(&key).cloned() else {
             return Err(KmsError::NotFound(format!(

@@ -149,7 +149,7 @@ impl Kms {
         PreparedKey::new(entry.record.spec, &material)?;
         let fingerprint = self.root.fingerprint(&material);
 
-        let _guard = self.writer.lock().await;
+        let _guard = self.key_lock(&entry.record.key_id).lock().await;
         let entry = self.fresh(&entry)?;
         self.require_not_pending_deletion(&entry)?;
         let mut record = entry.record.clone();
@@ -197,7 +197,7 @@ impl Kms {
         }
         let req: Req = decode(body)?;
         let entry = self.external_key(ctx, &req.key_id, touched)?;
-        let _guard = self.writer.lock().await;
+        let _guard = self.key_lock(&entry.record.key_id).lock().await;
         let entry = self.fresh(&entry)?;
         self.expire_material(&entry).await?;
         encode(&serde_json::json!({ "KeyId": entry.arn() }))

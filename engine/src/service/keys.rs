@@ -228,7 +228,7 @@ impl Kms {
         } else {
             None
         };
-        let _guard = self.writer.lock().await;
+        let _guard = self.key_lock(&record.key_id).lock().await;
         let entry = self.commit_key(None, record, material).await?;
         encode(&serde_json::json!({ "KeyMetadata": self.metadata(&entry) }))
     }
@@ -510,7 +510,7 @@ impl Kms {
         let req: KeyIdRequest = decode(body)?;
         let entry = self.resolve(ctx, &req.key_id, false)?;
         *touched = Some(entry.arn());
-        let _guard = self.writer.lock().await;
+        let _guard = self.key_lock(&entry.record.key_id).lock().await;
         let entry = self.fresh(&entry)?;
         self.require_rotatable(&entry.record)?;
         let on_demand = entry
@@ -531,7 +531,7 @@ impl Kms {
         })
     }
 
-    /// Add a fresh version; the caller holds the writer lock. Automatic rotations move the next
+    /// Add a fresh version; the caller holds the key lock. Automatic rotations move the next
     /// rotation date one period on.
     pub(super) async fn rotate(
         &self,
@@ -740,7 +740,7 @@ impl Kms {
         encode(&serde_json::json!({ "PolicyNames": ["default"], "Truncated": false }))
     }
 
-    /// Read-modify-write of one key's record under the writer lock; refused while the key is
+    /// Read-modify-write of one key's record under its key lock; refused while the key is
     /// pending deletion.
     pub(super) async fn modify<F>(
         &self,
@@ -776,7 +776,7 @@ impl Kms {
     {
         let entry = self.resolve(ctx, key_id, false)?;
         *touched = Some(entry.arn());
-        let _guard = self.writer.lock().await;
+        let _guard = self.key_lock(&entry.record.key_id).lock().await;
         let entry = self.fresh(&entry)?;
         let mut record = entry.record.clone();
         change(self, &mut record)?;

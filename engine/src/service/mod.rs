@@ -76,13 +76,19 @@ struct Tables {
     aliases: HashMap<(Scope, String), AliasRecord>,
 }
 
+const KEY_LOCK_STRIPES: usize = 64;
+
 pub struct Kms {
     store: Arc<dyn KeyStore>,
     root: RootKey,
     clock: Arc<dyn Clock>,
     tables: RwLock<Tables>,
-    /// Serialises read-modify-write of records so two changes to one key cannot interleave.
-    writer: tokio::sync::Mutex<()>,
+    /// Serialise read-modify-write of a key's record so two changes to one key cannot
+    /// interleave; striped by key id, so changes to different keys (a rotation wave, thousands
+    /// of CreateKeys) reach the store in parallel.
+    key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Serialises alias changes (and a key's destruction, which removes its aliases).
+    alias_lock: tokio::sync::Mutex<()>,
     due_work: tokio::sync::Mutex<()>,
 }
 
@@ -110,9 +116,20 @@ impl Kms {
             root,
             clock,
             tables: RwLock::new(tables),
-            writer: tokio::sync::Mutex::new(()),
+            key_locks: (0..KEY_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            alias_lock: tokio::sync::Mutex::new(()),
             due_work: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// The lock that serialises changes to `key_id`'s record.
+    pub(crate) fn key_lock(&self, key_id: &str) -> &tokio::sync::Mutex<()> {
+        let hash = key_id.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        &self.key_locks[hash % self.key_locks.len()]
     }
 
     pub fn now(&self) -> Millis {
@@ -327,7 +344,7 @@ impl Kms {
         Ok(version)
     }
 
-    /// Re-read the entry under the writer lock, so a change is made on the latest record.
+    /// Re-read the entry under its key lock, so a change is made on the latest record.
     pub(crate) fn fresh(&self, entry: &KeyEntry) -> Result<Arc<KeyEntry>> {
         let id = parse_uuid(&entry.record.key_id)?;
         self.tables
@@ -355,7 +372,7 @@ impl Kms {
         };
         let mut first_error = None;
         for entry in due {
-            let _guard = self.writer.lock().await;
+            let _guard = self.key_lock(&entry.record.key_id).lock().await;
             let Ok(entry) = self.fresh(&entry) else {
                 continue;
             };
@@ -403,6 +420,7 @@ impl Kms {
 
     /// The end of a deletion window: the material is gone for good, with the key's aliases.
     async fn destroy_key(&self, record: &KeyRecord) -> Result<()> {
+        let _aliases = self.alias_lock.lock().await;
         let aliases: Vec<AliasRecord> = {
             let tables = self.tables.read();
             tables
