@@ -503,8 +503,7 @@ impl Kms {
             signing_algorithm: String,
         }
         let req: Req = decode(body)?;
-        let message = req.message.decode("Message")?;
-        wire::check_len("message", message.len(), 1, MAX_PLAINTEXT)?;
+        let message = message(&req.message)?;
         let message_type =
             parse_opt_enum(&req.message_type, "messageType")?.unwrap_or(MessageType::Raw);
         let alg = parse_enum::<SigningAlgorithm>(&req.signing_algorithm, "signingAlgorithm")?;
@@ -535,8 +534,7 @@ impl Kms {
             signing_algorithm: String,
         }
         let req: Req = decode(body)?;
-        let message = req.message.decode("Message")?;
-        wire::check_len("message", message.len(), 1, MAX_PLAINTEXT)?;
+        let message = message(&req.message)?;
         let signature = req.signature.decode("Signature")?;
         wire::check_len("signature", signature.len(), 1, 6144)?;
         let message_type =
@@ -592,8 +590,7 @@ impl Kms {
             mac_algorithm: String,
         }
         let req: Req = decode(body)?;
-        let message = req.message.decode("Message")?;
-        wire::check_len("message", message.len(), 1, MAX_PLAINTEXT)?;
+        let message = message(&req.message)?;
         let alg = parse_enum::<MacAlgorithm>(&req.mac_algorithm, "macAlgorithm")?;
         let entry = self.mac_key(ctx, &req.key_id, alg, touched)?;
         let (_, key) = entry.current()?;
@@ -620,8 +617,7 @@ impl Kms {
             mac: Blob,
         }
         let req: Req = decode(body)?;
-        let message = req.message.decode("Message")?;
-        wire::check_len("message", message.len(), 1, MAX_PLAINTEXT)?;
+        let message = message(&req.message)?;
         let mac = req.mac.decode("Mac")?;
         wire::check_len("mac", mac.len(), 1, 6144)?;
         let alg = parse_enum::<MacAlgorithm>(&req.mac_algorithm, "macAlgorithm")?;
@@ -680,13 +676,14 @@ impl Kms {
 }
 
 fn number_of_bytes(n: i64) -> Result<usize> {
-    if !(1..=1024).contains(&n) {
-        return Err(KmsError::validation(
-            "1 validation error detected: Value at 'numberOfBytes' failed to satisfy constraint: \
-             Member must have value between 1 and 1024",
-        ));
-    }
-    Ok(n as usize)
+    Ok(wire::check_range("numberOfBytes", n, 1, 1024)? as usize)
+}
+
+/// The Message of Sign, Verify, GenerateMac and VerifyMac: 1 to 4096 bytes.
+fn message(blob: &SecretBlob) -> Result<Zeroizing<Vec<u8>>> {
+    let message = blob.decode("Message")?;
+    wire::check_len("message", message.len(), 1, MAX_PLAINTEXT)?;
+    Ok(message)
 }
 
 pub(super) fn base64_encode(bytes: &[u8]) -> String {

@@ -344,23 +344,16 @@ impl Kms {
             pending_window_in_days: Option<i64>,
         }
         let req: Req = decode(body)?;
-        let days = req.pending_window_in_days.unwrap_or(30);
-        if !(7..=30).contains(&days) {
-            return Err(KmsError::validation(
-                "1 validation error detected: Value at 'pendingWindowInDays' failed to satisfy \
-                 constraint: Member must have value between 7 and 30",
-            ));
-        }
+        let days = wire::check_range(
+            "pendingWindowInDays",
+            req.pending_window_in_days.unwrap_or(30),
+            7,
+            30,
+        )?;
         let now = self.now();
         let entry = self
-            .modify(ctx, &req.key_id, touched, |kms, record| {
-                if record.state == KeyState::PendingDeletion {
-                    return Err(KmsError::InvalidState(format!(
-                        "{} is pending deletion.",
-                        record.arn()
-                    )));
-                }
-                let _ = kms;
+            // `modify` already refuses a key that is pending deletion.
+            .modify(ctx, &req.key_id, touched, |_, record| {
                 record.state = KeyState::PendingDeletion;
                 record.deletion_date = Some(now + days * MILLIS_PER_DAY);
                 record.pending_window_days = Some(days as u32);
@@ -421,13 +414,12 @@ impl Kms {
             rotation_period_in_days: Option<i64>,
         }
         let req: Req = decode(body)?;
-        let days = req.rotation_period_in_days.unwrap_or(365);
-        if !(90..=2560).contains(&days) {
-            return Err(KmsError::validation(
-                "1 validation error detected: Value at 'rotationPeriodInDays' failed to satisfy \
-                 constraint: Member must have value between 90 and 2560",
-            ));
-        }
+        let days = wire::check_range(
+            "rotationPeriodInDays",
+            req.rotation_period_in_days.unwrap_or(365),
+            90,
+            2560,
+        )?;
         let now = self.now();
         self.modify(ctx, &req.key_id, touched, |kms, record| {
             kms.require_rotatable(record)?;

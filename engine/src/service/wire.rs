@@ -162,6 +162,17 @@ pub fn check_len(field: &str, len: usize, min: usize, max: usize) -> Result<()> 
     Ok(())
 }
 
+/// Bounds check for an integer parameter, with AWS's message shape.
+pub fn check_range(field: &str, value: i64, min: i64, max: i64) -> Result<i64> {
+    if !(min..=max).contains(&value) {
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
+             Member must have value between {min} and {max}"
+        )));
+    }
+    Ok(value)
+}
+
 /// Pagination: Limit 1..=max (default `default`), Marker is the base64 of the last item's sort
 /// key. Returns the page and the next marker.
 pub fn paginate<T, K: Fn(&T) -> String>(
@@ -174,13 +185,7 @@ pub fn paginate<T, K: Fn(&T) -> String>(
 ) -> Result<(Vec<T>, Option<String>)> {
     let limit = match limit {
         None => default,
-        Some(l) if l >= 1 && (l as usize) <= max => l as usize,
-        Some(_) => {
-            return Err(KmsError::Validation(format!(
-                "1 validation error detected: Value at 'limit' failed to satisfy constraint: \
-                 Member must have value between 1 and {max}"
-            )))
-        }
+        Some(l) => check_range("limit", l, 1, max as i64)? as usize,
     };
     let after = match marker {
         None => None,
