@@ -69,7 +69,7 @@ impl Kms {
                 )));
             }
             let header = BlobHeader {
-                key_id: super::parse_uuid(&entry.record.key_id)?,
+                key_id: entry.id,
                 version,
             };
             let sealed = key.seal(&header.aad(context), plaintext)?;

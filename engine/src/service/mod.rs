@@ -43,11 +43,23 @@ pub struct Response {
 pub(crate) struct KeyEntry {
     pub record: KeyRecord,
     pub versions: BTreeMap<u32, Arc<PreparedKey>>,
+    /// Parsed and formatted once: every request on the key needs them.
+    pub id: Uuid,
+    arn: String,
 }
 
 impl KeyEntry {
+    fn new(record: KeyRecord, versions: BTreeMap<u32, Arc<PreparedKey>>) -> Result<Self> {
+        Ok(Self {
+            id: parse_uuid(&record.key_id)?,
+            arn: record.arn(),
+            record,
+            versions,
+        })
+    }
+
     pub fn arn(&self) -> String {
-        self.record.arn()
+        self.arn.clone()
     }
 
     pub fn current(&self) -> Result<(u32, &Arc<PreparedKey>)> {
@@ -103,8 +115,7 @@ impl Kms {
         let mut tables = Tables::default();
         for record in snapshot.keys {
             let entry = prepare_entry(&root, record)?;
-            let id = parse_uuid(&entry.record.key_id)?;
-            tables.keys.insert(id, Arc::new(entry));
+            tables.keys.insert(entry.id, Arc::new(entry));
         }
         for alias in snapshot.aliases {
             tables
@@ -318,9 +329,8 @@ impl Kms {
             versions.insert(version, Arc::new(PreparedKey::new(record.spec, &material)?));
         }
         self.store.put_key(&record).await?;
-        let id = parse_uuid(&record.key_id)?;
-        let entry = Arc::new(KeyEntry { record, versions });
-        self.tables.write().keys.insert(id, entry.clone());
+        let entry = Arc::new(KeyEntry::new(record, versions)?);
+        self.tables.write().keys.insert(entry.id, entry.clone());
         Ok(entry)
     }
 
@@ -346,11 +356,10 @@ impl Kms {
 
     /// Re-read the entry under its key lock, so a change is made on the latest record.
     pub(crate) fn fresh(&self, entry: &KeyEntry) -> Result<Arc<KeyEntry>> {
-        let id = parse_uuid(&entry.record.key_id)?;
         self.tables
             .read()
             .keys
-            .get(&id)
+            .get(&entry.id)
             .cloned()
             .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", entry.arn())))
     }
@@ -464,7 +473,7 @@ impl Kms {
         self.tables
             .write()
             .keys
-            .insert(id, Arc::new(KeyEntry { record, versions }));
+            .insert(id, Arc::new(KeyEntry::new(record, versions)?));
         Ok(())
     }
 
@@ -548,7 +557,7 @@ fn prepare_entry(root: &RootKey, record: KeyRecord) -> Result<KeyEntry> {
             Arc::new(PreparedKey::new(record.spec, &material)?),
         );
     }
-    Ok(KeyEntry { record, versions })
+    KeyEntry::new(record, versions)
 }
 
 #[cfg(test)]
