@@ -701,34 +701,23 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         .await;
     }
 
-    match (spec.enabled, md.key_state.as_str()) {
-        (true, "Disabled") => {
-            ctx.call::<serde_json::Value>("EnableKey", json!({ "KeyId": key_id }))
-                .await?;
-            ctx.event(
-                key,
-                EventType::Normal,
-                reason::ENABLED,
-                format!("enabled {}", md.arn),
-            )
-            .await;
-            acted = true;
-            md.key_state = "Enabled".into();
-        }
-        (false, "Enabled") => {
-            ctx.call::<serde_json::Value>("DisableKey", json!({ "KeyId": key_id }))
-                .await?;
-            ctx.event(
-                key,
-                EventType::Normal,
-                reason::DISABLED,
-                format!("disabled {}", md.arn),
-            )
-            .await;
-            acted = true;
-            md.key_state = "Disabled".into();
-        }
-        _ => {}
+    let toggle = match (spec.enabled, md.key_state.as_str()) {
+        (true, "Disabled") => Some(("EnableKey", reason::ENABLED, "enabled", "Enabled")),
+        (false, "Enabled") => Some(("DisableKey", reason::DISABLED, "disabled", "Disabled")),
+        _ => None,
+    };
+    if let Some((operation, event_reason, verb, new_state)) = toggle {
+        ctx.call::<serde_json::Value>(operation, json!({ "KeyId": key_id }))
+            .await?;
+        ctx.event(
+            key,
+            EventType::Normal,
+            event_reason,
+            format!("{verb} {}", md.arn),
+        )
+        .await;
+        acted = true;
+        md.key_state = new_state.into();
     }
 
     // The engine changes rotation only on an Enabled key; a Disabled one catches up once it
