@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use futures_util::stream::{self, StreamExt};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use uuid::Uuid;
 
 use crate::clock::{Clock, Millis};
@@ -75,6 +77,20 @@ impl KeyEntry {
     }
 }
 
+/// A key whose record changed without a request to this engine: due work (automatic rotation,
+/// material expiry, destruction at the end of the deletion window) or another replica's write
+/// seen through the store watch. Lets a controller reconcile that key at once rather than after
+/// the whole pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyChanged {
+    pub scope: Scope,
+    pub key_id: String,
+}
+
+/// How many due keys one pass works on at once: each is mostly a store write, and the cluster
+/// store's writes are round trips to the API server.
+pub const DUE_WORK_CONCURRENCY: usize = 32;
+
 /// What has fallen due for a key.
 enum Due {
     Deletion,
@@ -102,6 +118,8 @@ pub struct Kms {
     /// Serialises alias changes (and a key's destruction, which removes its aliases).
     alias_lock: tokio::sync::Mutex<()>,
     due_work: tokio::sync::Mutex<()>,
+    /// Subscribers to [`KeyChanged`]; closed ones are dropped when the next change is sent.
+    key_watchers: Mutex<Vec<UnboundedSender<KeyChanged>>>,
 }
 
 impl Kms {
@@ -132,6 +150,7 @@ impl Kms {
                 .collect(),
             alias_lock: tokio::sync::Mutex::new(()),
             due_work: tokio::sync::Mutex::new(()),
+            key_watchers: Mutex::new(Vec::new()),
         }))
     }
 
@@ -145,6 +164,24 @@ impl Kms {
 
     pub fn now(&self) -> Millis {
         self.clock.now_millis()
+    }
+
+    /// A feed of the keys that due work or another replica changed (see [`KeyChanged`]).
+    /// Unbounded so a sender never waits on a slow subscriber; drop the receiver to leave.
+    pub fn subscribe_key_changes(&self) -> UnboundedReceiver<KeyChanged> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.key_watchers.lock().push(tx);
+        rx
+    }
+
+    fn key_changed(&self, scope: &Scope, key_id: &str) {
+        let change = KeyChanged {
+            scope: scope.clone(),
+            key_id: key_id.to_string(),
+        };
+        self.key_watchers
+            .lock()
+            .retain(|tx| tx.send(change.clone()).is_ok());
     }
 
     /// Run `operation` (the part after `TrentService.`) on a JSON body.
@@ -379,29 +416,41 @@ impl Kms {
                 .cloned()
                 .collect()
         };
-        let mut first_error = None;
-        for entry in due {
-            let _guard = self.key_lock(&entry.record.key_id).lock().await;
-            let Ok(entry) = self.fresh(&entry) else {
-                continue;
-            };
-            // Another replica (through the store watch) may have done it meanwhile.
-            let outcome = match self.due(&entry.record, now) {
-                None => Ok(()),
-                Some(Due::Deletion) => self.destroy_key(&entry.record).await,
-                Some(Due::Expiry) => self.expire_material(&entry).await,
-                Some(Due::Rotation) => self
-                    .rotate(&entry, RotationType::Automatic)
-                    .await
-                    .map(|_| ()),
-            };
-            // One key's failure (a store conflict, say) must not hold back the others.
-            if let Err(e) = outcome {
+        // One key's failure (a store conflict, say) must not hold back the others; the first
+        // error is reported once every key has had its turn.
+        stream::iter(due)
+            .map(|entry| self.run_due_key(entry, now))
+            .buffer_unordered(DUE_WORK_CONCURRENCY)
+            .fold(Ok(()), |first, outcome| async move { first.and(outcome) })
+            .await
+    }
+
+    /// Due work for one key, under its key lock.
+    async fn run_due_key(&self, entry: Arc<KeyEntry>, now: Millis) -> Result<()> {
+        let _guard = self.key_lock(&entry.record.key_id).lock().await;
+        let Ok(entry) = self.fresh(&entry) else {
+            return Ok(());
+        };
+        // Another replica (through the store watch) may have done it meanwhile.
+        let outcome = match self.due(&entry.record, now) {
+            None => return Ok(()),
+            Some(Due::Deletion) => self.destroy_key(&entry.record).await,
+            Some(Due::Expiry) => self.expire_material(&entry).await,
+            Some(Due::Rotation) => self
+                .rotate(&entry, RotationType::Automatic)
+                .await
+                .map(|_| ()),
+        };
+        match outcome {
+            Ok(()) => {
+                self.key_changed(&entry.record.scope, &entry.record.key_id);
+                Ok(())
+            }
+            Err(e) => {
                 tracing::warn!(key = %entry.arn(), error = %e, "due work failed; retried on the next pass");
-                first_error.get_or_insert(e);
+                Err(e)
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
 
     fn due(&self, r: &KeyRecord, now: Millis) -> Option<Due> {
@@ -454,10 +503,18 @@ impl Kms {
     }
 
     /// A record another engine replica wrote (seen through a store watch): publish it here
-    /// too. Versions already parsed are kept; new ones are unwrapped.
+    /// too. Versions already parsed are kept; new ones are unwrapped. A record identical to the
+    /// one held (the echo of this engine's own write, or a relist) changes nothing and is not
+    /// reported as a [`KeyChanged`].
     pub fn apply_stored_key(&self, record: KeyRecord) -> Result<()> {
         let id = parse_uuid(&record.key_id)?;
         let existing = self.tables.read().keys.get(&id).cloned();
+        if existing
+            .as_ref()
+            .is_some_and(|e| same_record(&e.record, &record))
+        {
+            return Ok(());
+        }
         let mut versions = BTreeMap::new();
         for v in &record.versions {
             let prepared = match existing.as_ref().and_then(|e| e.versions.get(&v.version)) {
@@ -470,17 +527,21 @@ impl Kms {
             };
             versions.insert(v.version, prepared);
         }
-        self.tables
-            .write()
-            .keys
-            .insert(id, Arc::new(KeyEntry::new(record, versions)?));
+        let entry = Arc::new(KeyEntry::new(record, versions)?);
+        self.tables.write().keys.insert(id, entry.clone());
+        self.key_changed(&entry.record.scope, &entry.record.key_id);
         Ok(())
     }
 
-    /// A key another replica removed from the store.
+    /// A key another replica removed from the store. Reported as a [`KeyChanged`] only if this
+    /// engine still held it (it no longer does after destroying the key itself).
     pub fn forget_key(&self, key_id: &str) {
-        if let Ok(id) = Uuid::parse_str(key_id) {
-            self.tables.write().keys.remove(&id);
+        let Ok(id) = Uuid::parse_str(key_id) else {
+            return;
+        };
+        let removed = self.tables.write().keys.remove(&id);
+        if let Some(entry) = removed {
+            self.key_changed(&entry.record.scope, &entry.record.key_id);
         }
     }
 
@@ -531,6 +592,15 @@ fn parse_kms_arn(rest: &str) -> Option<(Scope, &str)> {
         return None;
     }
     Some((Scope::new(account, region), resource))
+}
+
+/// Records are compared through their stored form: `KeyRecord` has no `PartialEq`, and the
+/// stored form is exactly what a replica's write carries.
+fn same_record(a: &KeyRecord, b: &KeyRecord) -> bool {
+    match (serde_json::to_vec(a), serde_json::to_vec(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 pub(crate) fn parse_uuid(id: &str) -> Result<Uuid> {

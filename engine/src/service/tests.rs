@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::{Kms, RequestContext};
+use super::{KeyChanged, Kms, RequestContext};
 use crate::clock::{SystemClock, MILLIS_PER_DAY};
 use crate::crypto::RootKey;
 use crate::record::Scope;
@@ -881,8 +881,12 @@ async fn import_expire_and_reimport_same_material() {
         h.decrypt(&blob, json!({})).await.unwrap_err(),
         "KMSInvalidStateException"
     );
+    let mut changes = h.kms.subscribe_key_changes();
     h.kms.run_due_work().await.unwrap();
     assert_eq!(h.state(&key).await, "PendingImport");
+    let swept = drain(&mut changes);
+    assert_eq!(swept.len(), 1);
+    assert_eq!(swept[0].key_id, key);
 
     // Re-import of the same material brings the old ciphertext back.
     import(None).await.unwrap();
@@ -972,4 +976,307 @@ async fn overlapping_due_work_passes_rotate_once() {
         .await
         .unwrap();
     assert_eq!(rotations["Rotations"].as_array().unwrap().len(), 1);
+}
+
+/// A memory store that counts key writes per key and how many are in flight at once; each
+/// write yields to the runtime so concurrent callers really overlap.
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    puts: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn puts(&self, key_id: &str) -> usize {
+        self.puts.lock().get(key_id).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for CountingStore {
+    async fn load(&self) -> crate::Result<crate::store::Snapshot> {
+        self.inner.load().await
+    }
+
+    async fn put_key(&self, key: &crate::record::KeyRecord) -> crate::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        *self.puts.lock().entry(key.key_id.clone()).or_default() += 1;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.inner.put_key(key).await
+    }
+
+    async fn delete_key(&self, scope: &Scope, key_id: &str) -> crate::Result<()> {
+        self.inner.delete_key(scope, key_id).await
+    }
+
+    async fn put_alias(&self, alias: &crate::record::AliasRecord) -> crate::Result<()> {
+        self.inner.put_alias(alias).await
+    }
+
+    async fn delete_alias(&self, scope: &Scope, name: &str) -> crate::Result<()> {
+        self.inner.delete_alias(scope, name).await
+    }
+}
+
+/// The usual harness over a [`CountingStore`].
+async fn counting_harness() -> (Harness, Arc<CountingStore>) {
+    let store = Arc::new(CountingStore::default());
+    let clock = SystemClock::new();
+    let kms = Kms::open(
+        store.clone(),
+        RootKey::from_bytes(&ROOT).unwrap(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let h = Harness {
+        kms,
+        store: Arc::new(MemoryStore::new()),
+        clock,
+        ctx: ctx("111122223333", "us-east-1"),
+    };
+    (h, store)
+}
+
+fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<KeyChanged>) -> Vec<KeyChanged> {
+    let mut out = Vec::new();
+    while let Ok(change) = rx.try_recv() {
+        out.push(change);
+    }
+    out
+}
+
+#[tokio::test]
+async fn create_key_with_rotation_period_is_one_write() {
+    let (h, store) = counting_harness().await;
+    let before = h.kms.now();
+    let key = h
+        .create(json!({"Description": "rotating", "KubekmsRotationPeriodInDays": 120}))
+        .await;
+    let after = h.kms.now();
+    assert_eq!(store.puts(&key), 1, "rotation set in the creating write");
+
+    let status = h
+        .call("GetKeyRotationStatus", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    assert_eq!(status["KeyRotationEnabled"], true);
+    assert_eq!(status["RotationPeriodInDays"], 120);
+    let next = status["NextRotationDate"].as_f64().unwrap();
+    let period = (120 * MILLIS_PER_DAY) as f64 / 1000.0;
+    assert!(next >= before as f64 / 1000.0 + period);
+    assert!(next <= after as f64 / 1000.0 + period);
+    // Same next date as the record's creation date plus one period, as EnableKeyRotation at
+    // creation time would set it.
+    let created = h.call("DescribeKey", json!({"KeyId": key})).await.unwrap()["KeyMetadata"]
+        ["CreationDate"]
+        .as_f64()
+        .unwrap();
+    assert!((next - (created + period)).abs() < 1e-6);
+
+    // The field is optional: without it, no rotation and still one write.
+    let plain = h.create(json!({})).await;
+    assert_eq!(store.puts(&plain), 1);
+    let status = h
+        .call("GetKeyRotationStatus", json!({"KeyId": plain}))
+        .await
+        .unwrap();
+    assert_eq!(status["KeyRotationEnabled"], false);
+
+    // It rotates like any key with rotation enabled.
+    h.clock.advance(121 * MILLIS_PER_DAY);
+    h.kms.run_due_work().await.unwrap();
+    let rotations = h
+        .call("ListKeyRotations", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    assert_eq!(rotations["Rotations"].as_array().unwrap().len(), 1);
+    let rotations = h
+        .call("ListKeyRotations", json!({"KeyId": plain}))
+        .await
+        .unwrap();
+    assert!(rotations["Rotations"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn create_key_rotation_period_is_validated() {
+    let (h, store) = counting_harness().await;
+    let count = |h: &Harness| {
+        let kms = h.kms.clone();
+        async move {
+            let ctx = ctx("111122223333", "us-east-1");
+            let out = kms.dispatch(&ctx, "ListKeys", b"{}").await.result.unwrap();
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            v["Keys"].as_array().unwrap().len()
+        }
+    };
+    for days in [89, 2561, 0, -5] {
+        let (kind, message) = h
+            .call("CreateKey", json!({"KubekmsRotationPeriodInDays": days}))
+            .await
+            .unwrap_err();
+        assert_eq!(kind, "ValidationException", "period {days}");
+        assert!(
+            message.contains("kubekmsRotationPeriodInDays")
+                && message.contains("between 90 and 2560"),
+            "{message}"
+        );
+    }
+    for days in [90, 2560] {
+        h.create(json!({"KubekmsRotationPeriodInDays": days})).await;
+    }
+    assert_eq!(count(&h).await, 2);
+
+    for body in [
+        json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY", "KubekmsRotationPeriodInDays": 365}),
+        json!({"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC", "KubekmsRotationPeriodInDays": 365}),
+        json!({"Origin": "EXTERNAL", "KubekmsRotationPeriodInDays": 365}),
+    ] {
+        let (kind, message) = h.call("CreateKey", body.clone()).await.unwrap_err();
+        assert_eq!(kind, "UnsupportedOperationException", "{body}");
+        assert!(
+            message.contains("does not support automatic rotation"),
+            "{message}"
+        );
+    }
+    assert_eq!(count(&h).await, 2, "refused keys were not created");
+    assert_eq!(store.puts.lock().len(), 2, "nor written");
+}
+
+#[tokio::test]
+async fn due_work_rotates_many_keys_concurrently_and_reports_each_once() {
+    let (h, store) = counting_harness().await;
+    let mut keys = Vec::new();
+    for _ in 0..100 {
+        keys.push(h.create(json!({"KubekmsRotationPeriodInDays": 90})).await);
+    }
+    let mut changes = h.kms.subscribe_key_changes();
+    let dropped = h.kms.subscribe_key_changes();
+    drop(dropped);
+    store
+        .max_in_flight
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+
+    h.clock.advance(91 * MILLIS_PER_DAY);
+    h.kms.run_due_work().await.unwrap();
+
+    let max = store
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        max > 1 && max <= super::DUE_WORK_CONCURRENCY,
+        "{max} writes in flight at once"
+    );
+    let events = drain(&mut changes);
+    assert_eq!(events.len(), keys.len());
+    let mut seen = std::collections::HashMap::new();
+    for e in &events {
+        assert_eq!(e.scope, h.ctx.scope);
+        *seen.entry(e.key_id.clone()).or_insert(0) += 1;
+    }
+    for key in &keys {
+        assert_eq!(seen.get(key), Some(&1), "{key}");
+        assert_eq!(store.puts(key), 2, "created, then rotated once");
+        let rotations = h
+            .call("ListKeyRotations", json!({"KeyId": key}))
+            .await
+            .unwrap();
+        let rotations = rotations["Rotations"].as_array().unwrap();
+        assert_eq!(rotations.len(), 1);
+        assert_eq!(rotations[0]["RotationType"], "AUTOMATIC");
+    }
+    assert_eq!(
+        h.kms.key_watchers.lock().len(),
+        1,
+        "closed subscriber dropped"
+    );
+
+    // Nothing is due any more: a second pass changes nothing and reports nothing.
+    h.kms.run_due_work().await.unwrap();
+    assert!(drain(&mut changes).is_empty());
+    assert_eq!(store.puts(&keys[0]), 2);
+}
+
+#[tokio::test]
+async fn due_work_reports_destroyed_keys() {
+    let h = harness().await;
+    let doomed = h.create(json!({})).await;
+    let kept = h.create(json!({})).await;
+    h.call(
+        "ScheduleKeyDeletion",
+        json!({"KeyId": doomed, "PendingWindowInDays": 7}),
+    )
+    .await
+    .unwrap();
+    let mut changes = h.kms.subscribe_key_changes();
+    h.kms.run_due_work().await.unwrap();
+    assert!(drain(&mut changes).is_empty(), "nothing due yet");
+    h.clock.advance(8 * MILLIS_PER_DAY);
+    h.kms.run_due_work().await.unwrap();
+    assert_eq!(
+        drain(&mut changes),
+        vec![KeyChanged {
+            scope: h.ctx.scope.clone(),
+            key_id: doomed.clone()
+        }]
+    );
+    assert!(h
+        .store
+        .load()
+        .await
+        .unwrap()
+        .keys
+        .iter()
+        .all(|k| k.key_id != doomed));
+    assert_eq!(h.state(&kept).await, "Enabled");
+}
+
+#[tokio::test]
+async fn replica_writes_are_reported_but_echoes_are_not() {
+    let h = harness().await;
+    let other = h.reopen().await;
+    let mut changes = other.subscribe_key_changes();
+    let key = h.create(json!({})).await;
+    let stored = || async {
+        h.store
+            .load()
+            .await
+            .unwrap()
+            .keys
+            .into_iter()
+            .find(|k| k.key_id == key)
+            .unwrap()
+    };
+    let expected = KeyChanged {
+        scope: h.ctx.scope.clone(),
+        key_id: key.clone(),
+    };
+
+    other.apply_stored_key(stored().await).unwrap();
+    assert_eq!(
+        drain(&mut changes),
+        vec![expected.clone()],
+        "new to this replica"
+    );
+    other.apply_stored_key(stored().await).unwrap();
+    assert!(drain(&mut changes).is_empty(), "same record again");
+
+    h.call("DisableKey", json!({"KeyId": key})).await.unwrap();
+    other.apply_stored_key(stored().await).unwrap();
+    assert_eq!(drain(&mut changes), vec![expected.clone()], "changed");
+
+    // The echo of an engine's own write is not a change for that engine.
+    let mut own = h.kms.subscribe_key_changes();
+    h.kms.apply_stored_key(stored().await).unwrap();
+    assert!(drain(&mut own).is_empty());
+
+    other.forget_key(&key);
+    assert_eq!(drain(&mut changes), vec![expected], "removed");
+    other.forget_key(&key);
+    assert!(drain(&mut changes).is_empty(), "already gone");
 }
