@@ -6,7 +6,13 @@
 
 use serde_json::Value;
 
-const COMMITTED_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/kubekms.io.yaml");
+/// The committed file, found through the `CARGO_MANIFEST_DIR` cargo sets when it runs the
+/// test (a binary reused from another checkout's build must not read that checkout's file).
+fn committed_path() -> String {
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    format!("{dir}/kubekms.io.yaml")
+}
 const REGENERATE: &str = "cargo run -p kubekms-crds --bin crdgen > crds/kubekms.io.yaml";
 
 fn generated() -> String {
@@ -15,8 +21,9 @@ fn generated() -> String {
 
 #[test]
 fn committed_yaml_matches_the_types() {
-    let committed = std::fs::read_to_string(COMMITTED_PATH)
-        .unwrap_or_else(|e| panic!("cannot read {COMMITTED_PATH} ({e}); run `{REGENERATE}`"));
+    let path = committed_path();
+    let committed = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {path} ({e}); run `{REGENERATE}`"));
     let generated = generated();
     if committed != generated {
         let first_difference = committed

@@ -269,7 +269,7 @@ EOF
         --service-cluster-ip-range 10.0.0.0/24 \
         --authorization-mode Node,RBAC \
         --enable-admission-plugins NamespaceLifecycle,ServiceAccount,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
-        --allow-privileged=false --profiling=false \
+        --allow-privileged=false --profiling="${KUBEKMS_CP_PROFILING:-false}" \
         --v "${KUBEKMS_CP_VERBOSITY:-1}"
     wait_until "kube-apiserver /readyz" readyz || die "kube-apiserver did not become ready (see $DIR/logs/kube-apiserver.log)"
 

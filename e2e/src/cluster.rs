@@ -10,15 +10,25 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-/// Where the workspace lives: the harness runs scripts and reads manifests from it.
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
+/// The e2e crate's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a test or a binary,
+/// and that is preferred over the path compiled in: a shared `CARGO_TARGET_DIR` may hold a
+/// binary built from another checkout, whose path need not exist any more.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("scripts/control-plane.sh").is_file())
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
-const CONTROL_PLANE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/control-plane.sh");
+/// Where the workspace lives: the harness runs scripts and reads manifests from it.
+pub fn repo_root() -> PathBuf {
+    let dir = crate_dir();
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
+fn control_plane_script() -> PathBuf {
+    crate_dir().join("scripts/control-plane.sh")
+}
 
 /// Runs in its own process group so a Ctrl-C aimed at the test run does not kill it before it
 /// has cleaned up. It blocks on a pipe whose only writer is the test process: the kernel closes
@@ -75,7 +85,7 @@ impl Cluster {
             .arg(WATCHDOG)
             .arg("kubekms-e2e-watchdog")
             .arg(&dir)
-            .arg(CONTROL_PLANE_SCRIPT)
+            .arg(control_plane_script())
             .arg(&keep)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -95,7 +105,7 @@ impl Cluster {
             _watchdog: Mutex::new(watchdog_stdin),
         };
 
-        let out = Command::new(CONTROL_PLANE_SCRIPT)
+        let out = Command::new(control_plane_script())
             .arg("start")
             .arg(&cluster.dir)
             .env_remove("KUBEKMS_CP_DIR")

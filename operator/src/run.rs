@@ -170,10 +170,26 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::spawn(crate::admin::serve(listener, admin))
     });
 
-    let keys = tokio::spawn(run_key_controller(ctx.clone(), key_rx));
-    let aliases = tokio::spawn(run_alias_controller(ctx.clone(), alias_rx));
-    let imports = tokio::spawn(crate::controller::import::run(ctx.clone(), import_rx));
-    let policies = tokio::spawn(crate::controller::policy::run(ctx.clone(), policy_rx));
+    // One watch of Keys, fanned out to the controllers whose objects depend on Keys.
+    let (alias_keys_tx, alias_keys) = mpsc::unbounded::<Key>();
+    let (import_keys_tx, import_keys) = mpsc::unbounded::<Key>();
+    let (policy_keys_tx, policy_keys) = mpsc::unbounded::<Key>();
+    let keys = tokio::spawn(run_key_controller(
+        ctx.clone(),
+        key_rx,
+        vec![alias_keys_tx, import_keys_tx, policy_keys_tx],
+    ));
+    let aliases = tokio::spawn(run_alias_controller(ctx.clone(), alias_rx, alias_keys));
+    let imports = tokio::spawn(crate::controller::import::run(
+        ctx.clone(),
+        import_rx,
+        import_keys,
+    ));
+    let policies = tokio::spawn(crate::controller::policy::run(
+        ctx.clone(),
+        policy_rx,
+        policy_keys,
+    ));
 
     {
         use std::io::Write;
@@ -204,9 +220,28 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run_key_controller(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
-    key::controller(ctx.client.clone())
+async fn run_key_controller(
+    ctx: Arc<Context>,
+    trigger: mpsc::UnboundedReceiver<()>,
+    dependents: Vec<mpsc::UnboundedSender<Key>>,
+) {
+    // Keys the engine changed on its own (scheduled rotation, expiry, the end of a deletion
+    // window) or another replica changed: reconciled as soon as each change is stored, not
+    // when their requeue comes or a whole pass of due work is over.
+    let scope = ctx.request.scope.clone();
+    let changes = futures::stream::unfold(ctx.kms.subscribe_key_changes(), |mut rx| async {
+        rx.recv().await.map(|change| (change, rx))
+    });
+    let lookup = ctx.clone();
+    let changed_keys = changes
+        .filter(move |change| std::future::ready(change.scope == scope))
+        .filter_map(move |change| {
+            let ctx = lookup.clone();
+            async move { key::key_of_engine_key(&ctx, &change.key_id).await }
+        });
+    key::controller(ctx.client.clone(), dependents)
         .reconcile_all_on(trigger)
+        .reconcile_on(changed_keys)
         .run(key::reconcile, key::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -216,21 +251,20 @@ async fn run_key_controller(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<
         .await;
 }
 
-async fn run_alias_controller(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
+async fn run_alias_controller(
+    ctx: Arc<Context>,
+    trigger: mpsc::UnboundedReceiver<()>,
+    keys: mpsc::UnboundedReceiver<Key>,
+) {
     let aliases: Api<Alias> = Api::all(ctx.client.clone());
-    let keys: Api<Key> = Api::all(ctx.client.clone());
     let controller = Controller::new(aliases, watcher::Config::default().any_semantic());
     let store = controller.store();
     controller
-        .watches(
-            keys,
-            watcher::Config::default().any_semantic(),
-            move |k: Key| {
-                alias::aliases_of(&store, &k)
-                    .into_iter()
-                    .collect::<Vec<ObjectRef<Alias>>>()
-            },
-        )
+        .watches_stream(keys.map(Ok), move |k: Key| {
+            alias::aliases_of(&store, &k)
+                .into_iter()
+                .collect::<Vec<ObjectRef<Alias>>>()
+        })
         .reconcile_all_on(trigger)
         .run(alias::reconcile, alias::error_policy, ctx)
         .for_each(|result| async move {

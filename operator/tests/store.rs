@@ -31,10 +31,13 @@ use kubekms_operator::store::{
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../e2e/scripts/control-plane.sh"
-);
+/// Through the `CARGO_MANIFEST_DIR` cargo sets when it runs the test: a binary reused from
+/// another checkout's build must not run that checkout's script.
+fn script() -> PathBuf {
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    Path::new(&dir).join("../e2e/scripts/control-plane.sh")
+}
 const CP_DIR: &str = "/tmp/kubekms-cp-store";
 /// How long another replica may take to see a change before the test fails.
 const PROPAGATION: Duration = Duration::from_secs(10);
@@ -57,7 +60,7 @@ impl ControlPlane {
     }
 
     fn run(&self, command: &str) {
-        let out = Command::new(SCRIPT)
+        let out = Command::new(script())
             .arg(command)
             .arg(&self.dir)
             .output()
@@ -87,7 +90,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        let _ = Command::new(SCRIPT).arg("stop").arg(&self.dir).output();
+        let _ = Command::new(script()).arg("stop").arg(&self.dir).output();
     }
 }
 

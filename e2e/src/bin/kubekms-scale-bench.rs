@@ -36,6 +36,7 @@ const TARGET_READY: Duration = Duration::from_secs(60);
 const TARGET_RSS_MB: f64 = 150.0;
 const TARGET_ROTATION: Duration = Duration::from_secs(60);
 const KEY_NAMESPACE: &str = "bench";
+const BASELINE_NAMESPACE: &str = "bench-alone";
 const OPERATOR_NAMESPACE: &str = "kubekms";
 const ACCOUNT: &str = "111122223333";
 const DAY_MS: u64 = 86_400_000;
@@ -46,6 +47,7 @@ struct Options {
     timeout: Duration,
     operator_bin: Option<PathBuf>,
     keep: bool,
+    baseline: bool,
 }
 
 fn parse_args() -> Result<Options> {
@@ -55,6 +57,7 @@ fn parse_args() -> Result<Options> {
         timeout: Duration::from_secs(900),
         operator_bin: None,
         keep: false,
+        baseline: true,
     };
     let mut quick = false;
     let mut args = std::env::args().skip(1);
@@ -76,11 +79,14 @@ fn parse_args() -> Result<Options> {
             }
             "--operator-bin" => opts.operator_bin = Some(value("--operator-bin")?.into()),
             "--keep" => opts.keep = true,
+            "--no-baseline" => opts.baseline = false,
             "-h" | "--help" => {
                 println!(
                     "kubekms-scale-bench [--keys N]... [--quick] [--apply-concurrency C] \
-                     [--timeout SECS] [--operator-bin PATH] [--keep]\n\
-                     Default: --keys 1000 --keys 10000; --quick: 200 keys."
+                     [--timeout SECS] [--operator-bin PATH] [--keep] [--no-baseline]\n\
+                     Default: --keys 1000 --keys 10000; --quick: 200 keys. After each run the\n\
+                     operator is stopped and N more Keys are applied to another namespace: the\n\
+                     time the API server alone takes for them (--no-baseline skips it)."
                 );
                 std::process::exit(0);
             }
@@ -117,6 +123,9 @@ struct Figures {
     reconciles_rotation: u64,
     cpu_ready: Cpu,
     cpu_rotation: Cpu,
+    /// The same applies with no operator running: what the control plane alone takes.
+    apply_alone: Option<Duration>,
+    cpu_apply_alone: Cpu,
 }
 
 /// CPU seconds spent in a phase.
@@ -200,32 +209,7 @@ async fn run_one(
     let procs = cp.pids(pid);
     let cpu0 = cpu_sample(&procs);
     let started = Instant::now();
-    let params = PatchParams::apply("kubekms-scale-bench").force();
-    let applied: Vec<Result<()>> = futures::stream::iter(0..n)
-        .map(|i| {
-            let keys = keys.clone();
-            let params = params.clone();
-            async move {
-                let name = format!("bench-{i:05}");
-                let manifest = serde_json::json!({
-                    "apiVersion": "kubekms.io/v1alpha1",
-                    "kind": "Key",
-                    "metadata": { "name": name },
-                    "spec": {
-                        "keySpec": "SYMMETRIC_DEFAULT",
-                        "rotation": { "enabled": true, "periodDays": 90 },
-                    },
-                });
-                keys.patch(&name, &params, &Patch::Apply(&manifest))
-                    .await
-                    .map(|_| ())
-                    .with_context(|| format!("applying Key {name}"))
-            }
-        })
-        .buffer_unordered(opts.apply_concurrency)
-        .collect()
-        .await;
-    applied.into_iter().collect::<Result<Vec<()>>>()?;
+    apply_keys(&keys, n, opts.apply_concurrency).await?;
     figures.apply = Some(started.elapsed());
     eprintln!(
         "  applied {n} Keys in {:.1} s",
@@ -341,7 +325,57 @@ async fn run_one(
     figures.rss_peak_mb = vm_hwm_mb(pid)?;
     watch.abort();
     operator.kill();
+
+    if opts.baseline {
+        // The floor under "all Ready": the same applies with nothing reacting to them but the
+        // control plane itself (its controller manager included).
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let mut obj = k8s_openapi::api::core::v1::Namespace::default();
+        obj.metadata.name = Some(BASELINE_NAMESPACE.into());
+        namespaces.create(&PostParams::default(), &obj).await?;
+        let alone: Api<Key> = Api::namespaced(client.clone(), BASELINE_NAMESPACE);
+        let cpu0 = cpu_sample(&procs);
+        let started = Instant::now();
+        apply_keys(&alone, n, opts.apply_concurrency).await?;
+        figures.apply_alone = Some(started.elapsed());
+        figures.cpu_apply_alone = cpu_sample(&procs).since(&cpu0);
+        eprintln!(
+            "  with no operator running, {n} more Keys applied in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(figures)
+}
+
+/// Server-side apply of `n` Key manifests (`bench-00000`...), `concurrency` at a time.
+async fn apply_keys(keys: &Api<Key>, n: usize, concurrency: usize) -> Result<()> {
+    let params = PatchParams::apply("kubekms-scale-bench").force();
+    let applied: Vec<Result<()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let keys = keys.clone();
+            let params = params.clone();
+            async move {
+                let name = format!("bench-{i:05}");
+                let manifest = serde_json::json!({
+                    "apiVersion": "kubekms.io/v1alpha1",
+                    "kind": "Key",
+                    "metadata": { "name": name },
+                    "spec": {
+                        "keySpec": "SYMMETRIC_DEFAULT",
+                        "rotation": { "enabled": true, "periodDays": 90 },
+                    },
+                });
+                keys.patch(&name, &params, &Patch::Apply(&manifest))
+                    .await
+                    .map(|_| ())
+                    .with_context(|| format!("applying Key {name}"))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    applied.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(())
 }
 
 /// Keeps `seen` (name → (Ready for the current generation, current key version)) in step with
@@ -457,6 +491,10 @@ impl Cpu {
         }
     }
 
+    fn show_control_plane(&self) -> String {
+        format!("{:.0}/{:.0} of {:.0}", self.apiserver, self.etcd, self.wall)
+    }
+
     fn show(&self) -> String {
         format!(
             "{:.0}/{:.0}/{:.0}/{:.0} of {:.0}",
@@ -488,9 +526,10 @@ fn print_table(results: &[Figures]) {
     println!(
         "| keys | apply s | all Ready s | Ready target | peak RSS MB (at Ready) | RSS target | \
          due work s | all rotated s | rotation target | >v2 | Key reconciles ready/rotation | \
-         CPU s ready: op/apiserver/etcd/bench of wall | CPU s rotation |"
+         CPU s ready: op/apiserver/etcd/bench of wall | CPU s rotation | \
+         apply with no operator s | CPU s of that: apiserver/etcd of wall |"
     );
-    println!("|---:|---:|---:|---|---:|---|---:|---:|---|---:|---:|---|---|");
+    println!("|---:|---:|---:|---|---:|---|---:|---:|---|---:|---:|---|---|---:|---|");
     for f in results {
         let at_target = f.keys >= TARGET_KEYS;
         let target = |limit: String, met: bool| {
@@ -503,7 +542,7 @@ fn print_table(results: &[Figures]) {
         let ready_met = f.ready.is_some_and(|d| d <= TARGET_READY);
         let rotation_met = f.rotated.is_some_and(|d| d <= TARGET_ROTATION);
         println!(
-            "| {} | {} | {}{} | {} | {:.1} ({:.1}) | {} | {} | {}{} | {} | {} | {}/{} | {} | {} |",
+            "| {} | {} | {}{} | {} | {:.1} ({:.1}) | {} | {} | {}{} | {} | {} | {}/{} | {} | {} | {} | {} |",
             f.keys,
             secs(f.apply),
             secs(f.ready),
@@ -532,6 +571,12 @@ fn print_table(results: &[Figures]) {
             f.reconciles_rotation,
             f.cpu_ready.show(),
             f.cpu_rotation.show(),
+            secs(f.apply_alone),
+            if f.apply_alone.is_some() {
+                f.cpu_apply_alone.show_control_plane()
+            } else {
+                "-".to_owned()
+            },
         );
     }
 }

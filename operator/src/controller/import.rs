@@ -372,20 +372,20 @@ pub fn secret_watch_config() -> kube::runtime::watcher::Config {
 
 /// Runs the controller: ImportedMaterials, woken by their Keys and Secrets and by `trigger`
 /// (the test clock moving).
-pub async fn run(ctx: Arc<Context>, trigger: futures::channel::mpsc::UnboundedReceiver<()>) {
+/// `keys` is the operator's one Key watch, fanned out (see [`super::key::controller`]).
+pub async fn run(
+    ctx: Arc<Context>,
+    trigger: futures::channel::mpsc::UnboundedReceiver<()>,
+    keys: futures::channel::mpsc::UnboundedReceiver<Key>,
+) {
     use futures::StreamExt;
     let imports: Api<ImportedMaterial> = Api::all(ctx.client.clone());
-    let keys: Api<Key> = Api::all(ctx.client.clone());
     let secrets: Api<Secret> = Api::all(ctx.client.clone());
     let controller = Controller::new(imports, watcher::Config::default().any_semantic());
     let by_key = controller.store();
     let by_secret = controller.store();
     controller
-        .watches(
-            keys,
-            watcher::Config::default().any_semantic(),
-            move |k: Key| imports_of_key(&by_key, &k),
-        )
+        .watches_stream(keys.map(Ok), move |k: Key| imports_of_key(&by_key, &k))
         .watches(secrets, secret_watch_config(), move |s: Secret| {
             imports_of_secret(&by_secret, &s)
         })

@@ -52,10 +52,21 @@ pub fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
 }
 
-/// The Key controller, its cache without `managedFields`: the operator never reads them, and
-/// with three field managers (the user's apply, the finalizer, the status) they are about two
-/// thirds of a Key's size, so of what a cache of every Key costs in RSS.
-pub fn controller(client: kube::Client) -> Controller<Key> {
+/// The one watch of Keys in the operator. The Key controller caches what it sees, without
+/// `managedFields`: the operator never reads them, and with three field managers (the user's
+/// apply, the finalizer, the status) they are about two thirds of a Key's size, so of what a
+/// cache of every Key costs in RSS. Every Key it sees (changed, listed or deleted) is also
+/// sent to each of `dependents` (the Alias, ImportedMaterial and KeyPolicy controllers), so
+/// the API server sends each Key write to one watch of ours, not four.
+///
+/// The Key controller itself is woken only by changes it must act on (see
+/// [`reconcile_trigger`]); its own status writes come back through the watch and would
+/// otherwise cost a reconcile each.
+pub fn controller(
+    client: kube::Client,
+    dependents: Vec<futures::channel::mpsc::UnboundedSender<Key>>,
+) -> Controller<Key> {
+    use futures::TryStreamExt;
     let (reader, writer) = reflector::store();
     let keys = watcher(
         Api::<Key>::all(client),
@@ -64,8 +75,35 @@ pub fn controller(client: kube::Client) -> Controller<Key> {
     .default_backoff()
     .modify(|key| key.managed_fields_mut().clear())
     .reflect(writer)
-    .applied_objects();
+    .inspect_ok(move |event| {
+        let touched = match event {
+            watcher::Event::Apply(k) | watcher::Event::InitApply(k) | watcher::Event::Delete(k) => {
+                k
+            }
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        for dependent in &dependents {
+            // A dependent that stopped is not a reason to stop the others.
+            let _ = dependent.unbounded_send(touched.clone());
+        }
+    })
+    .applied_objects()
+    .predicate_filter(reconcile_trigger, Default::default());
     Controller::for_stream(keys, reader).with_config(controller_config())
+}
+
+/// What a Key reconcile acts on: its spec (generation), its finalizers and deletion, and the
+/// on-demand rotation annotation. A change to anything else (above all the status the Key
+/// controller itself just wrote) does not start a reconcile; due work is covered by requeues
+/// and the engine's change feed.
+pub fn reconcile_trigger(key: &Key) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.metadata.generation.hash(&mut hasher);
+    key.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    key.metadata.finalizers.hash(&mut hasher);
+    key.annotations().get(ROTATE_ANNOTATION).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Event and condition reasons: stable, so alerts and tests can match them.
@@ -287,7 +325,25 @@ pub fn create_key_request(
     if let Some(d) = spec.description.as_deref().filter(|d| !d.is_empty()) {
         req["Description"] = d.into();
     }
+    // The engine's extension: rotation enabled in the same store write as the key itself, one
+    // write per new Key instead of two.
+    if let Some(r) = spec
+        .rotation
+        .as_ref()
+        .filter(|r| r.enabled && rotatable(spec))
+    {
+        req["KubekmsRotationPeriodInDays"] = r.period_days.into();
+    }
     req
+}
+
+/// The Key that made the engine key `key_id`, from the key's tags; `None` for a key no Key
+/// made (or one that is gone).
+pub async fn key_of_engine_key(ctx: &Context, key_id: &str) -> Option<reflector::ObjectRef<Key>> {
+    let tags = engine_tags(ctx, key_id).await.ok()?;
+    let namespace = tags.get(TAG_NAMESPACE)?;
+    let name = tags.get(TAG_NAME)?;
+    Some(reflector::ObjectRef::new(name).within(namespace))
 }
 
 /// Whether the engine rotates this kind of key (symmetric, generated material).
@@ -993,6 +1049,32 @@ mod tests {
         assert_eq!(get(TAG_NAMESPACE).as_deref(), Some("shop"));
         assert_eq!(get(TAG_NAME).as_deref(), Some("orders"));
         assert_eq!(get(TAG_UID).as_deref(), Some("uid-1"));
+    }
+
+    #[test]
+    fn rotation_is_requested_with_the_key_only_for_keys_that_rotate() {
+        let mut spec = KeySpec {
+            rotation: Some(RotationSpec {
+                enabled: true,
+                period_days: 120,
+            }),
+            ..KeySpec::default()
+        };
+        let req = create_key_request(&spec, "ns", "k", "u");
+        assert_eq!(req["KubekmsRotationPeriodInDays"], 120);
+        spec.rotation = Some(RotationSpec {
+            enabled: false,
+            period_days: 120,
+        });
+        let req = create_key_request(&spec, "ns", "k", "u");
+        assert!(req.get("KubekmsRotationPeriodInDays").is_none());
+        spec.rotation = Some(RotationSpec {
+            enabled: true,
+            period_days: 120,
+        });
+        spec.key_spec = KmsKeySpec::EccNistP256;
+        let req = create_key_request(&spec, "ns", "k", "u");
+        assert!(req.get("KubekmsRotationPeriodInDays").is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource, ResourceExt};
 use kubekms_engine::clock::{Clock, Millis};
 use kubekms_engine::service::{Kms, RequestContext};
@@ -18,11 +18,12 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 
 pub mod alias;
+pub mod events;
 pub mod import;
 pub mod key;
 pub mod policy;
 
-/// The field manager of every status we write (server-side apply).
+/// The field manager of every status we write.
 pub const FIELD_MANAGER: &str = "kubekms-operator";
 /// The name events are reported under.
 pub const REPORTER: &str = "kubekms-operator";
@@ -40,7 +41,7 @@ pub struct Context {
     /// Account, region and principal the controllers act as in the engine.
     pub request: RequestContext,
     pub clock: Arc<dyn Clock>,
-    pub recorder: Recorder,
+    pub events: events::EventPublisher,
     pub key_index: key::KeyIndex,
     pub metrics: Metrics,
 }
@@ -96,19 +97,14 @@ impl Context {
         request: RequestContext,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        let recorder = Recorder::new(
-            client.clone(),
-            kube::runtime::events::Reporter {
-                controller: REPORTER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        );
+        let events =
+            events::EventPublisher::new(client.clone(), REPORTER, std::env::var("POD_NAME").ok());
         Arc::new(Self {
             client,
             kms,
             request,
             clock,
-            recorder,
+            events,
             key_index: key::KeyIndex::default(),
             metrics: Metrics::default(),
         })
@@ -139,14 +135,8 @@ impl Context {
         K: Resource<DynamicType = ()>,
     {
         let reference = obj.object_ref(&());
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(cut(note, MAX_NOTE_BYTES)),
-            action: reason.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &reference).await {
+        let note = cut(note, MAX_NOTE_BYTES);
+        if let Err(e) = self.events.publish(&reference, type_, reason, &note).await {
             tracing::warn!(error = %e, object = ?reference.name, reason, "cannot publish event");
         }
     }
@@ -207,23 +197,58 @@ pub fn condition(
     }
 }
 
-/// Write `status` on the status subresource with server-side apply.
+/// Write `status` on the status subresource: a JSON merge patch from the status `obj` has (as
+/// the watch last delivered it) to `status`, so fields no longer reported are removed.
+///
+/// Not server-side apply: the status belongs to this controller alone, so apply's field
+/// ownership buys nothing, while parsing and merging an apply patch is among the costliest
+/// things the API server does per write, and a wave of Keys is bound by the API server.
 pub async fn apply_status<K>(api: &Api<K>, obj: &K, status: serde_json::Value) -> Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
+    let current = serde_json::to_value(obj)
+        .ok()
+        .and_then(|mut v| v.get_mut("status").map(serde_json::Value::take))
+        .unwrap_or(serde_json::Value::Null);
+    let patch = serde_json::json!({ "status": merge_patch(&current, &status) });
     api.patch_status(
         &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(&patch),
     )
     .await?;
     Ok(())
+}
+
+/// The JSON merge patch (RFC 7386) that turns `from` into `to`: changed members, `null` for
+/// removed ones, objects diffed member by member, anything else replaced whole.
+pub fn merge_patch(from: &serde_json::Value, to: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (from, to) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (name, value) in new {
+                match old.get(name) {
+                    Some(previous) if previous == value => {}
+                    Some(previous) => {
+                        patch.insert(name.clone(), merge_patch(previous, value));
+                    }
+                    None => {
+                        patch.insert(name.clone(), value.clone());
+                    }
+                }
+            }
+            for name in old.keys().filter(|name| !new.contains_key(*name)) {
+                patch.insert(name.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => to.clone(),
+    }
 }
 
 /// Requeue when `due` (engine milliseconds) arrives, within [1 s, [`MAX_REQUEUE`]].
@@ -292,6 +317,55 @@ mod tests {
             millis_from_epoch_seconds(1_700_000_000.5),
             1_700_000_000_500
         );
+    }
+
+    /// RFC 7386's merge, to check that a computed patch really turns one value into the other.
+    fn apply_merge(target: &serde_json::Value, patch: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match patch {
+            Value::Object(members) => {
+                let mut out = match target {
+                    Value::Object(t) => t.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                for (name, value) in members {
+                    if value.is_null() {
+                        out.remove(name);
+                    } else {
+                        let merged = apply_merge(out.get(name).unwrap_or(&Value::Null), value);
+                        out.insert(name.clone(), merged);
+                    }
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        }
+    }
+
+    #[test]
+    fn merge_patches_turn_the_old_status_into_the_new_one() {
+        use serde_json::json;
+        let old = json!({
+            "keyId": "k", "state": "PendingDeletion", "deletionDate": "2026-01-01T00:00:00Z",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "nested": {"a": 1, "b": 2},
+        });
+        let new = json!({
+            "keyId": "k", "state": "Enabled",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "nested": {"a": 1, "c": 3},
+        });
+        let patch = merge_patch(&old, &new);
+        assert_eq!(patch["deletionDate"], serde_json::Value::Null);
+        assert!(
+            patch.get("keyId").is_none(),
+            "unchanged members are left out: {patch}"
+        );
+        assert_eq!(patch["nested"], json!({"b": null, "c": 3}));
+        assert_eq!(apply_merge(&old, &patch), new);
+        // From nothing: the whole status.
+        assert_eq!(merge_patch(&serde_json::Value::Null, &new), new);
+        assert_eq!(merge_patch(&new, &new), json!({}));
     }
 
     #[test]

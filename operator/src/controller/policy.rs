@@ -242,10 +242,14 @@ pub fn policies_covering(store: &Store<KeyPolicy>, key: &Key) -> Vec<ObjectRef<K
         .collect()
 }
 
-/// Runs the controller until the process stops. `trigger` re-reconciles every KeyPolicy.
-pub async fn run(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
+/// Runs the controller until the process stops. `trigger` re-reconciles every KeyPolicy;
+/// `keys` is the operator's one Key watch, fanned out (see [`super::key::controller`]).
+pub async fn run(
+    ctx: Arc<Context>,
+    trigger: mpsc::UnboundedReceiver<()>,
+    keys: mpsc::UnboundedReceiver<Key>,
+) {
     let policies: Api<KeyPolicy> = Api::all(ctx.client.clone());
-    let keys: Api<Key> = Api::all(ctx.client.clone());
     let controller = Controller::new(policies, watcher::Config::default().any_semantic());
     let store = controller.store();
     controller
@@ -254,11 +258,7 @@ pub async fn run(ctx: Arc<Context>, trigger: mpsc::UnboundedReceiver<()>) {
                 .concurrency(1)
                 .debounce(DEBOUNCE),
         )
-        .watches(
-            keys,
-            watcher::Config::default().any_semantic(),
-            move |k: Key| policies_covering(&store, &k),
-        )
+        .watches_stream(keys.map(Ok), move |k: Key| policies_covering(&store, &k))
         .reconcile_all_on(trigger)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -1,0 +1,253 @@
+//! Publishing Kubernetes events without kube-runtime's `Recorder`.
+//!
+//! The `Recorder` remembers every event it published for six minutes (to count repeats) and
+//! walks that whole cache on each publish to expire entries. A wave of 10,000 Keys publishes
+//! 10,000 distinct events, so it held them all and spent time linear in the wave per event.
+//! Here only a bounded window of recent events is remembered: a repeat within it (a reconcile
+//! failing the same way every few seconds) bumps the count of the event already published,
+//! and anything older is simply published again.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
+use kube::{Api, Client};
+use serde_json::json;
+
+/// Repeats are counted on one event for this long.
+const REPEAT_WINDOW: Duration = Duration::from_secs(300);
+/// At most this many recent events are remembered.
+const REMEMBERED: usize = 2048;
+
+/// What makes two events "the same": the object, and what is said about it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Fingerprint {
+    uid: String,
+    type_: &'static str,
+    reason: String,
+    note: String,
+}
+
+struct Published {
+    name: String,
+    count: i32,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Recent {
+    by_fingerprint: HashMap<Fingerprint, Published>,
+    /// Insertion order, for eviction: the oldest entries go first.
+    order: VecDeque<(Fingerprint, Instant)>,
+}
+
+impl Recent {
+    fn evict(&mut self, now: Instant) {
+        while let Some((fingerprint, at)) = self.order.front() {
+            let expired = now.duration_since(*at) >= REPEAT_WINDOW;
+            if !expired && self.order.len() <= REMEMBERED {
+                break;
+            }
+            // An entry refreshed later has a newer `at`; only the matching record is dropped.
+            if self
+                .by_fingerprint
+                .get(fingerprint)
+                .is_some_and(|p| p.at == *at)
+            {
+                self.by_fingerprint.remove(fingerprint);
+            }
+            self.order.pop_front();
+        }
+    }
+
+    fn remember(&mut self, fingerprint: Fingerprint, published: Published) {
+        let at = published.at;
+        self.order.push_back((fingerprint.clone(), at));
+        self.by_fingerprint.insert(fingerprint, published);
+        self.evict(at);
+    }
+}
+
+/// Publishes core/v1 Events as the operator.
+pub struct EventPublisher {
+    client: Client,
+    component: String,
+    instance: Option<String>,
+    recent: std::sync::Mutex<Recent>,
+}
+
+impl EventPublisher {
+    pub fn new(client: Client, component: &str, instance: Option<String>) -> Self {
+        Self {
+            client,
+            component: component.to_owned(),
+            instance,
+            recent: std::sync::Mutex::new(Recent::default()),
+        }
+    }
+
+    /// Publish `reason`/`note` about the object `regarding`.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) -> kube::Result<()> {
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let type_ = match type_ {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        let fingerprint = Fingerprint {
+            uid: regarding.uid.clone().unwrap_or_default(),
+            type_,
+            reason: reason.to_owned(),
+            note: note.to_owned(),
+        };
+        let now = Timestamp::now();
+        let repeat = self.repeat_of(&fingerprint);
+        if let Some((name, count)) = repeat {
+            let bump = json!({
+                "count": count,
+                "lastTimestamp": Time(now),
+            });
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&bump))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Expired by the API server meanwhile: publish it anew.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let base = regarding.name.as_deref().unwrap_or("object");
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{base}.{}", &suffix[..16])),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: regarding.clone(),
+            reason: Some(reason.to_owned()),
+            message: Some(note.to_owned()),
+            type_: Some(type_.to_owned()),
+            action: Some(reason.to_owned()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: None,
+            }),
+            reporting_component: Some(self.component.clone()),
+            reporting_instance: Some(
+                self.instance
+                    .clone()
+                    .unwrap_or_else(|| self.component.clone()),
+            ),
+            ..Event::default()
+        };
+        let created = api.create(&PostParams::default(), &event).await?;
+        if let Some(name) = created.metadata.name {
+            if let Ok(mut recent) = self.recent.lock() {
+                recent.remember(
+                    fingerprint,
+                    Published {
+                        name,
+                        count: 1,
+                        at: Instant::now(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The name and next count of a recent identical event, counting this repeat.
+    fn repeat_of(&self, fingerprint: &Fingerprint) -> Option<(String, i32)> {
+        let mut recent = self.recent.lock().ok()?;
+        recent.evict(Instant::now());
+        let published = recent.by_fingerprint.get_mut(fingerprint)?;
+        published.count = published.count.saturating_add(1);
+        Some((published.name.clone(), published.count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fingerprint(n: usize) -> Fingerprint {
+        Fingerprint {
+            uid: format!("uid-{n}"),
+            type_: "Normal",
+            reason: "Created".into(),
+            note: "created".into(),
+        }
+    }
+
+    fn published(name: &str, at: Instant) -> Published {
+        Published {
+            name: name.into(),
+            count: 1,
+            at,
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_and_the_oldest_go_first() {
+        let mut recent = Recent::default();
+        let now = Instant::now();
+        for n in 0..REMEMBERED + 100 {
+            recent.remember(fingerprint(n), published(&format!("e{n}"), now));
+        }
+        assert_eq!(recent.by_fingerprint.len(), REMEMBERED);
+        assert_eq!(recent.order.len(), REMEMBERED);
+        assert!(!recent.by_fingerprint.contains_key(&fingerprint(0)));
+        assert!(recent
+            .by_fingerprint
+            .contains_key(&fingerprint(REMEMBERED + 99)));
+    }
+
+    #[test]
+    fn entries_expire_after_the_window() {
+        let mut recent = Recent::default();
+        let t0 = Instant::now();
+        recent.remember(fingerprint(1), published("old", t0));
+        let later = t0 + REPEAT_WINDOW + Duration::from_secs(1);
+        recent.remember(fingerprint(2), published("new", later));
+        assert!(!recent.by_fingerprint.contains_key(&fingerprint(1)));
+        assert!(recent.by_fingerprint.contains_key(&fingerprint(2)));
+        assert_eq!(recent.order.len(), 1);
+    }
+
+    #[test]
+    fn a_refreshed_entry_survives_eviction_of_its_older_record() {
+        let mut recent = Recent::default();
+        let t0 = Instant::now();
+        recent.remember(fingerprint(1), published("old", t0));
+        let later = t0 + REPEAT_WINDOW + Duration::from_secs(1);
+        // Published again later under the same fingerprint.
+        recent.remember(fingerprint(1), published("again", later));
+        assert_eq!(
+            recent
+                .by_fingerprint
+                .get(&fingerprint(1))
+                .map(|p| p.name.as_str()),
+            Some("again")
+        );
+        assert_eq!(recent.order.len(), 1);
+    }
+}
