@@ -2,7 +2,8 @@
 #
 #   make test    everything CI runs (.ci/run calls this)
 #   make run     build the engine in release mode and run it standalone
-#   make bench   run the benchmark binary
+#   make bench   run the engine benchmark
+#   make scale-bench   the operator at 1,000 and 10,000 Keys on the local control plane
 #
 # Builds are cached outside the clone so fresh clones (CI) reuse them.
 export CARGO_TARGET_DIR ?= /root/.cache/kubekms-target
@@ -16,7 +17,7 @@ SCRIPTS := e2e/scripts
 
 .PHONY: test setup fmt clippy cargo-test python-tests smoke \
 	control-plane control-plane-start control-plane-stop control-plane-status \
-	build-release run bench
+	build-release run bench scale-bench
 
 ## test: setup, formatting, lints, unit/integration tests, Python e2e tests, control-plane smoke test
 test: setup fmt clippy cargo-test python-tests smoke
@@ -69,3 +70,10 @@ run: build-release
 ## bench: the benchmark binary (kubekms-bench)
 bench:
 	$(CARGO) run --release -p kubekms-engine --bin kubekms-bench -- $(ARGS)
+
+## scale-bench: Keys applied to the local control plane until Ready, a rotation wave, the
+## operator's RSS (kubekms-scale-bench; figures in BENCHMARKS.md)
+scale-bench: setup
+	$(CARGO) build --release -p kubekms-operator --bin kubekms-operator
+	$(CARGO) run --release -p kubekms-e2e --bin kubekms-scale-bench -- \
+		--operator-bin $(CARGO_TARGET_DIR)/release/kubekms-operator $(ARGS)

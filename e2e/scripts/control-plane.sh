@@ -15,6 +15,10 @@
 # Ports: preferred fixed ones (etcd 23790/23800, apiserver 16443), each
 # checked free first; a busy one is replaced by a free port from the kernel.
 # Override with KUBEKMS_ETCD_PORT, KUBEKMS_ETCD_PEER_PORT, KUBEKMS_APISERVER_PORT.
+#
+# Tuning: KUBEKMS_CP_GOGC (default 400) for etcd and the Kubernetes components,
+# KUBEKMS_CP_PROFILING=true for the API server's /debug/pprof,
+# KUBEKMS_CP_VERBOSITY (default 1) for their logs.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -160,7 +164,11 @@ launch() {
     shift
     # setsid: own process group, so a Ctrl-C in the caller's terminal does not
     # take the control plane down half-way and `stop` can kill the group.
-    setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
+    # GOGC=400 unless KUBEKMS_CP_GOGC says otherwise: etcd and the Kubernetes
+    # components share two cores with the operator and the tests while memory is
+    # plentiful, and at Go's default (100) the API server spent about a sixth of
+    # its CPU collecting garbage under a wave of writes (BENCHMARKS.md).
+    GOGC="${KUBEKMS_CP_GOGC:-400}" setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$DIR/run/$name.pid"
 }
 

@@ -92,6 +92,10 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.ctx.metrics.render(),
+        format!(
+            "{}{}",
+            state.ctx.metrics.render(),
+            state.ctx.events.stats().render()
+        ),
     )
 }

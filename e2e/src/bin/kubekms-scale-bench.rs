@@ -123,6 +123,9 @@ struct Figures {
     reconciles_rotation: u64,
     cpu_ready: Cpu,
     cpu_rotation: Cpu,
+    /// Until the operator's queued events were all written, from the start of the phase.
+    events_ready: Option<Duration>,
+    events_rotation: Option<Duration>,
     /// The same applies with no operator running: what the control plane alone takes.
     apply_alone: Option<Duration>,
     cpu_apply_alone: Cpu,
@@ -134,6 +137,7 @@ struct Cpu {
     operator: f64,
     apiserver: f64,
     etcd: f64,
+    controller_manager: f64,
     bench: f64,
     wall: f64,
 }
@@ -146,6 +150,11 @@ async fn main() -> Result<()> {
         None => build_operator()?,
     };
     eprintln!("operator: {}", operator_bin.display());
+    // The control plane's garbage collector setting moves the figures; say which one ran.
+    println!(
+        "control plane GOGC: {} (KUBEKMS_CP_GOGC; e2e/scripts/control-plane.sh)",
+        std::env::var("KUBEKMS_CP_GOGC").unwrap_or_else(|_| "400, the default".to_owned())
+    );
     let base = PathBuf::from(format!("/tmp/kubekms-scale-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let mut results = Vec::new();
@@ -251,6 +260,9 @@ async fn run_one(
         figures.rss_ready_mb
     );
 
+    figures.events_ready = operator.events_drained(started, opts.timeout).await;
+    eprintln!("  events written after {}", secs(figures.events_ready));
+
     // The rotation wave: every key falls due at the same moment.
     if figures.ready.is_some() {
         let cpu1 = cpu_sample(&procs);
@@ -321,6 +333,8 @@ async fn run_one(
             figures.rotated_count,
             started.elapsed().as_secs_f64()
         );
+        figures.events_rotation = operator.events_drained(started, opts.timeout).await;
+        eprintln!("  events written after {}", secs(figures.events_rotation));
     }
     figures.rss_peak_mb = vm_hwm_mb(pid)?;
     watch.abort();
@@ -465,6 +479,7 @@ struct Pids {
     operator: u32,
     apiserver: Option<u32>,
     etcd: Option<u32>,
+    controller_manager: Option<u32>,
 }
 
 fn cpu_sample(p: &Pids) -> Cpu {
@@ -472,6 +487,7 @@ fn cpu_sample(p: &Pids) -> Cpu {
         operator: cpu_seconds(p.operator),
         apiserver: p.apiserver.map_or(0.0, cpu_seconds),
         etcd: p.etcd.map_or(0.0, cpu_seconds),
+        controller_manager: p.controller_manager.map_or(0.0, cpu_seconds),
         bench: cpu_seconds(std::process::id()),
         wall: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -486,19 +502,28 @@ impl Cpu {
             operator: self.operator - earlier.operator,
             apiserver: self.apiserver - earlier.apiserver,
             etcd: self.etcd - earlier.etcd,
+            controller_manager: self.controller_manager - earlier.controller_manager,
             bench: self.bench - earlier.bench,
             wall: self.wall - earlier.wall,
         }
     }
 
     fn show_control_plane(&self) -> String {
-        format!("{:.0}/{:.0} of {:.0}", self.apiserver, self.etcd, self.wall)
+        format!(
+            "{:.0}/{:.0}/{:.0} of {:.0}",
+            self.apiserver, self.etcd, self.controller_manager, self.wall
+        )
     }
 
     fn show(&self) -> String {
         format!(
-            "{:.0}/{:.0}/{:.0}/{:.0} of {:.0}",
-            self.operator, self.apiserver, self.etcd, self.bench, self.wall
+            "{:.0}/{:.0}/{:.0}/{:.0}/{:.0} of {:.0}",
+            self.operator,
+            self.apiserver,
+            self.etcd,
+            self.controller_manager,
+            self.bench,
+            self.wall
         )
     }
 }
@@ -525,11 +550,12 @@ fn print_table(results: &[Figures]) {
     println!();
     println!(
         "| keys | apply s | all Ready s | Ready target | peak RSS MB (at Ready) | RSS target | \
-         due work s | all rotated s | rotation target | >v2 | Key reconciles ready/rotation | \
-         CPU s ready: op/apiserver/etcd/bench of wall | CPU s rotation | \
-         apply with no operator s | CPU s of that: apiserver/etcd of wall |"
+         due work s | all rotated s | rotation target | >v2 | events written s ready/rotation | \
+         Key reconciles ready/rotation | \
+         CPU s ready: op/apiserver/etcd/kcm/bench of wall | CPU s rotation | \
+         apply with no operator s | CPU s of that: apiserver/etcd/kcm of wall |"
     );
-    println!("|---:|---:|---:|---|---:|---|---:|---:|---|---:|---:|---|---|---:|---|");
+    println!("|---:|---:|---:|---|---:|---|---:|---:|---|---:|---|---:|---|---|---:|---|");
     for f in results {
         let at_target = f.keys >= TARGET_KEYS;
         let target = |limit: String, met: bool| {
@@ -542,7 +568,7 @@ fn print_table(results: &[Figures]) {
         let ready_met = f.ready.is_some_and(|d| d <= TARGET_READY);
         let rotation_met = f.rotated.is_some_and(|d| d <= TARGET_ROTATION);
         println!(
-            "| {} | {} | {}{} | {} | {:.1} ({:.1}) | {} | {} | {}{} | {} | {} | {}/{} | {} | {} | {} | {} |",
+            "| {} | {} | {}{} | {} | {:.1} ({:.1}) | {} | {} | {}{} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} |",
             f.keys,
             secs(f.apply),
             secs(f.ready),
@@ -567,6 +593,8 @@ fn print_table(results: &[Figures]) {
             },
             target(format!("≤ {} s", TARGET_ROTATION.as_secs()), rotation_met),
             f.over_rotated,
+            secs(f.events_ready),
+            secs(f.events_rotation),
             f.reconciles_ready,
             f.reconciles_rotation,
             f.cpu_ready.show(),
@@ -709,6 +737,7 @@ impl ControlPlane {
             operator,
             apiserver: self.pid_of("kube-apiserver"),
             etcd: self.pid_of("etcd"),
+            controller_manager: self.pid_of("kube-controller-manager"),
         }
     }
 
@@ -810,6 +839,28 @@ impl OperatorProcess {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Events the operator has queued but not written yet.
+    async fn events_pending(&self) -> Result<u64> {
+        let (_, body) = http_request(&self.admin, "GET", "/metrics", "").await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("kubekms_operator_events_pending "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow!("no event queue gauge in /metrics"))
+    }
+
+    /// Waits (up to `limit`) until the operator's event queue is empty; how long that took
+    /// from `since`.
+    async fn events_drained(&self, since: Instant, limit: Duration) -> Option<Duration> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.events_pending().await.ok()? == 0 {
+                return Some(since.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     async fn key_reconciles(&self) -> Result<u64> {

@@ -6,10 +6,20 @@
 //! Here only a bounded window of recent events is remembered: a repeat within it (a reconcile
 //! failing the same way every few seconds) bumps the count of the event already published,
 //! and anything older is simply published again.
+//!
+//! Publishing is asynchronous, as client-go's event broadcaster is: a reconcile queues its
+//! event and goes on, and a background task writes the queue out a few at a time. Events are
+//! for people reading `kubectl describe`; status is what tools wait on, so under a wave of
+//! changes the status writes go first and the events trail behind. The queue is bounded; when
+//! it is full an event is dropped and counted, never the reconcile held up.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::channel::mpsc;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -17,11 +27,14 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Client};
 use serde_json::json;
-
 /// Repeats are counted on one event for this long.
 const REPEAT_WINDOW: Duration = Duration::from_secs(300);
 /// At most this many recent events are remembered.
 const REMEMBERED: usize = 2048;
+/// Events waiting to be written, at most (a few MB); beyond that they are dropped.
+const MAX_PENDING: u64 = 20_000;
+/// Event writes in flight at once.
+const WRITERS: usize = 4;
 
 /// What makes two events "the same": the object, and what is said about it.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -72,50 +85,149 @@ impl Recent {
     }
 }
 
-/// Publishes core/v1 Events as the operator.
+/// An event waiting to be written.
+struct Pending {
+    regarding: ObjectReference,
+    type_: &'static str,
+    reason: String,
+    note: String,
+}
+
+/// Counts for the operator's metrics.
+#[derive(Default)]
+pub struct EventStats {
+    pending: AtomicU64,
+    published: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl EventStats {
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE kubekms_operator_events_pending gauge\n");
+        out.push_str(&format!(
+            "kubekms_operator_events_pending {}\n",
+            self.pending.load(Ordering::Relaxed)
+        ));
+        out.push_str("# TYPE kubekms_operator_events_total counter\n");
+        for (outcome, c) in [
+            ("published", &self.published),
+            ("failed", &self.failed),
+            ("dropped", &self.dropped),
+        ] {
+            out.push_str(&format!(
+                "kubekms_operator_events_total{{outcome=\"{outcome}\"}} {}\n",
+                c.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+/// Queues core/v1 Events for the background writer.
 pub struct EventPublisher {
+    queue: mpsc::UnboundedSender<Pending>,
+    stats: Arc<EventStats>,
+}
+
+impl EventPublisher {
+    /// The publisher, and the task that writes its events (to be spawned).
+    pub fn new(
+        client: Client,
+        component: &str,
+        instance: Option<String>,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+        let (queue, pending) = mpsc::unbounded();
+        let stats = Arc::new(EventStats::default());
+        let writer = Arc::new(EventWriter {
+            client,
+            component: component.to_owned(),
+            instance,
+            recent: std::sync::Mutex::new(Recent::default()),
+        });
+        let task_stats = stats.clone();
+        let task = pending.for_each_concurrent(WRITERS, move |event: Pending| {
+            let writer = writer.clone();
+            let stats = task_stats.clone();
+            async move {
+                let outcome = writer.write(&event).await;
+                stats.pending.fetch_sub(1, Ordering::Relaxed);
+                match outcome {
+                    Ok(()) => {
+                        stats.published.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, object = ?event.regarding.name, reason = %event.reason, "cannot publish event");
+                    }
+                }
+            }
+        });
+        (Self { queue, stats }, task)
+    }
+
+    pub fn stats(&self) -> &EventStats {
+        &self.stats
+    }
+
+    /// Queue `reason`/`note` about the object `regarding`.
+    pub fn publish(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        if self.stats.pending.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING {
+            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(object = ?regarding.name, reason, "event queue full; event dropped");
+            return;
+        }
+        let type_ = match type_ {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        let event = Pending {
+            regarding,
+            type_,
+            reason: reason.to_owned(),
+            note,
+        };
+        if self.queue.unbounded_send(event).is_err() {
+            // The writer is gone: the operator is stopping.
+            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes events, counting repeats on the event already written.
+struct EventWriter {
     client: Client,
     component: String,
     instance: Option<String>,
     recent: std::sync::Mutex<Recent>,
 }
 
-impl EventPublisher {
-    pub fn new(client: Client, component: &str, instance: Option<String>) -> Self {
-        Self {
-            client,
-            component: component.to_owned(),
-            instance,
-            recent: std::sync::Mutex::new(Recent::default()),
-        }
-    }
-
-    /// Publish `reason`/`note` about the object `regarding`.
-    pub async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        note: &str,
-    ) -> kube::Result<()> {
+impl EventWriter {
+    async fn write(&self, pending: &Pending) -> kube::Result<()> {
+        let regarding = &pending.regarding;
         let namespace = regarding
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_owned());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let type_ = match type_ {
-            EventType::Normal => "Normal",
-            EventType::Warning => "Warning",
-        };
         let fingerprint = Fingerprint {
             uid: regarding.uid.clone().unwrap_or_default(),
-            type_,
-            reason: reason.to_owned(),
-            note: note.to_owned(),
+            type_: pending.type_,
+            reason: pending.reason.clone(),
+            note: pending.note.clone(),
         };
         let now = Timestamp::now();
-        let repeat = self.repeat_of(&fingerprint);
-        if let Some((name, count)) = repeat {
+        if let Some((name, count)) = self.repeat_of(&fingerprint) {
             let bump = json!({
                 "count": count,
                 "lastTimestamp": Time(now),
@@ -135,14 +247,14 @@ impl EventPublisher {
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(format!("{base}.{}", &suffix[..16])),
-                namespace: Some(namespace.clone()),
+                namespace: Some(namespace),
                 ..ObjectMeta::default()
             },
             involved_object: regarding.clone(),
-            reason: Some(reason.to_owned()),
-            message: Some(note.to_owned()),
-            type_: Some(type_.to_owned()),
-            action: Some(reason.to_owned()),
+            reason: Some(pending.reason.clone()),
+            message: Some(pending.note.clone()),
+            type_: Some(pending.type_.to_owned()),
+            action: Some(pending.reason.clone()),
             count: Some(1),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
@@ -204,6 +316,36 @@ mod tests {
             count: 1,
             at,
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        // The writer task is not run: nothing drains the queue.
+        let (publisher, _writer) = EventPublisher::new(client, "test", None);
+        let regarding = ObjectReference {
+            name: Some("k".into()),
+            namespace: Some("ns".into()),
+            ..ObjectReference::default()
+        };
+        for n in 0..MAX_PENDING + 3 {
+            publisher.publish(
+                regarding.clone(),
+                EventType::Normal,
+                "Created",
+                format!("{n}"),
+            );
+        }
+        let stats = publisher.stats();
+        assert_eq!(stats.pending.load(Ordering::Relaxed), MAX_PENDING);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
+        let text = stats.render();
+        assert!(
+            text.contains("kubekms_operator_events_pending 20000"),
+            "{text}"
+        );
+        assert!(text.contains("outcome=\"dropped\"} 3"), "{text}");
     }
 
     #[test]

@@ -97,8 +97,9 @@ impl Context {
         request: RequestContext,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
-        let events =
+        let (events, writer) =
             events::EventPublisher::new(client.clone(), REPORTER, std::env::var("POD_NAME").ok());
+        tokio::spawn(writer);
         Arc::new(Self {
             client,
             kms,
@@ -128,17 +129,18 @@ impl Context {
         serde_json::from_slice(&out).map_err(|source| Error::Decode { op, source })
     }
 
-    /// Publish an event about `obj`. A lost event must not fail the reconcile, so failures are
-    /// only logged.
+    /// Publish an event about `obj`. Queued, not awaited (see [`events`]): a lost event must
+    /// not fail or hold up the reconcile.
     pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, note: String)
     where
         K: Resource<DynamicType = ()>,
     {
-        let reference = obj.object_ref(&());
-        let note = cut(note, MAX_NOTE_BYTES);
-        if let Err(e) = self.events.publish(&reference, type_, reason, &note).await {
-            tracing::warn!(error = %e, object = ?reference.name, reason, "cannot publish event");
-        }
+        self.events.publish(
+            obj.object_ref(&()),
+            type_,
+            reason,
+            cut(note, MAX_NOTE_BYTES),
+        );
     }
 }
 
