@@ -14,7 +14,6 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use kubekms_crds::key::{MAX_DELETION_WINDOW_DAYS, MIN_DELETION_WINDOW_DAYS};
@@ -24,8 +23,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    apply_status, backoff, condition, millis_from_epoch_seconds, requeue_at, time_from_millis,
-    Context,
+    apply_status, backoff, condition, ensure_finalizer, millis_from_epoch_seconds,
+    remove_finalizer, requeue_at, time_from_millis, Context,
 };
 use crate::error::{Error, Result};
 
@@ -92,16 +91,16 @@ pub fn controller(
     Controller::for_stream(keys, reader).with_config(controller_config())
 }
 
-/// What a Key reconcile acts on: its spec (generation), its finalizers and deletion, and the
-/// on-demand rotation annotation. A change to anything else (above all the status the Key
-/// controller itself just wrote) does not start a reconcile; due work is covered by requeues
-/// and the engine's change feed.
+/// What a Key reconcile acts on: its spec (generation), its deletion and the on-demand
+/// rotation annotation. A change to anything else (above all the status and the finalizer the
+/// Key controller itself just wrote) does not start a reconcile; due work is covered by
+/// requeues and the engine's change feed, and a finalizer someone removed is put back by the
+/// next reconcile (at the latest at [`super::MAX_REQUEUE`]).
 pub fn reconcile_trigger(key: &Key) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.metadata.generation.hash(&mut hasher);
     key.metadata.deletion_timestamp.is_some().hash(&mut hasher);
-    key.metadata.finalizers.hash(&mut hasher);
     key.annotations().get(ROTATE_ANNOTATION).hash(&mut hasher);
     Some(hasher.finish())
 }
@@ -484,17 +483,24 @@ pub async fn reconcile(key: Arc<Key>, ctx: Arc<Context>) -> Result<Action> {
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("a Key must be namespaced".into()))?;
     let api: Api<Key> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, key.clone(), |event| async {
-        match event {
-            Finalizer::Apply(key) => apply(&key, &api, &ctx).await,
-            Finalizer::Cleanup(key) => cleanup(&key, &api, &ctx).await,
+    // The finalizer is added in the same pass that creates the engine key, not in a pass of
+    // its own that waits for the update to come back: one reconcile per new Key, not two.
+    let result = if key.metadata.deletion_timestamp.is_some() {
+        if key.finalizers().iter().any(|f| f == FINALIZER) {
+            match cleanup(&key, &api, &ctx).await {
+                Ok(action) => remove_finalizer(&api, &*key, FINALIZER)
+                    .await
+                    .map(|()| action),
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(Action::await_change())
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let result = match result {
-        Err(e) if e.is_finalizer_of_gone_object() => Ok(Action::await_change()),
-        other => other,
+    } else {
+        match ensure_finalizer(&api, &*key, FINALIZER).await {
+            Ok(()) => apply(&key, &api, &ctx).await,
+            Err(e) => Err(e),
+        }
     };
     if let Err(e) = &result {
         ctx.event(&*key, EventType::Warning, e.reason(), e.chain())
@@ -1176,6 +1182,32 @@ mod tests {
         let problem = immutable_mismatch(&spec, &ecc).unwrap();
         assert!(problem.contains("keySpec is ECC_NIST_P256"), "{problem}");
         assert!(problem.contains("keyUsage"), "{problem}");
+    }
+
+    #[test]
+    fn only_changes_a_reconcile_acts_on_trigger_one() {
+        let mut key = Key::new("k", KeySpec::default());
+        key.metadata.generation = Some(1);
+        let base = reconcile_trigger(&key);
+        let mut echoed = key.clone();
+        echoed.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        echoed.status = Some(KeyStatus {
+            key_id: Some("id".into()),
+            ..KeyStatus::default()
+        });
+        echoed.metadata.resource_version = Some("2".into());
+        assert_eq!(reconcile_trigger(&echoed), base, "our own writes");
+        let mut changed = key.clone();
+        changed.metadata.generation = Some(2);
+        assert_ne!(reconcile_trigger(&changed), base, "a spec change");
+        let mut deleted = key.clone();
+        deleted.metadata.deletion_timestamp = Some(time_from_millis(NOW));
+        assert_ne!(reconcile_trigger(&deleted), base, "a deletion");
+        let mut rotate = key.clone();
+        rotate
+            .annotations_mut()
+            .insert(ROTATE_ANNOTATION.into(), "now".into());
+        assert_ne!(reconcile_trigger(&rotate), base, "a rotation request");
     }
 
     #[test]

@@ -253,6 +253,68 @@ pub fn merge_patch(from: &serde_json::Value, to: &serde_json::Value) -> serde_js
     }
 }
 
+/// Add `finalizer` to `obj` unless it has it. A JSON patch that tests the finalizers it saw,
+/// so a concurrent change to them makes it fail (and the reconcile retry) instead of being
+/// overwritten.
+pub async fn ensure_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let present = obj.finalizers();
+    if present.iter().any(|f| f == finalizer) {
+        return Ok(());
+    }
+    let operations = if present.is_empty() {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [finalizer] },
+        ])
+    } else {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": present },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": finalizer },
+        ])
+    };
+    json_patch(api, obj, operations).await
+}
+
+/// Remove `finalizer` from `obj`; done already if the object is gone.
+pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let Some(index) = obj.finalizers().iter().position(|f| f == finalizer) else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    let operations = serde_json::json!([
+        { "op": "test", "path": path, "value": finalizer },
+        { "op": "remove", "path": path },
+    ]);
+    match json_patch(api, obj, operations).await {
+        Err(Error::Kube(kube::Error::Api(status))) if status.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+async fn json_patch<K>(api: &Api<K>, obj: &K, operations: serde_json::Value) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch: json_patch::Patch =
+        serde_json::from_value(operations).map_err(|source| Error::Decode {
+            op: "finalizer patch",
+            source,
+        })?;
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Requeue when `due` (engine milliseconds) arrives, within [1 s, [`MAX_REQUEUE`]].
 pub fn requeue_at(due: Option<Millis>, now: Millis) -> Duration {
     match due {
