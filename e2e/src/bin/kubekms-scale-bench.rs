@@ -339,6 +339,15 @@ async fn run_one(
     figures.rss_peak_mb = vm_hwm_mb(pid)?;
     watch.abort();
     operator.kill();
+    match writes_by_resource(&client).await {
+        Ok(writes) => {
+            eprintln!("  writes the API server served (Ready and rotation phases, all clients):");
+            for (what, count) in writes.iter().filter(|(_, c)| *c >= (n as u64) / 10) {
+                eprintln!("    {count:>7}  {what}");
+            }
+        }
+        Err(e) => eprintln!("  (cannot read the API server's request counts: {e:#})"),
+    }
 
     if opts.baseline {
         // The floor under "all Ready": the same applies with nothing reacting to them but the
@@ -359,6 +368,45 @@ async fn run_one(
         );
     }
     Ok(figures)
+}
+
+/// The API server's count of write requests by verb and resource, most first.
+async fn writes_by_resource(client: &kube::Client) -> Result<Vec<(String, u64)>> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .context("building GET /metrics")?;
+    let text = client.request_text(request).await?;
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let verb = label("verb");
+        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
+            continue;
+        }
+        let mut what = format!("{verb} {}", label("resource"));
+        let sub = label("subresource");
+        if !sub.is_empty() {
+            what.push('/');
+            what.push_str(&sub);
+        }
+        let count: f64 = value.trim().parse().unwrap_or(0.0);
+        *counts.entry(what).or_default() += count as u64;
+    }
+    let mut sorted: Vec<(String, u64)> = counts.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(sorted)
 }
 
 /// Server-side apply of `n` Key manifests (`bench-00000`...), `concurrency` at a time.

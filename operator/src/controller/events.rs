@@ -33,8 +33,10 @@ const REPEAT_WINDOW: Duration = Duration::from_secs(300);
 const REMEMBERED: usize = 2048;
 /// Events waiting to be written, at most (a few MB); beyond that they are dropped.
 const MAX_PENDING: u64 = 20_000;
-/// Event writes in flight at once.
-const WRITERS: usize = 4;
+/// Event writes in flight at once. One, as client-go's broadcaster writes its sink: events
+/// yield the API server to the writes that change state (status, the key store), and catch
+/// up once a wave has passed.
+const WRITERS: usize = 1;
 
 /// What makes two events "the same": the object, and what is said about it.
 #[derive(Clone, PartialEq, Eq, Hash)]
