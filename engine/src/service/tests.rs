@@ -25,9 +25,15 @@ const ROOT: [u8; 32] = [7u8; 32];
 
 async fn harness() -> Harness {
     let store = Arc::new(MemoryStore::new());
+    harness_over(store.clone(), store).await
+}
+
+/// A harness whose engine writes to `engine_store`; `store` is the memory store behind it,
+/// for tests that look at what was stored.
+async fn harness_over(engine_store: Arc<dyn KeyStore>, store: Arc<MemoryStore>) -> Harness {
     let clock = SystemClock::new();
     let kms = Kms::open(
-        store.clone(),
+        engine_store,
         RootKey::from_bytes(&ROOT).unwrap(),
         clock.clone(),
     )
@@ -982,7 +988,7 @@ async fn overlapping_due_work_passes_rotate_once() {
 /// write yields to the runtime so concurrent callers really overlap.
 #[derive(Default)]
 struct CountingStore {
-    inner: MemoryStore,
+    inner: Arc<MemoryStore>,
     puts: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
     in_flight: std::sync::atomic::AtomicUsize,
     max_in_flight: std::sync::atomic::AtomicUsize,
@@ -1026,20 +1032,7 @@ impl KeyStore for CountingStore {
 /// The usual harness over a [`CountingStore`].
 async fn counting_harness() -> (Harness, Arc<CountingStore>) {
     let store = Arc::new(CountingStore::default());
-    let clock = SystemClock::new();
-    let kms = Kms::open(
-        store.clone(),
-        RootKey::from_bytes(&ROOT).unwrap(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let h = Harness {
-        kms,
-        store: Arc::new(MemoryStore::new()),
-        clock,
-        ctx: ctx("111122223333", "us-east-1"),
-    };
+    let h = harness_over(store.clone(), store.inner.clone()).await;
     (h, store)
 }
 
