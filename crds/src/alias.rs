@@ -5,7 +5,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_object_name, is_namespace_name, KeyReference};
+use crate::common::{
+    check_object_name, is_namespace_name, object_name_error, validation_result, KeyReference,
+};
 
 /// Longest alias name the engine accepts, `alias/` included.
 pub const MAX_ALIAS_NAME_LEN: usize = 256;
@@ -87,9 +89,7 @@ pub fn engine_alias_name(namespace: &str, name: &str) -> Result<String, String> 
                 .to_owned(),
         );
     }
-    let mut errors = Vec::new();
-    check_object_name(&mut errors, "metadata.name", name);
-    if let Some(e) = errors.pop() {
+    if let Some(e) = object_name_error("metadata.name", name) {
         return Err(e);
     }
     if name.contains('.') {
@@ -129,11 +129,7 @@ impl AliasSpec {
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         check_object_name(&mut errors, "spec.keyRef.name", &self.key_ref.name);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validation_result(errors)
     }
 }
 

@@ -146,13 +146,27 @@ pub fn is_secret_data_key(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Pushes an error for `path` unless `name` is a valid object name.
-pub(crate) fn check_object_name(errors: &mut Vec<String>, path: &str, name: &str) {
-    if !is_object_name(name) {
-        errors.push(format!(
+/// Why `name` is not a valid object name, or `None` if it is one; `path` leads the message.
+pub(crate) fn object_name_error(path: &str, name: &str) -> Option<String> {
+    (!is_object_name(name)).then(|| {
+        format!(
             "{path}: {name:?} is not a valid object name (lowercase letters, digits, '-' and '.', \
              starting and ending with a letter or digit, at most {MAX_NAME_LEN} characters)"
-        ));
+        )
+    })
+}
+
+/// Pushes an error for `path` unless `name` is a valid object name.
+pub(crate) fn check_object_name(errors: &mut Vec<String>, path: &str, name: &str) {
+    errors.extend(object_name_error(path, name));
+}
+
+/// The result of a `validate`: `Ok` when no check pushed an error.
+pub(crate) fn validation_result(errors: Vec<String>) -> Result<(), Vec<String>> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
 }
 

@@ -6,7 +6,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_object_name, crd_enum, is_secret_data_key, KeyReference};
+use crate::common::{
+    check_object_name, crd_enum, is_secret_data_key, validation_result, KeyReference,
+};
 use crate::key::{KeyOrigin, KeySpec};
 
 /// Default Secret key holding the wrapped material.
@@ -252,11 +254,7 @@ impl ImportedMaterialSpec {
                 errors.push("spec.renewBefore: must be a positive duration".to_owned());
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validation_result(errors)
     }
 
     /// Checks the spec against the Key it refers to: the Key must have origin External, and
@@ -277,11 +275,7 @@ impl ImportedMaterialSpec {
                 key.key_spec, self.wrapping_algorithm
             ));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validation_result(errors)
     }
 }
 

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::crd_enum;
+use crate::common::{crd_enum, validation_result};
 
 /// Fewest days between automatic rotations (as AWS KMS allows).
 pub const MIN_ROTATION_PERIOD_DAYS: i32 = 90;
@@ -413,11 +413,7 @@ impl KeySpec {
             }
         }
 
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validation_result(errors)
     }
 
     /// Checks an update against the previous spec: keySpec, the effective keyUsage and origin are
@@ -446,11 +442,7 @@ impl KeySpec {
         if let Err(more) = self.validate() {
             errors.extend(more);
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validation_result(errors)
     }
 }
 

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_object_name, crd_enum, is_namespace_name};
+use crate::common::{check_object_name, crd_enum, is_namespace_name, validation_result};
 
 /// The `keyRefs` entry that stands for every Key in the namespace.
 pub const ALL_KEYS: &str = "*";
@@ -345,11 +345,7 @@ impl KeyPolicySpec {
             statement.validate_into(&path, &mut errors);
         }
 
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validation_result(errors)
     }
 }
 
