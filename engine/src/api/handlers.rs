@@ -85,19 +85,18 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
     .await;
 
-    let response = match result {
-        Ok(json) => json_response(StatusCode::OK, json, &request_id),
+    let (response, error_code) = match result {
+        Ok(json) => (json_response(StatusCode::OK, json, &request_id), None),
         Err(e) => {
+            let code = e.error.aws_type();
             if e.status.is_server_error() {
-                tracing::warn!(error = %e.error, code = e.error.aws_type(), "request failed");
+                tracing::warn!(error = %e.error, code, "request failed");
             } else {
-                tracing::debug!(error = %e.error, code = e.error.aws_type(), "request refused");
+                tracing::debug!(error = %e.error, code, "request refused");
             }
-            error_response(e.status, &e.error, &request_id)
+            (error_response(e.status, &e.error, &request_id), Some(code))
         }
     };
-    let status = response.status().as_u16();
-    let error_code = (status != 200).then(|| error_type_of(&response)).flatten();
     state.audit.record(AuditEvent {
         time: received,
         request_id: &request_id,
@@ -107,19 +106,12 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         error_code,
         source_ip,
     });
-    state
-        .metrics
-        .record(op_index, Outcome::from_status(status), started.elapsed());
+    state.metrics.record(
+        op_index,
+        Outcome::from_status(response.status().as_u16()),
+        started.elapsed(),
+    );
     response
-}
-
-/// The `__type` of an error response we built, kept in the response extensions so the audit
-/// line does not need to re-parse the body.
-#[derive(Clone, Copy)]
-struct ErrorType(&'static str);
-
-fn error_type_of(response: &Response) -> Option<&'static str> {
-    response.extensions().get::<ErrorType>().map(|t| t.0)
 }
 
 /// An error with the HTTP status it is answered with (normally `KmsError::http_status`).
@@ -209,9 +201,6 @@ pub fn error_response(status: StatusCode, error: &KmsError, request_id: &str) ->
         "x-amzn-errortype",
         HeaderValue::from_static(error.aws_type()),
     );
-    response
-        .extensions_mut()
-        .insert(ErrorType(error.aws_type()));
     response
 }
 
