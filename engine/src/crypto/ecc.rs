@@ -7,7 +7,7 @@ use aws_lc_rs::signature::{
 };
 use zeroize::Zeroizing;
 
-use super::{not_for_spec, sign_input, KeyPairDer, SignInput};
+use super::{not_for_spec, sign_input, verify_with, KeyPairDer, SignInput};
 use crate::error::{KmsError, Result};
 use crate::model::{KeySpec, MessageType, SigningAlgorithm};
 
@@ -149,11 +149,7 @@ impl EcPublic {
         if alg != self.alg {
             return Err(not_for_spec(alg, self.spec));
         }
-        let ok = match sign_input(alg, mt, msg)? {
-            SignInput::Raw(m) => self.verifier.verify_sig(m, sig),
-            SignInput::Digest(d) => self.verifier.verify_digest_sig(&d, sig),
-        };
-        Ok(ok.is_ok())
+        verify_with(&self.verifier, alg, mt, msg, sig)
     }
 }
 

@@ -12,6 +12,7 @@ mod symmetric;
 mod wrap;
 
 use aws_lc_rs::digest;
+use aws_lc_rs::signature::ParsedPublicKey;
 use zeroize::Zeroizing;
 
 use crate::error::{KmsError, Result};
@@ -253,6 +254,21 @@ pub(crate) fn sign_input(
             Ok(SignInput::Digest(d))
         }
     }
+}
+
+/// Check a signature with a public key parsed for `alg`; Ok(false) when it does not verify.
+pub(crate) fn verify_with(
+    key: &ParsedPublicKey,
+    alg: SigningAlgorithm,
+    mt: MessageType,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<bool> {
+    let ok = match sign_input(alg, mt, msg)? {
+        SignInput::Raw(m) => key.verify_sig(m, sig),
+        SignInput::Digest(d) => key.verify_digest_sig(&d, sig),
+    };
+    Ok(ok.is_ok())
 }
 
 fn digest_algorithm(alg: SigningAlgorithm) -> &'static digest::Algorithm {

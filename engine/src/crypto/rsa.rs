@@ -8,7 +8,7 @@ use aws_lc_rs::rsa::{
 use aws_lc_rs::signature::{self, KeyPair as _, ParsedPublicKey, RsaKeyPair};
 use zeroize::Zeroizing;
 
-use super::{not_for_spec, sign_input, KeyPairDer, SignInput};
+use super::{not_for_spec, sign_input, verify_with, KeyPairDer, SignInput};
 use crate::error::{KmsError, Result};
 use crate::model::{EncryptionAlgorithm, KeySpec, MessageType, SigningAlgorithm};
 
@@ -256,11 +256,7 @@ impl RsaPublic {
             .find(|(a, _)| *a == alg)
             .map(|(_, k)| k)
             .ok_or_else(|| not_for_spec(alg, self.spec))?;
-        let ok = match sign_input(alg, mt, msg)? {
-            SignInput::Raw(m) => key.verify_sig(m, sig),
-            SignInput::Digest(d) => key.verify_digest_sig(&d, sig),
-        };
-        Ok(ok.is_ok())
+        verify_with(key, alg, mt, msg, sig)
     }
 }
 
