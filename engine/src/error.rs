@@ -109,7 +109,6 @@ impl KmsError {
     pub fn http_status(&self) -> u16 {
         match self {
             KmsError::Internal(_) | KmsError::DependencyTimeout(_) => 500,
-            KmsError::MissingAuthenticationToken(_) => 400,
             _ => 400,
         }
     }

@@ -47,7 +47,7 @@ pub enum RotationType {
 
 /// One version of a key's material, wrapped (AEAD) under the root key with the key id and
 /// version bound in as associated data.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyVersion {
     pub version: u32,
     pub created: Millis,
@@ -56,14 +56,14 @@ pub struct KeyVersion {
     pub wrapped_material: Vec<u8>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotationConfig {
     pub period_days: u32,
     pub next_rotation: Millis,
 }
 
 /// State of imported (EXTERNAL origin) key material.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportState {
     pub expiration_model: ExpirationModel,
     pub valid_to: Option<Millis>,
@@ -72,7 +72,9 @@ pub struct ImportState {
     pub material_fingerprint: Vec<u8>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Equality is what a store watch needs to tell a replica's write from the echo of our own; the
+/// record holds key material only wrapped, so comparing it leaks nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub scope: Scope,
     pub key_id: String,
@@ -96,10 +98,6 @@ pub struct KeyRecord {
 impl KeyRecord {
     pub fn arn(&self) -> String {
         self.scope.key_arn(&self.key_id)
-    }
-
-    pub fn current_version(&self) -> Option<&KeyVersion> {
-        self.versions.last()
     }
 }
 
