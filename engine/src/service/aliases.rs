@@ -1,14 +1,15 @@
 //! Aliases: friendly names that point at a key in the same account and region. Re-pointing an
 //! alias is how a manual rotation is done.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::keys::page_response;
 use super::wire::{self, decode};
-use super::{Kms, RequestContext};
+use super::{KeyEntry, Kms, RequestContext};
 use crate::clock::to_epoch_seconds;
 use crate::error::{KmsError, Result};
-use crate::model::KeyState;
 use crate::record::AliasRecord;
 
 #[derive(Deserialize)]
@@ -19,40 +20,46 @@ struct AliasTargetRequest {
 }
 
 impl Kms {
+    /// The request of CreateAlias and UpdateAlias, checked: the alias name and the key it is to
+    /// point at.
+    fn alias_target(
+        &self,
+        ctx: &RequestContext,
+        body: &[u8],
+        touched: &mut Option<String>,
+    ) -> Result<(String, Arc<KeyEntry>)> {
+        let req: AliasTargetRequest = decode(body)?;
+        validate_alias_name(&req.alias_name)?;
+        let target = self.resolve(ctx, &req.target_key_id, false)?;
+        *touched = Some(target.arn());
+        self.require_not_pending_deletion(&target)?;
+        Ok((req.alias_name, target))
+    }
+
     pub(super) async fn create_alias(
         &self,
         ctx: &RequestContext,
         body: &[u8],
         touched: &mut Option<String>,
     ) -> Result<Vec<u8>> {
-        let req: AliasTargetRequest = decode(body)?;
-        validate_alias_name(&req.alias_name)?;
-        let target = self.resolve(ctx, &req.target_key_id, false)?;
-        *touched = Some(target.arn());
-        if target.record.state == KeyState::PendingDeletion {
-            return Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                target.arn()
-            )));
-        }
+        let (name, target) = self.alias_target(ctx, body, touched)?;
         let _guard = self.alias_lock.lock().await;
-        let key = (ctx.scope.clone(), req.alias_name.clone());
-        if self.tables.read().aliases.contains_key(&key) {
+        if self.tables.read().alias(&ctx.scope, &name).is_some() {
             return Err(KmsError::AlreadyExists(format!(
                 "An alias with the name {} already exists",
-                ctx.scope.alias_arn(&req.alias_name)
+                ctx.scope.alias_arn(&name)
             )));
         }
         let now = self.now();
         let alias = AliasRecord {
             scope: ctx.scope.clone(),
-            name: req.alias_name,
+            name,
             target_key_id: target.record.key_id.clone(),
             created: now,
             updated: now,
         };
         self.store.put_alias(&alias).await?;
-        self.tables.write().aliases.insert(key, alias);
+        self.tables.write().insert_alias(alias);
         Ok(b"{}".to_vec())
     }
 
@@ -62,24 +69,9 @@ impl Kms {
         body: &[u8],
         touched: &mut Option<String>,
     ) -> Result<Vec<u8>> {
-        let req: AliasTargetRequest = decode(body)?;
-        validate_alias_name(&req.alias_name)?;
-        let target = self.resolve(ctx, &req.target_key_id, false)?;
-        *touched = Some(target.arn());
-        if target.record.state == KeyState::PendingDeletion {
-            return Err(KmsError::InvalidState(format!(
-                "{} is pending deletion.",
-                target.arn()
-            )));
-        }
+        let (name, target) = self.alias_target(ctx, body, touched)?;
         let _guard = self.alias_lock.lock().await;
-        let key = (ctx.scope.clone(), req.alias_name.clone());
-        let Some(mut alias) = self.tables.read().aliases.get(&key).cloned() else {
-            return Err(KmsError::NotFound(format!(
-                "Alias {} is not found.",
-                ctx.scope.alias_arn(&req.alias_name)
-            )));
-        };
+        let mut alias = self.existing_alias(ctx, &name)?;
         // AWS only lets an alias move between keys of the same type and usage, so code
         // that uses the alias keeps working.
         if let Some(current) = self.by_uuid(ctx, &super::parse_uuid(&alias.target_key_id)?) {
@@ -94,7 +86,7 @@ impl Kms {
         alias.target_key_id = target.record.key_id.clone();
         alias.updated = self.now();
         self.store.put_alias(&alias).await?;
-        self.tables.write().aliases.insert(key, alias);
+        self.tables.write().insert_alias(alias);
         Ok(b"{}".to_vec())
     }
 
@@ -112,17 +104,22 @@ impl Kms {
         let req: Req = decode(body)?;
         validate_alias_name(&req.alias_name)?;
         let _guard = self.alias_lock.lock().await;
-        let key = (ctx.scope.clone(), req.alias_name.clone());
-        let Some(alias) = self.tables.read().aliases.get(&key).cloned() else {
-            return Err(KmsError::NotFound(format!(
-                "Alias {} is not found.",
-                ctx.scope.alias_arn(&req.alias_name)
-            )));
-        };
+        let alias = self.existing_alias(ctx, &req.alias_name)?;
         *touched = Some(ctx.scope.key_arn(&alias.target_key_id));
         self.store.delete_alias(&ctx.scope, &alias.name).await?;
-        self.tables.write().aliases.remove(&key);
+        self.tables.write().remove_alias(&ctx.scope, &alias.name);
         Ok(b"{}".to_vec())
+    }
+
+    /// The caller's alias `name`, for UpdateAlias and DeleteAlias (under the alias lock).
+    fn existing_alias(&self, ctx: &RequestContext, name: &str) -> Result<AliasRecord> {
+        self.tables
+            .read()
+            .alias(&ctx.scope, name)
+            .cloned()
+            .ok_or_else(|| {
+                KmsError::NotFound(format!("Alias {} is not found.", ctx.scope.alias_arn(name)))
+            })
     }
 
     pub(super) fn list_aliases(&self, ctx: &RequestContext, body: &[u8]) -> Result<Vec<u8>> {
@@ -148,13 +145,14 @@ impl Kms {
             None => None,
         };
         let mut items: Vec<Item> = self
-            .aliases_snapshot(&ctx.scope)
-            .into_iter()
+            .tables
+            .read()
+            .scope_aliases(&ctx.scope)
             .filter(|a| filter.as_ref().is_none_or(|f| &a.target_key_id == f))
             .map(|a| Item {
                 alias_arn: ctx.scope.alias_arn(&a.name),
-                alias_name: a.name,
-                target_key_id: a.target_key_id,
+                alias_name: a.name.clone(),
+                target_key_id: a.target_key_id.clone(),
                 creation_date: to_epoch_seconds(a.created),
                 last_updated_date: to_epoch_seconds(a.updated),
             })

@@ -101,7 +101,35 @@ enum Due {
 #[derive(Default)]
 struct Tables {
     keys: HashMap<Uuid, Arc<KeyEntry>>,
-    aliases: HashMap<(Scope, String), AliasRecord>,
+    /// By scope, then name: resolving `alias/…` on the request path borrows the caller's scope
+    /// and the name, with nothing to allocate for the lookup.
+    aliases: HashMap<Scope, HashMap<String, AliasRecord>>,
+}
+
+impl Tables {
+    fn alias(&self, scope: &Scope, name: &str) -> Option<&AliasRecord> {
+        self.aliases.get(scope)?.get(name)
+    }
+
+    fn scope_aliases(&self, scope: &Scope) -> impl Iterator<Item = &AliasRecord> {
+        self.aliases.get(scope).into_iter().flat_map(|m| m.values())
+    }
+
+    fn insert_alias(&mut self, alias: AliasRecord) {
+        self.aliases
+            .entry(alias.scope.clone())
+            .or_default()
+            .insert(alias.name.clone(), alias);
+    }
+
+    fn remove_alias(&mut self, scope: &Scope, name: &str) {
+        if let Some(names) = self.aliases.get_mut(scope) {
+            names.remove(name);
+            if names.is_empty() {
+                self.aliases.remove(scope);
+            }
+        }
+    }
 }
 
 const KEY_LOCK_STRIPES: usize = 64;
@@ -136,9 +164,7 @@ impl Kms {
             tables.keys.insert(entry.id, Arc::new(entry));
         }
         for alias in snapshot.aliases {
-            tables
-                .aliases
-                .insert((alias.scope.clone(), alias.name.clone()), alias);
+            tables.insert_alias(alias);
         }
         Ok(Arc::new(Self {
             store,
@@ -261,16 +287,16 @@ impl Kms {
         let not_found = || KmsError::NotFound(format!("Key '{key_id}' does not exist"));
         let tables = self.tables.read();
         let id = if let Some(rest) = key_id.strip_prefix("arn:") {
-            let (scope, resource) = parse_kms_arn(rest).ok_or_else(|| {
+            let (account, region, resource) = parse_kms_arn(rest).ok_or_else(|| {
                 KmsError::InvalidArn(format!("'{key_id}' is not a valid KMS ARN"))
             })?;
-            if scope != ctx.scope {
+            if account != ctx.scope.account || region != ctx.scope.region {
                 return Err(not_found());
             }
             if let Some(uuid) = resource.strip_prefix("key/") {
                 Uuid::parse_str(uuid).map_err(|_| not_found())?
             } else if resource.starts_with("alias/") && allow_alias {
-                alias_target(&tables, &scope, resource).ok_or_else(not_found)?
+                alias_target(&tables, &ctx.scope, resource).ok_or_else(not_found)?
             } else {
                 return Err(not_found());
             }
@@ -479,21 +505,17 @@ impl Kms {
     /// The end of a deletion window: the material is gone for good, with the key's aliases.
     async fn destroy_key(&self, record: &KeyRecord) -> Result<()> {
         let _aliases = self.alias_lock.lock().await;
-        let aliases: Vec<AliasRecord> = {
+        let aliases: Vec<String> = {
             let tables = self.tables.read();
             tables
-                .aliases
-                .values()
-                .filter(|a| a.scope == record.scope && a.target_key_id == record.key_id)
-                .cloned()
+                .scope_aliases(&record.scope)
+                .filter(|a| a.target_key_id == record.key_id)
+                .map(|a| a.name.clone())
                 .collect()
         };
-        for alias in aliases {
-            self.store.delete_alias(&alias.scope, &alias.name).await?;
-            self.tables
-                .write()
-                .aliases
-                .remove(&(alias.scope.clone(), alias.name.clone()));
+        for name in aliases {
+            self.store.delete_alias(&record.scope, &name).await?;
+            self.tables.write().remove_alias(&record.scope, &name);
         }
         self.store.delete_key(&record.scope, &record.key_id).await?;
         let id = parse_uuid(&record.key_id)?;
@@ -509,10 +531,7 @@ impl Kms {
     pub fn apply_stored_key(&self, record: KeyRecord) -> Result<()> {
         let id = parse_uuid(&record.key_id)?;
         let existing = self.tables.read().keys.get(&id).cloned();
-        if existing
-            .as_ref()
-            .is_some_and(|e| same_record(&e.record, &record))
-        {
+        if existing.as_ref().is_some_and(|e| e.record == record) {
             return Ok(());
         }
         let mut versions = BTreeMap::new();
@@ -547,38 +566,24 @@ impl Kms {
 
     /// An alias another replica wrote.
     pub fn apply_stored_alias(&self, alias: AliasRecord) {
-        let key = (alias.scope.clone(), alias.name.clone());
-        self.tables.write().aliases.insert(key, alias);
+        self.tables.write().insert_alias(alias);
     }
 
     /// An alias another replica removed.
     pub fn forget_alias(&self, scope: &Scope, name: &str) {
-        self.tables
-            .write()
-            .aliases
-            .remove(&(scope.clone(), name.to_string()));
-    }
-
-    fn aliases_snapshot(&self, scope: &Scope) -> Vec<AliasRecord> {
-        let tables = self.tables.read();
-        tables
-            .aliases
-            .values()
-            .filter(|a| &a.scope == scope)
-            .cloned()
-            .collect()
+        self.tables.write().remove_alias(scope, name);
     }
 }
 
 fn alias_target(tables: &Tables, scope: &Scope, name: &str) -> Option<Uuid> {
     tables
-        .aliases
-        .get(&(scope.clone(), name.to_string()))
+        .alias(scope, name)
         .and_then(|a| Uuid::parse_str(&a.target_key_id).ok())
 }
 
-/// `aws:kms:<region>:<account>:<resource>` (after the `arn:` prefix).
-fn parse_kms_arn(rest: &str) -> Option<(Scope, &str)> {
+/// `aws:kms:<region>:<account>:<resource>` (after the `arn:` prefix): account, region and
+/// resource, borrowed so that matching the caller's scope allocates nothing.
+fn parse_kms_arn(rest: &str) -> Option<(&str, &str, &str)> {
     let mut parts = rest.splitn(5, ':');
     let (partition, service, region, account, resource) = (
         parts.next()?,
@@ -591,16 +596,7 @@ fn parse_kms_arn(rest: &str) -> Option<(Scope, &str)> {
     {
         return None;
     }
-    Some((Scope::new(account, region), resource))
-}
-
-/// Records are compared through their stored form: `KeyRecord` has no `PartialEq`, and the
-/// stored form is exactly what a replica's write carries.
-fn same_record(a: &KeyRecord, b: &KeyRecord) -> bool {
-    match (serde_json::to_vec(a), serde_json::to_vec(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+    Some((account, region, resource))
 }
 
 pub(crate) fn parse_uuid(id: &str) -> Result<Uuid> {
