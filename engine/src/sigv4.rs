@@ -39,13 +39,14 @@ const MSG_MISMATCH: &str = "The request signature we calculated does not match t
     documentation for details.";
 const MSG_UNKNOWN_KEY: &str = "The security token included in the request is invalid.";
 
-/// Who signed a request, once the signature checks out.
+/// Who signed a request, once the signature checks out. Borrows from the verifier's
+/// credentials, so checking a request copies only what the caller keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verified {
+pub struct Verified<'a> {
     /// The account from the credential's configuration, the region from the credential scope.
     pub scope: Scope,
-    pub principal: String,
-    pub access_key_id: String,
+    pub principal: &'a str,
+    pub access_key_id: &'a str,
 }
 
 /// The parts of an HTTP request that SigV4 covers. `path` and `query` are as received on the
@@ -90,7 +91,7 @@ impl Verifier {
         &self.credentials
     }
 
-    pub fn verify(&self, req: &SignedRequest<'_>) -> Result<Verified> {
+    pub fn verify(&self, req: &SignedRequest<'_>) -> Result<Verified<'_>> {
         let header = match req.headers.get("authorization") {
             Some(h) => h
                 .to_str()
@@ -172,8 +173,8 @@ impl Verifier {
 
         Ok(Verified {
             scope: Scope::new(credential.account_id.clone(), auth.region),
-            principal: credential.principal.clone(),
-            access_key_id: credential.access_key_id.clone(),
+            principal: &credential.principal,
+            access_key_id: &credential.access_key_id,
         })
     }
 

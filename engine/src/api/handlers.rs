@@ -52,7 +52,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let op_index = operation_index(operation);
     let source_ip = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
 
-    let mut principal = String::new();
+    let mut principal = "";
     let mut key_arn = None;
     let result = async {
         let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
@@ -76,7 +76,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         }
         let ctx = RequestContext {
             scope: verified.scope,
-            principal: principal.clone(),
+            principal: principal.to_owned(),
             request_id: request_id.clone(),
         };
         let response = state.kms.dispatch(&ctx, operation, &body).await;
@@ -100,7 +100,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     state.audit.record(AuditEvent {
         time: received,
         request_id: &request_id,
-        principal: &principal,
+        principal,
         operation,
         key_arn: key_arn.as_deref(),
         error_code,
