@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -215,7 +215,8 @@ impl Operator {
     /// work before answering and reconciles every object again.
     pub async fn advance_clock(&self, by: Duration) -> Result<()> {
         let millis = by.as_millis().to_string();
-        let (status, body) = http_post(&self.admin_endpoint, "/admin/clock/advance", &millis)
+        let (status, body) = self
+            .admin_request("POST", "/admin/clock/advance", &millis)
             .await
             .context("POST /admin/clock/advance")?;
         if status != 200 {
@@ -226,11 +227,22 @@ impl Operator {
 
     /// The admin listener's Prometheus text.
     pub async fn metrics(&self) -> Result<String> {
-        let (status, body) = http_request(&self.admin_endpoint, "GET", "/metrics", "").await?;
+        let (status, body) = self.admin_request("GET", "/metrics", "").await?;
         if status != 200 {
             bail!("GET /metrics answered {status}: {body}");
         }
         Ok(body)
+    }
+
+    /// [`http_request`] to the admin listener, answered within a minute so a wedged operator
+    /// fails the test rather than hanging it.
+    async fn admin_request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            http_request(&self.admin_endpoint, method, path, body),
+        )
+        .await
+        .context("response timed out")?
     }
 
     async fn spawn(&mut self) -> Result<()> {
@@ -277,15 +289,7 @@ impl Operator {
         let stdout = child.stdout.take().context("the operator's stdout")?;
         self.child = Some(child);
 
-        // Drained for the life of the process so it never blocks on a full pipe.
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let ready = tokio::task::spawn_blocking(move || wait_ready(&rx))
+        let ready = tokio::task::spawn_blocking(move || wait_ready(stdout, STARTUP_TIMEOUT))
             .await
             .context("the startup task")?;
         let (api, admin) = match ready {
@@ -314,9 +318,18 @@ impl Drop for Operator {
     }
 }
 
-/// `(KMS API endpoint, admin endpoint)` from the ready line.
-fn wait_ready(rx: &mpsc::Receiver<String>) -> Result<(String, String)> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
+/// `(KMS API endpoint, admin endpoint)` from the operator's ready line, waited for up to
+/// `timeout` (blocking). `stdout` is drained on a thread for the life of the process, so the
+/// operator never blocks on a full pipe.
+pub fn wait_ready(stdout: ChildStdout, timeout: Duration) -> Result<(String, String)> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -330,9 +343,9 @@ fn wait_ready(rx: &mpsc::Receiver<String>) -> Result<(String, String)> {
                 }
                 seen.push(line);
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
-                "the operator printed no ready line within {STARTUP_TIMEOUT:?}; stdout: {seen:?}"
-            ),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("the operator printed no ready line within {timeout:?}; stdout: {seen:?}")
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 bail!("the operator exited during startup; stdout: {seen:?}")
             }
@@ -354,13 +367,11 @@ fn new_credentials() -> (String, String) {
     )
 }
 
-async fn http_post(endpoint: &str, path: &str, body: &str) -> Result<(u16, String)> {
-    http_request(endpoint, "POST", path, body).await
-}
-
-/// A one-shot HTTP/1.1 request over loopback; the admin API is plain HTTP and this avoids an
-/// HTTP client dependency for two calls.
-async fn http_request(
+/// A one-shot HTTP/1.1 request over loopback: `(status, body)`. The admin API is plain HTTP and
+/// this avoids an HTTP client dependency for a few calls. The answer may take as long as it
+/// takes (a clock advance over thousands of Keys runs minutes of due work); callers that want a
+/// limit add one.
+pub async fn http_request(
     endpoint: &str,
     method: &str,
     path: &str,
@@ -384,9 +395,7 @@ async fn http_request(
     );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut response))
-        .await
-        .context("response timed out")??;
+    stream.read_to_end(&mut response).await?;
     let response = String::from_utf8_lossy(&response);
     let status = response
         .split_whitespace()

@@ -17,7 +17,6 @@
 //! [--apply-concurrency C] [--timeout SECS] [--operator-bin PATH] [--keep]`
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,6 +28,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::Api;
 use kubekms_crds::Key;
+use kubekms_e2e::operator::{http_request, wait_ready};
 use kubekms_e2e::repo_root;
 
 const TARGET_KEYS: usize = 10_000;
@@ -269,7 +269,8 @@ async fn run_one(
         let started = Instant::now();
         let admin = operator.admin.clone();
         let advance = tokio::spawn(async move {
-            let r = http_post(&admin, "/admin/clock/advance", &(91 * DAY_MS).to_string()).await;
+            let millis = (91 * DAY_MS).to_string();
+            let r = http_request(&admin, "POST", "/admin/clock/advance", &millis).await;
             (r, started.elapsed())
         });
         let mut advance = Some(advance);
@@ -846,34 +847,16 @@ impl OperatorProcess {
             .spawn()
             .with_context(|| format!("spawning {}", binary.display()))?;
         let stdout = child.stdout.take().context("the operator's stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        // Owned before the wait, so a failed start is killed on drop.
         let mut op = Self {
             child,
             admin: String::new(),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some((_, admin)) = line.split_once(", admin on ") {
-                        op.admin = admin.trim().to_owned();
-                        return Ok(op);
-                    }
-                }
-                Err(_) => bail!(
-                    "the operator printed no ready line; log: {}",
-                    op.log.display()
-                ),
-            }
-        }
+        let (_, admin) = wait_ready(stdout, Duration::from_secs(60))
+            .with_context(|| format!("starting the operator; log: {}", op.log.display()))?;
+        op.admin = admin;
+        Ok(op)
     }
 
     fn pid(&self) -> u32 {
@@ -889,13 +872,18 @@ impl OperatorProcess {
         let _ = self.child.wait();
     }
 
-    /// Events the operator has queued but not written yet.
-    async fn events_pending(&self) -> Result<u64> {
+    /// The value of one series (name and labels) in the admin listener's /metrics.
+    async fn metric(&self, series: &str) -> Result<u64> {
         let (_, body) = http_request(&self.admin, "GET", "/metrics", "").await?;
         body.lines()
-            .find_map(|l| l.strip_prefix("kubekms_operator_events_pending "))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| anyhow!("no event queue gauge in /metrics"))
+            .ok_or_else(|| anyhow!("no {series} in /metrics"))
+    }
+
+    /// Events the operator has queued but not written yet.
+    async fn events_pending(&self) -> Result<u64> {
+        self.metric("kubekms_operator_events_pending").await
     }
 
     /// Waits (up to `limit`) until the operator's event queue is empty; how long that took
@@ -912,11 +900,8 @@ impl OperatorProcess {
     }
 
     async fn key_reconciles(&self) -> Result<u64> {
-        let (_, body) = http_request(&self.admin, "GET", "/metrics", "").await?;
-        body.lines()
-            .find_map(|l| l.strip_prefix("kubekms_operator_reconciles_total{kind=\"Key\"} "))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| anyhow!("no Key reconcile counter in /metrics"))
+        self.metric("kubekms_operator_reconciles_total{kind=\"Key\"}")
+            .await
     }
 }
 
@@ -924,44 +909,4 @@ impl Drop for OperatorProcess {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-async fn http_post(endpoint: &str, path: &str, body: &str) -> Result<(u16, String)> {
-    http_request(endpoint, "POST", path, body).await
-}
-
-/// One plain HTTP/1.1 request to the admin listener.
-async fn http_request(
-    endpoint: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authority = endpoint
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("not an http endpoint: {endpoint}"))?
-        .trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("connecting to {authority}"))?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: text/plain\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP response"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }
