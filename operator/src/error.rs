@@ -27,10 +27,6 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Adding or removing our finalizer, or the apply/cleanup inside it, failed.
-    #[error("{0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-
     /// The object asks for something that cannot be done; it waits for a change.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
@@ -63,29 +59,11 @@ impl Error {
         self.aws_type() == Some("NotFoundException")
     }
 
-    /// Removing our finalizer failed because the object is already gone: a second cleanup
-    /// raced the first, and there is nothing left to do.
-    pub fn is_finalizer_of_gone_object(&self) -> bool {
-        match self {
-            Error::Finalizer(inner) => matches!(
-                inner.as_ref(),
-                kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
-                    if status.is_not_found()
-            ),
-            _ => false,
-        }
-    }
-
     /// A stable reason for the Warning event this error becomes.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Kube(_) => "KubernetesApiError",
             Error::Kms { .. } | Error::Decode { .. } | Error::Engine(_) => "EngineError",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.reason(),
-                _ => "FinalizerError",
-            },
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Config(_) | Error::Io { .. } => "ConfigError",
         }

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use kubekms_crds::{condition as condition_type, Alias, AliasStatus, Key};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{apply_status, backoff, condition, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE};
+use super::{
+    apply_status, backoff, condition, finalized, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
+};
 use crate::error::{Error, Result};
 
 pub const FINALIZER: &str = "kubekms.io/alias";
@@ -107,18 +108,14 @@ pub async fn reconcile(alias: Arc<Alias>, ctx: Arc<Context>) -> Result<Action> {
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("an Alias must be namespaced".into()))?;
     let api: Api<Alias> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, alias.clone(), |event| async {
-        match event {
-            Finalizer::Apply(alias) => apply(&alias, &api, &ctx).await,
-            Finalizer::Cleanup(alias) => cleanup(&alias, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let result = match result {
-        Err(e) if e.is_finalizer_of_gone_object() => Ok(Action::await_change()),
-        other => other,
-    };
+    let result = finalized(
+        &api,
+        &*alias,
+        FINALIZER,
+        apply(&alias, &api, &ctx),
+        cleanup(&alias, &ctx),
+    )
+    .await;
     if let Err(e) = &result {
         ctx.event(&*alias, EventType::Warning, e.reason(), e.chain())
             .await;

@@ -19,7 +19,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
@@ -34,8 +33,8 @@ use zeroize::Zeroizing;
 
 use super::key::Metadata;
 use super::{
-    apply_status, backoff, condition, millis_from_epoch_seconds, requeue_at, time_from_millis,
-    Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
+    apply_status, backoff, condition, finalized, millis_from_epoch_seconds, requeue_at,
+    time_from_millis, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
 };
 use crate::error::{Error, Result};
 
@@ -407,18 +406,14 @@ pub async fn reconcile(im: Arc<ImportedMaterial>, ctx: Arc<Context>) -> Result<A
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("an ImportedMaterial must be namespaced".into()))?;
     let api: Api<ImportedMaterial> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, im.clone(), |event| async {
-        match event {
-            Finalizer::Apply(im) => apply(&im, &api, &ctx).await,
-            Finalizer::Cleanup(im) => cleanup(&im, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let result = match result {
-        Err(e) if e.is_finalizer_of_gone_object() => Ok(Action::await_change()),
-        other => other,
-    };
+    let result = finalized(
+        &api,
+        &*im,
+        FINALIZER,
+        apply(&im, &api, &ctx),
+        cleanup(&im, &ctx),
+    )
+    .await;
     if let Err(e) = &result {
         ctx.event(&*im, EventType::Warning, e.reason(), e.chain())
             .await;

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    apply_status, backoff, condition, ensure_finalizer, millis_from_epoch_seconds,
-    remove_finalizer, requeue_at, time_from_millis, Context,
+    apply_status, backoff, condition, finalized, millis_from_epoch_seconds, requeue_at,
+    time_from_millis, Context,
 };
 use crate::error::{Error, Result};
 
@@ -483,25 +483,14 @@ pub async fn reconcile(key: Arc<Key>, ctx: Arc<Context>) -> Result<Action> {
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("a Key must be namespaced".into()))?;
     let api: Api<Key> = Api::namespaced(ctx.client.clone(), &namespace);
-    // The finalizer is added in the same pass that creates the engine key, not in a pass of
-    // its own that waits for the update to come back: one reconcile per new Key, not two.
-    let result = if key.metadata.deletion_timestamp.is_some() {
-        if key.finalizers().iter().any(|f| f == FINALIZER) {
-            match cleanup(&key, &api, &ctx).await {
-                Ok(action) => remove_finalizer(&api, &*key, FINALIZER)
-                    .await
-                    .map(|()| action),
-                Err(e) => Err(e),
-            }
-        } else {
-            Ok(Action::await_change())
-        }
-    } else {
-        match ensure_finalizer(&api, &*key, FINALIZER).await {
-            Ok(()) => apply(&key, &api, &ctx).await,
-            Err(e) => Err(e),
-        }
-    };
+    let result = finalized(
+        &api,
+        &*key,
+        FINALIZER,
+        apply(&key, &api, &ctx),
+        cleanup(&key, &api, &ctx),
+    )
+    .await;
     if let Err(e) = &result {
         ctx.event(&*key, EventType::Warning, e.reason(), e.chain())
             .await;

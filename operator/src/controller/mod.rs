@@ -1,6 +1,7 @@
 //! The reconcilers and what they share: the engine handle, the clock, the event recorder, and
 //! the condition and status helpers.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -253,10 +254,40 @@ pub fn merge_patch(from: &serde_json::Value, to: &serde_json::Value) -> serde_js
     }
 }
 
+/// One reconcile of `obj` behind our `finalizer`: `apply` while the object lives, `cleanup`
+/// once it is being deleted, then the finalizer removed. Only the future that fits is awaited.
+///
+/// Unlike kube-runtime's `finalizer()`, a new object's finalizer is added in the pass that
+/// applies it rather than in a pass of its own that waits for the update to come back: one
+/// reconcile per new object, not two (and the Key controller ignores its own finalizer write,
+/// see [`key::reconcile_trigger`]). Apply still starts only once the finalizer is stored.
+pub async fn finalized<K>(
+    api: &Api<K>,
+    obj: &K,
+    finalizer: &str,
+    apply: impl Future<Output = Result<Action>>,
+    cleanup: impl Future<Output = Result<Action>>,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    if obj.meta().deletion_timestamp.is_none() {
+        ensure_finalizer(api, obj, finalizer).await?;
+        return apply.await;
+    }
+    if !obj.finalizers().iter().any(|f| f == finalizer) {
+        // Cleaned up already; the object waits only for others' finalizers.
+        return Ok(Action::await_change());
+    }
+    let action = cleanup.await?;
+    remove_finalizer(api, obj, finalizer).await?;
+    Ok(action)
+}
+
 /// Add `finalizer` to `obj` unless it has it. A JSON patch that tests the finalizers it saw,
 /// so a concurrent change to them makes it fail (and the reconcile retry) instead of being
 /// overwritten.
-pub async fn ensure_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<()>
+async fn ensure_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -278,8 +309,9 @@ where
     json_patch(api, obj, operations).await
 }
 
-/// Remove `finalizer` from `obj`; done already if the object is gone.
-pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<()>
+/// Remove `finalizer` from `obj`; done already if the object is gone (a second cleanup raced
+/// the first).
+async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {

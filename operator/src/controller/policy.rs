@@ -64,7 +64,6 @@ use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
@@ -75,7 +74,7 @@ use kubekms_crds::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{apply_status, backoff, condition, Context, MAX_REQUEUE};
+use super::{apply_status, backoff, condition, finalized, Context, MAX_REQUEUE};
 use crate::error::{Error, Result};
 
 pub const FINALIZER: &str = "kubekms.io/keypolicy";
@@ -274,18 +273,14 @@ pub async fn reconcile(policy: Arc<KeyPolicy>, ctx: Arc<Context>) -> Result<Acti
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("a KeyPolicy must be namespaced".into()))?;
     let api: Api<KeyPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, policy.clone(), |event| async {
-        match event {
-            Finalizer::Apply(policy) => apply(&policy, &api, &ctx).await,
-            Finalizer::Cleanup(policy) => cleanup(&policy, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    let result = match result {
-        Err(e) if e.is_finalizer_of_gone_object() => Ok(Action::await_change()),
-        other => other,
-    };
+    let result = finalized(
+        &api,
+        &*policy,
+        FINALIZER,
+        apply(&policy, &api, &ctx),
+        cleanup(&policy, &ctx),
+    )
+    .await;
     if let Err(e) = &result {
         ctx.event(&*policy, EventType::Warning, e.reason(), e.chain())
             .await;
