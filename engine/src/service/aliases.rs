@@ -30,8 +30,7 @@ impl Kms {
     ) -> Result<(String, Arc<KeyEntry>)> {
         let req: AliasTargetRequest = decode(body)?;
         validate_alias_name(&req.alias_name)?;
-        let target = self.resolve(ctx, &req.target_key_id, false)?;
-        *touched = Some(target.arn());
+        let target = self.resolve_touched(ctx, &req.target_key_id, false, touched)?;
         self.require_not_pending_deletion(&target)?;
         Ok((req.alias_name, target))
     }

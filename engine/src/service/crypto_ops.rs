@@ -20,22 +20,58 @@ use crate::model::{
 
 const MAX_PLAINTEXT: usize = 4096;
 
+// Responses are typed and borrow the key's ARN: no JSON tree is built on the hot path.
+
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct CiphertextResponse {
+struct CiphertextResponse<'a> {
     #[serde(serialize_with = "b64")]
     ciphertext_blob: Vec<u8>,
-    key_id: String,
+    key_id: &'a str,
     encryption_algorithm: EncryptionAlgorithm,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct PlaintextResponse {
-    key_id: String,
+struct PlaintextResponse<'a> {
+    key_id: &'a str,
     #[serde(serialize_with = "b64_secret")]
     plaintext: Zeroizing<Vec<u8>>,
     encryption_algorithm: EncryptionAlgorithm,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SignResponse<'a> {
+    key_id: &'a str,
+    #[serde(serialize_with = "b64")]
+    signature: Vec<u8>,
+    signing_algorithm: SigningAlgorithm,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct VerifyResponse<'a> {
+    key_id: &'a str,
+    signature_valid: bool,
+    signing_algorithm: SigningAlgorithm,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct MacResponse<'a> {
+    key_id: &'a str,
+    #[serde(serialize_with = "b64")]
+    mac: Vec<u8>,
+    mac_algorithm: MacAlgorithm,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct VerifyMacResponse<'a> {
+    key_id: &'a str,
+    mac_valid: bool,
+    mac_algorithm: MacAlgorithm,
 }
 
 impl Kms {
@@ -116,7 +152,7 @@ impl Kms {
             let entry = self
                 .by_uuid(ctx, &header.key_id)
                 .ok_or(KmsError::InvalidCiphertext)?;
-            *touched = Some(entry.arn());
+            *touched = Some(entry.arn().to_owned());
             if let Some(id) = key_id {
                 let named = self.resolve(ctx, id, true)?;
                 if named.record.key_id != entry.record.key_id {
@@ -141,8 +177,7 @@ impl Kms {
             let id = key_id.ok_or_else(|| {
                 KmsError::validation("KeyId is required to decrypt with an asymmetric key")
             })?;
-            let entry = self.resolve(ctx, id, true)?;
-            *touched = Some(entry.arn());
+            let entry = self.resolve_touched(ctx, id, true, touched)?;
             self.require_enabled(&entry)?;
             self.require_usage(&entry, KeyUsage::EncryptDecrypt)?;
             if !entry.record.spec.is_rsa() {
@@ -179,11 +214,9 @@ impl Kms {
         let req: Req = decode(body)?;
         let plaintext = req.plaintext.decode("Plaintext")?;
         wire::check_len("plaintext", plaintext.len(), 1, MAX_PLAINTEXT)?;
-        let alg = parse_opt_enum(&req.encryption_algorithm, "encryptionAlgorithm")?
-            .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
+        let alg = encryption_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
         let context = wire::context(req.encryption_context)?;
-        let entry = self.resolve(ctx, &req.key_id, true)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
         let ciphertext_blob = self.encrypt_with(&entry, alg, &context, &plaintext)?;
         encode(&CiphertextResponse {
             ciphertext_blob,
@@ -208,15 +241,10 @@ impl Kms {
             recipient: Option<serde_json::Value>,
         }
         let req: Req = decode(body)?;
-        if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Nitro Enclaves recipients are not supported".into(),
-            ));
-        }
+        no_recipient(&req.recipient)?;
         let ciphertext = req.ciphertext_blob.decode("CiphertextBlob")?;
         wire::check_len("ciphertextBlob", ciphertext.len(), 1, 6144)?;
-        let alg = parse_opt_enum(&req.encryption_algorithm, "encryptionAlgorithm")?
-            .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
+        let alg = encryption_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
         let context = wire::context(req.encryption_context)?;
         let (entry, plaintext) = self.decrypt_with(
             ctx,
@@ -253,16 +281,14 @@ impl Kms {
         let req: Req = decode(body)?;
         let ciphertext = req.ciphertext_blob.decode("CiphertextBlob")?;
         wire::check_len("ciphertextBlob", ciphertext.len(), 1, 6144)?;
-        let src_alg = parse_opt_enum(
+        let src_alg = encryption_algorithm(
             &req.source_encryption_algorithm,
             "sourceEncryptionAlgorithm",
-        )?
-        .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
-        let dst_alg = parse_opt_enum(
+        )?;
+        let dst_alg = encryption_algorithm(
             &req.destination_encryption_algorithm,
             "destinationEncryptionAlgorithm",
-        )?
-        .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
+        )?;
         let src_context = wire::context(req.source_encryption_context)?;
         let dst_context = wire::context(req.destination_encryption_context)?;
         let mut src_touched = None;
@@ -274,16 +300,25 @@ impl Kms {
             &ciphertext,
             &mut src_touched,
         )?;
-        let dest = self.resolve(ctx, &req.destination_key_id, true)?;
-        *touched = Some(dest.arn());
+        let dest = self.resolve_touched(ctx, &req.destination_key_id, true, touched)?;
         let blob = self.encrypt_with(&dest, dst_alg, &dst_context, &plaintext)?;
-        encode(&serde_json::json!({
-            "CiphertextBlob": base64_encode(&blob),
-            "SourceKeyId": source.arn(),
-            "KeyId": dest.arn(),
-            "SourceEncryptionAlgorithm": src_alg,
-            "DestinationEncryptionAlgorithm": dst_alg,
-        }))
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Resp<'a> {
+            #[serde(serialize_with = "b64")]
+            ciphertext_blob: Vec<u8>,
+            source_key_id: &'a str,
+            key_id: &'a str,
+            source_encryption_algorithm: EncryptionAlgorithm,
+            destination_encryption_algorithm: EncryptionAlgorithm,
+        }
+        encode(&Resp {
+            ciphertext_blob: blob,
+            source_key_id: source.arn(),
+            key_id: dest.arn(),
+            source_encryption_algorithm: src_alg,
+            destination_encryption_algorithm: dst_alg,
+        })
     }
 
     pub(super) fn generate_data_key(
@@ -304,7 +339,7 @@ impl Kms {
         }
         #[derive(Serialize)]
         #[serde(rename_all = "PascalCase")]
-        struct Resp {
+        struct Resp<'a> {
             #[serde(serialize_with = "b64")]
             ciphertext_blob: Vec<u8>,
             #[serde(
@@ -312,14 +347,10 @@ impl Kms {
                 skip_serializing_if = "Option::is_none"
             )]
             plaintext: Option<Zeroizing<Vec<u8>>>,
-            key_id: String,
+            key_id: &'a str,
         }
         let req: Req = decode(body)?;
-        if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Nitro Enclaves recipients are not supported".into(),
-            ));
-        }
+        no_recipient(&req.recipient)?;
         let len = match (
             req.number_of_bytes,
             parse_opt_enum::<DataKeySpec>(&req.key_spec, "keySpec")?,
@@ -339,8 +370,7 @@ impl Kms {
             (None, Some(DataKeySpec::Aes128)) => 16,
         };
         let context = wire::context(req.encryption_context)?;
-        let entry = self.resolve(ctx, &req.key_id, true)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
         self.require_symmetric(&entry)?;
         let plaintext = crypto::random_bytes(len)?;
         let ciphertext_blob = self.encrypt_with(
@@ -383,7 +413,7 @@ impl Kms {
         }
         #[derive(Serialize)]
         #[serde(rename_all = "PascalCase")]
-        struct Resp {
+        struct Resp<'a> {
             #[serde(serialize_with = "b64")]
             private_key_ciphertext_blob: Vec<u8>,
             #[serde(
@@ -393,15 +423,11 @@ impl Kms {
             private_key_plaintext: Option<Zeroizing<Vec<u8>>>,
             #[serde(serialize_with = "b64")]
             public_key: Vec<u8>,
-            key_id: String,
+            key_id: &'a str,
             key_pair_spec: KeySpec,
         }
         let req: Req = decode(body)?;
-        if req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Nitro Enclaves recipients are not supported".into(),
-            ));
-        }
+        no_recipient(&req.recipient)?;
         let spec = parse_enum::<KeySpec>(&req.key_pair_spec, "keyPairSpec")?;
         if !spec.is_asymmetric() {
             return Err(KmsError::validation(format!(
@@ -409,8 +435,7 @@ impl Kms {
             )));
         }
         let context = wire::context(req.encryption_context)?;
-        let entry = self.resolve(ctx, &req.key_id, true)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
         self.require_symmetric(&entry)?;
         self.require_enabled(&entry)?;
         // An empty pool means seconds of RSA generation: keep it off the async workers.
@@ -469,8 +494,7 @@ impl Kms {
         key_id: &str,
         touched: &mut Option<String>,
     ) -> Result<std::sync::Arc<KeyEntry>> {
-        let entry = self.resolve(ctx, key_id, true)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, key_id, true, touched)?;
         self.require_enabled(&entry)?;
         self.require_usage(&entry, KeyUsage::SignVerify)?;
         Ok(entry)
@@ -510,12 +534,11 @@ impl Kms {
         let entry = self.signing_key(ctx, &req.key_id, touched)?;
         self.check_signing_algorithm(&entry, alg)?;
         let (_, key) = entry.current()?;
-        let signature = key.sign(alg, message_type, &message)?;
-        encode(&serde_json::json!({
-            "KeyId": entry.arn(),
-            "Signature": base64_encode(&signature),
-            "SigningAlgorithm": alg,
-        }))
+        encode(&SignResponse {
+            key_id: entry.arn(),
+            signature: key.sign(alg, message_type, &message)?,
+            signing_algorithm: alg,
+        })
     }
 
     pub(super) fn verify(
@@ -548,11 +571,11 @@ impl Kms {
                 "The signature is not valid".into(),
             ));
         }
-        encode(&serde_json::json!({
-            "KeyId": entry.arn(),
-            "SignatureValid": true,
-            "SigningAlgorithm": alg,
-        }))
+        encode(&VerifyResponse {
+            key_id: entry.arn(),
+            signature_valid: true,
+            signing_algorithm: alg,
+        })
     }
 
     fn mac_key(
@@ -562,8 +585,7 @@ impl Kms {
         alg: MacAlgorithm,
         touched: &mut Option<String>,
     ) -> Result<std::sync::Arc<KeyEntry>> {
-        let entry = self.resolve(ctx, key_id, true)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, key_id, true, touched)?;
         self.require_enabled(&entry)?;
         self.require_usage(&entry, KeyUsage::GenerateVerifyMac)?;
         if !entry.record.spec.mac_algorithms().contains(&alg) {
@@ -594,12 +616,11 @@ impl Kms {
         let alg = parse_enum::<MacAlgorithm>(&req.mac_algorithm, "macAlgorithm")?;
         let entry = self.mac_key(ctx, &req.key_id, alg, touched)?;
         let (_, key) = entry.current()?;
-        let mac = key.generate_mac(alg, &message)?;
-        encode(&serde_json::json!({
-            "Mac": base64_encode(&mac),
-            "MacAlgorithm": alg,
-            "KeyId": entry.arn(),
-        }))
+        encode(&MacResponse {
+            key_id: entry.arn(),
+            mac: key.generate_mac(alg, &message)?,
+            mac_algorithm: alg,
+        })
     }
 
     pub(super) fn verify_mac(
@@ -626,11 +647,11 @@ impl Kms {
         if !key.verify_mac(alg, &message, &mac)? {
             return Err(KmsError::KmsInvalidMac("The MAC is not valid".into()));
         }
-        encode(&serde_json::json!({
-            "KeyId": entry.arn(),
-            "MacValid": true,
-            "MacAlgorithm": alg,
-        }))
+        encode(&VerifyMacResponse {
+            key_id: entry.arn(),
+            mac_valid: true,
+            mac_algorithm: alg,
+        })
     }
 
     pub(super) fn get_public_key(
@@ -645,8 +666,7 @@ impl Kms {
             key_id: String,
         }
         let req: Req = decode(body)?;
-        let entry = self.resolve(ctx, &req.key_id, true)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
         let r = &entry.record;
         if !r.spec.is_asymmetric() {
             return Err(KmsError::UnsupportedOperation(format!(
@@ -673,6 +693,21 @@ impl Kms {
         }
         encode(&out)
     }
+}
+
+/// An EncryptionAlgorithm member: SYMMETRIC_DEFAULT when absent.
+fn encryption_algorithm(value: &Option<String>, field: &str) -> Result<EncryptionAlgorithm> {
+    Ok(parse_opt_enum(value, field)?.unwrap_or(EncryptionAlgorithm::SymmetricDefault))
+}
+
+/// The Recipient member (a Nitro Enclaves attestation) of Decrypt and GenerateDataKey*.
+fn no_recipient(recipient: &Option<serde_json::Value>) -> Result<()> {
+    if recipient.is_some() {
+        return Err(KmsError::UnsupportedOperation(
+            "Nitro Enclaves recipients are not supported".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn number_of_bytes(n: i64) -> Result<usize> {

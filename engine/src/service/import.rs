@@ -27,8 +27,7 @@ impl Kms {
         key_id: &str,
         touched: &mut Option<String>,
     ) -> Result<std::sync::Arc<KeyEntry>> {
-        let entry = self.resolve(ctx, key_id, false)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, key_id, false, touched)?;
         if entry.record.origin != OriginType::External {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} was not created for imported key material (Origin EXTERNAL)",
@@ -145,12 +144,12 @@ impl Kms {
         let entry = self.external_key(ctx, &req.key_id, touched)?;
         let (private, alg) = self.open_token(&entry.record.key_id, &token)?;
         let material = crypto::import::unwrap_imported(&private, alg, &encrypted)?;
-        // Validates size and type for the key spec before anything is stored.
-        PreparedKey::new(entry.record.spec, &material)?;
+        // Validates size and type for the key spec before anything is stored; the parsed key is
+        // the one published.
+        let prepared = PreparedKey::new(entry.record.spec, &material)?;
         let fingerprint = self.root.fingerprint(&material);
 
-        let _guard = self.key_lock(&entry.record.key_id).lock().await;
-        let entry = self.fresh(&entry)?;
+        let (_guard, entry) = self.lock_fresh(&entry).await?;
         self.require_not_pending_deletion(&entry)?;
         let mut record = entry.record.clone();
         if let Some(previous) = &record.import {
@@ -177,7 +176,7 @@ impl Kms {
             record.state = KeyState::Enabled;
         }
         let entry = self
-            .commit_key(None, record, Some((version, material)))
+            .commit_key(None, record, Some((version, prepared)))
             .await?;
         encode(
             &serde_json::json!({ "KeyId": entry.arn(), "KeyMaterialId": format!("{version:08}") }),
@@ -197,8 +196,7 @@ impl Kms {
         }
         let req: Req = decode(body)?;
         let entry = self.external_key(ctx, &req.key_id, touched)?;
-        let _guard = self.key_lock(&entry.record.key_id).lock().await;
-        let entry = self.fresh(&entry)?;
+        let (_guard, entry) = self.lock_fresh(&entry).await?;
         self.expire_material(&entry).await?;
         encode(&serde_json::json!({ "KeyId": entry.arn() }))
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::wire::{self, decode, encode, parse_enum, parse_opt_enum};
 use super::{KeyEntry, Kms, RequestContext};
 use crate::clock::{to_epoch_seconds, Millis, MILLIS_PER_DAY};
-use crate::crypto;
+use crate::crypto::{self, KeyMaterial, PreparedKey};
 use crate::error::{KmsError, Result};
 use crate::model::{ExpirationModel, KeySpec, KeyState, KeyUsage, OriginType};
 use crate::record::{KeyRecord, RotationConfig, RotationType};
@@ -74,8 +74,8 @@ pub(crate) struct Tag {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct KeyIdResponse {
-    key_id: String,
+struct KeyIdResponse<'a> {
+    key_id: &'a str,
 }
 
 impl Kms {
@@ -86,7 +86,7 @@ impl Kms {
         KeyMetadata {
             aws_account_id: r.scope.account.clone(),
             key_id: r.key_id.clone(),
-            arn: r.arn(),
+            arn: entry.arn().to_owned(),
             creation_date: to_epoch_seconds(r.created),
             enabled: state == KeyState::Enabled,
             description: r.description.clone(),
@@ -233,18 +233,15 @@ impl Kms {
             self.enable_rotation(&mut record, days, now)?;
         }
         *touched = Some(record.arn());
-        let material = if origin == OriginType::AwsKms {
-            // Generation (RSA especially) is slow: keep it off the async workers.
-            let material = tokio::task::spawn_blocking(move || crypto::generate_material(spec))
-                .await
-                .map_err(|_| KmsError::internal("key generation was interrupted"))??;
+        let initial = if origin == OriginType::AwsKms {
+            let (material, prepared) = generate_prepared(spec).await?;
             let version = self.add_version(&mut record, &material, RotationType::Initial)?;
-            Some((version, material))
+            Some((version, prepared))
         } else {
             None
         };
         let _guard = self.key_lock(&record.key_id).lock().await;
-        let entry = self.commit_key(None, record, material).await?;
+        let entry = self.commit_key(None, record, initial).await?;
         encode(&serde_json::json!({ "KeyMetadata": self.metadata(&entry) }))
     }
 
@@ -255,8 +252,7 @@ impl Kms {
         touched: &mut Option<String>,
     ) -> Result<Vec<u8>> {
         let req: KeyIdRequest = decode(body)?;
-        let entry = self.resolve(ctx, &req.key_id, true)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
         encode(&serde_json::json!({ "KeyMetadata": self.metadata(&entry) }))
     }
 
@@ -283,7 +279,7 @@ impl Kms {
                 .filter(|e| e.record.scope == ctx.scope && !self.deletion_due(&e.record))
                 .map(|e| Item {
                     key_id: e.record.key_id.clone(),
-                    key_arn: e.arn(),
+                    key_arn: e.arn().to_owned(),
                 })
                 .collect()
         };
@@ -489,17 +485,16 @@ impl Kms {
         touched: &mut Option<String>,
     ) -> Result<Vec<u8>> {
         let req: KeyIdRequest = decode(body)?;
-        let entry = self.resolve(ctx, &req.key_id, false)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
         let r = &entry.record;
         if r.spec != KeySpec::SymmetricDefault || r.origin != OriginType::AwsKms {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} does not support automatic rotation",
-                r.arn()
+                entry.arn()
             )));
         }
         let mut out = serde_json::json!({
-            "KeyId": r.arn(),
+            "KeyId": entry.arn(),
             "KeyRotationEnabled": r.rotation.is_some(),
         });
         if let Some(rot) = &r.rotation {
@@ -516,10 +511,8 @@ impl Kms {
         touched: &mut Option<String>,
     ) -> Result<Vec<u8>> {
         let req: KeyIdRequest = decode(body)?;
-        let entry = self.resolve(ctx, &req.key_id, false)?;
-        *touched = Some(entry.arn());
-        let _guard = self.key_lock(&entry.record.key_id).lock().await;
-        let entry = self.fresh(&entry)?;
+        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
+        let (_guard, entry) = self.lock_fresh(&entry).await?;
         self.require_rotatable(&entry.record)?;
         let on_demand = entry
             .record
@@ -547,10 +540,7 @@ impl Kms {
         kind: RotationType,
     ) -> Result<Arc<KeyEntry>> {
         let mut record = entry.record.clone();
-        let spec = record.spec;
-        let material = tokio::task::spawn_blocking(move || crypto::generate_material(spec))
-            .await
-            .map_err(|_| KmsError::internal("key generation was interrupted"))??;
+        let (material, prepared) = generate_prepared(record.spec).await?;
         let version = self.add_version(&mut record, &material, kind)?;
         if let Some(rot) = record.rotation.as_mut() {
             let period = i64::from(rot.period_days) * MILLIS_PER_DAY;
@@ -561,7 +551,7 @@ impl Kms {
             };
         }
         let entry = self
-            .commit_key(Some(entry), record, Some((version, material)))
+            .commit_key(Some(entry), record, Some((version, prepared)))
             .await?;
         tracing::info!(key = %entry.arn(), version, ?kind, "key rotated");
         Ok(entry)
@@ -581,13 +571,12 @@ impl Kms {
             marker: Option<String>,
         }
         let req: Req = decode(body)?;
-        let entry = self.resolve(ctx, &req.key_id, false)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
         let r = &entry.record;
         if r.spec != KeySpec::SymmetricDefault || r.origin != OriginType::AwsKms {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} does not support rotation",
-                r.arn()
+                entry.arn()
             )));
         }
         let rotations: Vec<(u32, serde_json::Value)> = r
@@ -598,7 +587,7 @@ impl Kms {
                 (
                     v.version,
                     serde_json::json!({
-                        "KeyId": r.arn(),
+                        "KeyId": entry.arn(),
                         "RotationDate": to_epoch_seconds(v.created),
                         "RotationType": if v.rotation_type == RotationType::OnDemand { "ON_DEMAND" } else { "AUTOMATIC" },
                         "KeyMaterialId": format!("{:08}", v.version),
@@ -676,8 +665,7 @@ impl Kms {
             marker: Option<String>,
         }
         let req: Req = decode(body)?;
-        let entry = self.resolve(ctx, &req.key_id, false)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
         let tags: Vec<Tag> = entry
             .record
             .tags
@@ -707,8 +695,7 @@ impl Kms {
         }
         let req: Req = decode(body)?;
         check_policy_name(req.policy_name.as_deref())?;
-        let entry = self.resolve(ctx, &req.key_id, false)?;
-        *touched = Some(entry.arn());
+        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
         encode(&serde_json::json!({ "Policy": entry.record.policy, "PolicyName": "default" }))
     }
 
@@ -743,8 +730,7 @@ impl Kms {
         touched: &mut Option<String>,
     ) -> Result<Vec<u8>> {
         let req: KeyIdRequest = decode(body)?;
-        let entry = self.resolve(ctx, &req.key_id, false)?;
-        *touched = Some(entry.arn());
+        self.resolve_touched(ctx, &req.key_id, false, touched)?;
         encode(&serde_json::json!({ "PolicyNames": ["default"], "Truncated": false }))
     }
 
@@ -782,14 +768,24 @@ impl Kms {
     where
         F: FnOnce(&Kms, &mut KeyRecord) -> Result<()>,
     {
-        let entry = self.resolve(ctx, key_id, false)?;
-        *touched = Some(entry.arn());
-        let _guard = self.key_lock(&entry.record.key_id).lock().await;
-        let entry = self.fresh(&entry)?;
+        let entry = self.resolve_touched(ctx, key_id, false, touched)?;
+        let (_guard, entry) = self.lock_fresh(&entry).await?;
         let mut record = entry.record.clone();
         change(self, &mut record)?;
         self.commit_key(Some(&entry), record, None).await
     }
+}
+
+/// Fresh material for `spec`, parsed for use. Generation (RSA especially) and parsing are slow:
+/// both run off the async workers.
+async fn generate_prepared(spec: KeySpec) -> Result<(KeyMaterial, PreparedKey)> {
+    tokio::task::spawn_blocking(move || {
+        let material = crypto::generate_material(spec)?;
+        let prepared = PreparedKey::new(spec, &material)?;
+        Ok((material, prepared))
+    })
+    .await
+    .map_err(|_| KmsError::internal("key generation was interrupted"))?
 }
 
 /// A rotation period in days as EnableKeyRotation accepts it (365 when absent); `field` names

@@ -60,8 +60,8 @@ impl KeyEntry {
         })
     }
 
-    pub fn arn(&self) -> String {
-        self.arn.clone()
+    pub fn arn(&self) -> &str {
+        &self.arn
     }
 
     pub fn current(&self) -> Result<(u32, &Arc<PreparedKey>)> {
@@ -160,7 +160,7 @@ impl Kms {
         let snapshot = store.load().await?;
         let mut tables = Tables::default();
         for record in snapshot.keys {
-            let entry = prepare_entry(&root, record)?;
+            let entry = prepare_entry(&root, record, None)?;
             tables.keys.insert(entry.id, Arc::new(entry));
         }
         for alias in snapshot.aliases {
@@ -319,6 +319,19 @@ impl Kms {
         Ok(entry.clone())
     }
 
+    /// [`Kms::resolve`] the key a request acts on, and name it in `touched` for the audit log.
+    pub(crate) fn resolve_touched(
+        &self,
+        ctx: &RequestContext,
+        key_id: &str,
+        allow_alias: bool,
+        touched: &mut Option<String>,
+    ) -> Result<Arc<KeyEntry>> {
+        let entry = self.resolve(ctx, key_id, allow_alias)?;
+        *touched = Some(entry.arn().to_owned());
+        Ok(entry)
+    }
+
     /// Look a key up by the id inside a ciphertext blob.
     pub(crate) fn by_uuid(&self, ctx: &RequestContext, id: &Uuid) -> Option<Arc<KeyEntry>> {
         let tables = self.tables.read();
@@ -378,18 +391,19 @@ impl Kms {
         Ok(())
     }
 
-    /// Persist a changed record, then publish it. `entry` is the entry it was derived from
-    /// (its parsed versions are reused); `new_material` is a version added by this change.
+    /// Persist a changed record, then publish it. `base` is the entry it was derived from
+    /// (its parsed versions are reused); `new_version` is a version added by this change, already
+    /// parsed by the caller (off the async workers, or while validating imported material).
     pub(crate) async fn commit_key(
         &self,
         base: Option<&KeyEntry>,
         record: KeyRecord,
-        new_material: Option<(u32, KeyMaterial)>,
+        new_version: Option<(u32, PreparedKey)>,
     ) -> Result<Arc<KeyEntry>> {
         let mut versions = base.map(|b| b.versions.clone()).unwrap_or_default();
         versions.retain(|v, _| record.versions.iter().any(|kv| kv.version == *v));
-        if let Some((version, material)) = new_material {
-            versions.insert(version, Arc::new(PreparedKey::new(record.spec, &material)?));
+        if let Some((version, prepared)) = new_version {
+            versions.insert(version, Arc::new(prepared));
         }
         self.store.put_key(&record).await?;
         let entry = Arc::new(KeyEntry::new(record, versions)?);
@@ -417,14 +431,21 @@ impl Kms {
         Ok(version)
     }
 
-    /// Re-read the entry under its key lock, so a change is made on the latest record.
-    pub(crate) fn fresh(&self, entry: &KeyEntry) -> Result<Arc<KeyEntry>> {
-        self.tables
+    /// Take `entry`'s key lock and re-read the entry under it, so a change is made on the latest
+    /// record and no other change to the key interleaves until the guard is dropped.
+    pub(crate) async fn lock_fresh(
+        &self,
+        entry: &KeyEntry,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Arc<KeyEntry>)> {
+        let guard = self.key_lock(&entry.record.key_id).lock().await;
+        let fresh = self
+            .tables
             .read()
             .keys
             .get(&entry.id)
             .cloned()
-            .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", entry.arn())))
+            .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", entry.arn())))?;
+        Ok((guard, fresh))
     }
 
     /// Apply what has fallen due: deletions whose window ended, automatic rotations, and
@@ -453,8 +474,7 @@ impl Kms {
 
     /// Due work for one key, under its key lock.
     async fn run_due_key(&self, entry: Arc<KeyEntry>, now: Millis) -> Result<()> {
-        let _guard = self.key_lock(&entry.record.key_id).lock().await;
-        let Ok(entry) = self.fresh(&entry) else {
+        let Ok((_guard, entry)) = self.lock_fresh(&entry).await else {
             return Ok(());
         };
         // Another replica (through the store watch) may have done it meanwhile.
@@ -534,19 +554,7 @@ impl Kms {
         if existing.as_ref().is_some_and(|e| e.record == record) {
             return Ok(());
         }
-        let mut versions = BTreeMap::new();
-        for v in &record.versions {
-            let prepared = match existing.as_ref().and_then(|e| e.versions.get(&v.version)) {
-                Some(p) => p.clone(),
-                None => {
-                    let aad = material_aad(&record.key_id, v.version);
-                    let material = self.root.unwrap(&aad, &v.wrapped_material)?;
-                    Arc::new(PreparedKey::new(record.spec, &material)?)
-                }
-            };
-            versions.insert(v.version, prepared);
-        }
-        let entry = Arc::new(KeyEntry::new(record, versions)?);
+        let entry = Arc::new(prepare_entry(&self.root, record, existing.as_deref())?);
         self.tables.write().keys.insert(id, entry.clone());
         self.key_changed(&entry.record.scope, &entry.record.key_id);
         Ok(())
@@ -611,17 +619,24 @@ pub(crate) fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
     aad
 }
 
-fn prepare_entry(root: &RootKey, record: KeyRecord) -> Result<KeyEntry> {
+/// Unwrap and parse every version of a stored record; versions `existing` already holds parsed
+/// are reused.
+fn prepare_entry(
+    root: &RootKey,
+    record: KeyRecord,
+    existing: Option<&KeyEntry>,
+) -> Result<KeyEntry> {
     let mut versions = BTreeMap::new();
     for v in &record.versions {
-        let material = root.unwrap(
-            &material_aad(&record.key_id, v.version),
-            &v.wrapped_material,
-        )?;
-        versions.insert(
-            v.version,
-            Arc::new(PreparedKey::new(record.spec, &material)?),
-        );
+        let prepared = match existing.and_then(|e| e.versions.get(&v.version)) {
+            Some(p) => p.clone(),
+            None => {
+                let aad = material_aad(&record.key_id, v.version);
+                let material = root.unwrap(&aad, &v.wrapped_material)?;
+                Arc::new(PreparedKey::new(record.spec, &material)?)
+            }
+        };
+        versions.insert(v.version, prepared);
     }
     KeyEntry::new(record, versions)
 }
