@@ -132,8 +132,15 @@ impl PreparedKey {
 
     /// AES-256-GCM; returns nonce || ciphertext || tag.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.seal_into(&mut out, aad, plaintext)?;
+        Ok(out)
+    }
+
+    /// As `seal`, appended to `out` (after a blob header, say) rather than copied there.
+    pub fn seal_into(&self, out: &mut Vec<u8>, aad: &[u8], plaintext: &[u8]) -> Result<()> {
         match &self.inner {
-            Inner::Symmetric(k) => k.seal(aad, plaintext),
+            Inner::Symmetric(k) => k.seal_into(out, aad, plaintext),
             _ => Err(self.wrong_family("symmetric encryption")),
         }
     }

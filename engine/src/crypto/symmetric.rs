@@ -25,33 +25,51 @@ impl AesGcmKey {
         Ok(Self(LessSafeKey::new(unbound)))
     }
 
+    /// Production code seals through `seal_into`; this is the tests' shorthand.
+    #[cfg(test)]
     pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.seal_into(&mut out, aad, plaintext)?;
+        Ok(out)
+    }
+
+    /// Appends nonce || ciphertext || tag to `out`, so that a caller's header in front of the
+    /// sealed part costs no second copy.
+    pub(crate) fn seal_into(&self, out: &mut Vec<u8>, aad: &[u8], plaintext: &[u8]) -> Result<()> {
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce)
             .map_err(|_| KmsError::internal("random generator failed"))?;
-        self.seal_with_nonce(nonce, aad, plaintext)
+        self.seal_with_nonce_into(out, nonce, aad, plaintext)
     }
 
     /// Callers outside tests must pass a fresh random nonce: GCM fails open on reuse.
-    pub(crate) fn seal_with_nonce(
+    fn seal_with_nonce_into(
         &self,
+        out: &mut Vec<u8>,
         nonce: [u8; NONCE_LEN],
         aad: &[u8],
         plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    ) -> Result<()> {
+        let prefix = out.len();
+        out.reserve(NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let tag = self
-            .0
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut out[NONCE_LEN..],
-            )
-            .map_err(|_| KmsError::internal("encryption failed"))?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        let sealed = self.0.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut out[prefix + NONCE_LEN..],
+        );
+        match sealed {
+            Ok(tag) => {
+                out.extend_from_slice(tag.as_ref());
+                Ok(())
+            }
+            Err(_) => {
+                // Never hand back a buffer that still holds the plaintext.
+                out.truncate(prefix);
+                Err(KmsError::internal("encryption failed"))
+            }
+        }
     }
 
     /// Every failure (short input, wrong key, tampering, wrong AAD) is the same
@@ -166,12 +184,10 @@ mod tests {
                         assert_eq!(&pt[..], &t.pt[..], "tc {}", t.tc_id);
                         let nonce: [u8; NONCE_LEN] = t.nonce[..].try_into().unwrap();
                         let k = AesGcmKey::new(&t.key).unwrap();
-                        assert_eq!(
-                            k.seal_with_nonce(nonce, &t.aad, &t.pt).unwrap(),
-                            sealed,
-                            "tc {}",
-                            t.tc_id
-                        );
+                        let mut resealed = Vec::new();
+                        k.seal_with_nonce_into(&mut resealed, nonce, &t.aad, &t.pt)
+                            .unwrap();
+                        assert_eq!(resealed, sealed, "tc {}", t.tc_id);
                     }
                     TestResult::Invalid => assert!(
                         matches!(opened, Err(KmsError::InvalidCiphertext)),

@@ -51,10 +51,9 @@ impl RootKey {
 
     /// `aad` binds the blob to its context (key id, version), so blobs cannot be swapped.
     pub fn wrap(&self, aad: &[u8], material: &KeyMaterial) -> Result<Vec<u8>> {
-        let sealed = self.aead.seal(&bound_aad(aad), material.expose())?;
-        let mut out = Vec::with_capacity(1 + sealed.len());
-        out.push(FORMAT_V1);
-        out.extend_from_slice(&sealed);
+        let mut out = vec![FORMAT_V1];
+        self.aead
+            .seal_into(&mut out, &bound_aad(aad), material.expose())?;
         Ok(out)
     }
 
