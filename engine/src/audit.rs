@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -147,7 +147,7 @@ impl Sink {
 
 struct Writer {
     sender: SyncSender<Message>,
-    thread: Option<JoinHandle<()>>,
+    thread: JoinHandle<()>,
 }
 
 pub struct AuditLog {
@@ -205,10 +205,7 @@ impl AuditLog {
             .name("kubekms-audit".into())
             .spawn(move || write_loop(sink, receiver, &thread_dropped))?;
         Ok(Self {
-            writer: Some(Writer {
-                sender,
-                thread: Some(thread),
-            }),
+            writer: Some(Writer { sender, thread }),
             enabled: true,
             dropped,
         })
@@ -258,12 +255,9 @@ impl Drop for AuditLog {
     /// Closing the queue lets the writer drain it and exit; waiting for it means nothing
     /// recorded before shutdown is lost.
     fn drop(&mut self) {
-        if let Some(mut writer) = self.writer.take() {
-            let thread = writer.thread.take();
-            drop(writer);
-            if let Some(thread) = thread {
-                let _ = thread.join();
-            }
+        if let Some(Writer { sender, thread }) = self.writer.take() {
+            drop(sender);
+            let _ = thread.join();
         }
     }
 }
@@ -295,10 +289,8 @@ fn write_loop(mut sink: Sink, receiver: Receiver<Message>, dropped: &AtomicU64) 
                     let _ = ack.send(());
                 }
             }
-            next = match receiver.try_recv() {
-                Ok(m) => Some(m),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => None,
-            };
+            // Empty or disconnected: write out what we have either way.
+            next = receiver.try_recv().ok();
         }
         batch.write_out(&mut sink, dropped);
         // Under load, waking this thread for every line costs more than formatting it. A short
