@@ -121,6 +121,22 @@ async fn decrypt(client: &Client, blob: &Blob) -> Vec<u8> {
         .to_vec()
 }
 
+/// The service error of a Decrypt that must fail.
+async fn decrypt_error(
+    client: &Client,
+    blob: Blob,
+    context: Option<std::collections::HashMap<String, String>>,
+) -> DecryptError {
+    client
+        .decrypt()
+        .ciphertext_blob(blob)
+        .set_encryption_context(context)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error()
+}
+
 async fn key_state(client: &Client, key: &str) -> KeyState {
     client
         .describe_key()
@@ -522,13 +538,7 @@ async fn key_lifecycle_disable_enable_delete_cancel() {
         .unwrap_err()
         .into_service_error();
     assert!(err.is_disabled_exception(), "{err:?}");
-    let err = client
-        .decrypt()
-        .ciphertext_blob(blob.clone())
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = decrypt_error(&client, blob.clone(), None).await;
     assert!(err.is_disabled_exception(), "{err:?}");
 
     client.enable_key().key_id(&key).send().await.unwrap();
@@ -581,13 +591,7 @@ async fn key_lifecycle_disable_enable_delete_cancel() {
         .unwrap_err()
         .into_service_error();
     assert!(err.is_kms_invalid_state_exception(), "{err:?}");
-    let err = client
-        .decrypt()
-        .ciphertext_blob(blob.clone())
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = decrypt_error(&client, blob.clone(), None).await;
     assert!(err.is_kms_invalid_state_exception(), "{err:?}");
     let err = client
         .enable_key()
@@ -686,14 +690,7 @@ async fn encrypt_decrypt_reencrypt_with_context() {
         ctx(&[("tenant", "blue"), ("purpose", "test"), ("extra", "1")]),
         None,
     ] {
-        let err = client
-            .decrypt()
-            .ciphertext_blob(blob.clone())
-            .set_encryption_context(bad.clone())
-            .send()
-            .await
-            .unwrap_err()
-            .into_service_error();
+        let err = decrypt_error(&client, blob.clone(), bad.clone()).await;
         assert!(
             matches!(err, DecryptError::InvalidCiphertextException(_)),
             "context {bad:?}: {err:?}"
@@ -712,27 +709,18 @@ async fn encrypt_decrypt_reencrypt_with_context() {
     ] {
         let mut tampered = bytes.clone();
         tampered[i] ^= 0x01;
-        let err = client
-            .decrypt()
-            .ciphertext_blob(Blob::new(tampered))
-            .set_encryption_context(context.clone())
-            .send()
-            .await
-            .unwrap_err()
-            .into_service_error();
+        let err = decrypt_error(&client, Blob::new(tampered), context.clone()).await;
         assert!(
             matches!(err, DecryptError::InvalidCiphertextException(_)),
             "byte {i} flipped: {err:?}"
         );
     }
-    let err = client
-        .decrypt()
-        .ciphertext_blob(Blob::new(&bytes[..bytes.len() - 1]))
-        .set_encryption_context(context.clone())
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = decrypt_error(
+        &client,
+        Blob::new(&bytes[..bytes.len() - 1]),
+        context.clone(),
+    )
+    .await;
     assert!(
         matches!(err, DecryptError::InvalidCiphertextException(_)),
         "{err:?}"
@@ -794,14 +782,7 @@ async fn encrypt_decrypt_reencrypt_with_context() {
         .unwrap();
     assert_eq!(plain.plaintext().unwrap().as_ref(), b"secret payload");
     assert_eq!(plain.key_id(), Some(engine.key_arn(&b).as_str()));
-    let err = client
-        .decrypt()
-        .ciphertext_blob(reblob)
-        .set_encryption_context(context.clone())
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = decrypt_error(&client, reblob, context.clone()).await;
     assert!(
         matches!(err, DecryptError::InvalidCiphertextException(_)),
         "{err:?}"
@@ -2064,13 +2045,7 @@ async fn import_key_material_round_trip() {
         .await
         .unwrap();
     assert_eq!(key_state(&client, &key).await, KeyState::PendingImport);
-    let err = client
-        .decrypt()
-        .ciphertext_blob(blob.clone())
-        .send()
-        .await
-        .unwrap_err()
-        .into_service_error();
+    let err = decrypt_error(&client, blob.clone(), None).await;
     assert!(err.is_kms_invalid_state_exception(), "{err:?}");
 
     // Other material is refused; the same material brings old ciphertexts back.
