@@ -65,18 +65,19 @@ impl RsaPool {
         Self { slots }
     }
 
-    /// A never-before-handed-out pair; generated inline when the pool is empty.
-    pub(crate) fn take(&self, spec: KeySpec) -> Result<KeyPairDer> {
-        let slot = self
-            .slots
+    fn slot(&self, spec: KeySpec) -> Result<&Arc<Slot>> {
+        self.slots
             .iter()
             .find(|s| s.spec == spec)
-            .ok_or_else(|| KmsError::internal(format!("{spec} is not an RSA key spec")))?;
+            .ok_or_else(|| KmsError::internal(format!("{spec} is not an RSA key spec")))
+    }
+
+    /// A never-before-handed-out pair; generated inline when the pool is empty.
+    pub(crate) fn take(&self, spec: KeySpec) -> Result<KeyPairDer> {
+        let slot = self.slot(spec)?;
         let taken = {
             let mut st = slot.state.lock();
-            if !st.refilling && !st.stopped {
-                st.refilling = start_refill(slot);
-            }
+            ensure_refilling(slot, &mut st);
             st.ready.pop()
         };
         slot.wake.notify_one();
@@ -88,20 +89,15 @@ impl RsaPool {
 
     /// Start filling a size's pool now rather than at its first use.
     pub(crate) fn warm(&self, spec: KeySpec) {
-        if let Some(slot) = self.slots.iter().find(|s| s.spec == spec) {
-            let mut st = slot.state.lock();
-            if !st.refilling && !st.stopped {
-                st.refilling = start_refill(slot);
-            }
+        if let Ok(slot) = self.slot(spec) {
+            ensure_refilling(slot, &mut slot.state.lock());
         }
     }
 
     /// Keep `target` pairs of a size ready from now on, and fill the pool before returning,
     /// on every core.
     pub(crate) fn fill(&self, spec: KeySpec, target: usize) -> Result<()> {
-        let Some(slot) = self.slots.iter().find(|s| s.spec == spec) else {
-            return Err(KmsError::internal(format!("{spec} is not an RSA key spec")));
-        };
+        let slot = self.slot(spec)?;
         slot.state.lock().target = target;
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::thread::scope(|scope| {
@@ -130,10 +126,7 @@ impl RsaPool {
 
     #[cfg(test)]
     fn ready(&self, spec: KeySpec) -> usize {
-        self.slots
-            .iter()
-            .find(|s| s.spec == spec)
-            .map_or(0, |s| s.state.lock().ready.len())
+        self.slot(spec).map_or(0, |s| s.state.lock().ready.len())
     }
 }
 
@@ -143,6 +136,13 @@ impl Drop for RsaPool {
             slot.state.lock().stopped = true;
             slot.wake.notify_all();
         }
+    }
+}
+
+/// Start the slot's refill thread unless it runs already (or the pool is stopping).
+fn ensure_refilling(slot: &Arc<Slot>, st: &mut State) {
+    if !st.refilling && !st.stopped {
+        st.refilling = start_refill(slot);
     }
 }
 
