@@ -31,7 +31,7 @@ impl Kms {
         let req: AliasTargetRequest = decode(body)?;
         validate_alias_name(&req.alias_name)?;
         let target = self.resolve_touched(ctx, &req.target_key_id, false, touched)?;
-        self.require_not_pending_deletion(&target)?;
+        self.require_not_pending_deletion(&target.record)?;
         Ok((req.alias_name, target))
     }
 

@@ -34,7 +34,7 @@ impl Kms {
                 entry.arn()
             )));
         }
-        self.require_not_pending_deletion(&entry)?;
+        self.require_not_pending_deletion(&entry.record)?;
         Ok(entry)
     }
 
@@ -150,7 +150,7 @@ impl Kms {
         let fingerprint = self.root.fingerprint(&material);
 
         let (_guard, entry) = self.lock_fresh(&entry).await?;
-        self.require_not_pending_deletion(&entry)?;
+        self.require_not_pending_deletion(&entry.record)?;
         let mut record = entry.record.clone();
         if let Some(previous) = &record.import {
             if aws_lc_rs::constant_time::verify_slices_are_equal(

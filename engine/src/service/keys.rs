@@ -462,7 +462,7 @@ impl Kms {
     }
 
     fn require_rotatable(&self, record: &KeyRecord) -> Result<()> {
-        if record.spec != KeySpec::SymmetricDefault || record.origin != OriginType::AwsKms {
+        if !rotates(record) {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} does not support automatic rotation: only symmetric keys with AWS_KMS origin rotate",
                 record.arn()
@@ -487,7 +487,7 @@ impl Kms {
         let req: KeyIdRequest = decode(body)?;
         let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
         let r = &entry.record;
-        if r.spec != KeySpec::SymmetricDefault || r.origin != OriginType::AwsKms {
+        if !rotates(r) {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} does not support automatic rotation",
                 entry.arn()
@@ -573,7 +573,7 @@ impl Kms {
         let req: Req = decode(body)?;
         let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
         let r = &entry.record;
-        if r.spec != KeySpec::SymmetricDefault || r.origin != OriginType::AwsKms {
+        if !rotates(r) {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} does not support rotation",
                 entry.arn()
@@ -747,12 +747,7 @@ impl Kms {
         F: FnOnce(&Kms, &mut KeyRecord) -> Result<()>,
     {
         self.modify_any_state(ctx, key_id, touched, |kms, record| {
-            if record.state == KeyState::PendingDeletion {
-                return Err(KmsError::InvalidState(format!(
-                    "{} is pending deletion.",
-                    record.arn()
-                )));
-            }
+            kms.require_not_pending_deletion(record)?;
             change(kms, record)
         })
         .await
@@ -786,6 +781,11 @@ async fn generate_prepared(spec: KeySpec) -> Result<(KeyMaterial, PreparedKey)> 
     })
     .await
     .map_err(|_| KmsError::internal("key generation was interrupted"))?
+}
+
+/// As in AWS, only symmetric encryption keys with AWS_KMS origin rotate.
+fn rotates(record: &KeyRecord) -> bool {
+    record.spec == KeySpec::SymmetricDefault && record.origin == OriginType::AwsKms
 }
 
 /// A rotation period in days as EnableKeyRotation accepts it (365 when absent); `field` names

@@ -350,13 +350,11 @@ impl Kms {
     /// The state a key is in right now, counting material that has expired but not yet been
     /// swept by [`Kms::run_due_work`].
     pub(crate) fn effective_state(&self, record: &KeyRecord) -> KeyState {
+        // The origin is checked first so that the request path reads the clock only for
+        // imported keys.
         if record.origin == OriginType::External
             && matches!(record.state, KeyState::Enabled | KeyState::Disabled)
-            && record
-                .import
-                .as_ref()
-                .and_then(|i| i.valid_to)
-                .is_some_and(|t| t <= self.now())
+            && material_expired(record, self.now())
         {
             return KeyState::PendingImport;
         }
@@ -381,11 +379,11 @@ impl Kms {
     }
 
     /// Key-management operations are refused while a deletion is pending.
-    pub(crate) fn require_not_pending_deletion(&self, entry: &KeyEntry) -> Result<()> {
-        if entry.record.state == KeyState::PendingDeletion {
+    pub(crate) fn require_not_pending_deletion(&self, record: &KeyRecord) -> Result<()> {
+        if record.state == KeyState::PendingDeletion {
             return Err(KmsError::InvalidState(format!(
                 "{} is pending deletion.",
-                entry.arn()
+                record.arn()
             )));
         }
         Ok(())
@@ -502,13 +500,7 @@ impl Kms {
     fn due(&self, r: &KeyRecord, now: Millis) -> Option<Due> {
         if self.deletion_due(r) {
             Some(Due::Deletion)
-        } else if r.origin == OriginType::External
-            && !r.versions.is_empty()
-            && r.import
-                .as_ref()
-                .and_then(|i| i.valid_to)
-                .is_some_and(|t| t <= now)
-        {
+        } else if !r.versions.is_empty() && material_expired(r, now) {
             Some(Due::Expiry)
         } else if r.state == KeyState::Enabled
             && r.origin == OriginType::AwsKms
@@ -581,6 +573,16 @@ impl Kms {
     pub fn forget_alias(&self, scope: &Scope, name: &str) {
         self.tables.write().remove_alias(scope, name);
     }
+}
+
+/// Imported material whose ValidTo has passed (swept or not).
+fn material_expired(record: &KeyRecord, now: Millis) -> bool {
+    record.origin == OriginType::External
+        && record
+            .import
+            .as_ref()
+            .and_then(|i| i.valid_to)
+            .is_some_and(|t| t <= now)
 }
 
 fn alias_target(tables: &Tables, scope: &Scope, name: &str) -> Option<Uuid> {
