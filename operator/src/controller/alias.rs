@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    apply_status, backoff, condition, finalized, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
+    backoff, condition, finalized, write_status, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
 };
 use crate::error::{Error, Result};
 
@@ -128,11 +128,7 @@ pub async fn reconcile(alias: Arc<Alias>, ctx: Arc<Context>) -> Result<Action> {
                 (false, e.reason(), e.chain()),
                 ctx.now(),
             );
-            if alias.status.as_ref() != Some(&status) {
-                if let Ok(value) = serde_json::to_value(&status) {
-                    let _ = apply_status(&api, &*alias, value).await;
-                }
-            }
+            let _ = write_status(&api, &*alias, alias.status.as_ref(), &status).await;
         }
     }
     result
@@ -144,17 +140,6 @@ pub fn error_policy(alias: Arc<Alias>, error: &Error, ctx: Arc<Context>) -> Acti
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::warn!(alias = %alias.name_any(), namespace = ?alias.namespace(), error = %error.chain(), "reconcile failed");
     backoff(error)
-}
-
-async fn write(api: &Api<Alias>, alias: &Alias, status: &AliasStatus) -> Result<()> {
-    if alias.status.as_ref() != Some(status) {
-        let value = serde_json::to_value(status).map_err(|source| Error::Decode {
-            op: "status",
-            source,
-        })?;
-        apply_status(api, alias, value).await?;
-    }
-    Ok(())
 }
 
 async fn apply(alias: &Alias, api: &Api<Alias>, ctx: &Context) -> Result<Action> {
@@ -181,7 +166,7 @@ async fn apply(alias: &Alias, api: &Api<Alias>, ctx: &Context) -> Result<Action>
                 (false, reason::INVALID_SPEC, message),
                 ctx.now(),
             );
-            write(api, alias, &status).await?;
+            write_status(api, alias, alias.status.as_ref(), &status).await?;
             return Ok(Action::await_change());
         }
     };
@@ -200,7 +185,7 @@ async fn apply(alias: &Alias, api: &Api<Alias>, ctx: &Context) -> Result<Action>
                 (false, reason::KEY_NOT_READY, message),
                 ctx.now(),
             );
-            write(api, alias, &status).await?;
+            write_status(api, alias, alias.status.as_ref(), &status).await?;
             return Ok(Action::requeue(DEPENDENCY_REQUEUE));
         }
     };
@@ -269,7 +254,7 @@ async fn apply(alias: &Alias, api: &Api<Alias>, ctx: &Context) -> Result<Action>
         ),
         ctx.now(),
     );
-    write(api, alias, &status).await?;
+    write_status(api, alias, alias.status.as_ref(), &status).await?;
     Ok(Action::requeue(MAX_REQUEUE))
 }
 

@@ -33,8 +33,8 @@ use zeroize::Zeroizing;
 
 use super::key::Metadata;
 use super::{
-    apply_status, backoff, condition, finalized, millis_from_epoch_seconds, requeue_at,
-    time_from_millis, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
+    backoff, condition, finalized, millis_from_epoch_seconds, requeue_at, time_from_millis,
+    write_status, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
 };
 use crate::error::{Error, Result};
 
@@ -425,11 +425,7 @@ pub async fn reconcile(im: Arc<ImportedMaterial>, ctx: Arc<Context>) -> Result<A
                 im.metadata.generation,
                 ctx.now(),
             );
-            if im.status.as_ref() != Some(&status) {
-                if let Ok(value) = serde_json::to_value(&status) {
-                    let _ = apply_status(&api, &*im, value).await;
-                }
-            }
+            let _ = write_status(&api, &*im, im.status.as_ref(), &status).await;
         }
     }
     result
@@ -466,21 +462,6 @@ fn set_ready(
     status.observed_generation = generation;
 }
 
-async fn write(
-    api: &Api<ImportedMaterial>,
-    im: &ImportedMaterial,
-    status: &ImportedMaterialStatus,
-) -> Result<()> {
-    if im.status.as_ref() != Some(status) {
-        let value = serde_json::to_value(status).map_err(|source| Error::Decode {
-            op: "status",
-            source,
-        })?;
-        apply_status(api, im, value).await?;
-    }
-    Ok(())
-}
-
 /// The import cannot go on until something else changes: say why in Ready (and in a Warning
 /// event when the reason is new, unless it is a wait that resolves itself), keep the rest of
 /// the status.
@@ -505,7 +486,7 @@ async fn blocked(
         im.metadata.generation,
         ctx.now(),
     );
-    write(api, im, &status).await?;
+    write_status(api, im, im.status.as_ref(), &status).await?;
     Ok(then)
 }
 
@@ -886,7 +867,7 @@ async fn apply(
             _ => expires_at,
         },
     );
-    write(api, im, &status).await?;
+    write_status(api, im, im.status.as_ref(), &status).await?;
 
     let due = next_due(
         state,

@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    apply_status, backoff, condition, finalized, millis_from_epoch_seconds, requeue_at,
-    time_from_millis, Context,
+    backoff, condition, finalized, millis_from_epoch_seconds, requeue_at, time_from_millis,
+    write_status, Context,
 };
 use crate::error::{Error, Result};
 
@@ -524,11 +524,7 @@ async fn report_failure(key: &Key, api: &Api<Key>, ctx: &Context, error: &Error)
         key.metadata.generation,
         ctx.now(),
     )];
-    if key.status.as_ref() != Some(&status) {
-        if let Ok(value) = serde_json::to_value(&status) {
-            let _ = apply_status(api, key, value).await;
-        }
-    }
+    let _ = write_status(api, key, key.status.as_ref(), &status).await;
 }
 
 async fn describe(ctx: &Context, key_id: &str) -> Result<Metadata> {
@@ -564,9 +560,7 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
             ctx.now(),
         )];
         status.observed_generation = generation;
-        if previous != Some(&status) {
-            apply_status(api, key, to_json(&status)?).await?;
-        }
+        write_status(api, key, previous, &status).await?;
         return Ok(Action::await_change());
     }
 
@@ -601,9 +595,7 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
                     ctx.now(),
                 )];
                 status.observed_generation = generation;
-                if previous != Some(&status) {
-                    apply_status(api, key, to_json(&status)?).await?;
-                }
+                write_status(api, key, previous, &status).await?;
                 return Ok(Action::requeue(super::MAX_REQUEUE));
             }
             Err(e) => return Err(e),
@@ -686,9 +678,7 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
             Some((false, reason::SPEC_MISMATCH, problem)),
             ctx.now(),
         );
-        if previous != Some(&status) {
-            apply_status(api, key, to_json(&status)?).await?;
-        }
+        write_status(api, key, previous, &status).await?;
         return Ok(Action::await_change());
     }
 
@@ -889,9 +879,7 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
             .await;
         }
     }
-    if previous != Some(&status) {
-        apply_status(api, key, to_json(&status)?).await?;
-    }
+    write_status(api, key, previous, &status).await?;
     let wait = if observed.state == Some(KeyState::PendingImport) {
         PENDING_IMPORT_REQUEUE.min(requeue_at(next_due(&observed), now))
     } else {
@@ -986,20 +974,11 @@ async fn cleanup(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         None,
         ctx.now(),
     );
-    if key.status.as_ref() != Some(&status) {
-        // The object is on its way out: a status it never shows is no reason to keep it.
-        if let Err(e) = apply_status(api, key, to_json(&status)?).await {
-            tracing::debug!(error = %e, key = %name, "status of a deleted Key not written");
-        }
+    // The object is on its way out: a status it never shows is no reason to keep it.
+    if let Err(e) = write_status(api, key, key.status.as_ref(), &status).await {
+        tracing::debug!(error = %e, key = %name, "status of a deleted Key not written");
     }
     Ok(Action::await_change())
-}
-
-fn to_json(status: &KeyStatus) -> Result<serde_json::Value> {
-    serde_json::to_value(status).map_err(|source| Error::Decode {
-        op: "status",
-        source,
-    })
 }
 
 #[cfg(test)]

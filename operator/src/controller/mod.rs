@@ -200,13 +200,35 @@ pub fn condition(
     }
 }
 
+/// Write `status` unless `previous` (the status the watch last delivered) says it already:
+/// most reconciles change nothing, and an unchanged status costs no API call.
+pub async fn write_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    previous: Option<&S>,
+    status: &S,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if previous == Some(status) {
+        return Ok(());
+    }
+    let status = serde_json::to_value(status).map_err(|source| Error::Decode {
+        op: "status",
+        source,
+    })?;
+    apply_status(api, obj, status).await
+}
+
 /// Write `status` on the status subresource: a JSON merge patch from the status `obj` has (as
 /// the watch last delivered it) to `status`, so fields no longer reported are removed.
 ///
 /// Not server-side apply: the status belongs to this controller alone, so apply's field
 /// ownership buys nothing, while parsing and merging an apply patch is among the costliest
 /// things the API server does per write, and a wave of Keys is bound by the API server.
-pub async fn apply_status<K>(api: &Api<K>, obj: &K, status: serde_json::Value) -> Result<()>
+async fn apply_status<K>(api: &Api<K>, obj: &K, status: serde_json::Value) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {

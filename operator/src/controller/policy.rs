@@ -74,7 +74,7 @@ use kubekms_crds::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{apply_status, backoff, condition, finalized, Context, MAX_REQUEUE};
+use super::{backoff, condition, finalized, Context, MAX_REQUEUE};
 use crate::error::{Error, Result};
 
 pub const FINALIZER: &str = "kubekms.io/keypolicy";
@@ -319,14 +319,7 @@ async fn write_status(
         )],
         observed_generation: policy.metadata.generation,
     };
-    if previous != Some(&status) {
-        let value = serde_json::to_value(&status).map_err(|source| Error::Decode {
-            op: "status",
-            source,
-        })?;
-        apply_status(api, policy, value).await?;
-    }
-    Ok(())
+    super::write_status(api, policy, previous, &status).await
 }
 
 async fn apply(policy: &KeyPolicy, api: &Api<KeyPolicy>, ctx: &Context) -> Result<Action> {
