@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::{KeyStore, Snapshot};
 use crate::error::{KmsError, Result};
@@ -142,29 +142,14 @@ impl KeyStore for EmbeddedStore {
         let db = Arc::clone(&self.db);
         blocking(move || {
             let txn = db.begin_read().map_err(storage_error("begin a read"))?;
-            let keys = txn
-                .open_table(KEYS)
-                .map_err(storage_error("open the keys table"))?;
-            let aliases = txn
-                .open_table(ALIASES)
-                .map_err(storage_error("open the aliases table"))?;
-            let mut snapshot = Snapshot::default();
-            for entry in keys.iter().map_err(storage_error("read the keys table"))? {
-                let (k, v) = entry.map_err(storage_error("read the keys table"))?;
-                let record: KeyRecord = decode("key", k.value(), v.value())?;
-                check_key("key", k.value(), &record_key(&record.scope, &record.key_id))?;
-                snapshot.keys.push(record);
-            }
-            for entry in aliases
-                .iter()
-                .map_err(storage_error("read the aliases table"))?
-            {
-                let (k, v) = entry.map_err(storage_error("read the aliases table"))?;
-                let record: AliasRecord = decode("alias", k.value(), v.value())?;
-                check_key("alias", k.value(), &record_key(&record.scope, &record.name))?;
-                snapshot.aliases.push(record);
-            }
-            Ok(snapshot)
+            Ok(Snapshot {
+                keys: read_table(&txn, KEYS, "key", |r: &KeyRecord| {
+                    record_key(&r.scope, &r.key_id)
+                })?,
+                aliases: read_table(&txn, ALIASES, "alias", |r: &AliasRecord| {
+                    record_key(&r.scope, &r.name)
+                })?,
+            })
         })
         .await
     }
@@ -188,6 +173,28 @@ impl KeyStore for EmbeddedStore {
     async fn delete_alias(&self, scope: &Scope, name: &str) -> Result<()> {
         self.write(ALIASES, record_key(scope, name), None).await
     }
+}
+
+/// Every record of a table, each checked to be stored under the key it belongs under.
+fn read_table<T: serde::de::DeserializeOwned>(
+    txn: &redb::ReadTransaction,
+    table: Table,
+    kind: &'static str,
+    key_of: impl Fn(&T) -> String,
+) -> Result<Vec<T>> {
+    let name = table.name();
+    let table = txn
+        .open_table(table)
+        .map_err(storage_error(format!("open the {name} table")))?;
+    let mut records = Vec::new();
+    let unreadable = || storage_error(format!("read the {name} table"));
+    for entry in table.iter().map_err(unreadable())? {
+        let (k, v) = entry.map_err(unreadable())?;
+        let record: T = decode(kind, k.value(), v.value())?;
+        check_key(kind, k.value(), &key_of(&record))?;
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// Account ids and region names contain no `/`, so the prefix is unambiguous even though alias
@@ -214,7 +221,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// The detail goes to the log; the caller (and so the client) gets a fixed message.
-fn storage_error<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> KmsError {
+fn storage_error<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> KmsError {
     move |e| {
         tracing::error!(error = %e, "key store could not {what}");
         KmsError::Internal(format!("key store could not {what}"))
