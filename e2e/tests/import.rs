@@ -10,25 +10,18 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::KeyState;
 use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
-use kubekms_crds::{ImportState, ImportedMaterial, ImportedMaterialStatus, Key, KeyStatus};
+use kubekms_crds::{ImportState, ImportedMaterial, ImportedMaterialStatus};
 use kubekms_e2e::{wait_for, TestEnv};
+
+mod common;
+use common::{condition, error_code, is_true, state_is, wait_key};
 
 const WITHIN: Duration = Duration::from_secs(20);
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
-}
-
-fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    condition(conditions, type_).is_some_and(|c| c.status == "True")
-}
 
 /// RFC 3339 for `from_now` past the wall clock plus `offset` (where the test clock is).
 fn rfc3339_in(offset: Duration, from_now: Duration) -> Result<String> {
@@ -90,29 +83,6 @@ async fn wait_import(
     .await
 }
 
-async fn wait_key(
-    env: &TestEnv,
-    what: &str,
-    check: impl Fn(&KeyStatus) -> bool,
-) -> Result<KeyStatus> {
-    let api = env.api::<Key>();
-    let check = &check;
-    wait_for(&format!("Key byok: {what}"), WITHIN, || {
-        let api = api.clone();
-        async move {
-            let key = api.get("byok").await?;
-            Ok(key
-                .status
-                .filter(|s| s.observed_generation == key.metadata.generation && check(s)))
-        }
-    })
-    .await
-}
-
-fn key_state_is(s: &KeyStatus, state: &str) -> bool {
-    s.state.is_some_and(|k| k.as_str() == state)
-}
-
 async fn events(env: &TestEnv, reason: &str) -> Result<Vec<Event>> {
     let list = env.api::<Event>().list(&ListParams::default()).await?;
     Ok(list
@@ -169,18 +139,6 @@ kubectl -n "$NS" create secret generic byok-material \
     Ok(())
 }
 
-fn error_code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
-    result: Result<T, E>,
-) -> String {
-    match result {
-        Ok(v) => panic!("the call succeeded: {v:?}"),
-        Err(e) => e
-            .code()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("(no code: {e:?})")),
-    }
-}
-
 /// The gauge's value for the test's Key, if the operator exports one.
 fn gauge(metrics: &str, namespace: &str) -> Option<f64> {
     let prefix = format!(
@@ -213,8 +171,8 @@ async fn imported_material_lives_through_renewal_expiry_and_reimport() -> Result
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
     assert!(!is_true(&awaiting.conditions, "Ready"), "{awaiting:?}");
     assert!(!events(&env, "ParametersPublished").await?.is_empty());
-    let key = wait_key(&env, "PendingImport", |s| {
-        key_state_is(s, "PendingImport") && s.key_id.is_some()
+    let key = wait_key(&env, "byok", "PendingImport", WITHIN, |s| {
+        state_is(s, "PendingImport") && s.key_id.is_some()
     })
     .await?;
     let key_id = key.key_id.clone().unwrap();
@@ -262,8 +220,8 @@ async fn imported_material_lives_through_renewal_expiry_and_reimport() -> Result
         let b64 = sh(&env, &work, &format!("base64 -w0 {file}"))?;
         assert!(!yaml.contains(b64.trim()), "{file} leaked into the object");
     }
-    wait_key(&env, "Enabled and Ready", |s| {
-        key_state_is(s, "Enabled") && is_true(&s.conditions, "Ready")
+    wait_key(&env, "byok", "Enabled and Ready", WITHIN, |s| {
+        state_is(s, "Enabled") && is_true(&s.conditions, "Ready")
     })
     .await?;
     eprintln!("imported and Key Ready after {:?}", started.elapsed());
@@ -362,8 +320,8 @@ async fn imported_material_lives_through_renewal_expiry_and_reimport() -> Result
         ),
         "KMSInvalidStateException"
     );
-    wait_key(&env, "PendingImport after expiry", |s| {
-        key_state_is(s, "PendingImport") && !is_true(&s.conditions, "Ready")
+    wait_key(&env, "byok", "PendingImport after expiry", WITHIN, |s| {
+        state_is(s, "PendingImport") && !is_true(&s.conditions, "Ready")
     })
     .await?;
     assert!(!events(&env, "Expired").await?.is_empty());
@@ -389,8 +347,8 @@ async fn imported_material_lives_through_renewal_expiry_and_reimport() -> Result
         .send()
         .await?;
     assert_eq!(plain.plaintext().unwrap().as_ref(), b"bring your own");
-    wait_key(&env, "Enabled again", |s| {
-        key_state_is(s, "Enabled") && is_true(&s.conditions, "Ready")
+    wait_key(&env, "byok", "Enabled again", WITHIN, |s| {
+        state_is(s, "Enabled") && is_true(&s.conditions, "Ready")
     })
     .await?;
     eprintln!("whole import lifecycle took {:?}", started.elapsed());

@@ -14,8 +14,11 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyState, MessageType, SigningAlgorithmSpec};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
-use kubekms_crds::{Alias, Key, KeyStatus};
+use kubekms_crds::{Alias, KeyStatus};
 use kubekms_e2e::{repo_root, wait_for, Store, TestEnv, ACCOUNT, REGION};
+
+mod common;
+use common::{error_code, is_ready, state_is, wait_key};
 
 /// How long a Key may take to become Ready: "within seconds".
 const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -27,40 +30,6 @@ fn example(name: &str) -> String {
         .join(name)
         .to_string_lossy()
         .into_owned()
-}
-
-fn is_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
-fn state_is(status: &KeyStatus, state: &str) -> bool {
-    status.state.is_some_and(|s| s.as_str() == state)
-}
-
-/// Waits until Key `name` has a status for which `check` holds; returns that status.
-async fn wait_key(
-    env: &TestEnv,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    check: impl Fn(&KeyStatus) -> bool,
-) -> Result<KeyStatus> {
-    let api = env.api::<Key>();
-    let check = &check;
-    wait_for(&format!("Key {name}: {what}"), timeout, || {
-        let api = api.clone();
-        async move {
-            let Some(key) = api.get_opt(name).await? else {
-                return Ok(None);
-            };
-            Ok(key
-                .status
-                .filter(|s| s.observed_generation == key.metadata.generation && check(s)))
-        }
-    })
-    .await
 }
 
 async fn wait_key_ready(env: &TestEnv, name: &str) -> Result<KeyStatus> {
@@ -121,19 +90,6 @@ async fn decrypt(kms: &aws_sdk_kms::Client, ciphertext: &[u8]) -> Result<(Vec<u8
         out.plaintext().context("no Plaintext")?.as_ref().to_vec(),
         out.key_id().unwrap_or_default().to_owned(),
     ))
-}
-
-/// The AWS error code of a call that must fail.
-fn error_code<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
-    result: Result<T, E>,
-) -> String {
-    match result {
-        Ok(v) => panic!("the call succeeded: {v:?}"),
-        Err(e) => e
-            .code()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("(no code: {e:?})")),
-    }
 }
 
 async fn engine_state(kms: &aws_sdk_kms::Client, key: &str) -> Result<KeyState> {

@@ -11,6 +11,9 @@ use anyhow::{Context, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kubekms_crds::{Key, KeyPolicy};
 use kubekms_e2e::{wait_for, TestEnv, ACCOUNT};
+
+mod common;
+use common::{condition, is_ready};
 use serde_json::Value;
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -63,15 +66,11 @@ const DENY_CI: &str = r#"    - effect: Deny
       actions: ["kms:Decrypt"]
 "#;
 
-fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
-}
-
 async fn key_ids(env: &TestEnv, name: &str) -> Result<(String, String)> {
     wait_for(&format!("Key {name} Ready"), WITHIN, || async {
         let key = env.api::<Key>().get(name).await?;
         let Some(s) = key.status else { return Ok(None) };
-        let ready = condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True");
+        let ready = is_ready(&s.conditions);
         Ok(match (ready, s.key_id, s.arn) {
             (true, Some(id), Some(arn)) => Some((id, arn)),
             _ => None,
