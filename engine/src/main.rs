@@ -155,37 +155,43 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// The endpoint and the lines a user pastes into a shell to talk to it.
 fn print_ready(endpoint: &str, args: &StandaloneArgs, creds: &config::StandaloneCredentials) {
-    use std::io::Write;
-    let mut list: Vec<&config::Credential> = creds.credentials.iter().collect();
-    list.sort_by(|a, b| a.access_key_id.cmp(&b.access_key_id));
-    let mut out = format!("kubekms engine listening on {endpoint}\n");
-    match (list.first(), &creds.saved_to) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let first = creds
+        .credentials
+        .iter()
+        .min_by(|a, b| a.access_key_id.cmp(&b.access_key_id));
+    // May hold the secret access key, so it is wiped once printed.
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(512));
+    let _ = writeln!(out, "kubekms engine listening on {endpoint}");
+    match (first, &creds.saved_to) {
         // Our own file in the data directory: showing its secret is the point of generating it.
         (Some(c), Some(path)) => {
-            out.push_str(&format!(
-                "export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={}\n",
+            let _ = writeln!(
+                out,
+                "export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={}",
                 c.access_key_id,
                 c.secret_access_key(),
                 args.region
-            ));
+            );
             if creds.generated {
-                out.push_str(&format!(
-                    "# credentials generated into {}\n",
-                    path.display()
-                ));
+                let _ = writeln!(out, "# credentials generated into {}", path.display());
             }
         }
         // Supplied by the user: they have the secret; do not echo it.
-        (Some(c), None) => out.push_str(&format!(
-            "export AWS_ACCESS_KEY_ID={} AWS_DEFAULT_REGION={}  # and its configured secret\n",
-            c.access_key_id, args.region
-        )),
+        (Some(c), None) => {
+            let _ = writeln!(
+                out,
+                "export AWS_ACCESS_KEY_ID={} AWS_DEFAULT_REGION={}  # and its configured secret",
+                c.access_key_id, args.region
+            );
+        }
         (None, _) => {}
     }
     if let Some(cert) = &args.tls_cert {
-        out.push_str(&format!("export AWS_CA_BUNDLE={}\n", cert.display()));
+        let _ = writeln!(out, "export AWS_CA_BUNDLE={}", cert.display());
     }
-    out.push_str(&format!("aws kms create-key --endpoint-url {endpoint}\n"));
+    let _ = writeln!(out, "aws kms create-key --endpoint-url {endpoint}");
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
