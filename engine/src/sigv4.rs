@@ -232,14 +232,10 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
             ));
         }
     }
-    let (Some(credential), Some(signed_headers), Some(signature)) =
-        (credential, signed_headers, signature)
-    else {
-        return Err(incomplete(missing.trim_end()));
+    let (credential, signed_headers, signature) = match (credential, signed_headers, signature) {
+        (Some(c), Some(h), Some(s)) if missing.is_empty() => (c, h, s),
+        _ => return Err(incomplete(missing.trim_end())),
     };
-    if !missing.is_empty() {
-        return Err(incomplete(missing.trim_end()));
-    }
     let parts: Vec<&str> = credential.split('/').collect();
     let [access_key_id, date, region, service, terminator] = parts[..] else {
         return Err(incomplete(
