@@ -12,7 +12,10 @@ use super::{KeyEntry, Kms, RequestContext};
 use crate::clock::{to_epoch_seconds, Millis, MILLIS_PER_DAY};
 use crate::crypto::{self, KeyMaterial, PreparedKey};
 use crate::error::{KmsError, Result};
-use crate::model::{ExpirationModel, KeySpec, KeyState, KeyUsage, OriginType};
+use crate::model::{
+    EncryptionAlgorithm, ExpirationModel, KeySpec, KeyState, KeyUsage, MacAlgorithm, OriginType,
+    SigningAlgorithm,
+};
 use crate::record::{KeyRecord, RotationConfig, RotationType};
 
 const MAX_ON_DEMAND_ROTATIONS: usize = 25;
@@ -43,12 +46,13 @@ pub(crate) struct KeyMetadata {
     key_manager: &'static str,
     customer_master_key_spec: KeySpec,
     key_spec: KeySpec,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    encryption_algorithms: Vec<&'static str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    signing_algorithms: Vec<&'static str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    mac_algorithms: Vec<&'static str>,
+    // The model's tables, serialized as their AWS names: nothing to collect per call.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    encryption_algorithms: &'static [EncryptionAlgorithm],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    signing_algorithms: &'static [SigningAlgorithm],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    mac_algorithms: &'static [MacAlgorithm],
     multi_region: bool,
     /// Not in AWS: the current key-material version, so `kubectl get` can show it.
     #[serde(
@@ -107,22 +111,12 @@ impl Kms {
             key_manager: "CUSTOMER",
             customer_master_key_spec: r.spec,
             key_spec: r.spec,
-            encryption_algorithms: r
-                .spec
-                .encryption_algorithms(r.usage)
-                .iter()
-                .map(|a| a.as_str())
-                .collect(),
-            signing_algorithms: r
-                .spec
-                .signing_algorithms(r.usage)
-                .iter()
-                .map(|a| a.as_str())
-                .collect(),
+            encryption_algorithms: r.spec.encryption_algorithms(r.usage),
+            signing_algorithms: r.spec.signing_algorithms(r.usage),
             mac_algorithms: if r.usage == KeyUsage::GenerateVerifyMac {
-                r.spec.mac_algorithms().iter().map(|a| a.as_str()).collect()
+                r.spec.mac_algorithms()
             } else {
-                Vec::new()
+                &[]
             },
             multi_region: false,
             current_version: r.versions.last().map(|v| v.version),

@@ -1273,3 +1273,30 @@ async fn replica_writes_are_reported_but_echoes_are_not() {
     other.forget_key(&key);
     assert!(drain(&mut changes).is_empty(), "already gone");
 }
+
+#[tokio::test]
+async fn describe_key_lists_algorithms_by_their_aws_names() {
+    let h = harness().await;
+    let describe = |key: String| {
+        let h = &h;
+        async move { h.call("DescribeKey", json!({"KeyId": key})).await.unwrap()["KeyMetadata"].clone() }
+    };
+    let md = describe(h.create(json!({})).await).await;
+    assert_eq!(md["EncryptionAlgorithms"], json!(["SYMMETRIC_DEFAULT"]));
+    assert!(md.get("SigningAlgorithms").is_none());
+    assert!(md.get("MacAlgorithms").is_none());
+    let md = describe(
+        h.create(json!({"KeySpec": "ECC_NIST_P384", "KeyUsage": "SIGN_VERIFY"}))
+            .await,
+    )
+    .await;
+    assert_eq!(md["SigningAlgorithms"], json!(["ECDSA_SHA_384"]));
+    assert!(md.get("EncryptionAlgorithms").is_none());
+    let md = describe(
+        h.create(json!({"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"}))
+            .await,
+    )
+    .await;
+    assert_eq!(md["MacAlgorithms"], json!(["HMAC_SHA_256"]));
+    assert!(md.get("EncryptionAlgorithms").is_none());
+}
