@@ -63,8 +63,9 @@ pub struct Verifier {
     credentials: Credentials,
     clock: Arc<dyn Clock>,
     /// Keyed by the whole `Credential=` value (`AKID/date/region/service/aws4_request`), which
-    /// names exactly the inputs of the key derivation.
-    signing_keys: RwLock<HashMap<String, hmac::Key>>,
+    /// names exactly the inputs of the key derivation. Shared rather than cloned out: cloning
+    /// an `hmac::Key` copies its HMAC state.
+    signing_keys: RwLock<HashMap<String, Arc<hmac::Key>>>,
 }
 
 struct Authorization<'a> {
@@ -178,21 +179,21 @@ impl Verifier {
         })
     }
 
-    fn signing_key(&self, auth: &Authorization<'_>, credential: &Credential) -> hmac::Key {
+    fn signing_key(&self, auth: &Authorization<'_>, credential: &Credential) -> Arc<hmac::Key> {
         if let Some(key) = self.signing_keys.read().get(auth.credential) {
-            return key.clone();
+            return Arc::clone(key);
         }
-        let key = derive_signing_key(
+        let key = Arc::new(derive_signing_key(
             credential.secret_access_key(),
             auth.date,
             auth.region,
             auth.service,
-        );
+        ));
         let mut cache = self.signing_keys.write();
         if cache.len() >= MAX_CACHED_KEYS {
             cache.clear();
         }
-        cache.insert(auth.credential.to_owned(), key.clone());
+        cache.insert(auth.credential.to_owned(), Arc::clone(&key));
         key
     }
 }
