@@ -315,6 +315,32 @@ mod interop {
         run(Command::new("openssl").args(args).current_dir(dir))
     }
 
+    /// RSAES-OAEP of the file `input` under `wrap.der`, with `md` for both OAEP and MGF1.
+    fn oaep_encrypt(input: &str, md: &str, dir: &Path) -> Vec<u8> {
+        let oaep_md = format!("rsa_oaep_md:{md}");
+        let mgf1_md = format!("rsa_mgf1_md:{md}");
+        openssl(
+            &[
+                "pkeyutl",
+                "-encrypt",
+                "-pubin",
+                "-inkey",
+                "wrap.der",
+                "-keyform",
+                "DER",
+                "-in",
+                input,
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                &oaep_md,
+                "-pkeyopt",
+                &mgf1_md,
+            ],
+            dir,
+        )
+    }
+
     fn python() -> Command {
         let venv = std::env::var("KUBEKMS_VENV")
             .unwrap_or_else(|_| "/root/.cache/kubekms-venv".to_string());
@@ -398,28 +424,7 @@ mod interop {
             (WrappingAlgorithm::RsaAesKeyWrapSha256, "sha256"),
             (WrappingAlgorithm::RsaAesKeyWrapSha1, "sha1"),
         ] {
-            let oaep_md = format!("rsa_oaep_md:{md}");
-            let mgf1_md = format!("rsa_mgf1_md:{md}");
-            let mut blob = openssl(
-                &[
-                    "pkeyutl",
-                    "-encrypt",
-                    "-pubin",
-                    "-inkey",
-                    "wrap.der",
-                    "-keyform",
-                    "DER",
-                    "-in",
-                    "aes.bin",
-                    "-pkeyopt",
-                    "rsa_padding_mode:oaep",
-                    "-pkeyopt",
-                    &oaep_md,
-                    "-pkeyopt",
-                    &mgf1_md,
-                ],
-                d,
-            );
+            let mut blob = oaep_encrypt("aes.bin", md, d);
             blob.extend(openssl(
                 &[
                     "enc",
@@ -438,26 +443,7 @@ mod interop {
         }
         let sym = generate_material(KeySpec::SymmetricDefault).unwrap();
         std::fs::write(d.join("sym.bin"), sym.expose()).unwrap();
-        let blob = openssl(
-            &[
-                "pkeyutl",
-                "-encrypt",
-                "-pubin",
-                "-inkey",
-                "wrap.der",
-                "-keyform",
-                "DER",
-                "-in",
-                "sym.bin",
-                "-pkeyopt",
-                "rsa_padding_mode:oaep",
-                "-pkeyopt",
-                "rsa_oaep_md:sha256",
-                "-pkeyopt",
-                "rsa_mgf1_md:sha256",
-            ],
-            d,
-        );
+        let blob = oaep_encrypt("sym.bin", "sha256", d);
         let got =
             import::unwrap_imported(&private, WrappingAlgorithm::RsaesOaepSha256, &blob).unwrap();
         assert_eq!(got.expose(), sym.expose());
