@@ -3,6 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Every enum [`aws_enum!`] declares, so that the wire layer parses any of them with one generic
+/// function (and a new enum needs no registration there).
+pub trait AwsEnum: Sized + Copy + 'static {
+    const VALUES: &'static [Self];
+    fn aws_name(self) -> &'static str;
+    fn from_aws(s: &str) -> Option<Self>;
+}
+
 /// Declares a string enum whose serde form and `as_str` are the AWS names.
 macro_rules! aws_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $wire:literal),+ $(,)? }) => {
@@ -21,6 +29,18 @@ macro_rules! aws_enum {
 
             pub fn parse(s: &str) -> Option<Self> {
                 match s { $($wire => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl AwsEnum for $name {
+            const VALUES: &'static [$name] = $name::ALL;
+
+            fn aws_name(self) -> &'static str {
+                self.as_str()
+            }
+
+            fn from_aws(s: &str) -> Option<Self> {
+                $name::parse(s)
             }
         }
 

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::blob::EncryptionContext;
 use crate::error::{KmsError, Result};
+use crate::model::AwsEnum;
 
 /// Decode a request body. Malformed JSON is a SerializationException; a missing or mistyped
 /// field is a ValidationException naming the field but not its value.
@@ -95,9 +96,9 @@ pub fn opt_b64_secret<S: Serializer>(
 }
 
 /// Parse an enum field given as a string, with AWS's constraint message.
-pub fn parse_enum<E: WireEnum>(value: &str, field: &str) -> Result<E> {
-    E::from_wire(value).ok_or_else(|| {
-        let allowed: Vec<&str> = E::all_wire();
+pub fn parse_enum<E: AwsEnum>(value: &str, field: &str) -> Result<E> {
+    E::from_aws(value).ok_or_else(|| {
+        let allowed: Vec<&str> = E::VALUES.iter().map(|v| v.aws_name()).collect();
         KmsError::Validation(format!(
             "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
              Member must satisfy enum value set: [{}]",
@@ -106,38 +107,9 @@ pub fn parse_enum<E: WireEnum>(value: &str, field: &str) -> Result<E> {
     })
 }
 
-pub fn parse_opt_enum<E: WireEnum>(value: &Option<String>, field: &str) -> Result<Option<E>> {
+pub fn parse_opt_enum<E: AwsEnum>(value: &Option<String>, field: &str) -> Result<Option<E>> {
     value.as_deref().map(|v| parse_enum(v, field)).transpose()
 }
-
-pub trait WireEnum: Sized + Copy + 'static {
-    fn from_wire(s: &str) -> Option<Self>;
-    fn all_wire() -> Vec<&'static str>;
-}
-
-macro_rules! wire_enum {
-    ($($t:ty),+) => {$(
-        impl WireEnum for $t {
-            fn from_wire(s: &str) -> Option<Self> { <$t>::parse(s) }
-            fn all_wire() -> Vec<&'static str> { <$t>::ALL.iter().map(|v| v.as_str()).collect() }
-        }
-    )+};
-}
-
-use crate::model::*;
-wire_enum!(
-    KeySpec,
-    KeyUsage,
-    EncryptionAlgorithm,
-    SigningAlgorithm,
-    MacAlgorithm,
-    MessageType,
-    OriginType,
-    ExpirationModel,
-    DataKeySpec,
-    WrappingAlgorithm,
-    WrappingKeySpec
-);
 
 /// Encryption context from a request: at most 8 KiB of keys and values, as in AWS.
 pub fn context(map: Option<BTreeMap<String, String>>) -> Result<EncryptionContext> {
@@ -218,6 +190,7 @@ pub fn paginate<T, K: Fn(&T) -> String>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::KeySpec;
 
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
