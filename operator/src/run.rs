@@ -9,10 +9,8 @@ use std::time::Duration;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
-use kube::{Api, Client};
-use kubekms_crds::{Alias, Key};
+use kube::Client;
+use kubekms_crds::Key;
 use kubekms_engine::api::{self, AppState, ServerConfig};
 use kubekms_engine::audit::AuditLog;
 use kubekms_engine::clock::SystemClock;
@@ -179,7 +177,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         key_rx,
         vec![alias_keys_tx, import_keys_tx, policy_keys_tx],
     ));
-    let aliases = tokio::spawn(run_alias_controller(ctx.clone(), alias_rx, alias_keys));
+    let aliases = tokio::spawn(alias::run(ctx.clone(), alias_rx, alias_keys));
     let imports = tokio::spawn(crate::controller::import::run(
         ctx.clone(),
         import_rx,
@@ -246,30 +244,6 @@ async fn run_key_controller(
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "Key controller");
-            }
-        })
-        .await;
-}
-
-async fn run_alias_controller(
-    ctx: Arc<Context>,
-    trigger: mpsc::UnboundedReceiver<()>,
-    keys: mpsc::UnboundedReceiver<Key>,
-) {
-    let aliases: Api<Alias> = Api::all(ctx.client.clone());
-    let controller = Controller::new(aliases, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    controller
-        .watches_stream(keys.map(Ok), move |k: Key| {
-            alias::aliases_of(&store, &k)
-                .into_iter()
-                .collect::<Vec<ObjectRef<Alias>>>()
-        })
-        .reconcile_all_on(trigger)
-        .run(alias::reconcile, alias::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "Alias controller");
             }
         })
         .await;

@@ -3,16 +3,20 @@
 
 use std::sync::Arc;
 
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use kubekms_crds::{condition as condition_type, Alias, AliasStatus, Key};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    backoff, condition, finalized, write_status, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
+    backoff, condition, finalized, referring, write_status, Context, DEPENDENCY_REQUEUE,
+    MAX_REQUEUE,
 };
 use crate::error::{Error, Result};
 
@@ -90,14 +94,25 @@ pub fn compute_status(
 
 /// The Aliases that name `key`, for the Key watch: a Key becoming Ready wakes its Aliases.
 pub fn aliases_of(store: &Store<Alias>, key: &Key) -> Vec<ObjectRef<Alias>> {
-    let namespace = key.namespace();
-    let name = key.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|a| a.namespace() == namespace && a.spec.key_ref.name == name)
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
+    referring(store, key, |a, name| a.spec.key_ref.name == name)
+}
+
+/// Runs the controller until the process stops. `trigger` re-reconciles every Alias; `keys`
+/// is the operator's one Key watch, fanned out (see [`super::key::controller`]).
+pub async fn run(ctx: Arc<Context>, trigger: UnboundedReceiver<()>, keys: UnboundedReceiver<Key>) {
+    let aliases: Api<Alias> = Api::all(ctx.client.clone());
+    let controller = Controller::new(aliases, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    controller
+        .watches_stream(keys.map(Ok), move |k: Key| aliases_of(&store, &k))
+        .reconcile_all_on(trigger)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "Alias controller");
+            }
+        })
+        .await;
 }
 
 pub async fn reconcile(alias: Arc<Alias>, ctx: Arc<Context>) -> Result<Action> {

@@ -33,8 +33,8 @@ use zeroize::Zeroizing;
 
 use super::key::Metadata;
 use super::{
-    backoff, condition, finalized, millis_from_epoch_seconds, requeue_at, time_from_millis,
-    write_status, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
+    backoff, condition, finalized, millis_from_epoch_seconds, referring, requeue_at,
+    time_from_millis, write_status, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
 };
 use crate::error::{Error, Result};
 
@@ -337,14 +337,7 @@ pub fn imports_of_key(
     store: &Store<ImportedMaterial>,
     key: &Key,
 ) -> Vec<ObjectRef<ImportedMaterial>> {
-    let namespace = key.namespace();
-    let name = key.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|i| i.namespace() == namespace && i.spec.key_ref.name == name)
-        .map(|i| ObjectRef::from_obj(i.as_ref()))
-        .collect()
+    referring(store, key, |i, name| i.spec.key_ref.name == name)
 }
 
 /// The ImportedMaterials that read Secret `secret` (for the Secret watch).
@@ -352,14 +345,9 @@ pub fn imports_of_secret(
     store: &Store<ImportedMaterial>,
     secret: &Secret,
 ) -> Vec<ObjectRef<ImportedMaterial>> {
-    let namespace = secret.namespace();
-    let name = secret.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|i| i.namespace() == namespace && i.spec.material_secret_ref.name == name)
-        .map(|i| ObjectRef::from_obj(i.as_ref()))
-        .collect()
+    referring(store, secret, |i, name| {
+        i.spec.material_secret_ref.name == name
+    })
 }
 
 /// The Secret watch: every Secret except the cluster store's records.

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use kubekms_engine::clock::{Clock, Millis};
 use kubekms_engine::service::{Kms, RequestContext};
@@ -367,6 +368,27 @@ where
     )
     .await?;
     Ok(())
+}
+
+/// The objects in `store` in `of`'s namespace that `refers` (given `of`'s name) says depend on
+/// `of`: what a change to `of` should wake.
+pub fn referring<K, O>(
+    store: &Store<K>,
+    of: &O,
+    refers: impl Fn(&K, &str) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+    O: Resource,
+{
+    let namespace = of.namespace();
+    let name = of.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == namespace && refers(o, &name))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// Requeue when `due` (engine milliseconds) arrives, within [1 s, [`MAX_REQUEUE`]].

@@ -74,7 +74,7 @@ use kubekms_crds::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{backoff, condition, finalized, Context, MAX_REQUEUE};
+use super::{backoff, condition, finalized, referring, Context, MAX_REQUEUE};
 use crate::error::{Error, Result};
 
 pub const FINALIZER: &str = "kubekms.io/keypolicy";
@@ -231,14 +231,7 @@ pub fn wanted(current: &Value, rendered: Option<Value>, account: &str) -> Option
 
 /// The KeyPolicies the Key watch should wake: those in the Key's namespace that cover it.
 pub fn policies_covering(store: &Store<KeyPolicy>, key: &Key) -> Vec<ObjectRef<KeyPolicy>> {
-    let namespace = key.namespace();
-    let name = key.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|p| p.namespace() == namespace && p.spec.covers_key(&name))
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
+    referring(store, key, |p, name| p.spec.covers_key(name))
 }
 
 /// Runs the controller until the process stops. `trigger` re-reconciles every KeyPolicy;
