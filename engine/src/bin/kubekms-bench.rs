@@ -25,7 +25,9 @@ use base64::Engine as _;
 use clap::Parser;
 use serde_json::{json, Value};
 
+use kubekms_engine::clock::{Clock, SystemClock};
 use kubekms_engine::config::{Credential, Credentials, DEFAULT_ACCOUNT_ID};
+use kubekms_engine::crypto::random_bytes;
 use kubekms_engine::sigv4::sign_kms_request;
 
 const WRK_HOOKS: &str = include_str!("../../bench/wrk-hooks.lua");
@@ -467,10 +469,10 @@ fn engine_scenarios(client: &Client) -> Result<Vec<Scenario>> {
     let rsa = create("RSA_2048", "SIGN_VERIFY")?;
     let ecc = create("ECC_NIST_P256", "SIGN_VERIFY")?;
 
-    let plaintext = B64.encode(random_bytes(PLAINTEXT_BYTES)?);
+    let plaintext = B64.encode(&*random_bytes(PLAINTEXT_BYTES)?);
     let encrypted = client.call("Encrypt", &json!({"KeyId": sym, "Plaintext": plaintext}))?;
     let blob = str_field(&encrypted, "CiphertextBlob")?.to_owned();
-    let message = B64.encode(random_bytes(256)?);
+    let message = B64.encode(&*random_bytes(256)?);
 
     let expect_plaintext = plaintext.clone();
     let scenarios = vec![
@@ -590,7 +592,7 @@ fn run_moto(
         name: MOTO_ENCRYPT,
         server: Server::Moto,
         operation: "Encrypt",
-        body: json!({"KeyId": key, "Plaintext": B64.encode(random_bytes(PLAINTEXT_BYTES)?)})
+        body: json!({"KeyId": key, "Plaintext": B64.encode(&*random_bytes(PLAINTEXT_BYTES)?)})
             .to_string(),
         check: Box::new(|v| str_field(v, "CiphertextBlob").map(drop)),
         rps_goal_c32: Some(Goal::About(450.0)),
@@ -631,18 +633,6 @@ fn signature_len(v: &Value, range: std::ops::RangeInclusive<usize>) -> Result<()
     }
 }
 
-fn random_bytes(n: usize) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; n];
-    aws_lc_rs::rand::fill(&mut out).map_err(|_| anyhow!("the system random generator failed"))?;
-    Ok(out)
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 // ---- HTTP client ---------------------------------------------------------------------------
 
 /// A minimal blocking HTTP/1.1 client: one connection per request, which is all setup needs.
@@ -671,7 +661,7 @@ impl Client {
             &self.host(),
             operation,
             body,
-            now_millis(),
+            SystemClock::default().now_millis(),
         )
     }
 
