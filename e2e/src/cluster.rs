@@ -121,45 +121,7 @@ impl Cluster {
             );
         }
 
-        let crds = repo_root().join("crds/kubekms.io.yaml");
-        cluster.kubectl_sync(&["apply", "-f", &crds.to_string_lossy()], None)?;
-        cluster.kubectl_sync(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/keys.kubekms.io",
-                "crd/aliases.kubekms.io",
-                "crd/keypolicies.kubekms.io",
-                "crd/importedmaterials.kubekms.io",
-            ],
-            None,
-        )?;
-        // Established is not yet discoverable: kubectl (and clients that discover) may still
-        // not know the kinds for a moment.
-        let mut last = None;
-        for _ in 0..100 {
-            match cluster.kubectl_sync(
-                &[
-                    "get",
-                    "keys.kubekms.io,aliases.kubekms.io",
-                    "-A",
-                    "-o",
-                    "name",
-                ],
-                None,
-            ) {
-                Ok(_) => {
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if let Some(e) = last {
-            return Err(e.context("the kubekms kinds never became discoverable"));
-        }
+        install_crds(|args| cluster.kubectl_sync(args, None))?;
         Ok(cluster)
     }
 
@@ -246,6 +208,35 @@ impl Cluster {
 
     pub fn unregister_pid(&self, pid: u32) {
         let _ = std::fs::remove_file(self.dir.join("operators").join(format!("{pid}.pid")));
+    }
+}
+
+/// Applies `crds/kubekms.io.yaml` with `kubectl` (run against the control plane at hand) and
+/// waits until every kubekms kind is served.
+pub fn install_crds(kubectl: impl Fn(&[&str]) -> Result<String>) -> Result<()> {
+    let manifest = repo_root().join("crds/kubekms.io.yaml");
+    kubectl(&["apply", "-f", &manifest.to_string_lossy()])?;
+    let names: Vec<String> = kubekms_crds::crds()
+        .into_iter()
+        .filter_map(|crd| crd.metadata.name)
+        .collect();
+    let crds: Vec<String> = names.iter().map(|name| format!("crd/{name}")).collect();
+    let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+    wait.extend(crds.iter().map(String::as_str));
+    kubectl(&wait)?;
+    // Established is not yet discoverable: kubectl (and clients that discover) may still not
+    // know the kinds for a moment.
+    let kinds = names.join(",");
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match kubectl(&["get", &kinds, "-A", "-o", "name"]) {
+            Ok(_) => return Ok(()),
+            Err(e) if attempts == 100 => {
+                return Err(e.context("the kubekms kinds never became discoverable"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
 

@@ -28,6 +28,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::Api;
 use kubekms_crds::Key;
+use kubekms_e2e::cluster::install_crds;
 use kubekms_e2e::operator::{http_request, wait_ready};
 use kubekms_e2e::repo_root;
 
@@ -720,27 +721,7 @@ impl ControlPlane {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let crds = repo_root().join("crds/kubekms.io.yaml");
-        cp.kubectl(&["apply", "-f", &crds.to_string_lossy()])?;
-        cp.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/keys.kubekms.io",
-            "crd/aliases.kubekms.io",
-            "crd/keypolicies.kubekms.io",
-            "crd/importedmaterials.kubekms.io",
-        ])?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while cp
-            .kubectl(&["get", "keys.kubekms.io", "-A", "-o", "name"])
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("the Key kind never became discoverable");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        install_crds(|args| cp.kubectl(args))?;
         Ok(cp)
     }
 
