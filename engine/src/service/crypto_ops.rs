@@ -420,7 +420,7 @@ impl Kms {
                 serialize_with = "wire::opt_b64_secret",
                 skip_serializing_if = "Option::is_none"
             )]
-            private_key_plaintext: Option<Zeroizing<Vec<u8>>>,
+            private_key_plaintext: Option<&'a [u8]>,
             #[serde(serialize_with = "b64")]
             public_key: Vec<u8>,
             key_id: &'a str,
@@ -443,16 +443,15 @@ impl Kms {
             tokio::task::spawn_blocking(move || crypto::generate_data_key_pair(spec))
                 .await
                 .map_err(|_| KmsError::internal("key pair generation was interrupted"))??;
-        let private_plain = Zeroizing::new(private.expose().to_vec());
         let private_key_ciphertext_blob = self.encrypt_with(
             &entry,
             EncryptionAlgorithm::SymmetricDefault,
             &context,
-            &private_plain,
+            private.expose(),
         )?;
         encode(&Resp {
             private_key_ciphertext_blob,
-            private_key_plaintext: with_plaintext.then_some(private_plain),
+            private_key_plaintext: with_plaintext.then_some(private.expose()),
             public_key,
             key_id: entry.arn(),
             key_pair_spec: spec,

@@ -77,20 +77,19 @@ pub fn b64<S: Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::E
 }
 
 /// Serialize secret bytes as base64 through a zeroizing buffer.
-pub fn b64_secret<S: Serializer>(
-    bytes: &Zeroizing<Vec<u8>>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    let text = Zeroizing::new(B64.encode(bytes.as_slice()));
+pub fn b64_secret<S: Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    let text = Zeroizing::new(B64.encode(bytes));
     s.serialize_str(&text)
 }
 
-pub fn opt_b64_secret<S: Serializer>(
-    bytes: &Option<Zeroizing<Vec<u8>>>,
+/// [`b64_secret`] for an optional field: owned zeroizing bytes, or secret bytes borrowed from
+/// where they already live (no second copy of a private key just to answer).
+pub fn opt_b64_secret<T: AsRef<[u8]>, S: Serializer>(
+    bytes: &Option<T>,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     match bytes {
-        Some(b) => b64_secret(b, s),
+        Some(b) => b64_secret(b.as_ref(), s),
         None => s.serialize_none(),
     }
 }
