@@ -32,6 +32,13 @@ fn example(name: &str) -> String {
         .into_owned()
 }
 
+/// `kubectl patch` of Key `name`'s spec with the JSON merge patch `spec`.
+async fn patch_spec(env: &TestEnv, name: &str, spec: &str) -> Result<String> {
+    let patch = format!(r#"{{"spec":{spec}}}"#);
+    env.kubectl(&["patch", "key", name, "--type=merge", "-p", &patch])
+        .await
+}
+
 async fn wait_key_ready(env: &TestEnv, name: &str) -> Result<KeyStatus> {
     wait_key(env, name, "Ready", READY_WITHIN, |s| {
         is_ready(&s.conditions) && s.key_id.is_some() && s.arn.is_some()
@@ -202,15 +209,7 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
     assert_eq!(decrypt(&kms, &v2_ciphertext).await?.0, b"order 2");
 
     // Disable: DisabledException; enable again: usable.
-    env.kubectl(&[
-        "patch",
-        "key",
-        "orders",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"enabled":false}}"#,
-    ])
-    .await?;
+    patch_spec(&env, "orders", r#"{"enabled":false}"#).await?;
     let disabled = wait_key(&env, "orders", "Disabled", READY_WITHIN, |s| {
         state_is(s, "Disabled")
     })
@@ -234,15 +233,7 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
             .await,
     );
     assert_eq!(code, "DisabledException");
-    env.kubectl(&[
-        "patch",
-        "key",
-        "orders",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"enabled":true}}"#,
-    ])
-    .await?;
+    patch_spec(&env, "orders", r#"{"enabled":true}"#).await?;
     wait_key(&env, "orders", "Enabled again", READY_WITHIN, |s| {
         state_is(s, "Enabled") && is_ready(&s.conditions)
     })
@@ -413,15 +404,7 @@ async fn restart_loses_nothing(test: &str, store: Store) -> Result<TestEnv> {
     env.operator_mut()?.kill();
     env.kubectl(&["annotate", "key", "orders", "kubekms.io/rotate=while-down"])
         .await?;
-    env.kubectl(&[
-        "patch",
-        "key",
-        "orders",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"description":"changed while down"}}"#,
-    ])
-    .await?;
+    patch_spec(&env, "orders", r#"{"description":"changed while down"}"#).await?;
     env.kubectl(&["apply", "-f", &example("sign-key.yaml")])
         .await?;
 
@@ -453,15 +436,7 @@ async fn restart_loses_nothing(test: &str, store: Store) -> Result<TestEnv> {
 
     // Killed again; disabled while it is down.
     env.operator_mut()?.kill();
-    env.kubectl(&[
-        "patch",
-        "key",
-        "orders",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"enabled":false}}"#,
-    ])
-    .await?;
+    patch_spec(&env, "orders", r#"{"enabled":false}"#).await?;
     env.operator_mut()?.restart().await?;
     let disabled = wait_key(&env, "orders", "Disabled", READY_WITHIN, |s| {
         state_is(s, "Disabled") && is_ready(&s.conditions)
@@ -479,15 +454,7 @@ async fn restart_loses_nothing(test: &str, store: Store) -> Result<TestEnv> {
     assert_eq!(code, "DisabledException");
 
     // Enabled, then a restart with nothing changed: everything is as it was.
-    env.kubectl(&[
-        "patch",
-        "key",
-        "orders",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"enabled":true}}"#,
-    ])
-    .await?;
+    patch_spec(&env, "orders", r#"{"enabled":true}"#).await?;
     wait_key(&env, "orders", "Enabled", READY_WITHIN, |s| {
         state_is(s, "Enabled") && is_ready(&s.conditions)
     })
