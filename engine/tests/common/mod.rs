@@ -218,15 +218,18 @@ fn unquote(v: &str) -> String {
         .to_string()
 }
 
-/// The standalone credentials file (`{"credentials":[{"accessKeyId":..,"secretAccessKey":..}]}`).
+/// The first credential of the standalone credentials file, read by the engine's own parser.
 fn read_credentials_file(path: &Path) -> (String, String) {
-    let text = std::fs::read_to_string(path)
+    let creds = kubekms_engine::config::Credentials::load_file(path)
         .unwrap_or_else(|e| panic!("no credentials printed and {}: {e}", path.display()));
-    let json: serde_json::Value = serde_json::from_str(&text).expect("credentials JSON");
-    let first = &json["credentials"][0];
-    let id = first["accessKeyId"].as_str().expect("accessKeyId");
-    let secret = first["secretAccessKey"].as_str().expect("secretAccessKey");
-    (id.to_string(), secret.to_string())
+    let first = creds
+        .iter()
+        .min_by(|a, b| a.access_key_id.cmp(&b.access_key_id))
+        .expect("a credential");
+    (
+        first.access_key_id.clone(),
+        first.secret_access_key().to_owned(),
+    )
 }
 
 /// Retries off so every failure is seen as it happened; timeouts so a dead engine never hangs
