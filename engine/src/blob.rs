@@ -23,7 +23,7 @@ const MAGIC: &[u8; 2] = b"kK";
 const FORMAT_V1: u8 = 1;
 pub const HEADER_LEN: usize = 2 + 1 + 16 + 4;
 /// Nonce and tag that AES-GCM adds around the ciphertext.
-const GCM_OVERHEAD: usize = 12 + 16;
+pub const GCM_OVERHEAD: usize = 12 + 16;
 
 /// The parsed header of a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -108,10 +108,10 @@ impl Kms {
                 key_id: entry.id,
                 version,
             };
-            let sealed = key.seal(&header.aad(context), plaintext)?;
-            let mut out = Vec::with_capacity(blob::HEADER_LEN + sealed.len());
+            let mut out =
+                Vec::with_capacity(blob::HEADER_LEN + blob::GCM_OVERHEAD + plaintext.len());
             out.extend_from_slice(&header.encode());
-            out.extend_from_slice(&sealed);
+            key.seal_into(&mut out, &header.aad(context), plaintext)?;
             Ok(out)
         } else {
             if alg == EncryptionAlgorithm::SymmetricDefault {
