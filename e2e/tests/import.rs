@@ -12,13 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::KeyState;
-use k8s_openapi::api::core::v1::Event;
-use kube::api::ListParams;
 use kubekms_crds::{ImportState, ImportedMaterial, ImportedMaterialStatus};
 use kubekms_e2e::{wait_for, TestEnv};
 
 mod common;
-use common::{condition, error_code, is_true, state_is, wait_key};
+use common::{condition, error_code, is_true, state_is, wait_event, wait_key};
 
 const WITHIN: Duration = Duration::from_secs(20);
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -81,19 +79,6 @@ async fn wait_import(
         }
     })
     .await
-}
-
-async fn events(env: &TestEnv, reason: &str) -> Result<Vec<Event>> {
-    let list = env.api::<Event>().list(&ListParams::default()).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object.kind.as_deref() == Some("ImportedMaterial")
-                && e.involved_object.name.as_deref() == Some("byok")
-                && e.reason.as_deref() == Some(reason)
-        })
-        .collect())
 }
 
 /// Runs `script` with `sh` in `dir`, `kubectl` pointed at the test cluster and namespace.
@@ -170,7 +155,7 @@ async fn imported_material_lives_through_renewal_expiry_and_reimport() -> Result
     let pem = awaiting.wrapping_public_key.clone().unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
     assert!(!is_true(&awaiting.conditions, "Ready"), "{awaiting:?}");
-    assert!(!events(&env, "ParametersPublished").await?.is_empty());
+    wait_event(&env, "ImportedMaterial", "byok", "ParametersPublished").await?;
     let key = wait_key(&env, "byok", "PendingImport", WITHIN, |s| {
         state_is(s, "PendingImport") && s.key_id.is_some()
     })
@@ -260,10 +245,7 @@ async fn imported_material_lives_through_renewal_expiry_and_reimport() -> Result
     .await?;
     assert_eq!(due.import_state, Some(ImportState::Imported));
     assert!(is_true(&due.conditions, "Ready"), "still usable: {due:?}");
-    let warning = wait_for("an ExpiringSoon event", WITHIN, || async {
-        Ok(events(&env, "ExpiringSoon").await?.into_iter().next())
-    })
-    .await?;
+    let warning = wait_event(&env, "ImportedMaterial", "byok", "ExpiringSoon").await?;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     let left = gauge(&env.operator()?.metrics().await?, &ns).context("no gauge")?;
     assert!(
@@ -324,7 +306,7 @@ async fn imported_material_lives_through_renewal_expiry_and_reimport() -> Result
         state_is(s, "PendingImport") && !is_true(&s.conditions, "Ready")
     })
     .await?;
-    assert!(!events(&env, "Expired").await?.is_empty());
+    wait_event(&env, "ImportedMaterial", "byok", "Expired").await?;
     assert_eq!(gauge(&env.operator()?.metrics().await?, &ns), Some(0.0));
 
     // Re-import: the same material wrapped with the fresh public key, a later validTo.

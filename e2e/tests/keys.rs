@@ -12,13 +12,11 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyState, MessageType, SigningAlgorithmSpec};
-use k8s_openapi::api::core::v1::Event;
-use kube::api::ListParams;
 use kubekms_crds::{Alias, KeyStatus};
 use kubekms_e2e::{repo_root, wait_for, Store, TestEnv, ACCOUNT, REGION};
 
 mod common;
-use common::{error_code, is_ready, state_is, wait_key};
+use common::{error_code, is_ready, state_is, wait_event, wait_key};
 
 /// How long a Key may take to become Ready: "within seconds".
 const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -43,27 +41,6 @@ async fn wait_key_ready(env: &TestEnv, name: &str) -> Result<KeyStatus> {
     wait_key(env, name, "Ready", READY_WITHIN, |s| {
         is_ready(&s.conditions) && s.key_id.is_some() && s.arn.is_some()
     })
-    .await
-}
-
-/// Events the operator published about `name` with `reason`.
-async fn events(env: &TestEnv, name: &str, reason: &str) -> Result<Vec<Event>> {
-    let list = env.api::<Event>().list(&ListParams::default()).await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason)
-        })
-        .collect())
-}
-
-async fn wait_event(env: &TestEnv, name: &str, reason: &str) -> Result<Event> {
-    wait_for(
-        &format!("a {reason} event for {name}"),
-        Duration::from_secs(15),
-        || async { Ok(events(env, name, reason).await?.into_iter().next()) },
-    )
     .await
 }
 
@@ -135,7 +112,7 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
     })
     .await?;
     assert!(!is_ready(&byok.conditions), "{byok:?}");
-    wait_event(&env, "orders", "Created").await?;
+    wait_event(&env, "Key", "orders", "Created").await?;
 
     let kms = env.kms()?;
     let md = kms.describe_key().key_id(&arn).send().await?;
@@ -201,7 +178,7 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
     .await?;
     assert_eq!(rotated.key_id.as_deref(), Some(key_id.as_str()));
     assert!(rotated.last_rotation.is_some(), "{rotated:?}");
-    wait_event(&env, "orders", "Rotated").await?;
+    wait_event(&env, "Key", "orders", "Rotated").await?;
     let rotations = kms.list_key_rotations().key_id(&key_id).send().await?;
     assert_eq!(rotations.rotations().len(), 1, "{rotations:?}");
     let v2_ciphertext = encrypt(&kms, &alias_name, b"order 2").await?;
@@ -263,7 +240,7 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
         ),
         "KMSInvalidStateException"
     );
-    wait_event(&env, "orders", "DeletionScheduled").await?;
+    wait_event(&env, "Key", "orders", "DeletionScheduled").await?;
 
     // Apply the same manifest again within the window: the same key comes back.
     env.kubectl(&["apply", "-f", &example("key.yaml")]).await?;
@@ -273,7 +250,7 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
     assert_eq!(engine_state(&kms, &arn).await?, KeyState::Enabled);
     assert_eq!(decrypt(&kms, &v1_ciphertext).await?.0, b"order 1");
     assert_eq!(decrypt(&kms, &v2_ciphertext).await?.0, b"order 2");
-    wait_event(&env, "orders", "DeletionCancelled").await?;
+    wait_event(&env, "Key", "orders", "DeletionCancelled").await?;
 
     // Delete again and let the window pass on the test clock: gone for good.
     env.kubectl(&["delete", "key", "orders", "--timeout=30s"])
@@ -350,7 +327,7 @@ async fn automatic_rotation_happens_when_the_clock_reaches_the_period() -> Resul
         new_next.0 > next.0,
         "next rotation moved on: {next:?} -> {new_next:?}"
     );
-    wait_event(&env, "orders", "RotatedAutomatically").await?;
+    wait_event(&env, "Key", "orders", "RotatedAutomatically").await?;
     assert_eq!(decrypt(&kms, &old).await?.0, b"before rotation");
     env.pass();
     Ok(())

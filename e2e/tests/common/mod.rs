@@ -1,4 +1,4 @@
-//! Helpers the e2e test files share: conditions, Key status waits and AWS error codes.
+//! Helpers the e2e test files share: conditions, Key status waits, events and AWS error codes.
 //!
 //! Every test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use aws_sdk_kms::error::ProvideErrorMetadata;
+use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::ListParams;
 use kubekms_crds::{Key, KeyStatus};
 use kubekms_e2e::{wait_for, TestEnv};
 
@@ -49,6 +51,34 @@ pub async fn wait_key(
                 .filter(|s| s.observed_generation == key.metadata.generation && check(s)))
         }
     })
+    .await
+}
+
+/// Waits for an event with `reason` about the `kind` object `name` in the test namespace.
+///
+/// The operator writes events from a background queue after the status it reports, so an
+/// event can trail the status a test just saw; checking once would race it.
+pub async fn wait_event(env: &TestEnv, kind: &str, name: &str, reason: &str) -> Result<Event> {
+    let api = env.api::<Event>();
+    wait_for(
+        &format!("a {reason} event for {kind} {name}"),
+        Duration::from_secs(15),
+        || {
+            let api = api.clone();
+            async move {
+                Ok(api
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .find(|e| {
+                        e.involved_object.kind.as_deref() == Some(kind)
+                            && e.involved_object.name.as_deref() == Some(name)
+                            && e.reason.as_deref() == Some(reason)
+                    }))
+            }
+        },
+    )
     .await
 }
 
