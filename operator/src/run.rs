@@ -223,9 +223,10 @@ async fn run_key_controller(
     trigger: mpsc::UnboundedReceiver<()>,
     dependents: Vec<mpsc::UnboundedSender<Key>>,
 ) {
-    // Keys the engine changed on its own (scheduled rotation, expiry, the end of a deletion
-    // window) or another replica changed: reconciled as soon as each change is stored, not
-    // when their requeue comes or a whole pass of due work is over.
+    // Keys changed in the engine by anyone (imported material, a request made with the AWS
+    // CLI, scheduled rotation, expiry, the end of a deletion window, another replica):
+    // reconciled as soon as each change is stored, not when their requeue comes or a whole pass
+    // of due work is over.
     let scope = ctx.request.scope.clone();
     let changes = futures::stream::unfold(ctx.kms.subscribe_key_changes(), |mut rx| async {
         rx.recv().await.map(|change| (change, rx))

@@ -77,10 +77,11 @@ impl KeyEntry {
     }
 }
 
-/// A key whose record changed without a request to this engine: due work (automatic rotation,
-/// material expiry, destruction at the end of the deletion window) or another replica's write
-/// seen through the store watch. Lets a controller reconcile that key at once rather than after
-/// the whole pass.
+/// A key whose record changed after it was created: by a request (imported material, enable,
+/// disable, rotation, a deletion scheduled or cancelled...), by due work (automatic rotation,
+/// material expiry, destruction at the end of the deletion window) or by another replica's
+/// write seen through the store watch. Lets a controller reconcile that key at once rather than
+/// at its next requeue, whoever made the change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyChanged {
     pub scope: Scope,
@@ -192,7 +193,7 @@ impl Kms {
         self.clock.now_millis()
     }
 
-    /// A feed of the keys that due work or another replica changed (see [`KeyChanged`]).
+    /// A feed of the keys that changed (see [`KeyChanged`]); a new key is not a change.
     /// Unbounded so a sender never waits on a slow subscriber; drop the receiver to leave.
     pub fn subscribe_key_changes(&self) -> UnboundedReceiver<KeyChanged> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -405,7 +406,10 @@ impl Kms {
         }
         self.store.put_key(&record).await?;
         let entry = Arc::new(KeyEntry::new(record, versions)?);
-        self.tables.write().keys.insert(entry.id, entry.clone());
+        let replaced = self.tables.write().keys.insert(entry.id, entry.clone());
+        if replaced.is_some() {
+            self.key_changed(&entry.record.scope, &entry.record.key_id);
+        }
         Ok(entry)
     }
 
@@ -476,6 +480,7 @@ impl Kms {
             return Ok(());
         };
         // Another replica (through the store watch) may have done it meanwhile.
+        // Each change is published as it is committed (or destroyed).
         let outcome = match self.due(&entry.record, now) {
             None => return Ok(()),
             Some(Due::Deletion) => self.destroy_key(&entry.record).await,
@@ -485,16 +490,9 @@ impl Kms {
                 .await
                 .map(|_| ()),
         };
-        match outcome {
-            Ok(()) => {
-                self.key_changed(&entry.record.scope, &entry.record.key_id);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(key = %entry.arn(), error = %e, "due work failed; retried on the next pass");
-                Err(e)
-            }
-        }
+        outcome.inspect_err(|e| {
+            tracing::warn!(key = %entry.arn(), error = %e, "due work failed; retried on the next pass");
+        })
     }
 
     fn due(&self, r: &KeyRecord, now: Millis) -> Option<Due> {
@@ -532,6 +530,7 @@ impl Kms {
         self.store.delete_key(&record.scope, &record.key_id).await?;
         let id = parse_uuid(&record.key_id)?;
         self.tables.write().keys.remove(&id);
+        self.key_changed(&record.scope, &record.key_id);
         tracing::info!(key = %record.arn(), "key deleted at the end of its waiting period");
         Ok(())
     }

@@ -894,9 +894,13 @@ async fn import_expire_and_reimport_same_material() {
     assert_eq!(swept.len(), 1);
     assert_eq!(swept[0].key_id, key);
 
-    // Re-import of the same material brings the old ciphertext back.
+    // Re-import of the same material brings the old ciphertext back, and is a change: a
+    // controller waiting on the PendingImport key hears of it at once.
     import(None).await.unwrap();
     assert_eq!(h.decrypt(&blob, json!({})).await.unwrap(), b"imported");
+    let reimported = drain(&mut changes);
+    assert_eq!(reimported.len(), 1);
+    assert_eq!(reimported[0].key_id, key);
 
     // Different material is refused; a token for another key is refused.
     let params = h
@@ -1227,6 +1231,41 @@ async fn due_work_reports_destroyed_keys() {
         .iter()
         .all(|k| k.key_id != doomed));
     assert_eq!(h.state(&kept).await, "Enabled");
+}
+
+#[tokio::test]
+async fn requests_that_change_a_key_are_reported_but_creation_and_use_are_not() {
+    let h = harness().await;
+    let mut changes = h.kms.subscribe_key_changes();
+    let key = h.create(json!({})).await;
+    h.call("Encrypt", json!({"KeyId": key, "Plaintext": "aGk="}))
+        .await
+        .unwrap();
+    h.call("DescribeKey", json!({"KeyId": key})).await.unwrap();
+    assert!(drain(&mut changes).is_empty(), "created and used only");
+
+    let expected = vec![KeyChanged {
+        scope: h.ctx.scope.clone(),
+        key_id: key.clone(),
+    }];
+    for (operation, body) in [
+        ("DisableKey", json!({"KeyId": key})),
+        ("EnableKey", json!({"KeyId": key})),
+        ("RotateKeyOnDemand", json!({"KeyId": key})),
+        (
+            "ScheduleKeyDeletion",
+            json!({"KeyId": key, "PendingWindowInDays": 7}),
+        ),
+        ("CancelKeyDeletion", json!({"KeyId": key})),
+    ] {
+        h.call(operation, body).await.unwrap();
+        assert_eq!(drain(&mut changes), expected, "{operation}");
+    }
+    assert_eq!(
+        h.err("EnableKey", json!({"KeyId": "alias/none"})).await,
+        "NotFoundException"
+    );
+    assert!(drain(&mut changes).is_empty(), "a refused request");
 }
 
 #[tokio::test]

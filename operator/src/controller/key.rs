@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -36,8 +35,6 @@ pub const ROTATE_HANDLED_ANNOTATION: &str = "kubekms.io/rotate-handled";
 pub const TAG_NAMESPACE: &str = "kubekms.io/namespace";
 pub const TAG_NAME: &str = "kubekms.io/name";
 pub const TAG_UID: &str = "kubekms.io/uid";
-/// A key waiting for imported material is looked at this often.
-const PENDING_IMPORT_REQUEUE: Duration = Duration::from_secs(10);
 /// Key reconciles in flight at once. The engine serialises its store writes, so beyond a few
 /// more buys nothing for a wave of new or due Keys, while each reconcile in flight holds its
 /// object, futures and responses: unbounded, a wave of 10,000 Keys holds 10,000 at once (and
@@ -880,12 +877,9 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         }
     }
     write_status(api, key, previous, &status).await?;
-    let wait = if observed.state == Some(KeyState::PendingImport) {
-        PENDING_IMPORT_REQUEUE.min(requeue_at(next_due(&observed), now))
-    } else {
-        requeue_at(next_due(&observed), now)
-    };
-    Ok(Action::requeue(wait))
+    // Imported material arriving (or expiring) is an engine change that wakes this Key through
+    // the engine's change feed; only due times need a requeue.
+    Ok(Action::requeue(requeue_at(next_due(&observed), now)))
 }
 
 /// Read the rest of the engine's view of a key.
