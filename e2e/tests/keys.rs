@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyState, MessageType, SigningAlgorithmSpec};
-use kubekms_crds::{Alias, KeyStatus};
+use kubekms_crds::{Alias, Key, KeyStatus};
 use kubekms_e2e::{repo_root, wait_for, Store, TestEnv, ACCOUNT, REGION};
 
 mod common;
@@ -179,6 +179,23 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
     assert_eq!(rotated.key_id.as_deref(), Some(key_id.as_str()));
     assert!(rotated.last_rotation.is_some(), "{rotated:?}");
     wait_event(&env, "Key", "orders", "Rotated").await?;
+    // One request rotates once, even though the rotation itself wakes the Key again (through
+    // the engine's change feed) before the handled annotation may have reached the watch.
+    let keys = env.api::<Key>();
+    wait_for(
+        "the rotate request marked handled",
+        READY_WITHIN,
+        || async {
+            let key = keys.get("orders").await?;
+            let handled = key
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubekms.io/rotate-handled"));
+            Ok((handled.map(String::as_str) == Some("first")).then_some(()))
+        },
+    )
+    .await?;
     let rotations = kms.list_key_rotations().key_id(&key_id).send().await?;
     assert_eq!(rotations.rotations().len(), 1, "{rotations:?}");
     let v2_ciphertext = encrypt(&kms, &alias_name, b"order 2").await?;

@@ -529,6 +529,30 @@ async fn describe(ctx: &Context, key_id: &str) -> Result<Metadata> {
     Ok(out.key_metadata)
 }
 
+/// The on-demand rotation request (`kubekms.io/rotate`) not acted on yet, if any.
+///
+/// The watched copy of a Key can trail this controller's own write of the handled annotation:
+/// the rotation itself wakes the Key again through the engine's change feed, possibly before the
+/// watch has delivered that write. So a request that looks new is confirmed on a fresh read
+/// before a key is rotated for it, and one request rotates a key once.
+async fn pending_rotate_request(key: &Key, api: &Api<Key>) -> Result<Option<String>> {
+    fn pending(key: &Key) -> Option<String> {
+        let annotations = key.annotations();
+        annotations
+            .get(ROTATE_ANNOTATION)
+            .filter(|request| annotations.get(ROTATE_HANDLED_ANNOTATION) != Some(*request))
+            .cloned()
+    }
+    if pending(key).is_none() {
+        return Ok(None);
+    }
+    let fresh = api.get_opt(&key.name_any()).await?;
+    Ok(fresh
+        .filter(|k| k.metadata.uid == key.metadata.uid)
+        .as_ref()
+        .and_then(pending))
+}
+
 async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
     let namespace = key.namespace().unwrap_or_default();
     let name = key.name_any();
@@ -801,43 +825,40 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         }
     }
 
-    let annotations = key.annotations();
-    if let Some(request) = annotations.get(ROTATE_ANNOTATION) {
-        if annotations.get(ROTATE_HANDLED_ANNOTATION) != Some(request) {
-            if rotatable(spec) && md.key_state == "Enabled" {
-                ctx.call::<serde_json::Value>("RotateKeyOnDemand", json!({ "KeyId": key_id }))
-                    .await?;
-                rotated_on_demand = true;
-                ctx.event(
-                    key,
-                    EventType::Normal,
-                    reason::ROTATED,
-                    format!("rotated {} on request {request:?}", md.arn),
-                )
-                .await;
-            } else {
-                ctx.event(
-                    key,
-                    EventType::Warning,
-                    reason::ROTATION_REFUSED,
-                    format!(
-                        "cannot rotate {} on request {request:?}: only Enabled SYMMETRIC_DEFAULT \
-                         keys with generated material rotate (the key is {})",
-                        md.arn, md.key_state
-                    ),
-                )
-                .await;
-            }
-            // Remembered either way, so one request is acted on (or refused) once.
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({
-                    "metadata": { "annotations": { ROTATE_HANDLED_ANNOTATION: request } }
-                })),
+    if let Some(request) = pending_rotate_request(key, api).await? {
+        if rotatable(spec) && md.key_state == "Enabled" {
+            ctx.call::<serde_json::Value>("RotateKeyOnDemand", json!({ "KeyId": key_id }))
+                .await?;
+            rotated_on_demand = true;
+            ctx.event(
+                key,
+                EventType::Normal,
+                reason::ROTATED,
+                format!("rotated {} on request {request:?}", md.arn),
             )
-            .await?;
+            .await;
+        } else {
+            ctx.event(
+                key,
+                EventType::Warning,
+                reason::ROTATION_REFUSED,
+                format!(
+                    "cannot rotate {} on request {request:?}: only Enabled SYMMETRIC_DEFAULT \
+                     keys with generated material rotate (the key is {})",
+                    md.arn, md.key_state
+                ),
+            )
+            .await;
         }
+        // Remembered either way, so one request is acted on (or refused) once.
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": { "annotations": { ROTATE_HANDLED_ANNOTATION: &request } }
+            })),
+        )
+        .await?;
     }
 
     let md = describe(ctx, &key_id).await?;
