@@ -235,6 +235,10 @@ async fn imported_material_lives_through_renewal_expiry_and_reimport() -> Result
         left <= thirty_days && left > thirty_days - 600.0,
         "{left} s until expiry"
     );
+    // Imported once: the import wakes the Key, whose new status wakes this object again before
+    // its watch may have the imported-digest mark; that reconcile must not import again.
+    let imported_event = wait_event(&env, "ImportedMaterial", "byok", "Imported").await?;
+    assert_eq!(imported_event.count, Some(1), "{imported_event:?}");
 
     // Past the renew-before point (validTo - 240h): a Warning and the RenewalDue condition,
     // with fresh parameters to re-wrap with.

@@ -503,6 +503,16 @@ async fn describe(ctx: &Context, key_id: &str) -> Result<Metadata> {
     Ok(out.key_metadata)
 }
 
+/// The digests of the Secret contents last imported and last refused (see
+/// [`IMPORTED_ANNOTATION`] and [`REJECTED_ANNOTATION`]).
+fn import_marks(im: &ImportedMaterial) -> (Option<String>, Option<String>) {
+    let annotations = im.annotations();
+    (
+        annotations.get(IMPORTED_ANNOTATION).cloned(),
+        annotations.get(REJECTED_ANNOTATION).cloned(),
+    )
+}
+
 async fn apply(
     im: &ImportedMaterial,
     api: &Api<ImportedMaterial>,
@@ -590,9 +600,7 @@ async fn apply(
     }
 
     let now = ctx.now();
-    let annotations = im.annotations();
-    let mut last_import = annotations.get(IMPORTED_ANNOTATION).cloned();
-    let rejected = annotations.get(REJECTED_ANNOTATION);
+    let (mut last_import, mut rejected) = import_marks(im);
     let valid_to = spec.valid_to.as_ref().map(|t| t.0.as_millisecond());
     let reference = &spec.material_secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -605,9 +613,20 @@ async fn apply(
         Err(message) => override_ready = Some((false, reason::SECRET_INCOMPLETE, message)),
         Ok(Some((material, token))) => {
             let digest = import_digest(&key_id, &material, &token, valid_to);
+            if last_import.as_ref() != Some(&digest) && rejected.as_ref() != Some(&digest) {
+                // The watched copy can trail this controller's own write of the marks: an
+                // import wakes the Key through the engine's change feed, and the Key's new
+                // status wakes this object again, possibly before the watch has the mark. New
+                // contents are confirmed on a fresh read, so they are imported once.
+                if let Some(fresh) = api.get_opt(&im.name_any()).await? {
+                    if fresh.metadata.uid == im.metadata.uid {
+                        (last_import, rejected) = import_marks(&fresh);
+                    }
+                }
+            }
             if last_import.as_ref() == Some(&digest) {
                 // Imported already; an expiry since then waits for new contents.
-            } else if rejected == Some(&digest) {
+            } else if rejected.as_ref() == Some(&digest) {
                 let message = ready_condition(previous)
                     .filter(|c| c.reason == reason::IMPORT_REJECTED)
                     .map(|c| c.message.clone())
