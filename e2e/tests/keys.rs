@@ -234,6 +234,16 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
     .await?;
     assert_eq!(decrypt(&kms, &v1_ciphertext).await?.0, b"order 1");
 
+    // Disabled behind the operator's back (straight through the KMS API): the engine's change
+    // feed wakes the Key at once (its next requeue is months away) and the spec wins again.
+    kms.disable_key().key_id(&key_id).send().await?;
+    wait_for(
+        "the Key enabled again after DisableKey",
+        READY_WITHIN,
+        || async { Ok((engine_state(&kms, &arn).await? == KeyState::Enabled).then_some(())) },
+    )
+    .await?;
+
     // Delete: PendingDeletion for the window, unusable at once.
     env.kubectl(&["delete", "key", "orders", "--timeout=30s"])
         .await?;
