@@ -235,7 +235,7 @@ async fn examples_live_through_rotation_disable_deletion_and_its_window() -> Res
     assert_eq!(decrypt(&kms, &v1_ciphertext).await?.0, b"order 1");
 
     // Disabled behind the operator's back (straight through the KMS API): the engine's change
-    // feed wakes the Key at once (its next requeue is months away) and the spec wins again.
+    // feed wakes the Key at once (its next requeue is minutes away) and the spec wins again.
     kms.disable_key().key_id(&key_id).send().await?;
     wait_for(
         "the Key enabled again after DisableKey",
