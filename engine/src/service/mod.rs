@@ -479,8 +479,8 @@ impl Kms {
         let Ok((_guard, entry)) = self.lock_fresh(&entry).await else {
             return Ok(());
         };
-        // Another replica (through the store watch) may have done it meanwhile.
-        // Each change is published as it is committed (or destroyed).
+        // Another replica (through the store watch) may have done it meanwhile. Each change is
+        // published to the change feed where it is committed (or the key destroyed).
         let outcome = match self.due(&entry.record, now) {
             None => return Ok(()),
             Some(Due::Deletion) => self.destroy_key(&entry.record).await,

@@ -33,7 +33,7 @@ use zeroize::Zeroizing;
 
 use super::key::Metadata;
 use super::{
-    backoff, condition, finalized, millis_from_epoch_seconds, referring, requeue_at,
+    backoff, condition, current, finalized, millis_from_epoch_seconds, referring, requeue_at,
     time_from_millis, write_status, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
 };
 use crate::error::{Error, Result};
@@ -618,10 +618,8 @@ async fn apply(
                 // import wakes the Key through the engine's change feed, and the Key's new
                 // status wakes this object again, possibly before the watch has the mark. New
                 // contents are confirmed on a fresh read, so they are imported once.
-                if let Some(fresh) = api.get_opt(&im.name_any()).await? {
-                    if fresh.metadata.uid == im.metadata.uid {
-                        (last_import, rejected) = import_marks(&fresh);
-                    }
+                if let Some(fresh) = current(api, im).await? {
+                    (last_import, rejected) = import_marks(&fresh);
                 }
             }
             if last_import.as_ref() == Some(&digest) {

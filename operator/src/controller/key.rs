@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    backoff, condition, finalized, millis_from_epoch_seconds, requeue_at, time_from_millis,
-    write_status, Context,
+    backoff, condition, current, finalized, millis_from_epoch_seconds, requeue_at,
+    time_from_millis, write_status, Context,
 };
 use crate::error::{Error, Result};
 
@@ -546,11 +546,7 @@ async fn pending_rotate_request(key: &Key, api: &Api<Key>) -> Result<Option<Stri
     if pending(key).is_none() {
         return Ok(None);
     }
-    let fresh = api.get_opt(&key.name_any()).await?;
-    Ok(fresh
-        .filter(|k| k.metadata.uid == key.metadata.uid)
-        .as_ref()
-        .and_then(pending))
+    Ok(current(api, key).await?.as_ref().and_then(pending))
 }
 
 async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {

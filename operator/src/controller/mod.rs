@@ -391,6 +391,19 @@ where
         .collect()
 }
 
+/// `obj` as the API server has it now, if it still exists (the same object, not a namesake
+/// created since). For a controller about to act once on something its watched copy says is
+/// new: that copy can trail the controller's own write recording it was done.
+pub async fn current<K>(api: &Api<K>, obj: &K) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .get_opt(&obj.name_any())
+        .await?
+        .filter(|fresh| fresh.meta().uid == obj.meta().uid))
+}
+
 /// Requeue when `due` (engine milliseconds) arrives, within [1 s, [`MAX_REQUEUE`]].
 pub fn requeue_at(due: Option<Millis>, now: Millis) -> Duration {
     match due {
