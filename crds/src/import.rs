@@ -10,6 +10,8 @@ use crate::common::{
     check_object_name, crd_enum, is_secret_data_key, validation_result, KeyReference,
 };
 use crate::key::{KeyOrigin, KeySpec};
+/// The AWS names an import uses, shared with the engine.
+pub use kubekms_proto::vocab::{WrappingAlgorithm, WrappingKeySpec};
 
 /// Default Secret key holding the wrapped material.
 pub const DEFAULT_MATERIAL_KEY: &str = "material";
@@ -75,11 +77,11 @@ pub struct ImportedMaterialSpec {
     /// How the material is wrapped. RSAES_OAEP_* encrypt the material directly (symmetric and
     /// HMAC material only); RSA_AES_KEY_WRAP_* wrap it under a one-time AES key that is itself
     /// RSA-OAEP encrypted (any material).
-    #[serde(default)]
+    #[serde(default = "default_wrapping_algorithm")]
     pub wrapping_algorithm: WrappingAlgorithm,
 
     /// Size of the RSA wrapping key the engine generates.
-    #[serde(default)]
+    #[serde(default = "default_wrapping_key_spec")]
     pub wrapping_key_spec: WrappingKeySpec,
 
     /// The Secret (in this namespace) holding the wrapped material and the import token it was
@@ -138,35 +140,15 @@ impl MaterialSecretReference {
     }
 }
 
-crd_enum!(
-    /// How material is wrapped for import, by its AWS KMS name.
-    #[derive(Default)]
-    WrappingAlgorithm {
-        RsaesOaepSha1 = "RSAES_OAEP_SHA_1",
-        RsaesOaepSha256 = "RSAES_OAEP_SHA_256",
-        RsaAesKeyWrapSha1 = "RSA_AES_KEY_WRAP_SHA_1",
-        #[default]
-        RsaAesKeyWrapSha256 = "RSA_AES_KEY_WRAP_SHA_256",
-    }
-);
-
-impl WrappingAlgorithm {
-    /// Whether the algorithm wraps under a one-time AES key, so any size of material fits.
-    pub fn is_key_wrap(self) -> bool {
-        matches!(self, Self::RsaAesKeyWrapSha1 | Self::RsaAesKeyWrapSha256)
-    }
+/// The wrapping that takes any material (symmetric, HMAC, RSA and ECC private keys).
+pub fn default_wrapping_algorithm() -> WrappingAlgorithm {
+    WrappingAlgorithm::RsaAesKeyWrapSha256
 }
 
-crd_enum!(
-    /// Size of the RSA wrapping key.
-    #[derive(Default)]
-    WrappingKeySpec {
-        Rsa2048 = "RSA_2048",
-        Rsa3072 = "RSA_3072",
-        #[default]
-        Rsa4096 = "RSA_4096",
-    }
-);
+/// The largest wrapping key.
+pub fn default_wrapping_key_spec() -> WrappingKeySpec {
+    WrappingKeySpec::Rsa4096
+}
 
 crd_enum!(
     /// Where an import stands.

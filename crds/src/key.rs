@@ -7,6 +7,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use kubekms_proto::vocab::OriginType;
+/// The AWS names a Key uses, shared with the engine.
+pub use kubekms_proto::vocab::{KeySpec as KmsKeySpec, KeyState, KeyUsage};
+
 use crate::common::{crd_enum, validation_result};
 
 /// Fewest days between automatic rotations (as AWS KMS allows).
@@ -146,86 +150,6 @@ impl Default for RotationSpec {
 }
 
 crd_enum!(
-    /// The type of key material, by its AWS KMS KeySpec name.
-    #[derive(Default)]
-    KmsKeySpec {
-        // AES-256-GCM, for Encrypt, Decrypt and data keys. (A `///` doc here would reorder the
-        // schema's enum values.)
-        #[default]
-        SymmetricDefault = "SYMMETRIC_DEFAULT",
-        Rsa2048 = "RSA_2048",
-        Rsa3072 = "RSA_3072",
-        Rsa4096 = "RSA_4096",
-        EccNistP256 = "ECC_NIST_P256",
-        EccNistP384 = "ECC_NIST_P384",
-        EccNistP521 = "ECC_NIST_P521",
-        EccSecgP256k1 = "ECC_SECG_P256K1",
-        Hmac224 = "HMAC_224",
-        Hmac256 = "HMAC_256",
-        Hmac384 = "HMAC_384",
-        Hmac512 = "HMAC_512",
-    }
-);
-
-impl KmsKeySpec {
-    pub fn is_rsa(self) -> bool {
-        matches!(self, Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096)
-    }
-
-    pub fn is_ecc(self) -> bool {
-        matches!(
-            self,
-            Self::EccNistP256 | Self::EccNistP384 | Self::EccNistP521 | Self::EccSecgP256k1
-        )
-    }
-
-    pub fn is_hmac(self) -> bool {
-        matches!(
-            self,
-            Self::Hmac224 | Self::Hmac256 | Self::Hmac384 | Self::Hmac512
-        )
-    }
-
-    /// RSA and ECC keys: the ones with a public half.
-    pub fn is_asymmetric(self) -> bool {
-        self.is_rsa() || self.is_ecc()
-    }
-
-    /// The usage a key of this spec gets when `keyUsage` is omitted.
-    pub fn default_usage(self) -> KeyUsage {
-        if self.is_ecc() {
-            KeyUsage::SignVerify
-        } else if self.is_hmac() {
-            KeyUsage::GenerateVerifyMac
-        } else {
-            KeyUsage::EncryptDecrypt
-        }
-    }
-
-    /// The usages a key of this spec may have.
-    pub fn allowed_usages(self) -> &'static [KeyUsage] {
-        if self.is_rsa() {
-            &[KeyUsage::EncryptDecrypt, KeyUsage::SignVerify]
-        } else if self.is_ecc() {
-            &[KeyUsage::SignVerify]
-        } else if self.is_hmac() {
-            &[KeyUsage::GenerateVerifyMac]
-        } else {
-            &[KeyUsage::EncryptDecrypt]
-        }
-    }
-}
-
-crd_enum!(
-    /// What a key is used for, by its AWS KMS KeyUsage name.
-    KeyUsage {
-        EncryptDecrypt = "ENCRYPT_DECRYPT",
-        SignVerify = "SIGN_VERIFY",
-        GenerateVerifyMac = "GENERATE_VERIFY_MAC",
-    }
-);
-
-crd_enum!(
     /// Where key material comes from.
     #[derive(Default)]
     KeyOrigin {
@@ -238,26 +162,14 @@ crd_enum!(
 );
 
 impl KeyOrigin {
-    /// The AWS KMS `Origin` name the engine uses.
-    pub fn aws_name(self) -> &'static str {
+    /// The AWS KMS `Origin` the engine uses.
+    pub fn origin_type(self) -> OriginType {
         match self {
-            Self::Generated => "AWS_KMS",
-            Self::External => "EXTERNAL",
+            Self::Generated => OriginType::AwsKms,
+            Self::External => OriginType::External,
         }
     }
 }
-
-crd_enum!(
-    /// A key's state in the engine, by its AWS KMS KeyState name.
-    KeyState {
-        Creating = "Creating",
-        Enabled = "Enabled",
-        Disabled = "Disabled",
-        PendingDeletion = "PendingDeletion",
-        PendingImport = "PendingImport",
-        Unavailable = "Unavailable",
-    }
-);
 
 /// The engine's view of the key, written by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -8,7 +8,8 @@
 //! The schemas are the API server's only validation on Kubernetes 1.20 (no CEL there), so each
 //! spec also has a pure `validate()` for the validating webhook. `crdgen` prints the CRDs;
 //! `kubekms.io.yaml` next to this crate's manifest is that output, checked by `tests/drift.rs`.
-//! This crate depends on no part of the engine.
+//! This crate depends on no part of the engine; the AWS names (key specs, usages, states,
+//! wrapping) are `kubekms-proto`'s, the same types the engine uses.
 //!
 //! Optional fields carry `#[schemars(with = "<inner type>")]`, so their schema is the inner type
 //! without `nullable`. Kubernetes 1.20 publishes nullable fields without a type (`kubectl

@@ -13,68 +13,11 @@ use crate::common::{check_object_name, crd_enum, is_namespace_name, validation_r
 pub const ALL_KEYS: &str = "*";
 
 /// Prefix of every action name.
-pub const ACTION_PREFIX: &str = "kms:";
-
-/// The AWS KMS permission names (IAM actions without the `kms:` prefix), sorted. The ReEncrypt
+pub use kubekms_proto::operation::ACTION_PREFIX;
+/// The AWS KMS permission names (IAM actions without the `kms:` prefix). The ReEncrypt
 /// operation needs both `ReEncryptFrom` (on the source key) and `ReEncryptTo` (on the
 /// destination key), as in AWS.
-pub const KNOWN_ACTIONS: &[&str] = &[
-    "CancelKeyDeletion",
-    "ConnectCustomKeyStore",
-    "CreateAlias",
-    "CreateCustomKeyStore",
-    "CreateGrant",
-    "CreateKey",
-    "Decrypt",
-    "DeleteAlias",
-    "DeleteCustomKeyStore",
-    "DeleteImportedKeyMaterial",
-    "DeriveSharedSecret",
-    "DescribeCustomKeyStores",
-    "DescribeKey",
-    "DisableKey",
-    "DisableKeyRotation",
-    "DisconnectCustomKeyStore",
-    "EnableKey",
-    "EnableKeyRotation",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateMac",
-    "GenerateRandom",
-    "GetKeyPolicy",
-    "GetKeyRotationStatus",
-    "GetParametersForImport",
-    "GetPublicKey",
-    "ImportKeyMaterial",
-    "ListAliases",
-    "ListGrants",
-    "ListKeyPolicies",
-    "ListKeyRotations",
-    "ListKeys",
-    "ListResourceTags",
-    "ListRetirableGrants",
-    "PutKeyPolicy",
-    "ReEncryptFrom",
-    "ReEncryptTo",
-    "ReplicateKey",
-    "RetireGrant",
-    "RevokeGrant",
-    "RotateKeyOnDemand",
-    "ScheduleKeyDeletion",
-    "Sign",
-    "SynchronizeMultiRegionKey",
-    "TagResource",
-    "UntagResource",
-    "UpdateAlias",
-    "UpdateCustomKeyStore",
-    "UpdateKeyDescription",
-    "UpdatePrimaryRegion",
-    "Verify",
-    "VerifyMac",
-];
+pub use kubekms_proto::Action;
 
 /// Grants or denies KMS actions on some Keys of this namespace to Kubernetes principals.
 ///
@@ -284,9 +227,9 @@ fn action_error(action: &str) -> Option<String> {
             "{action:?}: after \"kms:\" only letters and the wildcards * and ? are allowed"
         ));
     }
-    if KNOWN_ACTIONS
+    if Action::ALL
         .iter()
-        .any(|known| glob_matches(name.as_bytes(), known.as_bytes()))
+        .any(|known| glob_matches(name.as_bytes(), known.name().as_bytes()))
     {
         return None;
     }
@@ -452,7 +395,7 @@ mod tests {
 
     #[test]
     fn known_actions_are_sorted_and_unique() {
-        assert!(KNOWN_ACTIONS.windows(2).all(|w| w[0] < w[1]));
+        assert!(Action::ALL.windows(2).all(|w| w[0].name() < w[1].name()));
     }
 
     #[test]

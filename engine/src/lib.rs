@@ -8,7 +8,8 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
-pub mod model;
+/// The AWS vocabulary, shared with every other crate through `kubekms-proto`.
+pub use kubekms_proto::vocab as model;
 pub mod record;
 pub mod service;
 pub mod sigv4;

@@ -1,5 +1,6 @@
 //! AWS Signature Version 4: verification of incoming requests (header form, as every AWS SDK
-//! and the CLI send to KMS) and a signer for our own tests and benchmarks.
+//! and the CLI send to KMS). The signer and the canonicalisation it shares with verification
+//! live in `kubekms_proto::sigv4`.
 //!
 //! Derived signing keys are cached per credential scope, so checking a request costs one
 //! SHA-256 of the body, one of the canonical request and one HMAC.
@@ -9,27 +10,25 @@ use std::sync::Arc;
 
 use aws_lc_rs::{constant_time, digest, hmac};
 use axum::http::HeaderMap;
+use kubekms_proto::sigv4::{canonical_request, derive_signing_key, push_header_values, signature};
+pub use kubekms_proto::sigv4::{
+    format_amz_date, sign_request, SigningInput, ALGORITHM, AMZ_DATE, SERVICE, TERMINATOR,
+};
 use parking_lot::RwLock;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
-use time::{OffsetDateTime, PrimitiveDateTime};
-use zeroize::Zeroizing;
+use time::PrimitiveDateTime;
 
 use crate::clock::{Clock, Millis};
 use crate::config::{Credential, Credentials};
 use crate::error::{KmsError, Result};
 use crate::record::Scope;
 
-pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
-pub const SERVICE: &str = "kms";
-const TERMINATOR: &str = "aws4_request";
 /// How far a request's timestamp may be from our clock, either way (AWS allows 5 minutes).
 pub const MAX_SKEW_MILLIS: Millis = 5 * 60 * 1000;
 /// Signing keys change daily per scope; beyond this many the cache is simply emptied.
 const MAX_CACHED_KEYS: usize = 4096;
 
-const AMZ_DATE: &[BorrowedFormatItem<'static>] =
-    format_description!("[year][month][day]T[hour][minute][second]Z");
 const HTTP_DATE: &[BorrowedFormatItem<'static>] = format_description!(
     "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
 );
@@ -308,244 +307,7 @@ fn check_skew(amz_date: &str, request: Millis, now: Millis) -> Result<()> {
     Ok(())
 }
 
-pub fn format_amz_date(millis: Millis) -> String {
-    OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(AMZ_DATE).ok())
-        .unwrap_or_else(|| "19700101T000000Z".to_owned())
-}
-
-fn derive_signing_key(secret: &str, date: &str, region: &str, service: &str) -> hmac::Key {
-    let mut seed = Zeroizing::new(String::with_capacity(4 + secret.len()));
-    seed.push_str("AWS4");
-    seed.push_str(secret);
-    let k_date = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, seed.as_bytes()),
-        date.as_bytes(),
-    );
-    let k_region = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, k_date.as_ref()),
-        region.as_bytes(),
-    );
-    let k_service = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, k_region.as_ref()),
-        service.as_bytes(),
-    );
-    let k_signing = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, k_service.as_ref()),
-        TERMINATOR.as_bytes(),
-    );
-    hmac::Key::new(hmac::HMAC_SHA256, k_signing.as_ref())
-}
-
-/// Hex HMAC of the string to sign.
-fn signature(key: &hmac::Key, amz_date: &str, credential: &str, canonical: &[u8]) -> String {
-    // The scope is the credential minus the access key id.
-    let scope = credential.split_once('/').map_or(credential, |(_, s)| s);
-    let canonical_hash = hex::encode(digest::digest(&digest::SHA256, canonical));
-    let string_to_sign = format!("{ALGORITHM}\n{amz_date}\n{scope}\n{canonical_hash}");
-    hex::encode(hmac::sign(key, string_to_sign.as_bytes()))
-}
-
-/// The canonical request, byte for byte as the AWS SDKs build it. `header_value` appends the
-/// canonical value of one (lowercase) header name.
-fn canonical_request(
-    method: &str,
-    path: &str,
-    query: Option<&str>,
-    signed: &[&str],
-    signed_headers: &str,
-    header_value: impl Fn(&str, &mut Vec<u8>),
-    payload_hash: &str,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(method.as_bytes());
-    out.push(b'\n');
-    canonical_uri(&mut out, path);
-    out.push(b'\n');
-    canonical_query(&mut out, query.unwrap_or(""));
-    out.push(b'\n');
-    for name in signed {
-        out.extend_from_slice(name.as_bytes());
-        out.push(b':');
-        header_value(name, &mut out);
-        out.push(b'\n');
-    }
-    out.push(b'\n');
-    out.extend_from_slice(signed_headers.as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(payload_hash.as_bytes());
-    out
-}
-
-/// Every value of one header, each canonicalized, joined by commas.
-fn push_header_values<'v>(out: &mut Vec<u8>, values: impl Iterator<Item = &'v [u8]>) {
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_header_value(out, value);
-    }
-}
-
-/// Trimmed, with runs of whitespace collapsed to one space (botocore: `' '.join(v.split())`).
-fn push_header_value(out: &mut Vec<u8>, value: &[u8]) {
-    let mut pending_space = false;
-    let mut wrote = false;
-    for &b in value {
-        if b == b' ' || b == b'\t' {
-            pending_space = wrote;
-        } else {
-            if pending_space {
-                out.push(b' ');
-                pending_space = false;
-            }
-            out.push(b);
-            wrote = true;
-        }
-    }
-}
-
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
-}
-
-fn percent_encode(out: &mut Vec<u8>, bytes: &[u8], keep_slash: bool) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in bytes {
-        if is_unreserved(b) || (keep_slash && b == b'/') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-        }
-    }
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    fn hex_digit(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(hi), Some(lo)) = (hex_digit(bytes[i + 1]), hex_digit(bytes[i + 2])) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Non-S3 services sign the normalized path encoded once more on top of its wire form.
-fn canonical_uri(out: &mut Vec<u8>, path: &str) {
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut normalized = String::with_capacity(path.len() + 1);
-    for s in &segments {
-        normalized.push('/');
-        normalized.push_str(s);
-    }
-    if normalized.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
-        normalized.push('/');
-    }
-    percent_encode(out, normalized.as_bytes(), true);
-}
-
-fn canonical_query(out: &mut Vec<u8>, query: &str) {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let (mut ek, mut ev) = (Vec::new(), Vec::new());
-            percent_encode(&mut ek, &percent_decode(k), false);
-            percent_encode(&mut ev, &percent_decode(v), false);
-            (ek, ev)
-        })
-        .collect();
-    pairs.sort();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(b'&');
-        }
-        out.extend_from_slice(k);
-        out.push(b'=');
-        out.extend_from_slice(v);
-    }
-}
-
-/// A request to sign. `headers` must include `host`; every header given is signed.
-pub struct SigningInput<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub headers: &'a [(&'a str, &'a str)],
-    pub body: &'a [u8],
-}
-
-/// Sign a request at time `now` and return the headers to add: `x-amz-date` and
-/// `authorization`.
-pub fn sign_request(
-    access_key_id: &str,
-    secret_access_key: &str,
-    region: &str,
-    service: &str,
-    input: &SigningInput<'_>,
-    now: Millis,
-) -> Vec<(String, String)> {
-    let amz_date = format_amz_date(now);
-    let mut headers: Vec<(String, &str)> = input
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), *v))
-        .filter(|(k, _)| k != "x-amz-date" && k != "authorization")
-        .collect();
-    headers.push(("x-amz-date".to_owned(), amz_date.as_str()));
-    headers.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
-    names.dedup();
-    let signed_headers = names.join(";");
-    let payload_hash = hex::encode(digest::digest(&digest::SHA256, input.body));
-    let canonical = canonical_request(
-        input.method,
-        input.path,
-        input.query,
-        &names,
-        &signed_headers,
-        |name, out| {
-            let values = headers.iter().filter(|(k, _)| k == name);
-            push_header_values(out, values.map(|(_, v)| v.as_bytes()))
-        },
-        &payload_hash,
-    );
-    let date = &amz_date[..8];
-    let credential = format!("{access_key_id}/{date}/{region}/{service}/{TERMINATOR}");
-    let key = derive_signing_key(secret_access_key, date, region, service);
-    let sig = signature(&key, &amz_date, &credential, &canonical);
-    let authorization = format!(
-        "{ALGORITHM} Credential={credential}, SignedHeaders={signed_headers}, Signature={sig}"
-    );
-    vec![
-        ("x-amz-date".to_owned(), amz_date),
-        ("authorization".to_owned(), authorization),
-    ]
-}
-
-/// Every header of a signed KMS JSON request to `POST /` on `host`.
+/// Every header of a signed KMS JSON request to `POST /` on `host`, signed with `credential`.
 pub fn sign_kms_request(
     credential: &Credential,
     region: &str,
@@ -554,32 +316,15 @@ pub fn sign_kms_request(
     body: &[u8],
     now: Millis,
 ) -> Vec<(String, String)> {
-    let target = format!("TrentService.{operation}");
-    let base = [
-        ("host", host),
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", target.as_str()),
-    ];
-    let input = SigningInput {
-        method: "POST",
-        path: "/",
-        query: None,
-        headers: &base,
-        body,
-    };
-    let mut out: Vec<(String, String)> = base
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    out.extend(sign_request(
+    kubekms_proto::sigv4::sign_kms_request(
         &credential.access_key_id,
         credential.secret_access_key(),
         region,
-        SERVICE,
-        &input,
+        host,
+        operation,
+        body,
         now,
-    ));
-    out
+    )
 }
 
 #[cfg(test)]
@@ -587,6 +332,7 @@ mod tests {
     use super::*;
     use axum::http::{HeaderName, HeaderValue};
     use std::sync::atomic::{AtomicI64, Ordering};
+    use zeroize::Zeroizing;
 
     const AKID: &str = "AKIDEXAMPLE";
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";

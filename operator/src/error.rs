@@ -1,7 +1,9 @@
-//! The operator's one error type. Engine errors keep their AWS exception name, so conditions and
-//! events can say exactly what the engine refused.
+//! The operator's one error type. Engine errors keep the engine's error (matched by variant;
+//! its AWS exception name goes into conditions and events), so they say exactly what the engine
+//! refused.
 
 use kubekms_engine::KmsError;
+use kubekms_proto::Operation;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -14,15 +16,15 @@ pub enum Error {
     /// The engine refused or failed an operation.
     #[error("engine {op}: {}: {source}", source.aws_type())]
     Kms {
-        op: &'static str,
+        op: Operation,
         #[source]
         source: KmsError,
     },
 
-    /// The engine answered with JSON we did not expect (a bug on one side or the other).
-    #[error("engine {op}: unexpected response: {source}")]
-    Decode {
-        op: &'static str,
+    /// A value the operator builds (a status, a patch) did not serialize: a bug.
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
         #[source]
         source: serde_json::Error,
     },
@@ -47,25 +49,26 @@ pub enum Error {
 }
 
 impl Error {
-    /// The AWS exception name when the engine refused the call.
-    pub fn aws_type(&self) -> Option<&'static str> {
+    /// The engine's refusal, if this is one.
+    pub fn engine_error(&self) -> Option<&KmsError> {
         match self {
-            Error::Kms { source, .. } => Some(source.aws_type()),
+            Error::Kms { source, .. } => Some(source),
             _ => None,
         }
     }
 
     pub fn is_not_found(&self) -> bool {
-        self.aws_type() == Some("NotFoundException")
+        matches!(self.engine_error(), Some(KmsError::NotFound(_)))
     }
 
     /// A stable reason for the Warning event this error becomes.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Kube(_) => "KubernetesApiError",
-            Error::Kms { .. } | Error::Decode { .. } | Error::Engine(_) => "EngineError",
+            Error::Kms { .. } | Error::Engine(_) => "EngineError",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Config(_) | Error::Io { .. } => "ConfigError",
+            Error::Json { .. } => "InternalError",
         }
     }
 

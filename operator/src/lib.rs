@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod controller;
+pub mod engine;
 pub mod error;
 pub mod run;
 pub mod store;

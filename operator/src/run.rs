@@ -16,13 +16,14 @@ use kubekms_engine::audit::AuditLog;
 use kubekms_engine::clock::SystemClock;
 use kubekms_engine::config::{self, Credentials};
 use kubekms_engine::record::Scope;
-use kubekms_engine::service::{Kms, RequestContext};
+use kubekms_engine::service::{Caller, Kms, Principal};
 use kubekms_engine::sigv4::Verifier;
 use kubekms_engine::store::embedded::EmbeddedStore;
 use kubekms_engine::store::root_file::load_or_create_root_key;
 use kubekms_engine::store::KeyStore;
 
 use crate::controller::{alias, key, Context};
+use crate::engine::EngineClient;
 use crate::error::{Error, Result};
 use crate::store::{root_key_from_secret, KubeStore, ROOT_KEY_SECRET};
 
@@ -117,12 +118,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let admin_addr = admin_listener.as_ref().map(local_addr).transpose()?;
 
-    let request = RequestContext {
+    let caller = Caller {
         scope: Scope::new(args.account.clone(), args.region.clone()),
-        principal: operator_principal(&args.account),
+        principal: Principal::new(operator_principal(&args.account)),
         request_id: "kubekms-operator".into(),
     };
-    let ctx = Context::new(client.clone(), kms.clone(), request, clock.clone());
+    let engine = EngineClient::new(kms.clone(), caller);
+    let ctx = Context::new(client.clone(), engine, clock.clone());
 
     // Reconcile-everything triggers, fired when the test clock moves.
     let (key_tx, key_rx) = mpsc::unbounded::<()>();
@@ -227,8 +229,8 @@ async fn run_key_controller(
     // CLI, scheduled rotation, expiry, the end of a deletion window, another replica):
     // reconciled as soon as each change is stored, not when their requeue comes or a whole pass
     // of due work is over.
-    let scope = ctx.request.scope.clone();
-    let changes = futures::stream::unfold(ctx.kms.subscribe_key_changes(), |mut rx| async {
+    let scope = ctx.engine.caller().scope.clone();
+    let changes = futures::stream::unfold(ctx.engine.key_changes(), |mut rx| async {
         rx.recv().await.map(|change| (change, rx))
     });
     let lookup = ctx.clone();

@@ -23,11 +23,12 @@ use kube::Client;
 use kubekms_engine::clock::{SystemClock, MILLIS_PER_DAY};
 use kubekms_engine::crypto::{KeyMaterial, RootKey};
 use kubekms_engine::record::{AliasRecord, Scope};
-use kubekms_engine::service::{Kms, RequestContext};
+use kubekms_engine::service::{Caller, Kms, Principal};
 use kubekms_engine::store::KeyStore;
 use kubekms_operator::store::{
     alias_secret_name, key_secret_name, root_key_from_secret, KubeStore,
 };
+use kubekms_proto::Operation;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -131,10 +132,10 @@ fn root() -> RootKey {
     RootKey::from_bytes(&ROOT).unwrap()
 }
 
-fn ctx() -> RequestContext {
-    RequestContext {
+fn ctx() -> Caller {
+    Caller {
         scope: Scope::new(ACCOUNT, REGION),
-        principal: format!("arn:aws:iam::{ACCOUNT}:user/test"),
+        principal: Principal::new(format!("arn:aws:iam::{ACCOUNT}:user/test")),
         request_id: "store-test".into(),
     }
 }
@@ -171,10 +172,10 @@ impl Replica {
     }
 
     async fn call(&self, op: &str, body: Value) -> Result<Value, String> {
-        let resp = self
-            .kms
-            .dispatch(&ctx(), op, body.to_string().as_bytes())
-            .await;
+        let op = Operation::from_name(op).expect("a KMS operation");
+        let resp =
+            kubekms_engine::api::json::dispatch(&self.kms, &ctx(), op, body.to_string().as_bytes())
+                .await;
         match resp.result {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).expect("response JSON")),
             Err(e) => Err(e.aws_type().to_string()),

@@ -12,16 +12,19 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use tracing::Span;
 
-use crate::api::metrics::{operation_index, Outcome};
+pub use kubekms_proto::sigv4::CONTENT_TYPE_JSON;
+use kubekms_proto::sigv4::TARGET_PREFIX;
+use kubekms_proto::Operation;
+
+use crate::api::json;
+use crate::api::metrics::Outcome;
 use crate::api::state::AppState;
 use crate::audit::AuditEvent;
 use crate::error::KmsError;
-use crate::service::RequestContext;
+use crate::service::{Caller, Principal};
 use crate::sigv4::SignedRequest;
 
-pub const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.1";
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
-const TARGET_PREFIX: &str = "TrentService.";
 
 /// The client's address, put into request extensions by the server for the audit log.
 #[derive(Clone, Copy, Debug)]
@@ -49,11 +52,11 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         .unwrap_or("");
     let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(target);
     span.record("operation", operation);
-    let op_index = operation_index(operation);
+    let op = Operation::from_name(operation).filter(|_| target.starts_with(TARGET_PREFIX));
     let source_ip = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
 
     let mut principal = "";
-    let mut key_arn = None;
+    let mut keys = Vec::new();
     let result = async {
         let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
         let verified = state.verifier.verify(&SignedRequest {
@@ -69,19 +72,19 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
                 "Missing X-Amz-Target header".into(),
             )));
         }
-        if op_index.is_none() || !target.starts_with(TARGET_PREFIX) {
+        let Some(op) = op else {
             return Err(HttpError::from(KmsError::UnknownOperation(format!(
                 "Unknown operation {target}"
             ))));
-        }
-        let ctx = RequestContext {
+        };
+        let caller = Caller {
             scope: verified.scope,
-            principal: principal.to_owned(),
+            principal: Principal::new(principal),
             request_id: request_id.clone(),
         };
-        let response = state.kms.dispatch(&ctx, operation, &body).await;
-        key_arn = response.key_arn;
-        response.result.map_err(HttpError::from)
+        let answer = json::dispatch(&state.kms, &caller, op, &body).await;
+        keys = answer.keys;
+        answer.result.map_err(HttpError::from)
     }
     .await;
 
@@ -102,12 +105,14 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         request_id: &request_id,
         principal,
         operation,
-        key_arn: key_arn.as_deref(),
+        // ReEncrypt touches its source and then its destination: the latter is the key it
+        // acted on.
+        key_arn: keys.last().map(|k| &**k),
         error_code,
         source_ip,
     });
     state.metrics.record(
-        op_index,
+        op,
         Outcome::from_status(response.status().as_u16()),
         started.elapsed(),
     );

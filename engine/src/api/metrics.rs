@@ -1,83 +1,22 @@
 //! Request metrics in Prometheus text format. Every counter is a fixed atomic, indexed by the
-//! operation's position in [`OPERATIONS`], so recording a request takes no lock and allocates
-//! nothing.
+//! operation's position in [`Operation::ALL`], so recording a request takes no lock and
+//! allocates nothing.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Every operation of the KMS API (`TrentService.<name>`), as botocore's service model names
-/// them. The HTTP layer answers `UnknownOperationException` for anything else.
-pub const OPERATIONS: &[&str] = &[
-    "CancelKeyDeletion",
-    "ConnectCustomKeyStore",
-    "CreateAlias",
-    "CreateCustomKeyStore",
-    "CreateGrant",
-    "CreateKey",
-    "Decrypt",
-    "DeleteAlias",
-    "DeleteCustomKeyStore",
-    "DeleteImportedKeyMaterial",
-    "DeriveSharedSecret",
-    "DescribeCustomKeyStores",
-    "DescribeKey",
-    "DisableKey",
-    "DisableKeyRotation",
-    "DisconnectCustomKeyStore",
-    "EnableKey",
-    "EnableKeyRotation",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateMac",
-    "GenerateRandom",
-    "GetKeyPolicy",
-    "GetKeyRotationStatus",
-    "GetParametersForImport",
-    "GetPublicKey",
-    "ImportKeyMaterial",
-    "ListAliases",
-    "ListGrants",
-    "ListKeyPolicies",
-    "ListKeyRotations",
-    "ListKeys",
-    "ListResourceTags",
-    "ListRetirableGrants",
-    "PutKeyPolicy",
-    "ReEncrypt",
-    "ReplicateKey",
-    "RetireGrant",
-    "RevokeGrant",
-    "RotateKeyOnDemand",
-    "ScheduleKeyDeletion",
-    "Sign",
-    "TagResource",
-    "UntagResource",
-    "UpdateAlias",
-    "UpdateCustomKeyStore",
-    "UpdateKeyDescription",
-    "UpdatePrimaryRegion",
-    "Verify",
-    "VerifyMac",
-];
+use kubekms_proto::Operation;
 
 /// The slot for requests whose operation is missing or unknown.
-const UNKNOWN: usize = OPERATIONS.len();
-const SLOTS: usize = OPERATIONS.len() + 1;
+const UNKNOWN: usize = Operation::ALL.len();
+const SLOTS: usize = Operation::ALL.len() + 1;
 
 /// Upper bounds in seconds; KMS calls are sub-millisecond to tens of milliseconds (RSA-4096
 /// signing, durable writes).
 const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
-
-/// The position of `operation` in [`OPERATIONS`], if it is one.
-pub fn operation_index(operation: &str) -> Option<usize> {
-    OPERATIONS.binary_search(&operation).ok()
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -132,8 +71,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn record(&self, op: Option<usize>, outcome: Outcome, elapsed: Duration) {
-        let Some(m) = self.ops.get(op.unwrap_or(UNKNOWN)) else {
+    pub fn record(&self, op: Option<Operation>, outcome: Outcome, elapsed: Duration) {
+        let Some(m) = self.ops.get(op.map_or(UNKNOWN, Operation::index)) else {
             return;
         };
         m.by_outcome[outcome as usize].fetch_add(1, Ordering::Relaxed);
@@ -157,10 +96,12 @@ impl Metrics {
     }
 
     /// How many requests for `operation` (`None`: unknown) ended with `outcome`.
-    pub fn count(&self, op: Option<usize>, outcome: Outcome) -> u64 {
-        self.ops.get(op.unwrap_or(UNKNOWN)).map_or(0, |m| {
-            m.by_outcome[outcome as usize].load(Ordering::Relaxed)
-        })
+    pub fn count(&self, op: Option<Operation>, outcome: Outcome) -> u64 {
+        self.ops
+            .get(op.map_or(UNKNOWN, Operation::index))
+            .map_or(0, |m| {
+                m.by_outcome[outcome as usize].load(Ordering::Relaxed)
+            })
     }
 
     /// Prometheus text exposition format 0.0.4. Operations never called are left out.
@@ -232,7 +173,7 @@ impl Metrics {
 }
 
 fn label(slot: usize) -> &'static str {
-    OPERATIONS.get(slot).copied().unwrap_or("unknown")
+    Operation::ALL.get(slot).map_or("unknown", |op| op.name())
 }
 
 #[cfg(test)]
@@ -241,18 +182,17 @@ mod tests {
 
     #[test]
     fn operations_are_sorted_for_binary_search() {
-        assert!(OPERATIONS.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(
-            operation_index("Encrypt").map(|i| OPERATIONS[i]),
+            Operation::from_name("Encrypt").map(|op| label(op.index())),
             Some("Encrypt")
         );
-        assert_eq!(operation_index("Encrypt2"), None);
+        assert_eq!(Operation::from_name("Encrypt2"), None);
     }
 
     #[test]
     fn renders_counts_and_cumulative_buckets() {
         let m = Metrics::default();
-        let enc = operation_index("Encrypt");
+        let enc = Operation::from_name("Encrypt");
         m.record(enc, Outcome::Success, Duration::from_micros(50));
         m.record(enc, Outcome::Success, Duration::from_millis(3));
         m.record(enc, Outcome::ClientError, Duration::from_secs(10));

@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub mod handlers;
+pub mod json;
 pub mod metrics;
 pub mod server;
 pub mod state;

@@ -38,6 +38,10 @@ impl KeyMaterial {
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
+    /// The bytes themselves, moved out (no copy), still zeroized on drop.
+    pub fn into_secret(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
 }
 
 /// Generate fresh material for a key spec.

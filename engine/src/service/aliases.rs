@@ -3,165 +3,169 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use kubekms_proto::ops::{
+    AliasListEntry, AliasTargetRequest, DeleteAliasRequest, Empty, ListAliasesRequest,
+    ListAliasesResponse,
+};
+use kubekms_proto::{Action, Timestamp};
 
-use super::keys::page_response;
-use super::wire::{self, decode};
-use super::{KeyEntry, Kms, RequestContext};
-use crate::clock::to_epoch_seconds;
+use super::checks;
+use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
 use crate::error::{KmsError, Result};
 use crate::record::AliasRecord;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct AliasTargetRequest {
-    alias_name: String,
-    target_key_id: String,
-}
-
 impl Kms {
     /// The request of CreateAlias and UpdateAlias, checked: the alias name and the key it is to
-    /// point at.
+    /// point at, authorized for `action`.
     fn alias_target(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<(String, Arc<KeyEntry>)> {
-        let req: AliasTargetRequest = decode(body)?;
+        caller: &Caller,
+        action: Action,
+        req: &AliasTargetRequest,
+    ) -> Result<Arc<KeyEntry>, Refused> {
         validate_alias_name(&req.alias_name)?;
-        let target = self.resolve_touched(ctx, &req.target_key_id, false, touched)?;
-        self.require_not_pending_deletion(&target.record)?;
-        Ok((req.alias_name, target))
+        let target = self.authorized(caller, action, &req.target_key_id, Aliases::Refused, None)?;
+        self.require_not_pending_deletion(&target.record)
+            .map_err(|error| Refused {
+                error,
+                key: Some(target.arn.clone()),
+            })?;
+        Ok(target)
     }
 
-    pub(super) async fn create_alias(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let (name, target) = self.alias_target(ctx, body, touched)?;
-        let _guard = self.alias_lock.lock().await;
-        if self.tables.read().alias(&ctx.scope, &name).is_some() {
-            return Err(KmsError::AlreadyExists(format!(
-                "An alias with the name {} already exists",
-                ctx.scope.alias_arn(&name)
-            )));
-        }
-        let now = self.now();
-        let alias = AliasRecord {
-            scope: ctx.scope.clone(),
-            name,
-            target_key_id: target.record.key_id.clone(),
-            created: now,
-            updated: now,
-        };
-        self.store.put_alias(&alias).await?;
-        self.tables.write().insert_alias(alias);
-        Ok(b"{}".to_vec())
-    }
-
-    pub(super) async fn update_alias(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let (name, target) = self.alias_target(ctx, body, touched)?;
-        let _guard = self.alias_lock.lock().await;
-        let mut alias = self.existing_alias(ctx, &name)?;
-        // AWS only lets an alias move between keys of the same type and usage, so code
-        // that uses the alias keeps working.
-        if let Some(current) = self.by_uuid(ctx, &super::parse_uuid(&alias.target_key_id)?) {
-            let (a, b) = (&current.record, &target.record);
-            if a.spec != b.spec || a.usage != b.usage {
-                return Err(KmsError::validation(format!(
-                    "The alias can only point to a key with the same key spec and usage ({} {})",
-                    a.spec, a.usage
+    pub async fn create_alias(&self, caller: &Caller, req: AliasTargetRequest) -> Outcome<Empty> {
+        let target = attempt!(self.alias_target(caller, Action::CreateAlias, &req));
+        let result = async {
+            let name = req.alias_name;
+            let _guard = self.alias_lock.lock().await;
+            if self.tables.read().alias(&caller.scope, &name).is_some() {
+                return Err(KmsError::AlreadyExists(format!(
+                    "An alias with the name {} already exists",
+                    caller.scope.alias_arn(&name)
                 )));
             }
+            let now = self.now();
+            let alias = AliasRecord {
+                scope: caller.scope.clone(),
+                name,
+                target_key_id: target.record.key_id.clone(),
+                created: now,
+                updated: now,
+            };
+            self.store.put_alias(&alias).await?;
+            self.tables.write().insert_alias(alias);
+            Ok(Empty {})
         }
-        alias.target_key_id = target.record.key_id.clone();
-        alias.updated = self.now();
-        self.store.put_alias(&alias).await?;
-        self.tables.write().insert_alias(alias);
-        Ok(b"{}".to_vec())
+        .await;
+        Outcome::on(&target, result)
     }
 
-    pub(super) async fn delete_alias(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            alias_name: String,
+    pub async fn update_alias(&self, caller: &Caller, req: AliasTargetRequest) -> Outcome<Empty> {
+        let target = attempt!(self.alias_target(caller, Action::UpdateAlias, &req));
+        let result = async {
+            let _guard = self.alias_lock.lock().await;
+            let mut alias = self.existing_alias(caller, &req.alias_name)?;
+            // AWS only lets an alias move between keys of the same type and usage, so code
+            // that uses the alias keeps working.
+            if let Some(current) =
+                self.by_uuid(caller, &super::parse_uuid(&alias.target_key_id)?)
+            {
+                let (a, b) = (&current.record, &target.record);
+                if a.spec != b.spec || a.usage != b.usage {
+                    return Err(KmsError::validation(format!(
+                        "The alias can only point to a key with the same key spec and usage ({} {})",
+                        a.spec, a.usage
+                    )));
+                }
+            }
+            alias.target_key_id = target.record.key_id.clone();
+            alias.updated = self.now();
+            self.store.put_alias(&alias).await?;
+            self.tables.write().insert_alias(alias);
+            Ok(Empty {})
         }
-        let req: Req = decode(body)?;
-        validate_alias_name(&req.alias_name)?;
+        .await;
+        Outcome::on(&target, result)
+    }
+
+    pub async fn delete_alias(&self, caller: &Caller, req: DeleteAliasRequest) -> Outcome<Empty> {
+        attempt!(validate_alias_name(&req.alias_name));
         let _guard = self.alias_lock.lock().await;
-        let alias = self.existing_alias(ctx, &req.alias_name)?;
-        *touched = Some(ctx.scope.key_arn(&alias.target_key_id));
-        self.store.delete_alias(&ctx.scope, &alias.name).await?;
-        self.tables.write().remove_alias(&ctx.scope, &alias.name);
-        Ok(b"{}".to_vec())
+        let alias = attempt!(self.existing_alias(caller, &req.alias_name));
+        let arn: Arc<str> = caller.scope.key_arn(&alias.target_key_id).into();
+        let result = async {
+            // The alias's key is the one a policy speaks of; a key already destroyed (its
+            // aliases go with it) cannot be here.
+            if let Some(target) = self.by_uuid(caller, &super::parse_uuid(&alias.target_key_id)?) {
+                self.authorize_entry(caller, Action::DeleteAlias, &target, None)
+                    .map_err(|r| r.error)?;
+            }
+            self.store.delete_alias(&caller.scope, &alias.name).await?;
+            self.tables.write().remove_alias(&caller.scope, &alias.name);
+            Ok(Empty {})
+        }
+        .await;
+        Outcome {
+            result,
+            keys: vec![arn],
+        }
     }
 
     /// The caller's alias `name`, for UpdateAlias and DeleteAlias (under the alias lock).
-    fn existing_alias(&self, ctx: &RequestContext, name: &str) -> Result<AliasRecord> {
+    fn existing_alias(&self, caller: &Caller, name: &str) -> Result<AliasRecord> {
         self.tables
             .read()
-            .alias(&ctx.scope, name)
+            .alias(&caller.scope, name)
             .cloned()
             .ok_or_else(|| {
-                KmsError::NotFound(format!("Alias {} is not found.", ctx.scope.alias_arn(name)))
+                KmsError::NotFound(format!(
+                    "Alias {} is not found.",
+                    caller.scope.alias_arn(name)
+                ))
             })
     }
 
-    pub(super) fn list_aliases(&self, ctx: &RequestContext, body: &[u8]) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: Option<String>,
-            limit: Option<i64>,
-            marker: Option<String>,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Item {
-            alias_name: String,
-            alias_arn: String,
-            target_key_id: String,
-            creation_date: f64,
-            last_updated_date: f64,
-        }
-        let req: Req = decode(body)?;
-        let filter = match &req.key_id {
-            Some(id) => Some(self.resolve(ctx, id, false)?.record.key_id.clone()),
-            None => None,
-        };
-        let mut items: Vec<Item> = self
-            .tables
-            .read()
-            .scope_aliases(&ctx.scope)
-            .filter(|a| filter.as_ref().is_none_or(|f| &a.target_key_id == f))
-            .map(|a| Item {
-                alias_arn: ctx.scope.alias_arn(&a.name),
-                alias_name: a.name.clone(),
-                target_key_id: a.target_key_id.clone(),
-                creation_date: to_epoch_seconds(a.created),
-                last_updated_date: to_epoch_seconds(a.updated),
+    pub async fn list_aliases(
+        &self,
+        caller: &Caller,
+        req: ListAliasesRequest,
+    ) -> Outcome<ListAliasesResponse> {
+        let result = (|| {
+            self.authorize_keyless(caller, Action::ListAliases)?;
+            let filter = match &req.key_id {
+                Some(id) => Some(
+                    self.resolve(caller, id, Aliases::Refused)?
+                        .record
+                        .key_id
+                        .clone(),
+                ),
+                None => None,
+            };
+            let mut items: Vec<AliasListEntry> = self
+                .tables
+                .read()
+                .scope_aliases(&caller.scope)
+                .filter(|a| filter.as_ref().is_none_or(|f| &a.target_key_id == f))
+                .map(|a| AliasListEntry {
+                    alias_arn: caller.scope.alias_arn(&a.name),
+                    alias_name: a.name.clone(),
+                    target_key_id: a.target_key_id.clone(),
+                    creation_date: Timestamp(a.created),
+                    last_updated_date: Timestamp(a.updated),
+                })
+                .collect();
+            items.sort_by(|a, b| a.alias_name.cmp(&b.alias_name));
+            let (aliases, next_marker) =
+                checks::paginate(items, req.limit, req.marker.as_deref(), 100, 1000, |i| {
+                    i.alias_name.clone()
+                })?;
+            Ok(ListAliasesResponse {
+                aliases,
+                truncated: next_marker.is_some(),
+                next_marker,
             })
-            .collect();
-        items.sort_by(|a, b| a.alias_name.cmp(&b.alias_name));
-        let (page, next) =
-            wire::paginate(items, req.limit, req.marker.as_deref(), 100, 1000, |i| {
-                i.alias_name.clone()
-            })?;
-        wire::encode(&page_response("Aliases", page, next))
+        })();
+        Outcome::keyless(result)
     }
 }
 

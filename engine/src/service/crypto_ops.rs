@@ -1,78 +1,30 @@
-//! Cryptographic operations: the hot path. Each resolves the key from memory, checks state and
-//! usage, and calls into `crate::crypto`.
+//! Cryptographic operations: the hot path. Each resolves the key from memory, passes the
+//! authorization hook, checks state and usage, and calls into `crate::crypto`.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use kubekms_proto::ops::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, GenerateDataKeyPairRequest,
+    GenerateDataKeyPairResponse, GenerateDataKeyRequest, GenerateDataKeyResponse,
+    GenerateMacRequest, GenerateMacResponse, GenerateRandomRequest, GenerateRandomResponse,
+    GetPublicKeyRequest, GetPublicKeyResponse, ReEncryptRequest, ReEncryptResponse, Recipient,
+    SignRequest, SignResponse, VerifyMacRequest, VerifyMacResponse, VerifyRequest, VerifyResponse,
+};
+use kubekms_proto::Action;
 use zeroize::Zeroizing;
 
-use super::wire::{
-    self, b64, b64_secret, decode, encode, parse_enum, parse_opt_enum, Blob, SecretBlob,
-};
-use super::{KeyEntry, Kms, RequestContext};
+use super::checks;
+use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
 use crate::blob::{self, BlobHeader, EncryptionContext};
 use crate::crypto;
 use crate::error::{KmsError, Result};
 use crate::model::{
     DataKeySpec, EncryptionAlgorithm, KeySpec, KeyUsage, MacAlgorithm, MessageType,
-    SigningAlgorithm,
 };
 
 const MAX_PLAINTEXT: usize = 4096;
-
-// Responses are typed and borrow the key's ARN: no JSON tree is built on the hot path.
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct CiphertextResponse<'a> {
-    #[serde(serialize_with = "b64")]
-    ciphertext_blob: Vec<u8>,
-    key_id: &'a str,
-    encryption_algorithm: EncryptionAlgorithm,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct PlaintextResponse<'a> {
-    key_id: &'a str,
-    #[serde(serialize_with = "b64_secret")]
-    plaintext: Zeroizing<Vec<u8>>,
-    encryption_algorithm: EncryptionAlgorithm,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct SignResponse<'a> {
-    key_id: &'a str,
-    #[serde(serialize_with = "b64")]
-    signature: Vec<u8>,
-    signing_algorithm: SigningAlgorithm,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct VerifyResponse<'a> {
-    key_id: &'a str,
-    signature_valid: bool,
-    signing_algorithm: SigningAlgorithm,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct MacResponse<'a> {
-    key_id: &'a str,
-    #[serde(serialize_with = "b64")]
-    mac: Vec<u8>,
-    mac_algorithm: MacAlgorithm,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct VerifyMacResponse<'a> {
-    key_id: &'a str,
-    mac_valid: bool,
-    mac_algorithm: MacAlgorithm,
-}
+/// The model's `CiphertextType`: 1 to 6144 bytes.
+const MAX_CIPHERTEXT: usize = 6144;
 
 impl Kms {
     fn require_usage(&self, entry: &KeyEntry, usage: KeyUsage) -> Result<()> {
@@ -136,25 +88,58 @@ impl Kms {
         }
     }
 
-    /// Decrypt a blob; `key_id` is required for asymmetric ciphertexts and, when given for a
-    /// symmetric one, must name the key inside the blob.
-    fn decrypt_with(
+    /// The key that encrypted `ciphertext`: named inside a symmetric blob, or by `key_id` (which
+    /// an asymmetric ciphertext requires).
+    fn ciphertext_key(
         &self,
-        ctx: &RequestContext,
+        caller: &Caller,
+        key_id: Option<&str>,
+        alg: EncryptionAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<Arc<KeyEntry>> {
+        if alg == EncryptionAlgorithm::SymmetricDefault {
+            let (header, _) = BlobHeader::parse(ciphertext)?;
+            self.by_uuid(caller, &header.key_id)
+                .ok_or(KmsError::InvalidCiphertext)
+        } else {
+            let id = key_id.ok_or_else(|| {
+                KmsError::validation("KeyId is required to decrypt with an asymmetric key")
+            })?;
+            self.resolve(caller, id, Aliases::Allowed)
+        }
+    }
+
+    /// Resolve the key that encrypted `ciphertext` and pass it through the authorization hook
+    /// for `action` (Decrypt, or ReEncryptFrom).
+    fn authorized_ciphertext_key(
+        &self,
+        caller: &Caller,
+        action: Action,
         key_id: Option<&str>,
         alg: EncryptionAlgorithm,
         context: &EncryptionContext,
         ciphertext: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<(std::sync::Arc<KeyEntry>, Zeroizing<Vec<u8>>)> {
+    ) -> Result<Arc<KeyEntry>, Refused> {
+        let entry = self.ciphertext_key(caller, key_id, alg, ciphertext)?;
+        self.authorize_entry(caller, action, &entry, Some(context))?;
+        Ok(entry)
+    }
+
+    /// Decrypt a ciphertext of `entry` (found by [`Kms::ciphertext_key`]); `key_id`, when
+    /// given for a symmetric ciphertext, must name that key.
+    fn decrypt_with(
+        &self,
+        caller: &Caller,
+        entry: &KeyEntry,
+        key_id: Option<&str>,
+        alg: EncryptionAlgorithm,
+        context: &EncryptionContext,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         if alg == EncryptionAlgorithm::SymmetricDefault {
             let (header, sealed) = BlobHeader::parse(ciphertext)?;
-            let entry = self
-                .by_uuid(ctx, &header.key_id)
-                .ok_or(KmsError::InvalidCiphertext)?;
-            *touched = Some(entry.arn().to_owned());
             if let Some(id) = key_id {
-                let named = self.resolve(ctx, id, true)?;
+                let named = self.resolve(caller, id, Aliases::Allowed)?;
                 if named.record.key_id != entry.record.key_id {
                     return Err(KmsError::IncorrectKey(
                         "The key ID in the request does not identify the key that encrypted the ciphertext"
@@ -162,8 +147,8 @@ impl Kms {
                     ));
                 }
             }
-            self.require_enabled(&entry)?;
-            self.require_usage(&entry, KeyUsage::EncryptDecrypt)?;
+            self.require_enabled(entry)?;
+            self.require_usage(entry, KeyUsage::EncryptDecrypt)?;
             if entry.record.spec != KeySpec::SymmetricDefault {
                 return Err(KmsError::InvalidCiphertext);
             }
@@ -171,15 +156,10 @@ impl Kms {
                 .versions
                 .get(&header.version)
                 .ok_or(KmsError::InvalidCiphertext)?;
-            let plaintext = key.open(&header.aad(context), sealed)?;
-            Ok((entry, plaintext))
+            key.open(&header.aad(context), sealed)
         } else {
-            let id = key_id.ok_or_else(|| {
-                KmsError::validation("KeyId is required to decrypt with an asymmetric key")
-            })?;
-            let entry = self.resolve_touched(ctx, id, true, touched)?;
-            self.require_enabled(&entry)?;
-            self.require_usage(&entry, KeyUsage::EncryptDecrypt)?;
+            self.require_enabled(entry)?;
+            self.require_usage(entry, KeyUsage::EncryptDecrypt)?;
             if !entry.record.spec.is_rsa() {
                 return Err(KmsError::InvalidKeyUsage(format!(
                     "{alg} is not valid for {}",
@@ -192,198 +172,190 @@ impl Kms {
                 ));
             }
             let (_, key) = entry.current()?;
-            let plaintext = key.rsa_decrypt(alg, ciphertext)?;
-            Ok((entry, plaintext))
+            key.rsa_decrypt(alg, ciphertext)
         }
     }
 
-    pub(super) fn encrypt(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            plaintext: SecretBlob,
-            encryption_context: Option<BTreeMap<String, String>>,
-            encryption_algorithm: Option<String>,
-        }
-        let req: Req = decode(body)?;
-        let plaintext = req.plaintext.decode("Plaintext")?;
-        wire::check_len("plaintext", plaintext.len(), 1, MAX_PLAINTEXT)?;
-        let alg = encryption_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
-        let context = wire::context(req.encryption_context)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
-        let ciphertext_blob = self.encrypt_with(&entry, alg, &context, &plaintext)?;
-        encode(&CiphertextResponse {
-            ciphertext_blob,
-            key_id: entry.arn(),
-            encryption_algorithm: alg,
-        })
+    pub async fn encrypt(&self, caller: &Caller, req: EncryptRequest) -> Outcome<EncryptResponse> {
+        attempt!(checks::check_len(
+            "plaintext",
+            req.plaintext.len(),
+            1,
+            MAX_PLAINTEXT
+        ));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let alg = req
+            .encryption_algorithm
+            .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
+        let context = attempt!(checks::context(req.encryption_context));
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::Encrypt,
+            &req.key_id,
+            Aliases::Allowed,
+            Some(&context)
+        ));
+        let result = self
+            .encrypt_with(&entry, alg, &context, &req.plaintext)
+            .map(|ciphertext_blob| EncryptResponse {
+                ciphertext_blob,
+                key_id: entry.arn().to_owned(),
+                encryption_algorithm: alg,
+            });
+        Outcome::on(&entry, result)
     }
 
-    pub(super) fn decrypt(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            ciphertext_blob: Blob,
-            key_id: Option<String>,
-            encryption_context: Option<BTreeMap<String, String>>,
-            encryption_algorithm: Option<String>,
-            recipient: Option<serde_json::Value>,
-        }
-        let req: Req = decode(body)?;
-        no_recipient(&req.recipient)?;
-        let ciphertext = req.ciphertext_blob.decode("CiphertextBlob")?;
-        wire::check_len("ciphertextBlob", ciphertext.len(), 1, 6144)?;
-        let alg = encryption_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
-        let context = wire::context(req.encryption_context)?;
-        let (entry, plaintext) = self.decrypt_with(
-            ctx,
-            req.key_id.as_deref(),
+    pub async fn decrypt(&self, caller: &Caller, req: DecryptRequest) -> Outcome<DecryptResponse> {
+        attempt!(no_recipient(&req.recipient));
+        attempt!(checks::check_len(
+            "ciphertextBlob",
+            req.ciphertext_blob.len(),
+            1,
+            MAX_CIPHERTEXT
+        ));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let alg = req
+            .encryption_algorithm
+            .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
+        let context = attempt!(checks::context(req.encryption_context));
+        let key_id = req.key_id.as_deref();
+        let entry = attempt!(self.authorized_ciphertext_key(
+            caller,
+            Action::Decrypt,
+            key_id,
             alg,
             &context,
-            &ciphertext,
-            touched,
-        )?;
-        encode(&PlaintextResponse {
-            key_id: entry.arn(),
-            plaintext,
-            encryption_algorithm: alg,
-        })
+            &req.ciphertext_blob
+        ));
+        let result = self
+            .decrypt_with(caller, &entry, key_id, alg, &context, &req.ciphertext_blob)
+            .map(|plaintext| DecryptResponse {
+                key_id: entry.arn().to_owned(),
+                plaintext,
+                encryption_algorithm: alg,
+            });
+        Outcome::on(&entry, result)
     }
 
-    pub(super) fn re_encrypt(
+    pub async fn re_encrypt(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            ciphertext_blob: Blob,
-            source_encryption_context: Option<BTreeMap<String, String>>,
-            source_key_id: Option<String>,
-            destination_key_id: String,
-            destination_encryption_context: Option<BTreeMap<String, String>>,
-            source_encryption_algorithm: Option<String>,
-            destination_encryption_algorithm: Option<String>,
-        }
-        let req: Req = decode(body)?;
-        let ciphertext = req.ciphertext_blob.decode("CiphertextBlob")?;
-        wire::check_len("ciphertextBlob", ciphertext.len(), 1, 6144)?;
-        let src_alg = encryption_algorithm(
-            &req.source_encryption_algorithm,
-            "sourceEncryptionAlgorithm",
-        )?;
-        let dst_alg = encryption_algorithm(
-            &req.destination_encryption_algorithm,
-            "destinationEncryptionAlgorithm",
-        )?;
-        let src_context = wire::context(req.source_encryption_context)?;
-        let dst_context = wire::context(req.destination_encryption_context)?;
-        let mut src_touched = None;
-        let (source, plaintext) = self.decrypt_with(
-            ctx,
-            req.source_key_id.as_deref(),
+        caller: &Caller,
+        req: ReEncryptRequest,
+    ) -> Outcome<ReEncryptResponse> {
+        attempt!(checks::check_len(
+            "ciphertextBlob",
+            req.ciphertext_blob.len(),
+            1,
+            MAX_CIPHERTEXT
+        ));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let src_alg = req
+            .source_encryption_algorithm
+            .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
+        let dst_alg = req
+            .destination_encryption_algorithm
+            .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
+        let src_context = attempt!(checks::context(req.source_encryption_context));
+        let dst_context = attempt!(checks::context(req.destination_encryption_context));
+        let src_key_id = req.source_key_id.as_deref();
+        let source = attempt!(self.authorized_ciphertext_key(
+            caller,
+            Action::ReEncryptFrom,
+            src_key_id,
             src_alg,
             &src_context,
-            &ciphertext,
-            &mut src_touched,
-        )?;
-        let dest = self.resolve_touched(ctx, &req.destination_key_id, true, touched)?;
-        let blob = self.encrypt_with(&dest, dst_alg, &dst_context, &plaintext)?;
-        #[derive(Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Resp<'a> {
-            #[serde(serialize_with = "b64")]
-            ciphertext_blob: Vec<u8>,
-            source_key_id: &'a str,
-            key_id: &'a str,
-            source_encryption_algorithm: EncryptionAlgorithm,
-            destination_encryption_algorithm: EncryptionAlgorithm,
+            &req.ciphertext_blob
+        ));
+        let plaintext = match self.decrypt_with(
+            caller,
+            &source,
+            src_key_id,
+            src_alg,
+            &src_context,
+            &req.ciphertext_blob,
+        ) {
+            Ok(p) => p,
+            Err(e) => return Outcome::on(&source, Err(e)),
+        };
+        let dest = match self.authorized(
+            caller,
+            Action::ReEncryptTo,
+            &req.destination_key_id,
+            Aliases::Allowed,
+            Some(&dst_context),
+        ) {
+            Ok(d) => d,
+            Err(refused) => {
+                let mut out = Outcome::from(refused);
+                out.keys.insert(0, source.arn.clone());
+                return out;
+            }
+        };
+        let result = self
+            .encrypt_with(&dest, dst_alg, &dst_context, &plaintext)
+            .map(|ciphertext_blob| ReEncryptResponse {
+                ciphertext_blob,
+                source_key_id: source.arn().to_owned(),
+                key_id: dest.arn().to_owned(),
+                source_encryption_algorithm: src_alg,
+                destination_encryption_algorithm: dst_alg,
+            });
+        Outcome {
+            result,
+            keys: vec![source.arn.clone(), dest.arn.clone()],
         }
-        encode(&Resp {
-            ciphertext_blob: blob,
-            source_key_id: source.arn(),
-            key_id: dest.arn(),
-            source_encryption_algorithm: src_alg,
-            destination_encryption_algorithm: dst_alg,
-        })
     }
 
-    pub(super) fn generate_data_key(
+    /// GenerateDataKey (`with_plaintext`) and GenerateDataKeyWithoutPlaintext.
+    pub async fn generate_data_key(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
+        caller: &Caller,
+        req: GenerateDataKeyRequest,
         with_plaintext: bool,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            encryption_context: Option<BTreeMap<String, String>>,
-            number_of_bytes: Option<i64>,
-            key_spec: Option<String>,
-            recipient: Option<serde_json::Value>,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Resp<'a> {
-            #[serde(serialize_with = "b64")]
-            ciphertext_blob: Vec<u8>,
-            #[serde(
-                serialize_with = "wire::opt_b64_secret",
-                skip_serializing_if = "Option::is_none"
-            )]
-            plaintext: Option<Zeroizing<Vec<u8>>>,
-            key_id: &'a str,
-        }
-        let req: Req = decode(body)?;
-        no_recipient(&req.recipient)?;
-        let len = match (
-            req.number_of_bytes,
-            parse_opt_enum::<DataKeySpec>(&req.key_spec, "keySpec")?,
-        ) {
+    ) -> Outcome<GenerateDataKeyResponse> {
+        attempt!(no_recipient(&req.recipient));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let len = match (req.number_of_bytes, req.key_spec) {
             (Some(_), Some(_)) => {
-                return Err(KmsError::validation(
-                    "Specify either KeySpec or NumberOfBytes, not both",
-                ))
+                return KmsError::validation("Specify either KeySpec or NumberOfBytes, not both")
+                    .into()
             }
             (None, None) => {
-                return Err(KmsError::validation(
-                    "Specify either KeySpec or NumberOfBytes",
-                ))
+                return KmsError::validation("Specify either KeySpec or NumberOfBytes").into()
             }
-            (Some(n), None) => number_of_bytes(n)?,
+            (Some(n), None) => attempt!(number_of_bytes(n)),
             (None, Some(DataKeySpec::Aes256)) => 32,
             (None, Some(DataKeySpec::Aes128)) => 16,
         };
-        let context = wire::context(req.encryption_context)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
-        self.require_symmetric(&entry)?;
-        let plaintext = crypto::random_bytes(len)?;
-        let ciphertext_blob = self.encrypt_with(
-            &entry,
-            EncryptionAlgorithm::SymmetricDefault,
-            &context,
-            &plaintext,
-        )?;
-        encode(&Resp {
-            ciphertext_blob,
-            plaintext: with_plaintext.then_some(plaintext),
-            key_id: entry.arn(),
-        })
+        let context = attempt!(checks::context(req.encryption_context));
+        let action = if with_plaintext {
+            Action::GenerateDataKey
+        } else {
+            Action::GenerateDataKeyWithoutPlaintext
+        };
+        let entry = attempt!(self.authorized(
+            caller,
+            action,
+            &req.key_id,
+            Aliases::Allowed,
+            Some(&context)
+        ));
+        let result = (|| {
+            self.require_symmetric(&entry)?;
+            let plaintext = crypto::random_bytes(len)?;
+            let ciphertext_blob = self.encrypt_with(
+                &entry,
+                EncryptionAlgorithm::SymmetricDefault,
+                &context,
+                &plaintext,
+            )?;
+            Ok(GenerateDataKeyResponse {
+                ciphertext_blob,
+                plaintext: with_plaintext.then_some(plaintext),
+                key_id: entry.arn().to_owned(),
+            })
+        })();
+        Outcome::on(&entry, result)
     }
 
     fn require_symmetric(&self, entry: &KeyEntry) -> Result<()> {
@@ -396,110 +368,91 @@ impl Kms {
         Ok(())
     }
 
-    pub(super) async fn generate_data_key_pair(
+    /// GenerateDataKeyPair (`with_plaintext`) and GenerateDataKeyPairWithoutPlaintext.
+    pub async fn generate_data_key_pair(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
+        caller: &Caller,
+        req: GenerateDataKeyPairRequest,
         with_plaintext: bool,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            encryption_context: Option<BTreeMap<String, String>>,
-            key_pair_spec: String,
-            recipient: Option<serde_json::Value>,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Resp<'a> {
-            #[serde(serialize_with = "b64")]
-            private_key_ciphertext_blob: Vec<u8>,
-            #[serde(
-                serialize_with = "wire::opt_b64_secret",
-                skip_serializing_if = "Option::is_none"
-            )]
-            private_key_plaintext: Option<&'a [u8]>,
-            #[serde(serialize_with = "b64")]
-            public_key: Vec<u8>,
-            key_id: &'a str,
-            key_pair_spec: KeySpec,
-        }
-        let req: Req = decode(body)?;
-        no_recipient(&req.recipient)?;
-        let spec = parse_enum::<KeySpec>(&req.key_pair_spec, "keyPairSpec")?;
+    ) -> Outcome<GenerateDataKeyPairResponse> {
+        attempt!(no_recipient(&req.recipient));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let spec = req.key_pair_spec;
         if !spec.is_asymmetric() {
-            return Err(KmsError::validation(format!(
+            return KmsError::validation(format!(
                 "KeyPairSpec must be an RSA or ECC key spec, not {spec}"
-            )));
+            ))
+            .into();
         }
-        let context = wire::context(req.encryption_context)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
-        self.require_symmetric(&entry)?;
-        self.require_enabled(&entry)?;
-        // An empty pool means seconds of RSA generation: keep it off the async workers.
-        let (private, public_key) =
-            tokio::task::spawn_blocking(move || crypto::generate_data_key_pair(spec))
-                .await
-                .map_err(|_| KmsError::internal("key pair generation was interrupted"))??;
-        let private_key_ciphertext_blob = self.encrypt_with(
-            &entry,
-            EncryptionAlgorithm::SymmetricDefault,
-            &context,
-            private.expose(),
-        )?;
-        encode(&Resp {
-            private_key_ciphertext_blob,
-            private_key_plaintext: with_plaintext.then_some(private.expose()),
-            public_key,
-            key_id: entry.arn(),
-            key_pair_spec: spec,
-        })
+        let context = attempt!(checks::context(req.encryption_context));
+        let action = if with_plaintext {
+            Action::GenerateDataKeyPair
+        } else {
+            Action::GenerateDataKeyPairWithoutPlaintext
+        };
+        let entry = attempt!(self.authorized(
+            caller,
+            action,
+            &req.key_id,
+            Aliases::Allowed,
+            Some(&context)
+        ));
+        let result = async {
+            self.require_symmetric(&entry)?;
+            self.require_enabled(&entry)?;
+            // An empty pool means seconds of RSA generation: keep it off the async workers.
+            let (private, public_key) =
+                tokio::task::spawn_blocking(move || crypto::generate_data_key_pair(spec))
+                    .await
+                    .map_err(|_| KmsError::internal("key pair generation was interrupted"))??;
+            let private_key_ciphertext_blob = self.encrypt_with(
+                &entry,
+                EncryptionAlgorithm::SymmetricDefault,
+                &context,
+                private.expose(),
+            )?;
+            Ok(GenerateDataKeyPairResponse {
+                private_key_ciphertext_blob,
+                private_key_plaintext: with_plaintext.then(|| private.into_secret()),
+                public_key,
+                key_id: entry.arn().to_owned(),
+                key_pair_spec: spec,
+            })
+        }
+        .await;
+        Outcome::on(&entry, result)
     }
 
-    pub(super) fn generate_random(&self, body: &[u8]) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            number_of_bytes: Option<i64>,
-            custom_key_store_id: Option<String>,
-            recipient: Option<serde_json::Value>,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Resp {
-            #[serde(serialize_with = "b64_secret")]
-            plaintext: Zeroizing<Vec<u8>>,
-        }
-        let req: Req = decode(body)?;
-        if req.custom_key_store_id.is_some() || req.recipient.is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "Custom key stores and recipients are not supported".into(),
-            ));
-        }
-        let n = number_of_bytes(
-            req.number_of_bytes
-                .ok_or_else(|| KmsError::validation("NumberOfBytes is required"))?,
-        )?;
-        encode(&Resp {
-            plaintext: crypto::random_bytes(n)?,
-        })
-    }
-
-    fn signing_key(
+    pub async fn generate_random(
         &self,
-        ctx: &RequestContext,
-        key_id: &str,
-        touched: &mut Option<String>,
-    ) -> Result<std::sync::Arc<KeyEntry>> {
-        let entry = self.resolve_touched(ctx, key_id, true, touched)?;
-        self.require_enabled(&entry)?;
-        self.require_usage(&entry, KeyUsage::SignVerify)?;
-        Ok(entry)
+        caller: &Caller,
+        req: GenerateRandomRequest,
+    ) -> Outcome<GenerateRandomResponse> {
+        let result = (|| {
+            if req.custom_key_store_id.is_some() || req.recipient.is_some() {
+                return Err(KmsError::UnsupportedOperation(
+                    "Custom key stores and recipients are not supported".into(),
+                ));
+            }
+            let n = number_of_bytes(
+                req.number_of_bytes
+                    .ok_or_else(|| KmsError::validation("NumberOfBytes is required"))?,
+            )?;
+            self.authorize_keyless(caller, Action::GenerateRandom)?;
+            Ok(GenerateRandomResponse {
+                plaintext: crypto::random_bytes(n)?,
+            })
+        })();
+        Outcome::keyless(result)
     }
 
-    fn check_signing_algorithm(&self, entry: &KeyEntry, alg: SigningAlgorithm) -> Result<()> {
+    fn check_signing_key(
+        &self,
+        entry: &KeyEntry,
+        alg: kubekms_proto::vocab::SigningAlgorithm,
+    ) -> Result<()> {
+        self.require_enabled(entry)?;
+        self.require_usage(entry, KeyUsage::SignVerify)?;
         let r = &entry.record;
         if !r.spec.signing_algorithms(r.usage).contains(&alg) {
             return Err(KmsError::InvalidKeyUsage(format!(
@@ -511,82 +464,58 @@ impl Kms {
         Ok(())
     }
 
-    pub(super) fn sign(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            message: SecretBlob,
-            message_type: Option<String>,
-            signing_algorithm: String,
-        }
-        let req: Req = decode(body)?;
-        let message = message(&req.message)?;
-        let message_type =
-            parse_opt_enum(&req.message_type, "messageType")?.unwrap_or(MessageType::Raw);
-        let alg = parse_enum::<SigningAlgorithm>(&req.signing_algorithm, "signingAlgorithm")?;
-        let entry = self.signing_key(ctx, &req.key_id, touched)?;
-        self.check_signing_algorithm(&entry, alg)?;
-        let (_, key) = entry.current()?;
-        encode(&SignResponse {
-            key_id: entry.arn(),
-            signature: key.sign(alg, message_type, &message)?,
-            signing_algorithm: alg,
-        })
+    pub async fn sign(&self, caller: &Caller, req: SignRequest) -> Outcome<SignResponse> {
+        attempt!(check_message(&req.message));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let message_type = req.message_type.unwrap_or(MessageType::Raw);
+        let alg = req.signing_algorithm;
+        let entry =
+            attempt!(self.authorized(caller, Action::Sign, &req.key_id, Aliases::Allowed, None));
+        let result = (|| {
+            self.check_signing_key(&entry, alg)?;
+            let (_, key) = entry.current()?;
+            Ok(SignResponse {
+                key_id: entry.arn().to_owned(),
+                signature: key.sign(alg, message_type, &req.message)?,
+                signing_algorithm: alg,
+            })
+        })();
+        Outcome::on(&entry, result)
     }
 
-    pub(super) fn verify(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            message: SecretBlob,
-            message_type: Option<String>,
-            signature: Blob,
-            signing_algorithm: String,
-        }
-        let req: Req = decode(body)?;
-        let message = message(&req.message)?;
-        let signature = req.signature.decode("Signature")?;
-        wire::check_len("signature", signature.len(), 1, 6144)?;
-        let message_type =
-            parse_opt_enum(&req.message_type, "messageType")?.unwrap_or(MessageType::Raw);
-        let alg = parse_enum::<SigningAlgorithm>(&req.signing_algorithm, "signingAlgorithm")?;
-        let entry = self.signing_key(ctx, &req.key_id, touched)?;
-        self.check_signing_algorithm(&entry, alg)?;
-        let (_, key) = entry.current()?;
-        if !key.verify(alg, message_type, &message, &signature)? {
-            return Err(KmsError::KmsInvalidSignature(
-                "The signature is not valid".into(),
-            ));
-        }
-        encode(&VerifyResponse {
-            key_id: entry.arn(),
-            signature_valid: true,
-            signing_algorithm: alg,
-        })
+    pub async fn verify(&self, caller: &Caller, req: VerifyRequest) -> Outcome<VerifyResponse> {
+        attempt!(check_message(&req.message));
+        attempt!(checks::check_len(
+            "signature",
+            req.signature.len(),
+            1,
+            MAX_CIPHERTEXT
+        ));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let message_type = req.message_type.unwrap_or(MessageType::Raw);
+        let alg = req.signing_algorithm;
+        let entry =
+            attempt!(self.authorized(caller, Action::Verify, &req.key_id, Aliases::Allowed, None));
+        let result = (|| {
+            self.check_signing_key(&entry, alg)?;
+            let (_, key) = entry.current()?;
+            if !key.verify(alg, message_type, &req.message, &req.signature)? {
+                return Err(KmsError::KmsInvalidSignature(
+                    "The signature is not valid".into(),
+                ));
+            }
+            Ok(VerifyResponse {
+                key_id: entry.arn().to_owned(),
+                signature_valid: true,
+                signing_algorithm: alg,
+            })
+        })();
+        Outcome::on(&entry, result)
     }
 
-    fn mac_key(
-        &self,
-        ctx: &RequestContext,
-        key_id: &str,
-        alg: MacAlgorithm,
-        touched: &mut Option<String>,
-    ) -> Result<std::sync::Arc<KeyEntry>> {
-        let entry = self.resolve_touched(ctx, key_id, true, touched)?;
-        self.require_enabled(&entry)?;
-        self.require_usage(&entry, KeyUsage::GenerateVerifyMac)?;
+    fn check_mac_key(&self, entry: &KeyEntry, alg: MacAlgorithm) -> Result<()> {
+        self.require_enabled(entry)?;
+        self.require_usage(entry, KeyUsage::GenerateVerifyMac)?;
         if !entry.record.spec.mac_algorithms().contains(&alg) {
             return Err(KmsError::InvalidKeyUsage(format!(
                 "{alg} is not valid for {} ({})",
@@ -594,113 +523,106 @@ impl Kms {
                 entry.record.spec
             )));
         }
-        Ok(entry)
+        Ok(())
     }
 
-    pub(super) fn generate_mac(
+    pub async fn generate_mac(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            message: SecretBlob,
-            mac_algorithm: String,
-        }
-        let req: Req = decode(body)?;
-        let message = message(&req.message)?;
-        let alg = parse_enum::<MacAlgorithm>(&req.mac_algorithm, "macAlgorithm")?;
-        let entry = self.mac_key(ctx, &req.key_id, alg, touched)?;
-        let (_, key) = entry.current()?;
-        encode(&MacResponse {
-            key_id: entry.arn(),
-            mac: key.generate_mac(alg, &message)?,
-            mac_algorithm: alg,
-        })
+        caller: &Caller,
+        req: GenerateMacRequest,
+    ) -> Outcome<GenerateMacResponse> {
+        attempt!(check_message(&req.message));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let alg = req.mac_algorithm;
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::GenerateMac,
+            &req.key_id,
+            Aliases::Allowed,
+            None
+        ));
+        let result = (|| {
+            self.check_mac_key(&entry, alg)?;
+            let (_, key) = entry.current()?;
+            Ok(GenerateMacResponse {
+                key_id: entry.arn().to_owned(),
+                mac: key.generate_mac(alg, &req.message)?,
+                mac_algorithm: alg,
+            })
+        })();
+        Outcome::on(&entry, result)
     }
 
-    pub(super) fn verify_mac(
+    pub async fn verify_mac(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            message: SecretBlob,
-            mac_algorithm: String,
-            mac: Blob,
-        }
-        let req: Req = decode(body)?;
-        let message = message(&req.message)?;
-        let mac = req.mac.decode("Mac")?;
-        wire::check_len("mac", mac.len(), 1, 6144)?;
-        let alg = parse_enum::<MacAlgorithm>(&req.mac_algorithm, "macAlgorithm")?;
-        let entry = self.mac_key(ctx, &req.key_id, alg, touched)?;
-        let (_, key) = entry.current()?;
-        if !key.verify_mac(alg, &message, &mac)? {
-            return Err(KmsError::KmsInvalidMac("The MAC is not valid".into()));
-        }
-        encode(&VerifyMacResponse {
-            key_id: entry.arn(),
-            mac_valid: true,
-            mac_algorithm: alg,
-        })
+        caller: &Caller,
+        req: VerifyMacRequest,
+    ) -> Outcome<VerifyMacResponse> {
+        attempt!(check_message(&req.message));
+        attempt!(checks::check_len("mac", req.mac.len(), 1, MAX_CIPHERTEXT));
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let alg = req.mac_algorithm;
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::VerifyMac,
+            &req.key_id,
+            Aliases::Allowed,
+            None
+        ));
+        let result = (|| {
+            self.check_mac_key(&entry, alg)?;
+            let (_, key) = entry.current()?;
+            if !key.verify_mac(alg, &req.message, &req.mac)? {
+                return Err(KmsError::KmsInvalidMac("The MAC is not valid".into()));
+            }
+            Ok(VerifyMacResponse {
+                key_id: entry.arn().to_owned(),
+                mac_valid: true,
+                mac_algorithm: alg,
+            })
+        })();
+        Outcome::on(&entry, result)
     }
 
-    pub(super) fn get_public_key(
+    pub async fn get_public_key(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-        }
-        let req: Req = decode(body)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
-        let r = &entry.record;
-        if !r.spec.is_asymmetric() {
-            return Err(KmsError::UnsupportedOperation(format!(
-                "{} is not an asymmetric key",
-                entry.arn()
-            )));
-        }
-        self.require_enabled(&entry)?;
-        let (_, key) = entry.current()?;
-        let mut out = serde_json::json!({
-            "KeyId": entry.arn(),
-            "PublicKey": base64_encode(&key.public_key_der()?),
-            "CustomerMasterKeySpec": r.spec,
-            "KeySpec": r.spec,
-            "KeyUsage": r.usage,
-        });
-        let enc = r.spec.encryption_algorithms(r.usage);
-        if !enc.is_empty() {
-            out["EncryptionAlgorithms"] = serde_json::to_value(enc).unwrap_or_default();
-        }
-        let sig = r.spec.signing_algorithms(r.usage);
-        if !sig.is_empty() {
-            out["SigningAlgorithms"] = serde_json::to_value(sig).unwrap_or_default();
-        }
-        encode(&out)
+        caller: &Caller,
+        req: GetPublicKeyRequest,
+    ) -> Outcome<GetPublicKeyResponse> {
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::GetPublicKey,
+            &req.key_id,
+            Aliases::Allowed,
+            None
+        ));
+        let result = (|| {
+            let r = &entry.record;
+            if !r.spec.is_asymmetric() {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "{} is not an asymmetric key",
+                    entry.arn()
+                )));
+            }
+            self.require_enabled(&entry)?;
+            let (_, key) = entry.current()?;
+            Ok(GetPublicKeyResponse {
+                key_id: entry.arn().to_owned(),
+                public_key: key.public_key_der()?,
+                customer_master_key_spec: r.spec,
+                key_spec: r.spec,
+                key_usage: r.usage,
+                encryption_algorithms: r.spec.encryption_algorithms(r.usage).to_vec(),
+                signing_algorithms: r.spec.signing_algorithms(r.usage).to_vec(),
+            })
+        })();
+        Outcome::on(&entry, result)
     }
-}
-
-/// An EncryptionAlgorithm member: SYMMETRIC_DEFAULT when absent.
-fn encryption_algorithm(value: &Option<String>, field: &str) -> Result<EncryptionAlgorithm> {
-    Ok(parse_opt_enum(value, field)?.unwrap_or(EncryptionAlgorithm::SymmetricDefault))
 }
 
 /// The Recipient member (a Nitro Enclaves attestation) of Decrypt and GenerateDataKey*.
-fn no_recipient(recipient: &Option<serde_json::Value>) -> Result<()> {
+fn no_recipient(recipient: &Option<Recipient>) -> Result<()> {
     if recipient.is_some() {
         return Err(KmsError::UnsupportedOperation(
             "Nitro Enclaves recipients are not supported".into(),
@@ -710,17 +632,10 @@ fn no_recipient(recipient: &Option<serde_json::Value>) -> Result<()> {
 }
 
 fn number_of_bytes(n: i64) -> Result<usize> {
-    Ok(wire::check_range("numberOfBytes", n, 1, 1024)? as usize)
+    Ok(checks::check_range("numberOfBytes", n, 1, 1024)? as usize)
 }
 
 /// The Message of Sign, Verify, GenerateMac and VerifyMac: 1 to 4096 bytes.
-fn message(blob: &SecretBlob) -> Result<Zeroizing<Vec<u8>>> {
-    let message = blob.decode("Message")?;
-    wire::check_len("message", message.len(), 1, MAX_PLAINTEXT)?;
-    Ok(message)
-}
-
-pub(super) fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+fn check_message(message: &[u8]) -> Result<()> {
+    checks::check_len("message", message.len(), 1, MAX_PLAINTEXT)
 }

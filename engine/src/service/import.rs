@@ -5,12 +5,16 @@
 //! the root key with the key id and the token's expiry bound in. Tokens therefore survive engine
 //! restarts and work on every replica, and nothing has to be stored per request.
 
-use serde::Deserialize;
+use std::sync::Arc;
 
-use super::crypto_ops::base64_encode;
-use super::wire::{decode, encode, parse_enum, parse_opt_enum, Blob};
-use super::{KeyEntry, Kms, RequestContext};
-use crate::clock::{to_epoch_seconds, Millis, MILLIS_PER_DAY};
+use kubekms_proto::ops::{
+    GetParametersForImportRequest, GetParametersForImportResponse, ImportKeyMaterialRequest,
+    ImportKeyMaterialResponse, KeyIdRequest, KeyIdResponse,
+};
+use kubekms_proto::{Action, Timestamp};
+
+use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
+use crate::clock::{Millis, MILLIS_PER_DAY};
 use crate::crypto::{self, KeyMaterial, PreparedKey};
 use crate::error::{KmsError, Result};
 use crate::model::{ExpirationModel, KeyState, OriginType, WrappingAlgorithm, WrappingKeySpec};
@@ -21,57 +25,59 @@ const TOKEN_PREFIX_LEN: usize = 4 + 8 + 1 + 1;
 const TOKEN_VALIDITY: Millis = MILLIS_PER_DAY;
 
 impl Kms {
+    /// The key named by `key_id`, authorized for `action`, which must be waiting for or hold
+    /// imported material.
     fn external_key(
         &self,
-        ctx: &RequestContext,
+        caller: &Caller,
+        action: Action,
         key_id: &str,
-        touched: &mut Option<String>,
-    ) -> Result<std::sync::Arc<KeyEntry>> {
-        let entry = self.resolve_touched(ctx, key_id, false, touched)?;
+    ) -> Result<Arc<KeyEntry>, Refused> {
+        let entry = self.authorized(caller, action, key_id, Aliases::Refused, None)?;
+        let refused = |error| Refused {
+            error,
+            key: Some(entry.arn.clone()),
+        };
         if entry.record.origin != OriginType::External {
-            return Err(KmsError::UnsupportedOperation(format!(
+            return Err(refused(KmsError::UnsupportedOperation(format!(
                 "{} was not created for imported key material (Origin EXTERNAL)",
                 entry.arn()
-            )));
+            ))));
         }
-        self.require_not_pending_deletion(&entry.record)?;
+        self.require_not_pending_deletion(&entry.record)
+            .map_err(refused)?;
         Ok(entry)
     }
 
-    pub(super) fn get_parameters_for_import(
+    pub async fn get_parameters_for_import(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            wrapping_algorithm: String,
-            wrapping_key_spec: String,
-        }
-        let req: Req = decode(body)?;
-        let alg = parse_enum::<WrappingAlgorithm>(&req.wrapping_algorithm, "wrappingAlgorithm")?;
-        let spec = parse_enum::<WrappingKeySpec>(&req.wrapping_key_spec, "wrappingKeySpec")?;
-        let entry = self.external_key(ctx, &req.key_id, touched)?;
-        let (private, public) = crypto::import::generate_wrapping_key(spec)?;
-        let valid_to = self.now() + TOKEN_VALIDITY;
-        let mut token = Vec::with_capacity(TOKEN_PREFIX_LEN + private.expose().len() + 64);
-        token.extend_from_slice(TOKEN_MAGIC);
-        token.extend_from_slice(&valid_to.to_be_bytes());
-        token.push(index_of(WrappingAlgorithm::ALL, alg));
-        token.push(index_of(WrappingKeySpec::ALL, spec));
-        let wrapped = self
-            .root
-            .wrap(&token_aad(&entry.record.key_id, &token), &private)?;
-        token.extend_from_slice(&wrapped);
-        encode(&serde_json::json!({
-            "KeyId": entry.arn(),
-            "ImportToken": base64_encode(&token),
-            "PublicKey": base64_encode(&public),
-            "ParametersValidTo": to_epoch_seconds(valid_to),
-        }))
+        caller: &Caller,
+        req: GetParametersForImportRequest,
+    ) -> Outcome<GetParametersForImportResponse> {
+        let alg = req.wrapping_algorithm;
+        let spec = req.wrapping_key_spec;
+        let entry =
+            attempt!(self.external_key(caller, Action::GetParametersForImport, &req.key_id));
+        let result = (|| {
+            let (private, public) = crypto::import::generate_wrapping_key(spec)?;
+            let valid_to = self.now() + TOKEN_VALIDITY;
+            let mut token = Vec::with_capacity(TOKEN_PREFIX_LEN + private.expose().len() + 64);
+            token.extend_from_slice(TOKEN_MAGIC);
+            token.extend_from_slice(&valid_to.to_be_bytes());
+            token.push(index_of(WrappingAlgorithm::ALL, alg));
+            token.push(index_of(WrappingKeySpec::ALL, spec));
+            let wrapped = self
+                .root
+                .wrap(&token_aad(&entry.record.key_id, &token), &private)?;
+            token.extend_from_slice(&wrapped);
+            Ok(GetParametersForImportResponse {
+                key_id: entry.arn().to_owned(),
+                import_token: token,
+                public_key: public,
+                parameters_valid_to: Timestamp(valid_to),
+            })
+        })();
+        Outcome::on(&entry, result)
     }
 
     /// Open an import token for `key_id`: the wrapping private key and its algorithm.
@@ -100,27 +106,13 @@ impl Kms {
         Ok((private, alg))
     }
 
-    pub(super) async fn import_key_material(
+    pub async fn import_key_material(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            import_token: Blob,
-            encrypted_key_material: Blob,
-            valid_to: Option<f64>,
-            expiration_model: Option<String>,
-        }
-        let req: Req = decode(body)?;
-        let token = req.import_token.decode("ImportToken")?;
-        let encrypted = req.encrypted_key_material.decode("EncryptedKeyMaterial")?;
-        let model = parse_opt_enum::<ExpirationModel>(&req.expiration_model, "expirationModel")?;
-        let valid_to = req.valid_to.map(|secs| (secs * 1000.0) as Millis);
-        let model = match (model, valid_to) {
+        caller: &Caller,
+        req: ImportKeyMaterialRequest,
+    ) -> Outcome<ImportKeyMaterialResponse> {
+        let valid_to = req.valid_to.map(Timestamp::millis);
+        let model = match (req.expiration_model, valid_to) {
             (None, Some(_)) | (Some(ExpirationModel::KeyMaterialExpires), Some(_)) => {
                 ExpirationModel::KeyMaterialExpires
             }
@@ -128,77 +120,85 @@ impl Kms {
                 ExpirationModel::KeyMaterialDoesNotExpire
             }
             (Some(ExpirationModel::KeyMaterialExpires), None) => {
-                return Err(KmsError::validation(
-                    "ValidTo is required when the key material expires",
-                ))
+                return KmsError::validation("ValidTo is required when the key material expires")
+                    .into()
             }
             (Some(ExpirationModel::KeyMaterialDoesNotExpire), Some(_)) => {
-                return Err(KmsError::validation(
+                return KmsError::validation(
                     "ValidTo must be omitted when ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE",
-                ))
+                )
+                .into()
             }
         };
         if valid_to.is_some_and(|t| t <= self.now()) {
-            return Err(KmsError::validation("ValidTo must be in the future"));
+            return KmsError::validation("ValidTo must be in the future").into();
         }
-        let entry = self.external_key(ctx, &req.key_id, touched)?;
-        let (private, alg) = self.open_token(&entry.record.key_id, &token)?;
-        let material = crypto::import::unwrap_imported(&private, alg, &encrypted)?;
-        // Validates size and type for the key spec before anything is stored; the parsed key is
-        // the one published.
-        let prepared = PreparedKey::new(entry.record.spec, &material)?;
-        let fingerprint = self.root.fingerprint(&material);
+        let entry = attempt!(self.external_key(caller, Action::ImportKeyMaterial, &req.key_id));
+        let result = async {
+            let (private, alg) = self.open_token(&entry.record.key_id, &req.import_token)?;
+            let material =
+                crypto::import::unwrap_imported(&private, alg, &req.encrypted_key_material)?;
+            // Validates size and type for the key spec before anything is stored; the parsed key
+            // is the one published.
+            let prepared = PreparedKey::new(entry.record.spec, &material)?;
+            let fingerprint = self.root.fingerprint(&material);
 
-        let (_guard, entry) = self.lock_fresh(&entry).await?;
-        self.require_not_pending_deletion(&entry.record)?;
-        let mut record = entry.record.clone();
-        if let Some(previous) = &record.import {
-            if aws_lc_rs::constant_time::verify_slices_are_equal(
-                &previous.material_fingerprint,
-                &fingerprint,
-            )
-            .is_err()
-            {
-                return Err(KmsError::IncorrectKeyMaterial(
-                    "The key material is not the material previously imported into this key".into(),
-                ));
+            let (_guard, entry) = self.lock_fresh(&entry).await?;
+            self.require_not_pending_deletion(&entry.record)?;
+            let mut record = entry.record.clone();
+            if let Some(previous) = &record.import {
+                if aws_lc_rs::constant_time::verify_slices_are_equal(
+                    &previous.material_fingerprint,
+                    &fingerprint,
+                )
+                .is_err()
+                {
+                    return Err(KmsError::IncorrectKeyMaterial(
+                        "The key material is not the material previously imported into this key"
+                            .into(),
+                    ));
+                }
             }
+            record.import = Some(ImportState {
+                expiration_model: model,
+                valid_to,
+                material_fingerprint: fingerprint,
+            });
+            // The same material always comes back as version 1, so every earlier ciphertext
+            // decrypts.
+            record.versions.clear();
+            let version = self.add_version(&mut record, &material, RotationType::Imported)?;
+            if record.state == KeyState::PendingImport {
+                record.state = KeyState::Enabled;
+            }
+            let entry = self
+                .commit_key(None, record, Some((version, prepared)))
+                .await?;
+            Ok(ImportKeyMaterialResponse {
+                key_id: entry.arn().to_owned(),
+                key_material_id: format!("{version:08}"),
+            })
         }
-        record.import = Some(ImportState {
-            expiration_model: model,
-            valid_to,
-            material_fingerprint: fingerprint,
-        });
-        // The same material always comes back as version 1, so every earlier ciphertext decrypts.
-        record.versions.clear();
-        let version = self.add_version(&mut record, &material, RotationType::Imported)?;
-        if record.state == KeyState::PendingImport {
-            record.state = KeyState::Enabled;
-        }
-        let entry = self
-            .commit_key(None, record, Some((version, prepared)))
-            .await?;
-        encode(
-            &serde_json::json!({ "KeyId": entry.arn(), "KeyMaterialId": format!("{version:08}") }),
-        )
+        .await;
+        Outcome::on(&entry, result)
     }
 
-    pub(super) async fn delete_imported_key_material(
+    pub async fn delete_imported_key_material(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
+        caller: &Caller,
+        req: KeyIdRequest,
+    ) -> Outcome<KeyIdResponse> {
+        let entry =
+            attempt!(self.external_key(caller, Action::DeleteImportedKeyMaterial, &req.key_id));
+        let result = async {
+            let (_guard, fresh) = self.lock_fresh(&entry).await?;
+            self.expire_material(&fresh).await?;
+            Ok(KeyIdResponse {
+                key_id: fresh.arn().to_owned(),
+            })
         }
-        let req: Req = decode(body)?;
-        let entry = self.external_key(ctx, &req.key_id, touched)?;
-        let (_guard, entry) = self.lock_fresh(&entry).await?;
-        self.expire_material(&entry).await?;
-        encode(&serde_json::json!({ "KeyId": entry.arn() }))
+        .await;
+        Outcome::on(&entry, result)
     }
 
     /// Drop imported material (on request or at ValidTo): the key waits for a re-import.

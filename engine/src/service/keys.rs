@@ -1,86 +1,33 @@
 //! Key lifecycle: create, describe, list, enable/disable, deletion windows, rotation, tags and
 //! key policies.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use kubekms_proto::ops::{
+    CreateKeyRequest, DescribeKeyRequest, Empty, EnableKeyRotationRequest, GetKeyPolicyRequest,
+    GetKeyPolicyResponse, GetKeyRotationStatusResponse, KeyIdRequest, KeyIdResponse, KeyListEntry,
+    KeyMetadata, KeyMetadataResponse, ListKeyPoliciesRequest, ListKeyPoliciesResponse,
+    ListKeyRotationsRequest, ListKeyRotationsResponse, ListKeysRequest, ListKeysResponse,
+    ListResourceTagsRequest, ListResourceTagsResponse, PutKeyPolicyRequest, RotationsListEntry,
+    ScheduleKeyDeletionRequest, ScheduleKeyDeletionResponse, Tag, TagResourceRequest,
+    UntagResourceRequest, UpdateKeyDescriptionRequest,
+};
+use kubekms_proto::{Action, Timestamp};
 use uuid::Uuid;
 
-use super::wire::{self, decode, encode, parse_enum, parse_opt_enum};
-use super::{KeyEntry, Kms, RequestContext};
-use crate::clock::{to_epoch_seconds, Millis, MILLIS_PER_DAY};
+use super::checks;
+use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome};
+use crate::clock::{Millis, MILLIS_PER_DAY};
 use crate::crypto::{self, KeyMaterial, PreparedKey};
 use crate::error::{KmsError, Result};
-use crate::model::{
-    EncryptionAlgorithm, ExpirationModel, KeySpec, KeyState, KeyUsage, MacAlgorithm, OriginType,
-    SigningAlgorithm,
-};
+use crate::model::{KeyManagerType, KeySpec, KeyState, KeyUsage, OriginType};
 use crate::record::{KeyRecord, RotationConfig, RotationType};
 
 const MAX_ON_DEMAND_ROTATIONS: usize = 25;
 const MAX_TAGS: usize = 50;
 const MAX_POLICY_BYTES: usize = 32 * 1024;
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct KeyMetadata {
-    #[serde(rename = "AWSAccountId")]
-    aws_account_id: String,
-    key_id: String,
-    arn: String,
-    creation_date: f64,
-    enabled: bool,
-    description: String,
-    key_usage: KeyUsage,
-    key_state: KeyState,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deletion_date: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pending_deletion_window_in_days: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    valid_to: Option<f64>,
-    origin: OriginType,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expiration_model: Option<ExpirationModel>,
-    key_manager: &'static str,
-    customer_master_key_spec: KeySpec,
-    key_spec: KeySpec,
-    // The model's tables, serialized as their AWS names: nothing to collect per call.
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    encryption_algorithms: &'static [EncryptionAlgorithm],
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    signing_algorithms: &'static [SigningAlgorithm],
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    mac_algorithms: &'static [MacAlgorithm],
-    multi_region: bool,
-    /// Not in AWS: the current key-material version, so `kubectl get` can show it.
-    #[serde(
-        rename = "KubekmsCurrentKeyVersion",
-        skip_serializing_if = "Option::is_none"
-    )]
-    current_version: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct KeyIdRequest {
-    key_id: String,
-}
-
-#[derive(Deserialize, Serialize)]
-pub(crate) struct Tag {
-    #[serde(rename = "TagKey")]
-    key: String,
-    #[serde(rename = "TagValue")]
-    value: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct KeyIdResponse<'a> {
-    key_id: &'a str,
-}
 
 impl Kms {
     pub(crate) fn metadata(&self, entry: &KeyEntry) -> KeyMetadata {
@@ -91,66 +38,72 @@ impl Kms {
             aws_account_id: r.scope.account.clone(),
             key_id: r.key_id.clone(),
             arn: entry.arn().to_owned(),
-            creation_date: to_epoch_seconds(r.created),
+            creation_date: Timestamp(r.created),
             enabled: state == KeyState::Enabled,
             description: r.description.clone(),
             key_usage: r.usage,
             key_state: state,
-            deletion_date: r.deletion_date.map(to_epoch_seconds),
+            deletion_date: r.deletion_date.map(Timestamp),
             pending_deletion_window_in_days: r
                 .pending_window_days
                 .filter(|_| r.deletion_date.is_some()),
             valid_to: import
                 .and_then(|i| i.valid_to)
                 .filter(|_| !r.versions.is_empty())
-                .map(to_epoch_seconds),
+                .map(Timestamp),
             origin: r.origin,
             expiration_model: import
                 .filter(|_| !r.versions.is_empty())
                 .map(|i| i.expiration_model),
-            key_manager: "CUSTOMER",
+            key_manager: KeyManagerType::Customer,
             customer_master_key_spec: r.spec,
             key_spec: r.spec,
-            encryption_algorithms: r.spec.encryption_algorithms(r.usage),
-            signing_algorithms: r.spec.signing_algorithms(r.usage),
-            mac_algorithms: if r.usage == KeyUsage::GenerateVerifyMac {
+            encryption_algorithms: Cow::Borrowed(r.spec.encryption_algorithms(r.usage)),
+            signing_algorithms: Cow::Borrowed(r.spec.signing_algorithms(r.usage)),
+            mac_algorithms: Cow::Borrowed(if r.usage == KeyUsage::GenerateVerifyMac {
                 r.spec.mac_algorithms()
             } else {
                 &[]
-            },
+            }),
             multi_region: false,
             current_version: r.versions.last().map(|v| v.version),
         }
     }
 
-    pub(super) async fn create_key(
+    pub async fn create_key(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            policy: Option<String>,
-            description: Option<String>,
-            key_usage: Option<String>,
-            customer_master_key_spec: Option<String>,
-            key_spec: Option<String>,
-            origin: Option<String>,
-            custom_key_store_id: Option<String>,
-            tags: Option<Vec<Tag>>,
-            multi_region: Option<bool>,
-            #[serde(rename = "XksKeyId")]
-            xks_key_id: Option<String>,
-            /// Not in AWS: create the key with automatic rotation already enabled at this
-            /// period, in the same record and the same store write, so a controller needs no
-            /// EnableKeyRotation call (one write per key instead of two). EnableKeyRotation's
-            /// rules apply: 90 to 2560 days, and only SYMMETRIC_DEFAULT keys with AWS_KMS origin.
-            #[serde(rename = "KubekmsRotationPeriodInDays")]
-            rotation_period_in_days: Option<i64>,
+        caller: &Caller,
+        req: CreateKeyRequest,
+    ) -> Outcome<KeyMetadataResponse> {
+        let record = attempt!(self.new_key_record(caller, req));
+        let arn: Arc<str> = record.arn().into();
+        let result = async {
+            let spec = record.spec;
+            let mut record = record;
+            let initial = if record.origin == OriginType::AwsKms {
+                let (material, prepared) = generate_prepared(spec).await?;
+                let version = self.add_version(&mut record, &material, RotationType::Initial)?;
+                Some((version, prepared))
+            } else {
+                None
+            };
+            let _guard = self.key_lock(&record.key_id).lock().await;
+            let entry = self.commit_key(None, record, initial).await?;
+            Ok(KeyMetadataResponse {
+                key_metadata: self.metadata(&entry),
+            })
         }
-        let req: Req = decode(body)?;
+        .await;
+        // The new key is named in the audit log once its request is valid and allowed.
+        Outcome {
+            result,
+            keys: vec![arn],
+        }
+    }
+
+    /// CreateKey's request, checked and authorized, as the record of the key to create (with
+    /// no material yet).
+    fn new_key_record(&self, caller: &Caller, req: CreateKeyRequest) -> Result<KeyRecord> {
         let rotation_days = req
             .rotation_period_in_days
             .map(|days| rotation_period("kubekmsRotationPeriodInDays", Some(days)))
@@ -165,45 +118,43 @@ impl Kms {
                 "Multi-Region keys are not supported".into(),
             ));
         }
-        let spec = match (&req.key_spec, &req.customer_master_key_spec) {
+        let spec = match (req.key_spec, req.customer_master_key_spec) {
             (Some(_), Some(_)) => {
                 return Err(KmsError::validation(
                     "You cannot specify KeySpec and CustomerMasterKeySpec in the same request",
                 ))
             }
-            (Some(s), None) => parse_enum::<KeySpec>(s, "keySpec")?,
-            (None, Some(s)) => parse_enum::<KeySpec>(s, "customerMasterKeySpec")?,
+            (Some(s), None) | (None, Some(s)) => s,
             (None, None) => KeySpec::SymmetricDefault,
         };
-        let usage =
-            parse_opt_enum::<KeyUsage>(&req.key_usage, "keyUsage")?.unwrap_or(spec.default_usage());
+        let usage = req.key_usage.unwrap_or(spec.default_usage());
         if !spec.allowed_usages().contains(&usage) {
             return Err(KmsError::validation(format!(
                 "KeyUsage {usage} is not compatible with KeySpec {spec}"
             )));
         }
-        let origin = match req.origin.as_deref() {
+        let origin = match req.origin {
             None => OriginType::AwsKms,
-            Some("AWS_CLOUDHSM") | Some("EXTERNAL_KEY_STORE") => {
+            Some(OriginType::AwsCloudhsm | OriginType::ExternalKeyStore) => {
                 return Err(KmsError::UnsupportedOperation(
                     "Custom key stores are not supported".into(),
                 ))
             }
-            Some(o) => parse_enum::<OriginType>(o, "origin")?,
+            Some(o) => o,
         };
         let description = req.description.unwrap_or_default();
-        wire::check_len("description", description.len(), 0, 8192)?;
+        checks::check_len("description", description.len(), 0, 8192)?;
         let tags = validate_tags(req.tags.unwrap_or_default(), BTreeMap::new())?;
         let policy = match req.policy {
             Some(p) => validate_policy(p)?,
-            None => default_policy(&ctx.scope.account),
+            None => default_policy(&caller.scope.account),
         };
+        self.authorize_keyless(caller, Action::CreateKey)?;
 
-        let key_id = Uuid::new_v4().to_string();
         let now = self.now();
         let mut record = KeyRecord {
-            scope: ctx.scope.clone(),
-            key_id: key_id.clone(),
+            scope: caller.scope.clone(),
+            key_id: Uuid::new_v4().to_string(),
             created: now,
             description,
             spec,
@@ -222,101 +173,107 @@ impl Kms {
             tags,
             policy,
         };
-        // Before the (slow) material generation, and before the key is named in the audit log.
+        // Before the (slow) material generation.
         if let Some(days) = rotation_days {
             self.enable_rotation(&mut record, days, now)?;
         }
-        *touched = Some(record.arn());
-        let initial = if origin == OriginType::AwsKms {
-            let (material, prepared) = generate_prepared(spec).await?;
-            let version = self.add_version(&mut record, &material, RotationType::Initial)?;
-            Some((version, prepared))
-        } else {
+        Ok(record)
+    }
+
+    pub async fn describe_key(
+        &self,
+        caller: &Caller,
+        req: DescribeKeyRequest,
+    ) -> Outcome<KeyMetadataResponse> {
+        attempt!(checks::grant_tokens(req.grant_tokens.as_deref()));
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::DescribeKey,
+            &req.key_id,
+            Aliases::Allowed,
             None
+        ));
+        let response = KeyMetadataResponse {
+            key_metadata: self.metadata(&entry),
         };
-        let _guard = self.key_lock(&record.key_id).lock().await;
-        let entry = self.commit_key(None, record, initial).await?;
-        encode(&serde_json::json!({ "KeyMetadata": self.metadata(&entry) }))
+        Outcome::on(&entry, Ok(response))
     }
 
-    pub(super) fn describe_key(
+    pub async fn list_keys(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let req: KeyIdRequest = decode(body)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, true, touched)?;
-        encode(&serde_json::json!({ "KeyMetadata": self.metadata(&entry) }))
+        caller: &Caller,
+        req: ListKeysRequest,
+    ) -> Outcome<ListKeysResponse> {
+        let result = (|| {
+            self.authorize_keyless(caller, Action::ListKeys)?;
+            let mut items: Vec<KeyListEntry> = {
+                let tables = self.tables.read();
+                tables
+                    .keys
+                    .values()
+                    .filter(|e| e.record.scope == caller.scope && !self.deletion_due(&e.record))
+                    .map(|e| KeyListEntry {
+                        key_id: e.record.key_id.clone(),
+                        key_arn: e.arn().to_owned(),
+                    })
+                    .collect()
+            };
+            items.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+            let (keys, next_marker) =
+                checks::paginate(items, req.limit, req.marker.as_deref(), 100, 1000, |i| {
+                    i.key_id.clone()
+                })?;
+            Ok(ListKeysResponse {
+                keys,
+                truncated: next_marker.is_some(),
+                next_marker,
+            })
+        })();
+        Outcome::keyless(result)
     }
 
-    pub(super) fn list_keys(&self, ctx: &RequestContext, body: &[u8]) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            limit: Option<i64>,
-            marker: Option<String>,
-        }
-        #[derive(Serialize)]
-        struct Item {
-            #[serde(rename = "KeyId")]
-            key_id: String,
-            #[serde(rename = "KeyArn")]
-            key_arn: String,
-        }
-        let req: Req = decode(body)?;
-        let mut items: Vec<Item> = {
-            let tables = self.tables.read();
-            tables
-                .keys
-                .values()
-                .filter(|e| e.record.scope == ctx.scope && !self.deletion_due(&e.record))
-                .map(|e| Item {
-                    key_id: e.record.key_id.clone(),
-                    key_arn: e.arn().to_owned(),
-                })
-                .collect()
-        };
-        items.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        let (page, next) =
-            wire::paginate(items, req.limit, req.marker.as_deref(), 100, 1000, |i| {
-                i.key_id.clone()
-            })?;
-        encode(&page_response("Keys", page, next))
-    }
-
-    pub(super) async fn update_key_description(
+    pub async fn update_key_description(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            description: String,
-        }
-        let req: Req = decode(body)?;
-        wire::check_len("description", req.description.len(), 0, 8192)?;
-        self.modify(ctx, &req.key_id, touched, |_, record| {
-            record.description = req.description.clone();
-            Ok(())
-        })
-        .await?;
-        Ok(b"{}".to_vec())
+        caller: &Caller,
+        req: UpdateKeyDescriptionRequest,
+    ) -> Outcome<Empty> {
+        attempt!(checks::check_len(
+            "description",
+            req.description.len(),
+            0,
+            8192
+        ));
+        self.modify(
+            caller,
+            Action::UpdateKeyDescription,
+            &req.key_id,
+            |_, record| {
+                record.description = req.description.clone();
+                Ok(())
+            },
+        )
+        .await
+        .map(|_| Empty {})
+    }
+
+    pub async fn enable_key(&self, caller: &Caller, req: KeyIdRequest) -> Outcome<Empty> {
+        self.set_enabled(caller, Action::EnableKey, req, true).await
+    }
+
+    pub async fn disable_key(&self, caller: &Caller, req: KeyIdRequest) -> Outcome<Empty> {
+        self.set_enabled(caller, Action::DisableKey, req, false)
+            .await
     }
 
     /// EnableKey and DisableKey: only between those two states.
-    pub(super) async fn set_enabled(
+    async fn set_enabled(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
+        caller: &Caller,
+        action: Action,
+        req: KeyIdRequest,
         enabled: bool,
-    ) -> Result<Vec<u8>> {
-        let req: KeyIdRequest = decode(body)?;
-        self.modify(ctx, &req.key_id, touched, |kms, record| {
+    ) -> Outcome<Empty> {
+        self.modify(caller, action, &req.key_id, |kms, record| {
             match kms.effective_state(record) {
                 KeyState::Enabled | KeyState::Disabled => {
                     record.state = if enabled {
@@ -332,56 +289,53 @@ impl Kms {
                 ))),
             }
         })
-        .await?;
-        Ok(b"{}".to_vec())
+        .await
+        .map(|_| Empty {})
     }
 
-    pub(super) async fn schedule_key_deletion(
+    pub async fn schedule_key_deletion(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            pending_window_in_days: Option<i64>,
-        }
-        let req: Req = decode(body)?;
-        let days = wire::check_range(
+        caller: &Caller,
+        req: ScheduleKeyDeletionRequest,
+    ) -> Outcome<ScheduleKeyDeletionResponse> {
+        let days = attempt!(checks::check_range(
             "pendingWindowInDays",
             req.pending_window_in_days.unwrap_or(30),
             7,
             30,
-        )?;
+        ));
         let now = self.now();
-        let entry = self
-            // `modify` already refuses a key that is pending deletion.
-            .modify(ctx, &req.key_id, touched, |_, record| {
+        // `modify` already refuses a key that is pending deletion.
+        self.modify(
+            caller,
+            Action::ScheduleKeyDeletion,
+            &req.key_id,
+            |_, record| {
                 record.state = KeyState::PendingDeletion;
                 record.deletion_date = Some(now + days * MILLIS_PER_DAY);
                 record.pending_window_days = Some(days as u32);
                 Ok(())
-            })
-            .await?;
-        encode(&serde_json::json!({
-            "KeyId": entry.arn(),
-            "DeletionDate": entry.record.deletion_date.map(to_epoch_seconds),
-            "KeyState": "PendingDeletion",
-            "PendingWindowInDays": days,
-        }))
+            },
+        )
+        .await
+        .map(|entry| ScheduleKeyDeletionResponse {
+            key_id: entry.arn().to_owned(),
+            deletion_date: entry.record.deletion_date.map(Timestamp),
+            key_state: KeyState::PendingDeletion,
+            pending_window_in_days: days,
+        })
     }
 
-    pub(super) async fn cancel_key_deletion(
+    pub async fn cancel_key_deletion(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let req: KeyIdRequest = decode(body)?;
-        let entry = self
-            .modify_any_state(ctx, &req.key_id, touched, |_, record| {
+        caller: &Caller,
+        req: KeyIdRequest,
+    ) -> Outcome<KeyIdResponse> {
+        self.modify_any_state(
+            caller,
+            Action::CancelKeyDeletion,
+            &req.key_id,
+            |_, record| {
                 if record.state != KeyState::PendingDeletion {
                     return Err(KmsError::InvalidState(format!(
                         "{} is not pending deletion.",
@@ -399,33 +353,32 @@ impl Kms {
                 record.deletion_date = None;
                 record.pending_window_days = None;
                 Ok(())
-            })
-            .await?;
-        encode(&KeyIdResponse {
-            key_id: entry.arn(),
+            },
+        )
+        .await
+        .map(|entry| KeyIdResponse {
+            key_id: entry.arn().to_owned(),
         })
     }
 
-    pub(super) async fn enable_key_rotation(
+    pub async fn enable_key_rotation(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            rotation_period_in_days: Option<i64>,
-        }
-        let req: Req = decode(body)?;
-        let days = rotation_period("rotationPeriodInDays", req.rotation_period_in_days)?;
+        caller: &Caller,
+        req: EnableKeyRotationRequest,
+    ) -> Outcome<Empty> {
+        let days = attempt!(rotation_period(
+            "rotationPeriodInDays",
+            req.rotation_period_in_days
+        ));
         let now = self.now();
-        self.modify(ctx, &req.key_id, touched, |kms, record| {
-            kms.enable_rotation(record, days, now)
-        })
-        .await?;
-        Ok(b"{}".to_vec())
+        self.modify(
+            caller,
+            Action::EnableKeyRotation,
+            &req.key_id,
+            |kms, record| kms.enable_rotation(record, days, now),
+        )
+        .await
+        .map(|_| Empty {})
     }
 
     /// Turn automatic rotation on in `record` (EnableKeyRotation, and CreateKey's
@@ -439,20 +392,19 @@ impl Kms {
         Ok(())
     }
 
-    pub(super) async fn disable_key_rotation(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let req: KeyIdRequest = decode(body)?;
-        self.modify(ctx, &req.key_id, touched, |kms, record| {
-            kms.require_rotatable(record)?;
-            record.rotation = None;
-            Ok(())
-        })
-        .await?;
-        Ok(b"{}".to_vec())
+    pub async fn disable_key_rotation(&self, caller: &Caller, req: KeyIdRequest) -> Outcome<Empty> {
+        self.modify(
+            caller,
+            Action::DisableKeyRotation,
+            &req.key_id,
+            |kms, record| {
+                kms.require_rotatable(record)?;
+                record.rotation = None;
+                Ok(())
+            },
+        )
+        .await
+        .map(|_| Empty {})
     }
 
     fn require_rotatable(&self, record: &KeyRecord) -> Result<()> {
@@ -472,58 +424,69 @@ impl Kms {
         }
     }
 
-    pub(super) fn get_key_rotation_status(
+    pub async fn get_key_rotation_status(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let req: KeyIdRequest = decode(body)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
+        caller: &Caller,
+        req: KeyIdRequest,
+    ) -> Outcome<GetKeyRotationStatusResponse> {
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::GetKeyRotationStatus,
+            &req.key_id,
+            Aliases::Refused,
+            None
+        ));
         let r = &entry.record;
-        if !rotates(r) {
-            return Err(KmsError::UnsupportedOperation(format!(
+        let result = if rotates(r) {
+            Ok(GetKeyRotationStatusResponse {
+                key_id: entry.arn().to_owned(),
+                key_rotation_enabled: r.rotation.is_some(),
+                rotation_period_in_days: r.rotation.as_ref().map(|rot| rot.period_days),
+                next_rotation_date: r.rotation.as_ref().map(|rot| Timestamp(rot.next_rotation)),
+            })
+        } else {
+            Err(KmsError::UnsupportedOperation(format!(
                 "{} does not support automatic rotation",
                 entry.arn()
-            )));
-        }
-        let mut out = serde_json::json!({
-            "KeyId": entry.arn(),
-            "KeyRotationEnabled": r.rotation.is_some(),
-        });
-        if let Some(rot) = &r.rotation {
-            out["RotationPeriodInDays"] = rot.period_days.into();
-            out["NextRotationDate"] = to_epoch_seconds(rot.next_rotation).into();
-        }
-        encode(&out)
+            )))
+        };
+        Outcome::on(&entry, result)
     }
 
-    pub(super) async fn rotate_key_on_demand(
+    pub async fn rotate_key_on_demand(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let req: KeyIdRequest = decode(body)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
-        let (_guard, entry) = self.lock_fresh(&entry).await?;
-        self.require_rotatable(&entry.record)?;
-        let on_demand = entry
-            .record
-            .versions
-            .iter()
-            .filter(|v| v.rotation_type == RotationType::OnDemand)
-            .count();
-        if on_demand >= MAX_ON_DEMAND_ROTATIONS {
-            return Err(KmsError::LimitExceeded(format!(
-                "{} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations",
-                entry.arn()
-            )));
+        caller: &Caller,
+        req: KeyIdRequest,
+    ) -> Outcome<KeyIdResponse> {
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::RotateKeyOnDemand,
+            &req.key_id,
+            Aliases::Refused,
+            None
+        ));
+        let result = async {
+            let (_guard, entry) = self.lock_fresh(&entry).await?;
+            self.require_rotatable(&entry.record)?;
+            let on_demand = entry
+                .record
+                .versions
+                .iter()
+                .filter(|v| v.rotation_type == RotationType::OnDemand)
+                .count();
+            if on_demand >= MAX_ON_DEMAND_ROTATIONS {
+                return Err(KmsError::LimitExceeded(format!(
+                    "{} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations",
+                    entry.arn()
+                )));
+            }
+            let entry = self.rotate(&entry, RotationType::OnDemand).await?;
+            Ok(KeyIdResponse {
+                key_id: entry.arn().to_owned(),
+            })
         }
-        let entry = self.rotate(&entry, RotationType::OnDemand).await?;
-        encode(&KeyIdResponse {
-            key_id: entry.arn(),
-        })
+        .await;
+        Outcome::on(&entry, result)
     }
 
     /// Add a fresh version; the caller holds the key lock. Automatic rotations move the next
@@ -551,115 +514,100 @@ impl Kms {
         Ok(entry)
     }
 
-    pub(super) fn list_key_rotations(
+    pub async fn list_key_rotations(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            limit: Option<i64>,
-            marker: Option<String>,
-        }
-        let req: Req = decode(body)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
-        let r = &entry.record;
-        if !rotates(r) {
-            return Err(KmsError::UnsupportedOperation(format!(
-                "{} does not support rotation",
-                entry.arn()
-            )));
-        }
-        let rotations: Vec<(u32, serde_json::Value)> = r
-            .versions
-            .iter()
-            .filter(|v| v.rotation_type != RotationType::Initial)
-            .map(|v| {
-                (
-                    v.version,
-                    serde_json::json!({
-                        "KeyId": entry.arn(),
-                        "RotationDate": to_epoch_seconds(v.created),
-                        "RotationType": if v.rotation_type == RotationType::OnDemand { "ON_DEMAND" } else { "AUTOMATIC" },
-                        "KeyMaterialId": format!("{:08}", v.version),
-                    }),
-                )
+        caller: &Caller,
+        req: ListKeyRotationsRequest,
+    ) -> Outcome<ListKeyRotationsResponse> {
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::ListKeyRotations,
+            &req.key_id,
+            Aliases::Refused,
+            None
+        ));
+        let result = (|| {
+            let r = &entry.record;
+            if !rotates(r) {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "{} does not support rotation",
+                    entry.arn()
+                )));
+            }
+            let rotations: Vec<(u32, RotationsListEntry)> = r
+                .versions
+                .iter()
+                .filter(|v| v.rotation_type != RotationType::Initial)
+                .map(|v| {
+                    (
+                        v.version,
+                        RotationsListEntry {
+                            key_id: entry.arn().to_owned(),
+                            rotation_date: Timestamp(v.created),
+                            rotation_type: if v.rotation_type == RotationType::OnDemand {
+                                kubekms_proto::vocab::RotationType::OnDemand
+                            } else {
+                                kubekms_proto::vocab::RotationType::Automatic
+                            },
+                            key_material_id: format!("{:08}", v.version),
+                        },
+                    )
+                })
+                .collect();
+            let (page, next_marker) = checks::paginate(
+                rotations,
+                req.limit,
+                req.marker.as_deref(),
+                100,
+                1000,
+                |(v, _)| format!("{v:010}"),
+            )?;
+            Ok(ListKeyRotationsResponse {
+                rotations: page.into_iter().map(|(_, r)| r).collect(),
+                truncated: next_marker.is_some(),
+                next_marker,
             })
-            .collect();
-        let (page, next) = wire::paginate(
-            rotations,
-            req.limit,
-            req.marker.as_deref(),
-            100,
-            1000,
-            |(v, _)| format!("{v:010}"),
-        )?;
-        let page: Vec<serde_json::Value> = page.into_iter().map(|(_, j)| j).collect();
-        encode(&page_response("Rotations", page, next))
+        })();
+        Outcome::on(&entry, result)
     }
 
-    pub(super) async fn tag_resource(
-        &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            tags: Vec<Tag>,
-        }
-        let Req { key_id, tags } = decode(body)?;
-        self.modify(ctx, &key_id, touched, |_, record| {
+    pub async fn tag_resource(&self, caller: &Caller, req: TagResourceRequest) -> Outcome<Empty> {
+        let TagResourceRequest { key_id, tags } = req;
+        self.modify(caller, Action::TagResource, &key_id, |_, record| {
             record.tags = validate_tags(tags, std::mem::take(&mut record.tags))?;
             Ok(())
         })
-        .await?;
-        Ok(b"{}".to_vec())
+        .await
+        .map(|_| Empty {})
     }
 
-    pub(super) async fn untag_resource(
+    pub async fn untag_resource(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            tag_keys: Vec<String>,
-        }
-        let req: Req = decode(body)?;
-        self.modify(ctx, &req.key_id, touched, |_, record| {
+        caller: &Caller,
+        req: UntagResourceRequest,
+    ) -> Outcome<Empty> {
+        self.modify(caller, Action::UntagResource, &req.key_id, |_, record| {
             for k in &req.tag_keys {
                 record.tags.remove(k);
             }
             Ok(())
         })
-        .await?;
-        Ok(b"{}".to_vec())
+        .await
+        .map(|_| Empty {})
     }
 
-    pub(super) fn list_resource_tags(
+    pub async fn list_resource_tags(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            limit: Option<i64>,
-            marker: Option<String>,
-        }
-        let req: Req = decode(body)?;
-        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
+        caller: &Caller,
+        req: ListResourceTagsRequest,
+    ) -> Outcome<ListResourceTagsResponse> {
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::ListResourceTags,
+            &req.key_id,
+            Aliases::Refused,
+            None
+        ));
         let tags: Vec<Tag> = entry
             .record
             .tags
@@ -669,78 +617,84 @@ impl Kms {
                 value: v.clone(),
             })
             .collect();
-        let (page, next) = wire::paginate(tags, req.limit, req.marker.as_deref(), 50, 50, |t| {
+        let result = checks::paginate(tags, req.limit, req.marker.as_deref(), 50, 50, |t| {
             t.key.clone()
-        })?;
-        encode(&page_response("Tags", page, next))
+        })
+        .map(|(tags, next_marker)| ListResourceTagsResponse {
+            tags,
+            truncated: next_marker.is_some(),
+            next_marker,
+        });
+        Outcome::on(&entry, result)
     }
 
-    pub(super) fn get_key_policy(
+    pub async fn get_key_policy(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            policy_name: Option<String>,
-        }
-        let req: Req = decode(body)?;
-        check_policy_name(req.policy_name.as_deref())?;
-        let entry = self.resolve_touched(ctx, &req.key_id, false, touched)?;
-        encode(&serde_json::json!({ "Policy": entry.record.policy, "PolicyName": "default" }))
+        caller: &Caller,
+        req: GetKeyPolicyRequest,
+    ) -> Outcome<GetKeyPolicyResponse> {
+        attempt!(check_policy_name(req.policy_name.as_deref()));
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::GetKeyPolicy,
+            &req.key_id,
+            Aliases::Refused,
+            None
+        ));
+        let response = GetKeyPolicyResponse {
+            policy: entry.record.policy.clone(),
+            policy_name: "default".to_owned(),
+        };
+        Outcome::on(&entry, Ok(response))
     }
 
-    pub(super) async fn put_key_policy(
+    pub async fn put_key_policy(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Req {
-            key_id: String,
-            policy_name: Option<String>,
-            policy: String,
-        }
-        let req: Req = decode(body)?;
-        check_policy_name(req.policy_name.as_deref())?;
-        let policy = validate_policy(req.policy)?;
-        self.modify(ctx, &req.key_id, touched, |_, record| {
+        caller: &Caller,
+        req: PutKeyPolicyRequest,
+    ) -> Outcome<Empty> {
+        attempt!(check_policy_name(req.policy_name.as_deref()));
+        let policy = attempt!(validate_policy(req.policy));
+        self.modify(caller, Action::PutKeyPolicy, &req.key_id, |_, record| {
             record.policy = policy.clone();
             Ok(())
         })
-        .await?;
-        Ok(b"{}".to_vec())
+        .await
+        .map(|_| Empty {})
     }
 
-    pub(super) fn list_key_policies(
+    pub async fn list_key_policies(
         &self,
-        ctx: &RequestContext,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let req: KeyIdRequest = decode(body)?;
-        self.resolve_touched(ctx, &req.key_id, false, touched)?;
-        encode(&serde_json::json!({ "PolicyNames": ["default"], "Truncated": false }))
+        caller: &Caller,
+        req: ListKeyPoliciesRequest,
+    ) -> Outcome<ListKeyPoliciesResponse> {
+        let entry = attempt!(self.authorized(
+            caller,
+            Action::ListKeyPolicies,
+            &req.key_id,
+            Aliases::Refused,
+            None
+        ));
+        let response = ListKeyPoliciesResponse {
+            policy_names: vec!["default".to_owned()],
+            truncated: false,
+        };
+        Outcome::on(&entry, Ok(response))
     }
 
-    /// Read-modify-write of one key's record under its key lock; refused while the key is
-    /// pending deletion.
+    /// Read-modify-write of one key's record under its key lock, for `action`; refused while
+    /// the key is pending deletion.
     pub(super) async fn modify<F>(
         &self,
-        ctx: &RequestContext,
+        caller: &Caller,
+        action: Action,
         key_id: &str,
-        touched: &mut Option<String>,
         change: F,
-    ) -> Result<Arc<KeyEntry>>
+    ) -> Outcome<Arc<KeyEntry>>
     where
         F: FnOnce(&Kms, &mut KeyRecord) -> Result<()>,
     {
-        self.modify_any_state(ctx, key_id, touched, |kms, record| {
+        self.modify_any_state(caller, action, key_id, |kms, record| {
             kms.require_not_pending_deletion(record)?;
             change(kms, record)
         })
@@ -749,19 +703,23 @@ impl Kms {
 
     pub(super) async fn modify_any_state<F>(
         &self,
-        ctx: &RequestContext,
+        caller: &Caller,
+        action: Action,
         key_id: &str,
-        touched: &mut Option<String>,
         change: F,
-    ) -> Result<Arc<KeyEntry>>
+    ) -> Outcome<Arc<KeyEntry>>
     where
         F: FnOnce(&Kms, &mut KeyRecord) -> Result<()>,
     {
-        let entry = self.resolve_touched(ctx, key_id, false, touched)?;
-        let (_guard, entry) = self.lock_fresh(&entry).await?;
-        let mut record = entry.record.clone();
-        change(self, &mut record)?;
-        self.commit_key(Some(&entry), record, None).await
+        let entry = attempt!(self.authorized(caller, action, key_id, Aliases::Refused, None));
+        let result = async {
+            let (_guard, fresh) = self.lock_fresh(&entry).await?;
+            let mut record = fresh.record.clone();
+            change(self, &mut record)?;
+            self.commit_key(Some(&fresh), record, None).await
+        }
+        .await;
+        Outcome::on(&entry, result)
     }
 }
 
@@ -785,7 +743,7 @@ fn rotates(record: &KeyRecord) -> bool {
 /// A rotation period in days as EnableKeyRotation accepts it (365 when absent); `field` names
 /// the request member in the error.
 fn rotation_period(field: &str, requested: Option<i64>) -> Result<i64> {
-    wire::check_range(field, requested.unwrap_or(365), 90, 2560)
+    checks::check_range(field, requested.unwrap_or(365), 90, 2560)
 }
 
 /// Merge `new` into `existing` with AWS's tag rules.
@@ -861,21 +819,4 @@ pub(super) fn default_policy(account: &str) -> String {
         }]
     })
     .to_string()
-}
-
-pub(super) fn page_response<T: Serialize>(
-    field: &str,
-    page: Vec<T>,
-    next: Option<String>,
-) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    out.insert(
-        field.to_string(),
-        serde_json::to_value(page).unwrap_or_default(),
-    );
-    out.insert("Truncated".into(), next.is_some().into());
-    if let Some(m) = next {
-        out.insert("NextMarker".into(), m.into());
-    }
-    serde_json::Value::Object(out)
 }

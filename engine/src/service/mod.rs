@@ -1,5 +1,11 @@
-//! The KMS operations: JSON request in, JSON response out, over an in-memory key table that
-//! writes through to a [`KeyStore`].
+//! The KMS operations as typed functions: one `async fn` per operation, taking the [`Caller`]
+//! and the operation's request from `kubekms_proto::ops`, and answering an [`Outcome`]: the
+//! typed response and the key(s) the request touched, for the audit log. Transports (the AWS
+//! JSON API in `crate::api`, the operator's in-process client, later gRPC) only decode, call
+//! and encode.
+//!
+//! Every operation passes through one authorization hook ([`Authorizer`]) with its action, the
+//! resolved key and the encryption context, before it acts.
 //!
 //! Reads (the hot path: Encrypt, Decrypt, Sign…) only touch memory. Every change is made on a
 //! copy of the record, persisted durably, and only then published in memory and acknowledged:
@@ -9,10 +15,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
+use kubekms_proto::Action;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use uuid::Uuid;
 
+use crate::blob::EncryptionContext;
 use crate::clock::{Clock, Millis};
 use crate::crypto::{KeyMaterial, PreparedKey, RootKey};
 use crate::error::{KmsError, Result};
@@ -21,25 +29,126 @@ use crate::record::{AliasRecord, KeyRecord, KeyVersion, RotationType, Scope};
 use crate::store::KeyStore;
 
 mod aliases;
+mod authorize;
+pub mod checks;
 mod crypto_ops;
 mod import;
 mod keys;
-pub mod wire;
 
-/// Who is calling and where: filled in by the wire layer after SigV4 verification.
+pub use authorize::{AccessRequest, AllowAll, Authorizer};
+
+/// Who is calling, and where: filled in by a transport once the caller is authenticated.
 #[derive(Clone, Debug)]
-pub struct RequestContext {
+pub struct Caller {
+    /// The account and region the request is for.
     pub scope: Scope,
-    /// The caller's ARN, for the audit log and (later) policy evaluation.
-    pub principal: String,
+    pub principal: Principal,
+    /// Echoed to the client and written in the audit log.
     pub request_id: String,
 }
 
-/// One operation's outcome, with the key it touched for the audit log.
-pub struct Response {
-    pub result: Result<Vec<u8>>,
-    pub key_arn: Option<String>,
+/// An authenticated identity, named by its ARN (for an access key, the principal its
+/// configuration names).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Principal {
+    arn: String,
 }
+
+impl Principal {
+    pub fn new(arn: impl Into<String>) -> Self {
+        Self { arn: arn.into() }
+    }
+
+    pub fn arn(&self) -> &str {
+        &self.arn
+    }
+}
+
+/// The ARNs of the keys a request touched. ReEncrypt touches two (source, then destination);
+/// the others at most one.
+pub type TouchedKeys = Vec<Arc<str>>;
+
+/// One operation's answer, with the keys it touched, whether it succeeded or not.
+pub struct Outcome<T> {
+    pub result: Result<T>,
+    pub keys: TouchedKeys,
+}
+
+impl<T> Outcome<T> {
+    /// `result` of a request that acted on `entry`.
+    fn on(entry: &KeyEntry, result: Result<T>) -> Self {
+        Self {
+            result,
+            keys: vec![entry.arn.clone()],
+        }
+    }
+
+    /// `result` of a request that touched no key.
+    fn keyless(result: Result<T>) -> Self {
+        Self {
+            result,
+            keys: Vec::new(),
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        Outcome {
+            result: self.result.map(f),
+            keys: self.keys,
+        }
+    }
+}
+
+impl<T> From<KmsError> for Outcome<T> {
+    fn from(error: KmsError) -> Self {
+        Outcome::keyless(Err(error))
+    }
+}
+
+/// A request refused before it acted: by validation, key resolution or authorization. Names
+/// the key when it was resolved, so the audit log says which key was refused.
+pub(crate) struct Refused {
+    error: KmsError,
+    key: Option<Arc<str>>,
+}
+
+impl From<KmsError> for Refused {
+    fn from(error: KmsError) -> Self {
+        Refused { error, key: None }
+    }
+}
+
+impl<T> From<Refused> for Outcome<T> {
+    fn from(r: Refused) -> Self {
+        Outcome {
+            result: Err(r.error),
+            keys: r.key.into_iter().collect(),
+        }
+    }
+}
+
+/// The value of a `Result`, or return the error from the enclosing operation as its
+/// [`Outcome`] (through `From<KmsError>` or `From<Refused>`).
+macro_rules! attempt {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $crate::service::Outcome::from(e),
+        }
+    };
+}
+pub(crate) use attempt;
+
+/// Whether a KeyId parameter may name an alias (the model's `KeyIdType` for cryptographic
+/// operations and DescribeKey) or must name the key itself (key management operations).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Aliases {
+    Allowed,
+    Refused,
+}
+
+/// The longest KeyId the model allows (`KeyIdType`: 1 to 2048 characters).
+pub const MAX_KEY_ID_LEN: usize = 2048;
 
 /// A key as served: its record plus every version's material, parsed once.
 pub(crate) struct KeyEntry {
@@ -47,14 +156,14 @@ pub(crate) struct KeyEntry {
     pub versions: BTreeMap<u32, Arc<PreparedKey>>,
     /// Parsed and formatted once: every request on the key needs them.
     pub id: Uuid,
-    arn: String,
+    arn: Arc<str>,
 }
 
 impl KeyEntry {
     fn new(record: KeyRecord, versions: BTreeMap<u32, Arc<PreparedKey>>) -> Result<Self> {
         Ok(Self {
             id: parse_uuid(&record.key_id)?,
-            arn: record.arn(),
+            arn: record.arn().into(),
             record,
             versions,
         })
@@ -137,6 +246,8 @@ const KEY_LOCK_STRIPES: usize = 64;
 
 pub struct Kms {
     store: Arc<dyn KeyStore>,
+    /// The one authorization hook every operation passes through.
+    authorizer: Arc<dyn Authorizer>,
     root: RootKey,
     clock: Arc<dyn Clock>,
     tables: RwLock<Tables>,
@@ -152,11 +263,22 @@ pub struct Kms {
 }
 
 impl Kms {
-    /// Load every record from the store and prepare the keys.
+    /// Load every record from the store and prepare the keys; every caller is allowed every
+    /// operation ([`AllowAll`]).
     pub async fn open(
         store: Arc<dyn KeyStore>,
         root: RootKey,
         clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>> {
+        Self::open_with(store, root, clock, Arc::new(AllowAll)).await
+    }
+
+    /// [`Kms::open`] with an authorization hook.
+    pub async fn open_with(
+        store: Arc<dyn KeyStore>,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        authorizer: Arc<dyn Authorizer>,
     ) -> Result<Arc<Self>> {
         let snapshot = store.load().await?;
         let mut tables = Tables::default();
@@ -169,6 +291,7 @@ impl Kms {
         }
         Ok(Arc::new(Self {
             store,
+            authorizer,
             root,
             clock,
             tables: RwLock::new(tables),
@@ -211,80 +334,18 @@ impl Kms {
             .retain(|tx| tx.send(change.clone()).is_ok());
     }
 
-    /// Run `operation` (the part after `TrentService.`) on a JSON body.
-    pub async fn dispatch(&self, ctx: &RequestContext, operation: &str, body: &[u8]) -> Response {
-        let mut touched = None;
-        let result = self.run(ctx, operation, body, &mut touched).await;
-        Response {
-            result,
-            key_arn: touched,
-        }
-    }
-
-    async fn run(
-        &self,
-        ctx: &RequestContext,
-        op: &str,
-        body: &[u8],
-        touched: &mut Option<String>,
-    ) -> Result<Vec<u8>> {
-        let t = touched;
-        match op {
-            "Encrypt" => self.encrypt(ctx, body, t),
-            "Decrypt" => self.decrypt(ctx, body, t),
-            "ReEncrypt" => self.re_encrypt(ctx, body, t),
-            "GenerateDataKey" => self.generate_data_key(ctx, body, t, true),
-            "GenerateDataKeyWithoutPlaintext" => self.generate_data_key(ctx, body, t, false),
-            "GenerateDataKeyPair" => self.generate_data_key_pair(ctx, body, t, true).await,
-            "GenerateDataKeyPairWithoutPlaintext" => {
-                self.generate_data_key_pair(ctx, body, t, false).await
-            }
-            "GenerateRandom" => self.generate_random(body),
-            "Sign" => self.sign(ctx, body, t),
-            "Verify" => self.verify(ctx, body, t),
-            "GenerateMac" => self.generate_mac(ctx, body, t),
-            "VerifyMac" => self.verify_mac(ctx, body, t),
-            "GetPublicKey" => self.get_public_key(ctx, body, t),
-            "CreateKey" => self.create_key(ctx, body, t).await,
-            "DescribeKey" => self.describe_key(ctx, body, t),
-            "ListKeys" => self.list_keys(ctx, body),
-            "UpdateKeyDescription" => self.update_key_description(ctx, body, t).await,
-            "EnableKey" => self.set_enabled(ctx, body, t, true).await,
-            "DisableKey" => self.set_enabled(ctx, body, t, false).await,
-            "ScheduleKeyDeletion" => self.schedule_key_deletion(ctx, body, t).await,
-            "CancelKeyDeletion" => self.cancel_key_deletion(ctx, body, t).await,
-            "EnableKeyRotation" => self.enable_key_rotation(ctx, body, t).await,
-            "DisableKeyRotation" => self.disable_key_rotation(ctx, body, t).await,
-            "GetKeyRotationStatus" => self.get_key_rotation_status(ctx, body, t),
-            "RotateKeyOnDemand" => self.rotate_key_on_demand(ctx, body, t).await,
-            "ListKeyRotations" => self.list_key_rotations(ctx, body, t),
-            "TagResource" => self.tag_resource(ctx, body, t).await,
-            "UntagResource" => self.untag_resource(ctx, body, t).await,
-            "ListResourceTags" => self.list_resource_tags(ctx, body, t),
-            "GetKeyPolicy" => self.get_key_policy(ctx, body, t),
-            "PutKeyPolicy" => self.put_key_policy(ctx, body, t).await,
-            "ListKeyPolicies" => self.list_key_policies(ctx, body, t),
-            "CreateAlias" => self.create_alias(ctx, body, t).await,
-            "UpdateAlias" => self.update_alias(ctx, body, t).await,
-            "DeleteAlias" => self.delete_alias(ctx, body, t).await,
-            "ListAliases" => self.list_aliases(ctx, body),
-            "GetParametersForImport" => self.get_parameters_for_import(ctx, body, t),
-            "ImportKeyMaterial" => self.import_key_material(ctx, body, t).await,
-            "DeleteImportedKeyMaterial" => self.delete_imported_key_material(ctx, body, t).await,
-            other => Err(KmsError::UnknownOperation(format!(
-                "The operation {other} is not supported by this endpoint"
-            ))),
-        }
-    }
-
     /// Resolve a KeyId parameter: key id, key ARN, and (when `allow_alias`) alias name or alias
     /// ARN, within the caller's account and region. Keys whose deletion date has passed are gone.
     pub(crate) fn resolve(
         &self,
-        ctx: &RequestContext,
+        ctx: &Caller,
         key_id: &str,
-        allow_alias: bool,
+        aliases: Aliases,
     ) -> Result<Arc<KeyEntry>> {
+        // Before the lookup, and never echoed: a KeyId of any length would otherwise come back
+        // whole in the NotFoundException.
+        checks::check_len("keyId", key_id.len(), 1, MAX_KEY_ID_LEN)?;
+        let allow_alias = aliases == Aliases::Allowed;
         let not_found = || KmsError::NotFound(format!("Key '{key_id}' does not exist"));
         let tables = self.tables.read();
         let id = if let Some(rest) = key_id.strip_prefix("arn:") {
@@ -320,21 +381,56 @@ impl Kms {
         Ok(entry.clone())
     }
 
-    /// [`Kms::resolve`] the key a request acts on, and name it in `touched` for the audit log.
-    pub(crate) fn resolve_touched(
+    /// [`Kms::resolve`] the key a request acts on and pass it through the authorization hook
+    /// for `action`; a refusal after resolution names the key.
+    pub(crate) fn authorized(
         &self,
-        ctx: &RequestContext,
+        caller: &Caller,
+        action: Action,
         key_id: &str,
-        allow_alias: bool,
-        touched: &mut Option<String>,
-    ) -> Result<Arc<KeyEntry>> {
-        let entry = self.resolve(ctx, key_id, allow_alias)?;
-        *touched = Some(entry.arn().to_owned());
+        aliases: Aliases,
+        context: Option<&EncryptionContext>,
+    ) -> Result<Arc<KeyEntry>, Refused> {
+        let entry = self.resolve(caller, key_id, aliases)?;
+        self.authorize_entry(caller, action, &entry, context)?;
         Ok(entry)
     }
 
+    /// The authorization hook for a key already resolved (a ciphertext's key, an alias's
+    /// target).
+    pub(crate) fn authorize_entry(
+        &self,
+        caller: &Caller,
+        action: Action,
+        entry: &KeyEntry,
+        context: Option<&EncryptionContext>,
+    ) -> Result<(), Refused> {
+        self.authorizer
+            .authorize(&AccessRequest {
+                caller,
+                action,
+                key: Some(&entry.record),
+                encryption_context: context,
+            })
+            .map_err(|error| Refused {
+                error,
+                key: Some(entry.arn.clone()),
+            })
+    }
+
+    /// The authorization hook for an operation that acts on no existing key (CreateKey,
+    /// ListKeys, ListAliases, GenerateRandom).
+    pub(crate) fn authorize_keyless(&self, caller: &Caller, action: Action) -> Result<()> {
+        self.authorizer.authorize(&AccessRequest {
+            caller,
+            action,
+            key: None,
+            encryption_context: None,
+        })
+    }
+
     /// Look a key up by the id inside a ciphertext blob.
-    pub(crate) fn by_uuid(&self, ctx: &RequestContext, id: &Uuid) -> Option<Arc<KeyEntry>> {
+    pub(crate) fn by_uuid(&self, ctx: &Caller, id: &Uuid) -> Option<Arc<KeyEntry>> {
         let tables = self.tables.read();
         tables
             .keys

@@ -11,8 +11,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use kubekms_crds::{condition as condition_type, Alias, AliasStatus, Key};
-use serde::Deserialize;
-use serde_json::json;
+use kubekms_engine::KmsError;
 
 use super::{
     backoff, condition, finalized, referring, write_status, Context, DEPENDENCY_REQUEUE,
@@ -29,19 +28,6 @@ pub mod reason {
     pub const DELETED: &str = "Deleted";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const KEY_NOT_READY: &str = "KeyNotReady";
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeOut {
-    key_metadata: Target,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Target {
-    key_id: String,
-    arn: String,
 }
 
 /// The Key an Alias needs, if it is ready to be pointed at: its engine key id and ARN.
@@ -205,22 +191,15 @@ async fn apply(alias: &Alias, api: &Api<Alias>, ctx: &Context) -> Result<Action>
         }
     };
 
-    let current = match ctx
-        .call::<DescribeOut>("DescribeKey", json!({ "KeyId": alias_name }))
-        .await
-    {
-        Ok(out) => Some(out.key_metadata),
+    let current = match ctx.engine.describe_key(&alias_name).await {
+        Ok(md) => Some(md),
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e),
     };
     match current {
         Some(t) if t.key_id == key_id => {}
         Some(t) => {
-            ctx.call::<serde_json::Value>(
-                "UpdateAlias",
-                json!({ "AliasName": alias_name, "TargetKeyId": key_id }),
-            )
-            .await?;
+            ctx.engine.point_alias(&alias_name, &key_id, false).await?;
             ctx.event(
                 alias,
                 EventType::Normal,
@@ -230,21 +209,11 @@ async fn apply(alias: &Alias, api: &Api<Alias>, ctx: &Context) -> Result<Action>
             .await;
         }
         None => {
-            let created = ctx
-                .call::<serde_json::Value>(
-                    "CreateAlias",
-                    json!({ "AliasName": alias_name, "TargetKeyId": key_id }),
-                )
-                .await;
-            match created {
-                Ok(_) => {}
+            match ctx.engine.point_alias(&alias_name, &key_id, true).await {
+                Ok(()) => {}
                 // The alias exists but its key cannot be described (destroyed): re-point it.
-                Err(e) if e.aws_type() == Some("AlreadyExistsException") => {
-                    ctx.call::<serde_json::Value>(
-                        "UpdateAlias",
-                        json!({ "AliasName": alias_name, "TargetKeyId": key_id }),
-                    )
-                    .await?;
+                Err(e) if matches!(e.engine_error(), Some(KmsError::AlreadyExists(_))) => {
+                    ctx.engine.point_alias(&alias_name, &key_id, false).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -277,11 +246,8 @@ async fn cleanup(alias: &Alias, ctx: &Context) -> Result<Action> {
     let Ok(alias_name) = alias.engine_alias_name() else {
         return Ok(Action::await_change());
     };
-    match ctx
-        .call::<serde_json::Value>("DeleteAlias", json!({ "AliasName": alias_name }))
-        .await
-    {
-        Ok(_) => {
+    match ctx.engine.delete_alias(&alias_name).await {
+        Ok(()) => {
             ctx.event(
                 alias,
                 EventType::Normal,

@@ -27,14 +27,17 @@ use kubekms_crds::{
     ImportedMaterialStatus, Key, MaterialSecretReference,
 };
 use kubekms_engine::clock::{Clock, Millis};
-use serde::Deserialize;
+use kubekms_engine::KmsError;
+use kubekms_proto::ops::ImportKeyMaterialRequest;
+use kubekms_proto::vocab::{ExpirationModel, KeyState};
+use kubekms_proto::Timestamp;
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::key::Metadata;
 use super::{
-    backoff, condition, current, finalized, millis_from_epoch_seconds, referring, requeue_at,
-    time_from_millis, write_status, Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
+    backoff, condition, current, finalized, referring, requeue_at, time_from_millis, write_status,
+    Context, DEPENDENCY_REQUEUE, MAX_REQUEUE,
 };
 use crate::error::{Error, Result};
 
@@ -118,20 +121,6 @@ impl ExpiryGauge {
         }
         out
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeOut {
-    key_metadata: Metadata,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ParametersOut {
-    import_token: String,
-    public_key: String,
-    parameters_valid_to: f64,
 }
 
 /// A DER SubjectPublicKeyInfo as PEM, as `openssl pkeyutl -pubin -inkey` reads it.
@@ -221,42 +210,39 @@ pub fn import_request(
     material: &[u8],
     token: &[u8],
     valid_to: Option<Millis>,
-) -> serde_json::Value {
-    let mut req = json!({
-        "KeyId": key_id,
-        "ImportToken": B64.encode(token),
-        "EncryptedKeyMaterial": B64.encode(material),
-    });
-    match valid_to {
-        Some(t) => {
-            req["ExpirationModel"] = "KEY_MATERIAL_EXPIRES".into();
-            req["ValidTo"] = json!(t as f64 / 1000.0);
-        }
-        None => req["ExpirationModel"] = "KEY_MATERIAL_DOES_NOT_EXPIRE".into(),
+) -> ImportKeyMaterialRequest {
+    ImportKeyMaterialRequest {
+        key_id: key_id.to_owned(),
+        import_token: token.to_vec(),
+        encrypted_key_material: material.to_vec(),
+        valid_to: valid_to.map(Timestamp),
+        expiration_model: Some(match valid_to {
+            Some(_) => ExpirationModel::KeyMaterialExpires,
+            None => ExpirationModel::KeyMaterialDoesNotExpire,
+        }),
     }
-    req
 }
 
 /// Whether the engine refused the import because of what the user supplied (wrong token,
 /// material, wrapping or validTo): retrying the same Secret cannot succeed.
 pub fn is_refusal(error: &Error) -> bool {
     matches!(
-        error.aws_type(),
+        error.engine_error(),
         Some(
-            "InvalidImportTokenException"
-                | "ExpiredImportTokenException"
-                | "IncorrectKeyMaterialException"
-                | "InvalidCiphertextException"
-                | "ValidationException"
-                | "IncorrectKeyException"
+            KmsError::InvalidImportToken(_)
+                | KmsError::ExpiredImportToken(_)
+                | KmsError::IncorrectKeyMaterial(_)
+                | KmsError::InvalidCiphertext
+                | KmsError::Validation(_)
+                | KmsError::IncorrectKey(_)
         )
     )
 }
 
 /// Where the import stands, from the engine key's state.
-pub fn import_state(key_state: &str, ever_imported: bool) -> ImportState {
+pub fn import_state(key_state: KeyState, ever_imported: bool) -> ImportState {
     match key_state {
-        "Enabled" | "Disabled" => ImportState::Imported,
+        KeyState::Enabled | KeyState::Disabled => ImportState::Imported,
         _ if ever_imported => ImportState::Expired,
         _ => ImportState::AwaitingMaterial,
     }
@@ -499,8 +485,7 @@ async fn annotate(
 }
 
 async fn describe(ctx: &Context, key_id: &str) -> Result<Metadata> {
-    let out: DescribeOut = ctx.call("DescribeKey", json!({ "KeyId": key_id })).await?;
-    Ok(out.key_metadata)
+    ctx.engine.describe_key(key_id).await
 }
 
 /// The digests of the Secret contents last imported and last refused (see
@@ -584,7 +569,7 @@ async fn apply(
         }
         Err(e) => return Err(e),
     };
-    if md.key_state == "PendingDeletion" {
+    if md.key_state == KeyState::PendingDeletion {
         return blocked(
             im,
             api,
@@ -648,11 +633,8 @@ async fn apply(
                 ));
             } else {
                 let req = import_request(&key_id, &material, &token, valid_to);
-                match ctx
-                    .call::<serde_json::Value>("ImportKeyMaterial", req)
-                    .await
-                {
-                    Ok(_) => {
+                match ctx.engine.import_key_material(req).await {
+                    Ok(()) => {
                         annotate(api, im, Some(&digest), None).await?;
                         last_import = Some(digest);
                         let until = valid_to
@@ -694,10 +676,10 @@ async fn apply(
     }
 
     let now = ctx.now();
-    let state = import_state(&md.key_state, imported_into(last_import.as_ref(), &key_id));
+    let state = import_state(md.key_state, imported_into(last_import.as_ref(), &key_id));
     let previous_state = previous.and_then(|s| s.import_state);
     let expires_at = match state {
-        ImportState::Imported => md.valid_to.map(millis_from_epoch_seconds),
+        ImportState::Imported => md.valid_to.map(Timestamp::millis),
         // When it expired stays visible until new material comes.
         ImportState::Expired => previous
             .and_then(|s| s.expires_at.as_ref())
@@ -774,23 +756,14 @@ async fn apply(
         previous.and_then(|s| s.parameters_valid_to.clone()),
     );
     if parameters_needed(wanted, previous, generation, now) {
-        let out: ParametersOut = ctx
-            .call(
-                "GetParametersForImport",
-                json!({
-                    "KeyId": key_id,
-                    "WrappingAlgorithm": spec.wrapping_algorithm.as_str(),
-                    "WrappingKeySpec": spec.wrapping_key_spec.as_str(),
-                }),
-            )
+        let out = ctx
+            .engine
+            .parameters_for_import(&key_id, spec.wrapping_algorithm, spec.wrapping_key_spec)
             .await?;
-        let der = B64
-            .decode(out.public_key.as_bytes())
-            .map_err(|e| Error::Config(format!("GetParametersForImport: PublicKey: {e}")))?;
-        let until = millis_from_epoch_seconds(out.parameters_valid_to);
+        let until = out.parameters_valid_to.millis();
         params = (
-            Some(public_key_pem(&der)),
-            Some(out.import_token),
+            Some(public_key_pem(&out.public_key)),
+            Some(B64.encode(&out.import_token)),
             Some(time_from_millis(until)),
         );
         ctx.event(
@@ -908,8 +881,8 @@ mod tests {
     fn spec(renew_before: Option<&str>) -> ImportedMaterialSpec {
         ImportedMaterialSpec {
             key_ref: KeyReference::new("byok"),
-            wrapping_algorithm: Default::default(),
-            wrapping_key_spec: Default::default(),
+            wrapping_algorithm: kubekms_crds::import::default_wrapping_algorithm(),
+            wrapping_key_spec: kubekms_crds::import::default_wrapping_key_spec(),
             material_secret_ref: MaterialSecretReference::new("byok-material"),
             valid_to: Some(time_from_millis(NOW + 30 * DAY)),
             renew_before: renew_before.map(|d| d.parse().unwrap()),
@@ -984,28 +957,26 @@ mod tests {
     #[test]
     fn import_request_carries_the_expiration_model() {
         let req = import_request("k1", b"wrapped", b"tok", Some(NOW + 1500));
-        assert_eq!(req["KeyId"], "k1");
-        assert_eq!(req["ExpirationModel"], "KEY_MATERIAL_EXPIRES");
-        assert_eq!(req["ValidTo"].as_f64(), Some((NOW + 1500) as f64 / 1000.0));
+        assert_eq!(req.key_id, "k1");
         assert_eq!(
-            B64.decode(req["ImportToken"].as_str().unwrap()).unwrap(),
-            b"tok"
+            req.expiration_model,
+            Some(ExpirationModel::KeyMaterialExpires)
         );
-        assert_eq!(
-            B64.decode(req["EncryptedKeyMaterial"].as_str().unwrap())
-                .unwrap(),
-            b"wrapped"
-        );
+        assert_eq!(req.valid_to, Some(Timestamp(NOW + 1500)));
+        assert_eq!(req.import_token, b"tok");
+        assert_eq!(req.encrypted_key_material, b"wrapped");
         let forever = import_request("k1", b"wrapped", b"tok", None);
-        assert_eq!(forever["ExpirationModel"], "KEY_MATERIAL_DOES_NOT_EXPIRE");
-        assert!(forever.get("ValidTo").is_none());
+        assert_eq!(
+            forever.expiration_model,
+            Some(ExpirationModel::KeyMaterialDoesNotExpire)
+        );
+        assert!(forever.valid_to.is_none());
     }
 
     #[test]
     fn refusals_are_the_users_to_fix() {
-        use kubekms_engine::KmsError;
         let err = |source| Error::Kms {
-            op: "ImportKeyMaterial",
+            op: kubekms_proto::Operation::ImportKeyMaterial,
             source,
         };
         assert!(is_refusal(&err(KmsError::ExpiredImportToken("x".into()))));
@@ -1017,13 +988,22 @@ mod tests {
 
     #[test]
     fn state_follows_the_engine_key() {
-        assert_eq!(import_state("Enabled", false), ImportState::Imported);
-        assert_eq!(import_state("Disabled", true), ImportState::Imported);
         assert_eq!(
-            import_state("PendingImport", false),
+            import_state(KeyState::Enabled, false),
+            ImportState::Imported
+        );
+        assert_eq!(
+            import_state(KeyState::Disabled, true),
+            ImportState::Imported
+        );
+        assert_eq!(
+            import_state(KeyState::PendingImport, false),
             ImportState::AwaitingMaterial
         );
-        assert_eq!(import_state("PendingImport", true), ImportState::Expired);
+        assert_eq!(
+            import_state(KeyState::PendingImport, true),
+            ImportState::Expired
+        );
     }
 
     #[test]

@@ -18,12 +18,12 @@ use kube::{Api, ResourceExt};
 use kubekms_crds::key::{MAX_DELETION_WINDOW_DAYS, MIN_DELETION_WINDOW_DAYS};
 use kubekms_crds::{condition as condition_type, Key, KeyOrigin, KeySpec, KeyState, KeyStatus};
 use kubekms_engine::clock::Millis;
-use serde::Deserialize;
+use kubekms_proto::ops::{CreateKeyRequest, Tag};
+use kubekms_proto::vocab::{OriginType, RotationType};
 use serde_json::json;
 
 use super::{
-    backoff, condition, current, finalized, millis_from_epoch_seconds, requeue_at,
-    time_from_millis, write_status, Context,
+    backoff, condition, current, finalized, requeue_at, time_from_millis, write_status, Context,
 };
 use crate::error::{Error, Result};
 
@@ -164,44 +164,13 @@ impl KeyIndex {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListKeysOut {
-    keys: Vec<ListedKey>,
-    next_marker: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ListedKey {
-    key_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct TagsOut {
-    tags: Vec<Tag>,
-}
-
-#[derive(Deserialize)]
-struct Tag {
-    #[serde(rename = "TagKey")]
-    key: String,
-    #[serde(rename = "TagValue")]
-    value: String,
-}
-
 async fn scan(ctx: &Context) -> Result<HashMap<(String, String), String>> {
     let mut out = HashMap::new();
     let mut marker: Option<String> = None;
     loop {
-        let mut req = json!({ "Limit": 1000 });
-        if let Some(m) = &marker {
-            req["Marker"] = m.clone().into();
-        }
-        let page: ListKeysOut = ctx.call("ListKeys", req).await?;
+        let page = ctx.engine.list_keys(marker.take()).await?;
         for k in page.keys {
-            let tags = match engine_tags(ctx, &k.key_id).await {
+            let tags = match ctx.engine.tags(&k.key_id).await {
                 Ok(t) => t,
                 // Destroyed between the two calls.
                 Err(e) if e.is_not_found() => continue,
@@ -220,57 +189,8 @@ async fn scan(ctx: &Context) -> Result<HashMap<(String, String), String>> {
     Ok(out)
 }
 
-async fn engine_tags(ctx: &Context, key_id: &str) -> Result<BTreeMap<String, String>> {
-    let out: TagsOut = ctx
-        .call("ListResourceTags", json!({ "KeyId": key_id, "Limit": 50 }))
-        .await?;
-    Ok(out.tags.into_iter().map(|t| (t.key, t.value)).collect())
-}
-
 /// The engine's view of a key (DescribeKey's KeyMetadata).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Metadata {
-    pub key_id: String,
-    pub arn: String,
-    pub key_state: String,
-    #[serde(default)]
-    pub description: String,
-    pub key_spec: String,
-    pub key_usage: String,
-    pub origin: String,
-    pub deletion_date: Option<f64>,
-    pub valid_to: Option<f64>,
-    #[serde(rename = "KubekmsCurrentKeyVersion")]
-    pub current_version: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeOut {
-    key_metadata: Metadata,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RotationStatusOut {
-    key_rotation_enabled: bool,
-    rotation_period_in_days: Option<i32>,
-    next_rotation_date: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RotationsOut {
-    rotations: Vec<RotationOut>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RotationOut {
-    rotation_date: f64,
-    rotation_type: String,
-}
+pub use kubekms_proto::ops::KeyMetadata as Metadata;
 
 /// What the operator observed of an engine key, in engine milliseconds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -307,36 +227,32 @@ pub fn create_key_request(
     namespace: &str,
     name: &str,
     uid: &str,
-) -> serde_json::Value {
-    let tags: Vec<serde_json::Value> = desired_tags(spec, namespace, name, uid)
+) -> CreateKeyRequest {
+    let tags = desired_tags(spec, namespace, name, uid)
         .into_iter()
-        .map(|(k, v)| json!({ "TagKey": k, "TagValue": v }))
+        .map(|(key, value)| Tag { key, value })
         .collect();
-    let mut req = json!({
-        "KeySpec": spec.key_spec.as_str(),
-        "KeyUsage": spec.effective_usage().as_str(),
-        "Origin": spec.origin.aws_name(),
-        "Tags": tags,
-    });
-    if let Some(d) = spec.description.as_deref().filter(|d| !d.is_empty()) {
-        req["Description"] = d.into();
+    CreateKeyRequest {
+        key_spec: Some(spec.key_spec),
+        key_usage: Some(spec.effective_usage()),
+        origin: Some(spec.origin.origin_type()),
+        tags: Some(tags),
+        description: spec.description.clone().filter(|d| !d.is_empty()),
+        // The engine's extension: rotation enabled in the same store write as the key itself,
+        // one write per new Key instead of two.
+        rotation_period_in_days: spec
+            .rotation
+            .as_ref()
+            .filter(|r| r.enabled && rotatable(spec))
+            .map(|r| i64::from(r.period_days)),
+        ..CreateKeyRequest::default()
     }
-    // The engine's extension: rotation enabled in the same store write as the key itself, one
-    // write per new Key instead of two.
-    if let Some(r) = spec
-        .rotation
-        .as_ref()
-        .filter(|r| r.enabled && rotatable(spec))
-    {
-        req["KubekmsRotationPeriodInDays"] = r.period_days.into();
-    }
-    req
 }
 
 /// The Key that made the engine key `key_id`, from the key's tags; `None` for a key no Key
 /// made (or one that is gone).
 pub async fn key_of_engine_key(ctx: &Context, key_id: &str) -> Option<reflector::ObjectRef<Key>> {
-    let tags = engine_tags(ctx, key_id).await.ok()?;
+    let tags = ctx.engine.tags(key_id).await.ok()?;
     let namespace = tags.get(TAG_NAMESPACE)?;
     let name = tags.get(TAG_NAME)?;
     Some(reflector::ObjectRef::new(name).within(namespace))
@@ -351,24 +267,24 @@ pub fn rotatable(spec: &KeySpec) -> bool {
 /// The fields the engine key was created with that a Key cannot change, if they differ.
 pub fn immutable_mismatch(spec: &KeySpec, md: &Metadata) -> Option<String> {
     let mut diffs = Vec::new();
-    if md.key_spec != spec.key_spec.as_str() {
+    if md.key_spec != spec.key_spec {
         diffs.push(format!(
             "keySpec is {} in the engine, {} in spec",
             md.key_spec, spec.key_spec
         ));
     }
-    if md.key_usage != spec.effective_usage().as_str() {
+    if md.key_usage != spec.effective_usage() {
         diffs.push(format!(
             "keyUsage is {} in the engine, {} in spec",
             md.key_usage,
             spec.effective_usage()
         ));
     }
-    if md.origin != spec.origin.aws_name() {
+    if md.origin != spec.origin.origin_type() {
         diffs.push(format!(
             "origin is {} in the engine, {} in spec",
             md.origin,
-            spec.origin.aws_name()
+            spec.origin.origin_type()
         ));
     }
     if diffs.is_empty() {
@@ -525,8 +441,7 @@ async fn report_failure(key: &Key, api: &Api<Key>, ctx: &Context, error: &Error)
 }
 
 async fn describe(ctx: &Context, key_id: &str) -> Result<Metadata> {
-    let out: DescribeOut = ctx.call("DescribeKey", json!({ "KeyId": key_id })).await?;
-    Ok(out.key_metadata)
+    ctx.engine.describe_key(key_id).await
 }
 
 /// The on-demand rotation request (`kubekms.io/rotate`) not acted on yet, if any.
@@ -641,13 +556,10 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
                     md
                 }
                 None => {
-                    let out: DescribeOut = ctx
-                        .call(
-                            "CreateKey",
-                            create_key_request(spec, &namespace, &name, &uid),
-                        )
+                    let md = ctx
+                        .engine
+                        .create_key(create_key_request(spec, &namespace, &name, &uid))
                         .await?;
-                    let md = out.key_metadata;
                     // From here a retry finds the key in the index and adopts it, so the id
                     // need not reach status before the rest of this reconcile: one status
                     // write per new Key instead of two (the API server is what bounds a
@@ -700,9 +612,11 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
     }
 
     let mut acted = false;
-    if md.key_state == "PendingDeletion" {
-        ctx.call::<serde_json::Value>("CancelKeyDeletion", json!({ "KeyId": key_id }))
-            .await?;
+    // Whether `md` may no longer be what the engine holds (this reconcile changed the key), so
+    // the status needs a fresh DescribeKey. A Key in step with its engine key costs one.
+    let mut md_stale = false;
+    if md.key_state == KeyState::PendingDeletion {
+        ctx.engine.cancel_deletion(&key_id).await?;
         ctx.event(
             key,
             EventType::Normal,
@@ -717,36 +631,35 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
     let mut updated = Vec::new();
     let description = spec.description.clone().unwrap_or_default();
     if md.description != description {
-        ctx.call::<serde_json::Value>(
-            "UpdateKeyDescription",
-            json!({ "KeyId": key_id, "Description": description }),
-        )
-        .await?;
+        ctx.engine
+            .update_description(&key_id, description.clone())
+            .await?;
+        md.description = description;
         updated.push("description");
     }
     let want_tags = desired_tags(spec, &namespace, &name, &uid);
-    let have_tags = engine_tags(ctx, &key_id).await?;
-    let stale: Vec<&String> = have_tags
+    let have_tags = ctx.engine.tags(&key_id).await?;
+    let stale: Vec<String> = have_tags
         .keys()
         .filter(|k| !want_tags.contains_key(*k))
+        .cloned()
         .collect();
     if !stale.is_empty() {
-        ctx.call::<serde_json::Value>(
-            "UntagResource",
-            json!({ "KeyId": key_id, "TagKeys": stale }),
-        )
-        .await?;
+        ctx.engine.untag(&key_id, stale.clone()).await?;
     }
-    let changed: Vec<serde_json::Value> = want_tags
+    let changed: Vec<Tag> = want_tags
         .iter()
         .filter(|(k, v)| have_tags.get(*k) != Some(*v))
-        .map(|(k, v)| json!({ "TagKey": k, "TagValue": v }))
+        .map(|(k, v)| Tag {
+            key: k.clone(),
+            value: v.clone(),
+        })
         .collect();
-    if !changed.is_empty() {
-        ctx.call::<serde_json::Value>("TagResource", json!({ "KeyId": key_id, "Tags": changed }))
-            .await?;
+    let tags_changed = !changed.is_empty();
+    if tags_changed {
+        ctx.engine.tag(&key_id, changed).await?;
     }
-    if !stale.is_empty() || !changed.is_empty() {
+    if !stale.is_empty() || tags_changed {
         updated.push("tags");
     }
     if !updated.is_empty() {
@@ -759,14 +672,13 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         .await;
     }
 
-    let toggle = match (spec.enabled, md.key_state.as_str()) {
-        (true, "Disabled") => Some(("EnableKey", reason::ENABLED, "enabled", "Enabled")),
-        (false, "Enabled") => Some(("DisableKey", reason::DISABLED, "disabled", "Disabled")),
+    let toggle = match (spec.enabled, md.key_state) {
+        (true, KeyState::Disabled) => Some((reason::ENABLED, "enabled", KeyState::Enabled)),
+        (false, KeyState::Enabled) => Some((reason::DISABLED, "disabled", KeyState::Disabled)),
         _ => None,
     };
-    if let Some((operation, event_reason, verb, new_state)) = toggle {
-        ctx.call::<serde_json::Value>(operation, json!({ "KeyId": key_id }))
-            .await?;
+    if let Some((event_reason, verb, new_state)) = toggle {
+        ctx.engine.set_enabled(&key_id, spec.enabled).await?;
         ctx.event(
             key,
             EventType::Normal,
@@ -775,26 +687,24 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         )
         .await;
         acted = true;
-        md.key_state = new_state.into();
+        md_stale = true;
+        md.key_state = new_state;
     }
 
     // The engine changes rotation only on an Enabled key; a Disabled one catches up once it
     // is enabled again.
     let mut rotated_on_demand = false;
-    if rotatable(spec) && md.key_state == "Enabled" {
-        let rs: RotationStatusOut = ctx
-            .call("GetKeyRotationStatus", json!({ "KeyId": key_id }))
-            .await?;
+    if rotatable(spec) && md.key_state == KeyState::Enabled {
+        let rs = ctx.engine.rotation_status(&key_id).await?;
         match spec.rotation.as_ref().filter(|r| r.enabled) {
             Some(r)
                 if !rs.key_rotation_enabled
-                    || rs.rotation_period_in_days != Some(r.period_days) =>
+                    || rs.rotation_period_in_days.map(i64::from)
+                        != Some(i64::from(r.period_days)) =>
             {
-                ctx.call::<serde_json::Value>(
-                    "EnableKeyRotation",
-                    json!({ "KeyId": key_id, "RotationPeriodInDays": r.period_days }),
-                )
-                .await?;
+                ctx.engine
+                    .enable_rotation(&key_id, i64::from(r.period_days))
+                    .await?;
                 // A new key's Created event said so already: one event write fewer per Key.
                 if !just_created_rotation {
                     ctx.event(
@@ -807,8 +717,7 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
                 }
             }
             None if rs.key_rotation_enabled => {
-                ctx.call::<serde_json::Value>("DisableKeyRotation", json!({ "KeyId": key_id }))
-                    .await?;
+                ctx.engine.disable_rotation(&key_id).await?;
                 ctx.event(
                     key,
                     EventType::Normal,
@@ -822,10 +731,10 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
     }
 
     if let Some(request) = pending_rotate_request(key, api).await? {
-        if rotatable(spec) && md.key_state == "Enabled" {
-            ctx.call::<serde_json::Value>("RotateKeyOnDemand", json!({ "KeyId": key_id }))
-                .await?;
+        if rotatable(spec) && md.key_state == KeyState::Enabled {
+            ctx.engine.rotate_on_demand(&key_id).await?;
             rotated_on_demand = true;
+            md_stale = true;
             ctx.event(
                 key,
                 EventType::Normal,
@@ -857,7 +766,11 @@ async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         .await?;
     }
 
-    let md = describe(ctx, &key_id).await?;
+    let md = if md_stale {
+        describe(ctx, &key_id).await?
+    } else {
+        md
+    };
     let observed = observe(ctx, spec, &md).await?;
     let now = ctx.now();
     let status = compute_status(previous, spec, generation, &observed, None, now);
@@ -904,31 +817,26 @@ async fn observe(ctx: &Context, spec: &KeySpec, md: &Metadata) -> Result<Observe
     let mut observed = Observed {
         key_id: md.key_id.clone(),
         arn: md.arn.clone(),
-        state: md.key_state.parse().ok(),
+        state: Some(md.key_state),
         current_version: md.current_version,
         last_rotation: None,
         last_rotation_automatic: false,
         next_rotation: None,
-        deletion_date: md.deletion_date.map(millis_from_epoch_seconds),
-        valid_to: md.valid_to.map(millis_from_epoch_seconds),
+        deletion_date: md.deletion_date.map(|t| t.millis()),
+        valid_to: md.valid_to.map(|t| t.millis()),
     };
-    if rotatable(spec) && md.origin == "AWS_KMS" && md.key_spec == "SYMMETRIC_DEFAULT" {
-        let rs: RotationStatusOut = ctx
-            .call("GetKeyRotationStatus", json!({ "KeyId": md.key_id }))
-            .await?;
+    if rotatable(spec)
+        && md.origin == OriginType::AwsKms
+        && md.key_spec == kubekms_crds::KmsKeySpec::SymmetricDefault
+    {
+        let rs = ctx.engine.rotation_status(&md.key_id).await?;
         observed.next_rotation = rs
             .next_rotation_date
             .filter(|_| rs.key_rotation_enabled)
-            .map(millis_from_epoch_seconds);
-        let rotations: RotationsOut = ctx
-            .call(
-                "ListKeyRotations",
-                json!({ "KeyId": md.key_id, "Limit": 1000 }),
-            )
-            .await?;
-        if let Some(last) = rotations.rotations.last() {
-            observed.last_rotation = Some(millis_from_epoch_seconds(last.rotation_date));
-            observed.last_rotation_automatic = last.rotation_type == "AUTOMATIC";
+            .map(|t| t.millis());
+        if let Some(last) = ctx.engine.rotations(&md.key_id).await?.last() {
+            observed.last_rotation = Some(last.rotation_date.millis());
+            observed.last_rotation_automatic = last.rotation_type == RotationType::Automatic;
         }
     }
     Ok(observed)
@@ -953,13 +861,11 @@ async fn cleanup(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
         }
         Err(e) => return Err(e),
     };
-    if md.key_state != "PendingDeletion" {
+    if md.key_state != KeyState::PendingDeletion {
         let days = deletion_window(&key.spec);
-        ctx.call::<serde_json::Value>(
-            "ScheduleKeyDeletion",
-            json!({ "KeyId": key_id, "PendingWindowInDays": days }),
-        )
-        .await?;
+        ctx.engine
+            .schedule_deletion(&key_id, i64::from(days))
+            .await?;
     }
     let md = describe(ctx, &key_id).await?;
     let observed = observe(ctx, &key.spec, &md).await?;
@@ -1020,16 +926,12 @@ mod tests {
         };
         spec.tags.insert("team".into(), "payments".into());
         let req = create_key_request(&spec, "shop", "orders", "uid-1");
-        assert_eq!(req["KeySpec"], "ECC_NIST_P256");
-        assert_eq!(req["KeyUsage"], "SIGN_VERIFY");
-        assert_eq!(req["Origin"], "AWS_KMS");
-        assert_eq!(req["Description"], "orders signing");
-        let tags = req["Tags"].as_array().unwrap();
-        let get = |k: &str| {
-            tags.iter()
-                .find(|t| t["TagKey"] == k)
-                .map(|t| t["TagValue"].as_str().unwrap().to_owned())
-        };
+        assert_eq!(req.key_spec, Some(KmsKeySpec::EccNistP256));
+        assert_eq!(req.key_usage, Some(KeyUsage::SignVerify));
+        assert_eq!(req.origin, Some(OriginType::AwsKms));
+        assert_eq!(req.description.as_deref(), Some("orders signing"));
+        let tags = req.tags.unwrap();
+        let get = |k: &str| tags.iter().find(|t| t.key == k).map(|t| t.value.clone());
         assert_eq!(get("team").as_deref(), Some("payments"));
         assert_eq!(get(TAG_NAMESPACE).as_deref(), Some("shop"));
         assert_eq!(get(TAG_NAME).as_deref(), Some("orders"));
@@ -1046,20 +948,20 @@ mod tests {
             ..KeySpec::default()
         };
         let req = create_key_request(&spec, "ns", "k", "u");
-        assert_eq!(req["KubekmsRotationPeriodInDays"], 120);
+        assert_eq!(req.rotation_period_in_days, Some(120));
         spec.rotation = Some(RotationSpec {
             enabled: false,
             period_days: 120,
         });
         let req = create_key_request(&spec, "ns", "k", "u");
-        assert!(req.get("KubekmsRotationPeriodInDays").is_none());
+        assert!(req.rotation_period_in_days.is_none());
         spec.rotation = Some(RotationSpec {
             enabled: true,
             period_days: 120,
         });
         spec.key_spec = KmsKeySpec::EccNistP256;
         let req = create_key_request(&spec, "ns", "k", "u");
-        assert!(req.get("KubekmsRotationPeriodInDays").is_none());
+        assert!(req.rotation_period_in_days.is_none());
     }
 
     #[test]
@@ -1070,9 +972,9 @@ mod tests {
             ..KeySpec::default()
         };
         let req = create_key_request(&spec, "ns", "byok", "u");
-        assert_eq!(req["Origin"], "EXTERNAL");
-        assert_eq!(req["KeySpec"], "SYMMETRIC_DEFAULT");
-        assert!(req.get("Description").is_none());
+        assert_eq!(req.origin, Some(OriginType::External));
+        assert_eq!(req.key_spec, Some(KmsKeySpec::SymmetricDefault));
+        assert!(req.description.is_none());
         assert!(!rotatable(&spec));
     }
 
@@ -1141,21 +1043,32 @@ mod tests {
             ..KeySpec::default()
         };
         let md = Metadata {
+            aws_account_id: "111122223333".into(),
             key_id: "k".into(),
             arn: "a".into(),
-            key_state: "Enabled".into(),
+            creation_date: kubekms_proto::Timestamp(0),
+            enabled: true,
+            key_state: KeyState::Enabled,
             description: String::new(),
-            key_spec: "SYMMETRIC_DEFAULT".into(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            origin: "AWS_KMS".into(),
+            key_spec: KmsKeySpec::SymmetricDefault,
+            customer_master_key_spec: KmsKeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
+            origin: OriginType::AwsKms,
+            key_manager: kubekms_proto::vocab::KeyManagerType::Customer,
             deletion_date: None,
+            pending_deletion_window_in_days: None,
             valid_to: None,
+            expiration_model: None,
+            encryption_algorithms: Default::default(),
+            signing_algorithms: Default::default(),
+            mac_algorithms: Default::default(),
+            multi_region: false,
             current_version: Some(1),
         };
         assert_eq!(immutable_mismatch(&spec, &md), None);
         let ecc = Metadata {
-            key_spec: "ECC_NIST_P256".into(),
-            key_usage: "SIGN_VERIFY".into(),
+            key_spec: KmsKeySpec::EccNistP256,
+            key_usage: KeyUsage::SignVerify,
             ..md
         };
         let problem = immutable_mismatch(&spec, &ecc).unwrap();

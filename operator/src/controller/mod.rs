@@ -14,9 +14,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use kubekms_engine::clock::{Clock, Millis};
-use kubekms_engine::service::{Kms, RequestContext};
 use serde::de::DeserializeOwned;
 
+use crate::engine::EngineClient;
 use crate::error::{Error, Result};
 
 pub mod alias;
@@ -39,9 +39,8 @@ const MAX_NOTE_BYTES: usize = 1024;
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub kms: Arc<Kms>,
-    /// Account, region and principal the controllers act as in the engine.
-    pub request: RequestContext,
+    /// The engine, as the operator's principal in its account and region.
+    pub engine: EngineClient,
     pub clock: Arc<dyn Clock>,
     pub events: events::EventPublisher,
     pub key_index: key::KeyIndex,
@@ -93,19 +92,13 @@ impl Metrics {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        kms: Arc<Kms>,
-        request: RequestContext,
-        clock: Arc<dyn Clock>,
-    ) -> Arc<Self> {
+    pub fn new(client: Client, engine: EngineClient, clock: Arc<dyn Clock>) -> Arc<Self> {
         let (events, writer) =
             events::EventPublisher::new(client.clone(), REPORTER, std::env::var("POD_NAME").ok());
         tokio::spawn(writer);
         Arc::new(Self {
             client,
-            kms,
-            request,
+            engine,
             clock,
             events,
             key_index: key::KeyIndex::default(),
@@ -115,20 +108,6 @@ impl Context {
 
     pub fn now(&self) -> Millis {
         self.clock.now_millis()
-    }
-
-    /// One engine operation, in process, as the operator's principal.
-    pub async fn call<T: DeserializeOwned>(
-        &self,
-        op: &'static str,
-        body: serde_json::Value,
-    ) -> Result<T> {
-        let bytes = serde_json::to_vec(&body).map_err(|source| Error::Decode { op, source })?;
-        let response = self.kms.dispatch(&self.request, op, &bytes).await;
-        let out = response
-            .result
-            .map_err(|source| Error::Kms { op, source })?;
-        serde_json::from_slice(&out).map_err(|source| Error::Decode { op, source })
     }
 
     /// Publish an event about `obj`. Queued, not awaited (see [`events`]): a lost event must
@@ -216,8 +195,8 @@ where
     if previous == Some(status) {
         return Ok(());
     }
-    let status = serde_json::to_value(status).map_err(|source| Error::Decode {
-        op: "status",
+    let status = serde_json::to_value(status).map_err(|source| Error::Json {
+        what: "status",
         source,
     })?;
     apply_status(api, obj, status).await
@@ -357,8 +336,8 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let patch: json_patch::Patch =
-        serde_json::from_value(operations).map_err(|source| Error::Decode {
-            op: "finalizer patch",
+        serde_json::from_value(operations).map_err(|source| Error::Json {
+            what: "finalizer patch",
             source,
         })?;
     api.patch(

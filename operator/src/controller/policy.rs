@@ -71,7 +71,7 @@ use kubekms_crds::policy::ALL_KEYS;
 use kubekms_crds::{
     condition as condition_type, Effect, Key, KeyPolicy, KeyPolicyStatus, KeyState, PolicyStatement,
 };
-use serde::Deserialize;
+use kubekms_engine::KmsError;
 use serde_json::{json, Value};
 
 use super::{backoff, condition, finalized, referring, Context, MAX_REQUEUE};
@@ -397,12 +397,6 @@ async fn cleanup(policy: &KeyPolicy, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct GetKeyPolicyOut {
-    policy: String,
-}
-
 /// What one pass over a namespace did.
 #[derive(Default)]
 struct Synced {
@@ -427,7 +421,7 @@ async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
         .filter(|p| p.metadata.deletion_timestamp.is_none() && p.spec.validate().is_ok())
         .collect();
     live.sort_by_key(|p| p.name_any());
-    let account = ctx.request.scope.account.clone();
+    let account = ctx.engine.caller().scope.account.clone();
     let mut out = Synced::default();
     for key in keys.list(&ListParams::default()).await?.items {
         let status = key.status.as_ref();
@@ -459,11 +453,8 @@ async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
             *out.covered.entry((*policy).to_owned()).or_default() += 1;
         }
         let rendered = render_document(&account, &arn, &covering);
-        let current = match ctx
-            .call::<GetKeyPolicyOut>("GetKeyPolicy", json!({ "KeyId": key_id }))
-            .await
-        {
-            Ok(out) => serde_json::from_str::<Value>(&out.policy).unwrap_or(Value::Null),
+        let current = match ctx.engine.key_policy(&key_id).await {
+            Ok(policy) => serde_json::from_str::<Value>(&policy).unwrap_or(Value::Null),
             // Destroyed at the end of its window; the Key controller reports that.
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
@@ -472,19 +463,18 @@ async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
         let Some(want) = wanted(&current, rendered, &account) else {
             continue;
         };
-        let document = serde_json::to_string(&want).map_err(|source| Error::Decode {
-            op: "PutKeyPolicy",
+        let document = serde_json::to_string(&want).map_err(|source| Error::Json {
+            what: "key policy",
             source,
         })?;
-        let put = ctx
-            .call::<Value>(
-                "PutKeyPolicy",
-                json!({ "KeyId": key_id, "PolicyName": "default", "Policy": document }),
-            )
-            .await;
-        match put {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() || e.aws_type() == Some("KMSInvalidStateException") => {
+        match ctx.engine.put_key_policy(&key_id, document).await {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.engine_error(),
+                    Some(KmsError::NotFound(_) | KmsError::InvalidState(_))
+                ) =>
+            {
                 continue
             }
             Err(e) => return Err(e),

@@ -1,7 +1,12 @@
 //! The vocabulary of the AWS KMS API: key specs, usages, algorithms and states, spelled on the
-//! wire exactly as botocore's `kms/2014-11-01/service-2.json` spells them.
+//! wire exactly as botocore's `kms/2014-11-01/service-2.json` spells them. The engine, the
+//! custom resources and clients all use these types, so a name is spelled in one place.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Serialize;
 
 /// Every enum [`aws_enum!`] declares, so that the wire layer parses any of them with one generic
 /// function (and a new enum needs no registration there).
@@ -15,7 +20,8 @@ pub trait AwsEnum: Sized + Copy + 'static {
 macro_rules! aws_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $wire:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+        #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
         pub enum $name {
             $(#[serde(rename = $wire)] $variant),+
         }
@@ -44,12 +50,71 @@ macro_rules! aws_enum {
             }
         }
 
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(AwsEnumVisitor::<$name>(PhantomData))
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                $name::parse(s).ok_or_else(|| UnknownName {
+                    type_name: stringify!($name),
+                    value: s.to_owned(),
+                })
+            }
+        }
     };
+}
+
+/// A string that names none of an enum's values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownName {
+    /// The enum's Rust name.
+    pub type_name: &'static str,
+    pub value: String,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a {}", self.value, self.type_name)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+/// The constraint an AWS enum member must satisfy, worded as AWS words it.
+pub fn enum_constraint<E: AwsEnum>() -> String {
+    let names: Vec<&str> = E::VALUES.iter().map(|v| v.aws_name()).collect();
+    format!("{ENUM_CONSTRAINT_PREFIX}[{}]", names.join(", "))
+}
+
+/// How [`enum_constraint`] begins, so a transport can recognise the error after serde has
+/// carried it.
+pub const ENUM_CONSTRAINT_PREFIX: &str = "Member must satisfy enum value set: ";
+
+/// Parses an AWS enum from a string; an unknown name is refused with [`enum_constraint`], which
+/// names the allowed values and never echoes the submitted one.
+struct AwsEnumVisitor<E>(PhantomData<E>);
+
+impl<E: AwsEnum> Visitor<'_> for AwsEnumVisitor<E> {
+    type Value = E;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<Er: de::Error>(self, v: &str) -> Result<E, Er> {
+        E::from_aws(v).ok_or_else(|| Er::custom(enum_constraint::<E>()))
+    }
 }
 
 aws_enum!(
@@ -118,7 +183,22 @@ aws_enum!(KeyState {
 aws_enum!(OriginType {
     AwsKms = "AWS_KMS",
     External = "EXTERNAL",
+    AwsCloudhsm = "AWS_CLOUDHSM",
+    ExternalKeyStore = "EXTERNAL_KEY_STORE",
 });
+
+aws_enum!(KeyManagerType {
+    Aws = "AWS",
+    Customer = "CUSTOMER",
+});
+
+aws_enum!(
+    /// How a key's material came to be rotated (`ListKeyRotations`).
+    RotationType {
+        Automatic = "AUTOMATIC",
+        OnDemand = "ON_DEMAND",
+    }
+);
 
 aws_enum!(ExpirationModel {
     KeyMaterialExpires = "KEY_MATERIAL_EXPIRES",
@@ -145,6 +225,23 @@ aws_enum!(WrappingKeySpec {
     Rsa3072 = "RSA_3072",
     Rsa4096 = "RSA_4096",
 });
+
+/// CreateKey's default, and a Key's.
+impl Default for KeySpec {
+    fn default() -> Self {
+        KeySpec::SymmetricDefault
+    }
+}
+
+impl WrappingAlgorithm {
+    /// Whether the algorithm wraps under a one-time AES key, so any size of material fits.
+    pub fn is_key_wrap(self) -> bool {
+        matches!(
+            self,
+            WrappingAlgorithm::RsaAesKeyWrapSha1 | WrappingAlgorithm::RsaAesKeyWrapSha256
+        )
+    }
+}
 
 impl KeySpec {
     pub fn is_rsa(self) -> bool {

@@ -1,0 +1,18 @@
+//! kubekms's shared vocabulary, for the engine, the operator, the webhook and agents alike:
+//!
+//! - [`vocab`]: the AWS KMS names (key specs, usages, states, algorithms);
+//! - [`operation`]: the one list of operations and of the policy actions they need;
+//! - [`ops`]: each operation's typed request and response, whose derived serde form is the
+//!   AWS JSON 1.1 wire form;
+//! - [`sigv4`]: the AWS Signature Version 4 signer.
+//!
+//! It depends on no server or Kubernetes crate.
+
+pub mod codec;
+pub mod operation;
+pub mod ops;
+pub mod sigv4;
+pub mod vocab;
+
+pub use codec::Timestamp;
+pub use operation::{Action, Operation};
