@@ -69,11 +69,11 @@ run: build-release
 
 ## bench: the benchmark binary (kubekms-bench)
 bench:
-	$(CARGO) run --release -p kubekms-engine --bin kubekms-bench -- $(ARGS)
+	$(CARGO) run --release -p kubekms-bench --bin kubekms-bench -- $(ARGS)
 
 ## scale-bench: Keys applied to the local control plane until Ready, a rotation wave, the
 ## operator's RSS (kubekms-scale-bench; figures in BENCHMARKS.md)
 scale-bench: setup
 	$(CARGO) build --release -p kubekms-operator --bin kubekms-operator
-	$(CARGO) run --release -p kubekms-e2e --bin kubekms-scale-bench -- \
+	$(CARGO) run --release -p kubekms-bench --bin kubekms-scale-bench -- \
 		--operator-bin $(CARGO_TARGET_DIR)/release/kubekms-operator $(ARGS)

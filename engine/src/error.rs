@@ -63,6 +63,9 @@ pub enum KmsError {
     UnknownOperation(String),
     #[error("{0}")]
     SerializationFailure(String),
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// An internal failure (storage, crypto library). The message is safe to show.
     #[error("{0}")]
     Internal(String),
@@ -101,6 +104,7 @@ impl KmsError {
             KmsError::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
             KmsError::UnknownOperation(_) => "UnknownOperationException",
             KmsError::SerializationFailure(_) => "SerializationException",
+            KmsError::RequestTimeout(_) => "RequestTimeoutException",
             KmsError::Internal(_) => "KMSInternalException",
         }
     }
@@ -109,6 +113,7 @@ impl KmsError {
     pub fn http_status(&self) -> u16 {
         match self {
             KmsError::Internal(_) | KmsError::DependencyTimeout(_) => 500,
+            KmsError::RequestTimeout(_) => 408,
             _ => 400,
         }
     }

@@ -67,6 +67,15 @@ pub struct Verifier {
     signing_keys: RwLock<HashMap<String, Arc<hmac::Key>>>,
 }
 
+/// A request head that passed [`Verifier::check_head`]: what the signature check needs, borrowed
+/// from the headers (`'h`) and the verifier's credentials (`'v`).
+pub struct Head<'h, 'v> {
+    auth: Authorization<'h>,
+    amz_date: String,
+    signed: Vec<&'h str>,
+    credential: &'v Credential,
+}
+
 struct Authorization<'a> {
     /// `AKID/date/region/service/aws4_request`
     credential: &'a str,
@@ -91,8 +100,19 @@ impl Verifier {
         &self.credentials
     }
 
+    /// Check a whole signed request: [`Verifier::check_head`], then the signature over the
+    /// body.
     pub fn verify(&self, req: &SignedRequest<'_>) -> Result<Verified<'_>> {
-        let header = match req.headers.get("authorization") {
+        let head = self.check_head(req.headers)?;
+        self.check_signature(&head, req)
+    }
+
+    /// Everything that can be checked before the body is read: the Authorization header's
+    /// form, the credential scope (date, a well-formed region, service), the clock skew, the
+    /// signed headers and that the access key exists. A request that fails here is refused
+    /// without buffering its body.
+    pub fn check_head<'h>(&self, headers: &'h HeaderMap) -> Result<Head<'h, '_>> {
+        let header = match headers.get("authorization") {
             Some(h) => h
                 .to_str()
                 .map_err(|_| incomplete("The Authorization header is not valid ASCII."))?,
@@ -103,7 +123,7 @@ impl Verifier {
             }
         };
         let auth = parse_authorization(header)?;
-        let (amz_date, request_time) = request_date(req.headers)?;
+        let (amz_date, request_time) = request_date(headers)?;
 
         if auth.date != &amz_date[..8] {
             return Err(KmsError::InvalidSignature(format!(
@@ -118,7 +138,8 @@ impl Verifier {
                 "Credential should be scoped to correct service: '{SERVICE}'."
             )));
         }
-        if auth.region.is_empty() {
+        // The region ends up in every ARN the caller sees and in the audit log.
+        if !is_region_name(auth.region) {
             return Err(incomplete("Credential should be scoped to a valid region."));
         }
         check_skew(&amz_date, request_time, self.clock.now_millis())?;
@@ -131,7 +152,7 @@ impl Verifier {
         }
         // Every SDK signs the target. Insisting on it binds the operation to the signature, so a
         // captured request cannot be replayed as a different operation on the same body.
-        if req.headers.contains_key("x-amz-target") && !signed.contains(&"x-amz-target") {
+        if headers.contains_key("x-amz-target") && !signed.contains(&"x-amz-target") {
             return Err(KmsError::InvalidSignature(
                 "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.".into(),
             ));
@@ -141,7 +162,26 @@ impl Verifier {
             .credentials
             .get(auth.access_key_id)
             .ok_or_else(|| KmsError::UnrecognizedClient(MSG_UNKNOWN_KEY.into()))?;
+        Ok(Head {
+            auth,
+            amz_date,
+            signed,
+            credential,
+        })
+    }
 
+    /// The signature of a request whose head passed [`Verifier::check_head`].
+    pub fn check_signature<'v>(
+        &'v self,
+        head: &Head<'_, 'v>,
+        req: &SignedRequest<'_>,
+    ) -> Result<Verified<'v>> {
+        let Head {
+            auth,
+            amz_date,
+            signed,
+            credential,
+        } = head;
         let payload_hash = hex::encode(digest::digest(&digest::SHA256, req.body));
         if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
             if !claimed
@@ -159,15 +199,15 @@ impl Verifier {
             req.method,
             req.path,
             req.query,
-            &signed,
+            signed,
             auth.signed_headers,
             |name, out| {
                 push_header_values(out, req.headers.get_all(name).iter().map(|v| v.as_bytes()))
             },
             &payload_hash,
         );
-        let key = self.signing_key(&auth, credential);
-        let expected = signature(&key, &amz_date, auth.credential, &canonical);
+        let key = self.signing_key(auth, credential);
+        let expected = signature(&key, amz_date, auth.credential, &canonical);
         constant_time::verify_slices_are_equal(expected.as_bytes(), auth.signature.as_bytes())
             .map_err(|_| KmsError::InvalidSignature(MSG_MISMATCH.into()))?;
 
@@ -195,6 +235,21 @@ impl Verifier {
         cache.insert(auth.credential.to_owned(), Arc::clone(&key));
         key
     }
+}
+
+/// A region name as AWS forms them (`us-east-1`, `us-gov-west-1`, `eu-central-2`): lowercase
+/// letters and digits in two to five hyphen-separated parts, the first letters only, at most 32
+/// characters. Anything else (a `:` that would split an ARN, spaces, case) is refused.
+pub fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    region.len() <= 32
+        && (2..=5).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
 }
 
 fn incomplete(msg: impl Into<String>) -> KmsError {
@@ -753,5 +808,63 @@ mod tests {
             ("authorization", &auth),
         ]);
         v.verify(&request(&map, b"{}")).unwrap();
+    }
+
+    #[test]
+    fn region_names_are_checked() {
+        for good in [
+            "us-east-1",
+            "eu-west-3",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-2",
+        ] {
+            assert!(is_region_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "us-east-1:999999999999",
+            "US-EAST-1",
+            "us east 1",
+            "useast1",
+            "us--east-1",
+            "-us-east-1",
+            "1us-east-1",
+            "us-east-1-",
+            &"a-".repeat(20),
+        ] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_region_is_refused_before_the_body() {
+        let (v, _) = verifier(SIGNED_AT);
+        let input = SigningInput {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &[("host", HOST)],
+            body: b"{}",
+        };
+        let signed = sign_request(
+            AKID,
+            SECRET,
+            "us-east-1:999999999999",
+            "kms",
+            &input,
+            SIGNED_AT,
+        );
+        let mut pairs: Vec<(String, String)> = vec![("host".into(), HOST.into())];
+        pairs.extend(signed);
+        let map = owned_header_map(&pairs);
+        assert!(matches!(
+            v.check_head(&map),
+            Err(KmsError::IncompleteSignature(_))
+        ));
+        assert!(matches!(
+            v.verify(&request(&map, b"{}")),
+            Err(KmsError::IncompleteSignature(_))
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! The AWS JSON 1.1 protocol: `POST /` with `X-Amz-Target: TrentService.<Operation>`, a SigV4
 //! signature, and a JSON body; answers are JSON, errors `{"__type", "message"}`.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Span;
 
 pub use kubekms_proto::sigv4::CONTENT_TYPE_JSON;
@@ -50,39 +52,48 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let operation = target.strip_prefix(TARGET_PREFIX).unwrap_or(target);
-    span.record("operation", operation);
-    let op = Operation::from_name(operation).filter(|_| target.starts_with(TARGET_PREFIX));
+    let op = target
+        .strip_prefix(TARGET_PREFIX)
+        .and_then(Operation::from_name);
+    // The target is the client's, unauthenticated: logged (and echoed) only in a bounded,
+    // printable form.
+    let operation: Cow<'_, str> = match op {
+        Some(op) => Cow::Borrowed(op.name()),
+        None => printable_prefix(target.strip_prefix(TARGET_PREFIX).unwrap_or(target)),
+    };
+    span.record("operation", &*operation);
     let source_ip = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
 
-    let mut principal = "";
+    let mut principal: Option<Principal> = None;
     let mut keys = Vec::new();
     let result = async {
-        let body = read_body(&parts.headers, body, state.config.max_body_bytes).await?;
-        let verified = state.verifier.verify(&SignedRequest {
+        // Before a byte of the body is read: a request that cannot authenticate holds no body.
+        state.authenticator.check_head(&parts.headers)?;
+        let (body, _held) = read_body(&state, &parts.headers, body).await?;
+        let who = state.authenticator.authenticate(&SignedRequest {
             method: parts.method.as_str(),
             path: parts.uri.path(),
             query: parts.uri.query(),
             headers: &parts.headers,
             body: &body,
         })?;
-        principal = verified.principal;
-        if target.is_empty() {
-            return Err(HttpError::from(KmsError::UnknownOperation(
-                "Missing X-Amz-Target header".into(),
-            )));
-        }
         let Some(op) = op else {
-            return Err(HttpError::from(KmsError::UnknownOperation(format!(
-                "Unknown operation {target}"
-            ))));
+            principal = Some(who.principal);
+            return Err(HttpError::from(KmsError::UnknownOperation(
+                if target.is_empty() {
+                    "Missing X-Amz-Target header".into()
+                } else {
+                    format!("Unknown operation {operation}")
+                },
+            )));
         };
         let caller = Caller {
-            scope: verified.scope,
-            principal: Principal::new(principal),
+            scope: who.scope,
+            principal: who.principal,
             request_id: request_id.clone(),
         };
         let answer = json::dispatch(&state.kms, &caller, op, &body).await;
+        principal = Some(caller.principal);
         keys = answer.keys;
         answer.result.map_err(HttpError::from)
     }
@@ -103,8 +114,8 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     state.audit.record(AuditEvent {
         time: received,
         request_id: &request_id,
-        principal,
-        operation,
+        principal: principal.as_ref().map_or("", Principal::arn),
+        operation: &operation,
         // ReEncrypt touches its source and then its destination: the latter is the key it
         // acted on.
         key_arn: keys.last().map(|k| &**k),
@@ -133,13 +144,56 @@ impl From<KmsError> for HttpError {
     }
 }
 
-/// Collect the body, refusing more than `limit` bytes (by Content-Length before reading, and
-/// while reading for chunked bodies).
+/// The longest unknown operation name that is logged or echoed.
+const MAX_LOGGED_OPERATION: usize = 64;
+
+/// At most [`MAX_LOGGED_OPERATION`] characters of `text`, with anything but ASCII letters,
+/// digits, `.`, `_` and `-` replaced by `?`, and `...` when cut.
+fn printable_prefix(text: &str) -> Cow<'_, str> {
+    let clean = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if text.len() <= MAX_LOGGED_OPERATION && text.chars().all(clean) {
+        return Cow::Borrowed(text);
+    }
+    let mut out: String = text
+        .chars()
+        .take(MAX_LOGGED_OPERATION)
+        .map(|c| if clean(c) { c } else { '?' })
+        .collect();
+    if text.chars().nth(MAX_LOGGED_OPERATION).is_some() {
+        out.push_str("...");
+    }
+    Cow::Owned(out)
+}
+
+/// Collect the body within `ServerConfig::body_read_timeout`, refusing more than
+/// `max_body_bytes` (by Content-Length before reading, and while reading for chunked bodies).
+/// The bytes held count against the server's body budget until the returned permit is dropped.
 async fn read_body(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), HttpError> {
+    let timeout = state.config.body_read_timeout;
+    let limit = state.config.max_body_bytes;
+    tokio::time::timeout(
+        timeout,
+        collect_body(headers, body, limit, &state.body_budget),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(HttpError::from(KmsError::RequestTimeout(format!(
+            "The request body was not received within {} ms",
+            timeout.as_millis()
+        ))))
+    })
+}
+
+async fn collect_body(
     headers: &axum::http::HeaderMap,
     mut body: Body,
     limit: usize,
-) -> Result<Bytes, HttpError> {
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), HttpError> {
     let too_large = || HttpError {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         error: KmsError::validation(format!("Request body must be at most {limit} bytes")),
@@ -151,6 +205,7 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let mut first: Option<Bytes> = None;
     let mut rest: Vec<u8> = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
@@ -162,9 +217,24 @@ async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        let have = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        let have = if rest.is_empty() {
+            first.as_ref().map_or(0, Bytes::len)
+        } else {
+            rest.len()
+        };
         if have + data.len() > limit {
             return Err(too_large());
+        }
+        // Waits while other bodies hold the budget (bounded by the read timeout around this).
+        let permits = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let permit = budget
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| KmsError::internal("the body budget is closed"))?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
         }
         // A body nearly always arrives in one frame; keep it without copying.
         match &first {
@@ -177,11 +247,12 @@ async fn read_body(
             }
         }
     }
-    Ok(if rest.is_empty() {
+    let bytes = if rest.is_empty() {
         first.unwrap_or_default()
     } else {
         Bytes::from(rest)
-    })
+    };
+    Ok((bytes, held))
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 
+pub mod auth;
 pub mod handlers;
 pub mod json;
 pub mod metrics;

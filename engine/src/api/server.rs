@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::api::handlers::PeerAddr;
@@ -31,9 +31,19 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     // Each connection task holds a sender; `recv` returning None means all have finished.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    // One permit per open connection: at the cap, new connections wait in the listen backlog
+    // instead of each holding a task, buffers and possibly a body.
+    let slots = Arc::new(Semaphore::new(state.config.max_connections));
     tokio::pin!(shutdown);
 
     loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -53,6 +63,7 @@ pub async fn serve(
             peer,
             stop: stop_rx.clone(),
             _alive: alive_tx.clone(),
+            _slot: slot,
         };
         match &acceptor {
             None => {
@@ -90,6 +101,8 @@ struct Connection {
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
+    /// Frees the connection's place under `ServerConfig::max_connections` when dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Connection {

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
+use crate::api::auth::Authenticator;
 use crate::api::metrics::Metrics;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::service::Kms;
-use crate::sigv4::Verifier;
 
 /// Limits of the HTTP layer.
 #[derive(Clone, Debug)]
@@ -16,6 +18,14 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// A client must send its request headers within this long (slow-loris protection).
     pub header_read_timeout: Duration,
+    /// ... and then its body within this long; a slower request is answered 408 and its
+    /// connection closed.
+    pub body_read_timeout: Duration,
+    /// At most this many bytes of request bodies are held at once, across all connections;
+    /// a body that does not fit waits (within `body_read_timeout`) for others to finish.
+    pub max_buffered_body_bytes: usize,
+    /// Open client connections at most; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// How long shutdown waits for in-flight requests before closing connections anyway.
     pub shutdown_grace: Duration,
     /// How long a TLS handshake may take.
@@ -27,6 +37,9 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
+            max_buffered_body_bytes: 64 * 1024 * 1024,
+            max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
         }
@@ -35,7 +48,9 @@ impl Default for ServerConfig {
 
 pub struct AppState {
     pub kms: Arc<Kms>,
-    pub verifier: Verifier,
+    pub authenticator: Box<dyn Authenticator>,
+    /// One permit per byte of request body held (see `ServerConfig::max_buffered_body_bytes`).
+    pub body_budget: Arc<Semaphore>,
     pub audit: AuditLog,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
@@ -45,14 +60,15 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         kms: Arc<Kms>,
-        verifier: Verifier,
+        authenticator: impl Authenticator,
         audit: AuditLog,
         clock: Arc<dyn Clock>,
         config: ServerConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             kms,
-            verifier,
+            authenticator: Box::new(authenticator),
+            body_budget: Arc::new(Semaphore::new(config.max_buffered_body_bytes)),
             audit,
             metrics: Metrics::default(),
             clock,

@@ -31,6 +31,14 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(ServerConfig {
+        max_body_bytes: 64 * 1024,
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+async fn harness_with(config: ServerConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let clock = SystemClock::new();
     let root = RootKey::from_bytes(&RootKey::generate().unwrap()).unwrap();
@@ -47,10 +55,6 @@ async fn harness() -> Harness {
     let verifier = Verifier::new(Credentials::new([cred.clone()]).unwrap(), clock.clone());
     let audit_path = dir.path().join("audit.log");
     let audit = AuditLog::to_file(&audit_path).unwrap();
-    let config = ServerConfig {
-        max_body_bytes: 64 * 1024,
-        ..ServerConfig::default()
-    };
     let state = AppState::new(kms, verifier, audit, clock.clone(), config);
     Harness {
         state,
@@ -531,4 +535,230 @@ async fn serves_https_with_a_pem_certificate() {
 
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_the_limit_is_accepted_in_several_frames() {
+    let h = harness().await;
+    // Valid JSON padded with spaces to exactly the limit.
+    let mut body = b"{}".to_vec();
+    body.resize(64 * 1024, b' ');
+    let req = h.signed("ListKeys", &body);
+    let (mut parts, _) = req.into_parts();
+    parts.headers.remove("content-length");
+    let chunks: Vec<axum::body::Bytes> = body
+        .chunks(1000)
+        .map(axum::body::Bytes::copy_from_slice)
+        .collect();
+    let (status, _, json) = h
+        .call(Request::from_parts(
+            parts,
+            Body::new(Chunked(chunks.into())),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+/// A body whose bytes never come.
+struct Endless;
+
+impl axum::body::HttpBody for Endless {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_authenticate_is_answered_before_its_body() {
+    let h = harness().await;
+    let unsigned = Request::post("/")
+        .header("x-amz-target", "TrentService.ListKeys")
+        .header("content-length", "60000")
+        .body(Body::new(Endless))
+        .unwrap();
+    let signed = h.signed("ListKeys", b"{}");
+    let (mut unknown_key, _) = signed.into_parts();
+    let auth = unknown_key.headers["authorization"]
+        .to_str()
+        .unwrap()
+        .replace(AKID, "AKIDNOBODY");
+    unknown_key
+        .headers
+        .insert("authorization", auth.parse().unwrap());
+    for (req, code) in [
+        (unsigned, "MissingAuthenticationTokenException"),
+        (
+            Request::from_parts(unknown_key, Body::new(Endless)),
+            "UnrecognizedClientException",
+        ),
+    ] {
+        let (status, _, json) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), h.call(req))
+                .await
+                .expect("answered without waiting for the body");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_error(&json, code);
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408() {
+    let h = harness_with(ServerConfig {
+        body_read_timeout: std::time::Duration::from_millis(200),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (parts, _) = h.signed("ListKeys", b"{}").into_parts();
+    let (status, _, json) = h.call(Request::from_parts(parts, Body::new(Endless))).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_error(&json, "RequestTimeoutException");
+    // Nothing stays held.
+    assert_eq!(
+        h.state.body_budget.available_permits(),
+        h.state.config.max_buffered_body_bytes
+    );
+}
+
+/// Write a signed request head for a body of `declared` bytes and the first `sent` of them.
+async fn slow_request(
+    url: &str,
+    h: &Harness,
+    declared: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let body = vec![b' '; declared];
+    let headers = sign_kms_request(
+        &h.cred,
+        "us-east-1",
+        "localhost",
+        "ListKeys",
+        &body,
+        h.clock.now_millis(),
+    );
+    let mut head = String::from("POST / HTTP/1.1\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("content-length: {declared}\r\n\r\n"));
+    let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..sent]).await.unwrap();
+    stream
+}
+
+/// Everything the server sends until it closes the connection (within `limit`).
+async fn read_to_close(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut out))
+        .await
+        .expect("the server closed the connection")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn slow_bodies_are_cut_and_their_memory_is_bounded() {
+    let budget = 2_000;
+    let h = harness_with(ServerConfig {
+        body_read_timeout: std::time::Duration::from_millis(700),
+        max_buffered_body_bytes: budget,
+        ..ServerConfig::default()
+    })
+    .await;
+    let (url, stop, task) = start(&h).await;
+    // Five clients each send 900 bytes of a 1,000-byte body and stall: the budget holds two of
+    // them; the others wait for it, and all are cut at the timeout.
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(slow_request(&url, &h, 1_000, 900).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let held = budget - h.state.body_budget.available_permits();
+    assert!(held <= budget, "{held} bytes held");
+    assert!(
+        held < 5 * 900,
+        "every stalled body was buffered: {held} bytes"
+    );
+    for stream in &mut streams {
+        let answer = read_to_close(stream, std::time::Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("RequestTimeoutException"), "{answer}");
+    }
+    assert_eq!(h.state.body_budget.available_permits(), budget);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_place() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = harness_with(ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let (url, stop, task) = start(&h).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "a third connection was served at a cap of two"
+    );
+    drop(first);
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("served once a place was free")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_target_is_logged_and_echoed_only_in_part() {
+    let h = harness().await;
+    let target = "X".repeat(300_000);
+    let (status, _, json) = h.call(h.signed(&target, b"{}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&json, "UnknownOperationException");
+    assert!(
+        json.to_string().len() < 1_000,
+        "{} bytes",
+        json.to_string().len()
+    );
+    let unsigned = Request::post("/")
+        .header(
+            "x-amz-target",
+            format!("TrentService.{}", "x y:z/\"".repeat(10_000)),
+        )
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, _, _) = h.call(unsigned).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let lines = h.audit_lines();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        let op = line["operation"].as_str().unwrap();
+        assert!(op.len() <= 80, "{} characters logged", op.len());
+        assert!(op.chars().all(|c| c.is_ascii_graphic()), "{op:?}");
+    }
+    assert!(lines[0]["operation"].as_str().unwrap().starts_with("XXXX"));
 }

@@ -207,6 +207,26 @@ async fn symmetric_round_trip_with_context_and_tamper() {
 }
 
 #[tokio::test]
+async fn a_key_id_over_the_model_limit_is_refused_before_lookup() {
+    let h = harness().await;
+    let long = "a".repeat(900 * 1024);
+    for op in ["DescribeKey", "Encrypt", "EnableKey", "GetKeyPolicy"] {
+        let (kind, message) = h
+            .call(op, json!({"KeyId": long, "Plaintext": "AA=="}))
+            .await
+            .unwrap_err();
+        assert_eq!(kind, "ValidationException", "{op}");
+        assert!(message.len() < 500, "{op}: {} bytes echoed", message.len());
+    }
+    // 2048 characters is still a KeyId (one that names no key).
+    let at_limit = "a".repeat(2048);
+    assert_eq!(
+        h.err("DescribeKey", json!({"KeyId": at_limit})).await,
+        "NotFoundException"
+    );
+}
+
+#[tokio::test]
 async fn limits_and_validation() {
     let h = harness().await;
     let key = h.create(json!({})).await;

@@ -1,11 +1,14 @@
 //! `kubekms-bench`: load-test the release engine over real HTTP with `wrk`, next to `moto_server`
-//! doing the same symmetric Encrypt, and print one table.
+//! doing the same symmetric Encrypt, and print one table. In the same run it measures a floor
+//! (`kubekms-floor`: hyper + serde + AES-GCM answering the same pre-signed Encrypt with no
+//! authentication and no audit) and, with `--baseline-bin`, another engine build (the commit
+//! before a change) on the symmetric scenarios, and prints the engine's ratio to each.
 //!
 //! Every request is SigV4-signed once, ahead of the run, and replayed by wrk: the engine accepts
 //! a signature for five minutes either way, and verifies every replay in full, so the figures
 //! include signature checking, JSON, crypto and the audit log (which is on, to a file).
 //!
-//!     cargo run --release -p kubekms-engine --bin kubekms-bench -- [--duration SECS] [--quick]
+//!     cargo run --release -p kubekms-bench --bin kubekms-bench -- [--duration SECS] [--quick]
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -30,7 +33,7 @@ use kubekms_engine::config::{Credential, Credentials, DEFAULT_ACCOUNT_ID};
 use kubekms_engine::crypto::random_bytes;
 use kubekms_engine::sigv4::sign_kms_request;
 
-const WRK_HOOKS: &str = include_str!("../../bench/wrk-hooks.lua");
+const WRK_HOOKS: &str = include_str!("../../wrk-hooks.lua");
 const REGION: &str = "us-east-1";
 /// The marker the engine prints once it accepts connections.
 const LISTENING: &str = "listening on http://";
@@ -49,6 +52,9 @@ const SIGN_RSA: &str = "Sign RSA_2048 PSS_SHA_256";
 const SIGN_ECC: &str = "Sign ECC_NIST_P256";
 const GENERATE_DATA_KEY_PAIR: &str = "GenerateDataKeyPair RSA_2048";
 const MOTO_ENCRYPT: &str = "moto Encrypt SYMMETRIC_DEFAULT";
+const FLOOR_ENCRYPT: &str = "floor Encrypt (no auth, no audit)";
+/// The scenarios a baseline engine is measured on, and compared at concurrency 32.
+const BASELINE_SCENARIOS: [&str; 3] = [ENCRYPT, DECRYPT, GENERATE_DATA_KEY];
 const ENGINE_SCENARIOS: [&str; 6] = [
     ENCRYPT,
     DECRYPT,
@@ -88,6 +94,13 @@ struct Args {
     /// Leave out the moto comparison.
     #[arg(long)]
     skip_moto: bool,
+    /// Leave out the floor server.
+    #[arg(long)]
+    skip_floor: bool,
+    /// Another engine binary (for example one built from the commit before a change) to
+    /// measure on the symmetric scenarios in the same run.
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
     /// Run only scenarios whose name contains this text (case-insensitive).
     #[arg(long)]
     only: Option<String>,
@@ -147,7 +160,20 @@ fn fmt_num(v: f64) -> String {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Server {
     Engine,
+    Baseline,
+    Floor,
     Moto,
+}
+
+impl Server {
+    fn label(self) -> &'static str {
+        match self {
+            Server::Engine => "engine",
+            Server::Baseline => "baseline",
+            Server::Floor => "floor",
+            Server::Moto => "moto",
+        }
+    }
 }
 
 /// Validates one answer's JSON.
@@ -242,6 +268,32 @@ fn run(args: &Args) -> Result<bool> {
         engine_summary = Some((run.peak_rss_kib, run.audit_lines.ok(), run.requests));
     }
 
+    if let Some(baseline_bin) = &args.baseline_bin {
+        let baseline_dir = dir.path().join("baseline");
+        fs::create_dir_all(&baseline_dir)?;
+        let wanted_baseline = |name: &str| BASELINE_SCENARIOS.contains(&name) && wanted(name);
+        let run = run_engine(
+            baseline_bin,
+            &credential,
+            args,
+            secs,
+            &baseline_dir,
+            &wanted_baseline,
+        )?;
+        for mut m in run.measurements {
+            m.server = Server::Baseline;
+            report_errors(&m, &mut failures);
+            measurements.push(m);
+        }
+    }
+
+    if !args.skip_floor && wanted(FLOOR_ENCRYPT) {
+        for m in run_floor(args, &credential, secs, dir.path())? {
+            report_errors(&m, &mut failures);
+            measurements.push(m);
+        }
+    }
+
     let mut moto_peak = None;
     if !args.skip_moto && wanted(MOTO_ENCRYPT) {
         let moto_measurements = run_moto(args, &credential, secs, dir.path(), &mut moto_peak)?;
@@ -253,6 +305,7 @@ fn run(args: &Args) -> Result<bool> {
 
     print_table(&measurements);
     println!();
+    print_ratios(&measurements);
     let busiest = measurements
         .iter()
         .filter_map(|m| m.cpu.map(|c| c.other_pct))
@@ -1125,33 +1178,113 @@ fn free_port() -> Result<u16> {
 }
 
 fn default_engine_bin() -> Result<PathBuf> {
+    sibling_bin("kubekms-engine", "kubekms-engine")
+}
+
+/// `name` from `package`, built next to this binary in the same profile.
+fn sibling_bin(package: &str, name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
-    let bin = dir.join("kubekms-engine");
-    // `cargo run --bin kubekms-bench` builds only this binary: build the engine too, in the
-    // same profile, so the figures are never from a stale or missing engine.
+    let bin = dir.join(name);
+    // `cargo run --bin kubekms-bench` builds only this binary: build the other one too, in the
+    // same profile, so the figures are never from a stale or missing build.
     if let Some(cargo) = std::env::var_os("CARGO") {
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "kubekms-engine", "--bin", "kubekms-engine"]);
+        cmd.args(["build", "-p", package, "--bin", name]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
-        eprintln!("kubekms-bench: building the engine ({cmd:?})");
+        eprintln!("kubekms-bench: building {name} ({cmd:?})");
         let status = cmd.status().context("running cargo build")?;
         if !status.success() {
-            bail!("building the engine failed ({status})");
+            bail!("building {name} failed ({status})");
         }
     }
     if !bin.exists() {
         bail!(
-            "no engine binary at {}; build it (cargo build --release -p kubekms-engine) or pass \
-             --engine-bin",
+            "no binary at {}; build it (cargo build --release -p {package} --bin {name})",
             bin.display()
         );
     }
     Ok(bin)
+}
+
+/// The floor server answering the same pre-signed Encrypt, at both concurrencies.
+fn run_floor(
+    args: &Args,
+    credential: &Credential,
+    secs: u64,
+    dir: &Path,
+) -> Result<Vec<Measurement>> {
+    let bin = sibling_bin("kubekms-bench", "kubekms-floor")?;
+    let mut floor = ServerProcess::spawn(
+        "floor",
+        Command::new(&bin).args(["--listen", "127.0.0.1:0"]),
+        &dir.join("floor.log"),
+    )?;
+    let addr = floor.wait_for_listen_line(Duration::from_secs(30))?;
+    let client = Client::new(addr, credential);
+    let scenario = Scenario {
+        name: FLOOR_ENCRYPT,
+        server: Server::Floor,
+        operation: "Encrypt",
+        body: json!({
+            "KeyId": "floor",
+            "Plaintext": B64.encode(random_bytes(PLAINTEXT_BYTES).map_err(|e| anyhow!("{e}"))?.as_slice()),
+        })
+        .to_string(),
+        check: Box::new(|v| {
+            str_field(v, "CiphertextBlob")?;
+            Ok(())
+        }),
+        rps_goal_c32: None,
+        p50_goal_c1_ms: None,
+    };
+    let mut out = Vec::new();
+    for (conc, threads) in [(1, 1), (32, args.wrk_threads)] {
+        out.push(measure(
+            &client, &mut floor, &scenario, conc, threads, secs, dir,
+        )?);
+    }
+    floor.stop();
+    Ok(out)
+}
+
+/// The engine's throughput at concurrency 32 against the floor and the baseline.
+fn print_ratios(rows: &[Measurement]) {
+    let rps = |server: Server, scenario: &str| {
+        rows.iter()
+            .find(|m| m.server == server && m.scenario == scenario && m.concurrency == 32)
+            .map(|m| m.wrk.rps())
+    };
+    let mut printed = false;
+    if let (Some(engine), Some(floor)) = (
+        rps(Server::Engine, ENCRYPT),
+        rps(Server::Floor, FLOOR_ENCRYPT),
+    ) {
+        println!(
+            "engine / floor, {ENCRYPT} at c=32: {engine:.0} / {floor:.0} = {:.2} (target >= 0.8)",
+            engine / floor
+        );
+        printed = true;
+    }
+    for scenario in BASELINE_SCENARIOS {
+        if let (Some(engine), Some(base)) = (
+            rps(Server::Engine, scenario),
+            rps(Server::Baseline, scenario),
+        ) {
+            println!(
+                "engine / baseline, {scenario} at c=32: {engine:.0} / {base:.0} = {:.2}",
+                engine / base
+            );
+            printed = true;
+        }
+    }
+    if printed {
+        println!();
+    }
 }
 
 /// Every engine request leaves exactly one audit line. wrk stops counting at its deadline with
@@ -1201,10 +1334,7 @@ fn print_table(rows: &[Measurement]) {
         let p50_ms = m.wrk.p50_us as f64 / 1000.0;
         table.push(vec![
             m.scenario.to_owned(),
-            match m.server {
-                Server::Engine => "engine".into(),
-                Server::Moto => "moto".into(),
-            },
+            m.server.label().to_owned(),
             m.concurrency.to_string(),
             m.threads.to_string(),
             format!("{rps:.0}"),
