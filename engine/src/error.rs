@@ -128,3 +128,25 @@ impl KmsError {
 }
 
 pub type Result<T, E = KmsError> = std::result::Result<T, E>;
+
+/// The longest piece of untrusted text (a header value, an unknown operation name) that goes
+/// into a message or a log line.
+pub const MAX_SHOWN: usize = 64;
+
+/// Untrusted text as it may appear in a message or log: at most [`MAX_SHOWN`] characters, with
+/// anything but ASCII letters, digits and `.,:;/+=_-` replaced by `?`, and `...` when cut.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    let clean = |c: char| c.is_ascii_alphanumeric() || ".,:;/+=_-".contains(c);
+    if text.len() <= MAX_SHOWN && text.chars().all(clean) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out: String = text
+        .chars()
+        .take(MAX_SHOWN)
+        .map(|c| if clean(c) { c } else { '?' })
+        .collect();
+    if text.chars().nth(MAX_SHOWN).is_some() {
+        out.push_str("...");
+    }
+    std::borrow::Cow::Owned(out)
+}

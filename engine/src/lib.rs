@@ -11,6 +11,7 @@ pub mod error;
 /// The AWS vocabulary, shared with every other crate through `kubekms-proto`.
 pub use kubekms_proto::vocab as model;
 pub mod record;
+pub mod runner;
 pub mod service;
 pub mod sigv4;
 pub mod store;

@@ -2,16 +2,16 @@
 //! data directory.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use kubekms_engine::api::{self, AppState, ServerConfig};
+use kubekms_engine::api::{self, ServerConfig};
 use kubekms_engine::audit::AuditLog;
 use kubekms_engine::clock::SystemClock;
 use kubekms_engine::config;
+use kubekms_engine::runner::{self, Engine};
 use kubekms_engine::service::Kms;
 use kubekms_engine::sigv4::Verifier;
 use kubekms_engine::store::embedded::EmbeddedStore;
@@ -68,26 +68,14 @@ struct StandaloneArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    // rustls picks its provider from the process default when a config does not name one.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runner::init_process()?;
     match cli.command {
         Command::Standalone(args) => runtime.block_on(run(args)),
     }
 }
 
 async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
-    create_private_dir(&args.data_dir)?;
+    runner::create_private_dir(&args.data_dir)?;
     let dir = args.data_dir.as_path();
     let store: Arc<dyn KeyStore> = Arc::new(EmbeddedStore::open(dir)?);
     let root = load_or_create_root_key(&dir.join("root.key"), true)?;
@@ -96,9 +84,7 @@ async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let creds = config::load_standalone(args.credentials.as_deref(), dir)?;
     let audit = match args.audit_log.as_deref() {
         None => AuditLog::to_file(&dir.join("audit.log"))?,
-        Some("-") => AuditLog::to_stdout(),
-        Some("off") => AuditLog::disabled(),
-        Some(path) => AuditLog::to_file(Path::new(path))?,
+        Some(arg) => runner::audit_log(arg)?,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(api::tls::load_server_config(cert, key)?),
@@ -107,49 +93,26 @@ async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     };
 
     if let Some(count) = args.prewarm_key_pairs {
-        tokio::task::spawn_blocking(move || kubekms_engine::crypto::prewarm_data_key_pairs(count))
+        let keys = kms.key_provider().clone();
+        tokio::task::spawn_blocking(move || keys.prewarm_key_pairs(count))
             .await
             .context("key pair pool")??;
     }
 
-    let listener = api::server::bind(args.listen).await?;
-    let addr = listener.local_addr().context("listener address")?;
-    let endpoint = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
-    print_ready(&endpoint, &args, &creds);
-
-    let verifier = Verifier::new(creds.credentials, clock.clone());
-    let state = AppState::new(kms.clone(), verifier, audit, clock, ServerConfig::default());
-    let due_work = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = kms.run_due_work().await {
-                tracing::warn!(error = %e, "scheduled key work failed; retrying next tick");
-            }
-        }
-    });
-    tracing::info!(%endpoint, data_dir = %dir.display(), "serving");
-
-    api::serve(listener, state.clone(), tls, shutdown_signal()).await?;
-    due_work.abort();
-    let flushed = state.clone();
-    tokio::task::spawn_blocking(move || flushed.audit.flush())
-        .await
-        .context("flushing the audit log")?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let engine = Engine {
+        kms,
+        authenticator: Box::new(Verifier::new(creds.credentials.clone(), clock.clone())),
+        audit,
+        clock,
+        config: ServerConfig::default(),
+        tls,
     }
+    .bind(args.listen)
+    .await?;
+    let endpoint = engine.endpoint();
+    print_ready(&endpoint, &args, &creds);
+    tracing::info!(%endpoint, data_dir = %dir.display(), "serving");
+    engine.serve(runner::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -195,23 +158,4 @@ fn print_ready(endpoint: &str, args: &StandaloneArgs, creds: &config::Standalone
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        () = term => tracing::info!("SIGTERM: shutting down"),
-    }
 }

@@ -21,7 +21,7 @@ use time::PrimitiveDateTime;
 
 use crate::clock::{Clock, Millis};
 use crate::config::{Credential, Credentials};
-use crate::error::{KmsError, Result};
+use crate::error::{shown, KmsError, Result};
 use crate::record::Scope;
 
 /// How far a request's timestamp may be from our clock, either way (AWS allows 5 minutes).
@@ -260,7 +260,8 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
     let (algorithm, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     if algorithm != ALGORITHM {
         return Err(incomplete(format!(
-            "Unsupported AWS 'algorithm': '{algorithm}'. Only '{ALGORITHM}' is supported."
+            "Unsupported AWS 'algorithm': '{}'. Only '{ALGORITHM}' is supported.",
+            shown(algorithm)
         )));
     }
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
@@ -301,12 +302,14 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
     if terminator != TERMINATOR {
         return Err(KmsError::InvalidSignature(format!(
             "Credential should be scoped with a valid terminator: '{TERMINATOR}', not \
-             '{terminator}'."
+             '{}'.",
+            shown(terminator)
         )));
     }
     if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
         return Err(incomplete(format!(
-            "Credential scope date '{date}' is not in YYYYMMDD format."
+            "Credential scope date '{}' is not in YYYYMMDD format.",
+            shown(date)
         )));
     }
     Ok(Authorization {
@@ -326,7 +329,8 @@ fn request_date(headers: &HeaderMap) -> Result<(String, Millis)> {
         let text = value.to_str().unwrap_or("");
         let parsed = PrimitiveDateTime::parse(text, AMZ_DATE).map_err(|_| {
             incomplete(format!(
-                "Date must be in ISO-8601 'basic format'. Got '{text}'."
+                "Date must be in ISO-8601 'basic format'. Got '{}'.",
+                shown(text)
             ))
         })?;
         let millis = parsed.assume_utc().unix_timestamp() * 1000;
@@ -334,8 +338,12 @@ fn request_date(headers: &HeaderMap) -> Result<(String, Millis)> {
     }
     if let Some(value) = headers.get("date") {
         let text = value.to_str().unwrap_or("");
-        let parsed = PrimitiveDateTime::parse(text, HTTP_DATE)
-            .map_err(|_| incomplete(format!("Date must be in RFC 1123 format. Got '{text}'.")))?;
+        let parsed = PrimitiveDateTime::parse(text, HTTP_DATE).map_err(|_| {
+            incomplete(format!(
+                "Date must be in RFC 1123 format. Got '{}'.",
+                shown(text)
+            ))
+        })?;
         let millis = parsed.assume_utc().unix_timestamp() * 1000;
         return Ok((format_amz_date(millis), millis));
     }

@@ -4,18 +4,17 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use kubekms_crds::Key;
-use kubekms_engine::api::{self, AppState, ServerConfig};
-use kubekms_engine::audit::AuditLog;
+use kubekms_engine::api::{self, ServerConfig};
 use kubekms_engine::clock::SystemClock;
 use kubekms_engine::config::{self, Credentials};
 use kubekms_engine::record::Scope;
+use kubekms_engine::runner::{self, Engine};
 use kubekms_engine::service::{Caller, Kms, Principal};
 use kubekms_engine::sigv4::Verifier;
 use kubekms_engine::store::embedded::EmbeddedStore;
@@ -97,6 +96,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             args.account
         )));
     }
+    if !kubekms_engine::sigv4::is_region_name(&args.region) {
+        return Err(Error::Config(format!(
+            "--region {:?} is not a region name (such as us-east-1)",
+            args.region
+        )));
+    }
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let clock = SystemClock::new();
     let (store, root, kube_store) = open_store(&args, &client).await?;
@@ -104,14 +109,22 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Other replicas' writes reach this engine through the watch.
     let store_watch = kube_store.map(|s| tokio::spawn(s.watch(kms.clone())));
     let credentials = load_credentials(&args)?;
-    let audit = match args.audit_log.as_str() {
-        "off" => AuditLog::disabled(),
-        "-" => AuditLog::to_stdout(),
-        path => AuditLog::to_file(Path::new(path))?,
-    };
+    let audit = runner::audit_log(&args.audit_log)?;
 
-    let listener = api::server::bind(args.listen).await?;
-    let api_addr = local_addr(&listener)?;
+    // Signatures are checked against the wall clock, not the test clock: a client signs with
+    // its own time, and moving the keys' clock forward must not make every request "expired".
+    let verifier = Verifier::new(credentials, SystemClock::new());
+    let engine = Engine {
+        kms: kms.clone(),
+        authenticator: Box::new(verifier),
+        audit,
+        clock: clock.clone(),
+        config: ServerConfig::default(),
+        tls: None,
+    }
+    .bind(args.listen)
+    .await?;
+    let api_addr = engine.addr();
     let admin_listener = match args.admin_listen {
         Some(addr) => Some(api::server::bind(addr).await?),
         None => None,
@@ -123,37 +136,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
         principal: Principal::new(operator_principal(&args.account)),
         request_id: "kubekms-operator".into(),
     };
-    let engine = EngineClient::new(kms.clone(), caller);
-    let ctx = Context::new(client.clone(), engine, clock.clone());
+    let ctx = Context::new(
+        client.clone(),
+        EngineClient::new(kms.clone(), caller),
+        clock.clone(),
+    );
 
     // Reconcile-everything triggers, fired when the test clock moves.
     let (key_tx, key_rx) = mpsc::unbounded::<()>();
     let (alias_tx, alias_rx) = mpsc::unbounded::<()>();
     let (import_tx, import_rx) = mpsc::unbounded::<()>();
     let (policy_tx, policy_rx) = mpsc::unbounded::<()>();
-
-    // Signatures are checked against the wall clock, not the test clock: a client signs with
-    // its own time, and moving the keys' clock forward must not make every request "expired".
-    let verifier = Verifier::new(credentials, SystemClock::new());
-    let state = AppState::new(
-        kms.clone(),
-        verifier,
-        audit,
-        clock.clone(),
-        ServerConfig::default(),
-    );
-
-    let due_kms = kms.clone();
-    let due_work = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = due_kms.run_due_work().await {
-                tracing::warn!(error = %e, "scheduled key work failed; retrying next tick");
-            }
-        }
-    });
 
     let admin = admin_listener.map(|listener| {
         let admin = crate::admin::AdminState {
@@ -201,12 +194,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     tracing::info!(api = %api_addr, namespace = %args.namespace, "operator running");
 
-    api::serve(listener, state.clone(), None, shutdown_signal()).await?;
+    // The engine's runner: the KMS API, due work, the audit log flushed at the end.
+    engine.serve(runner::shutdown_signal()).await?;
     keys.abort();
     aliases.abort();
     imports.abort();
     policies.abort();
-    due_work.abort();
     if let Some(w) = store_watch {
         w.abort();
     }
@@ -214,9 +207,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         admin.abort();
     }
     drop((key_tx, alias_tx, policy_tx, import_tx));
-    let flushed = state.clone();
-    let _ = tokio::task::spawn_blocking(move || flushed.audit.flush()).await;
-    tracing::info!("stopped");
     Ok(())
 }
 
@@ -286,7 +276,7 @@ async fn open_store(args: &RunArgs, client: &Client) -> Result<OpenedStore> {
                 .data_dir
                 .as_deref()
                 .ok_or_else(|| Error::Config("--store embedded needs --data-dir".into()))?;
-            create_private_dir(dir)?;
+            runner::create_private_dir(dir)?;
             let store: Arc<dyn KeyStore> = Arc::new(EmbeddedStore::open(dir)?);
             let root = load_or_create_root_key(&dir.join("root.key"), true)?;
             Ok((store, root, None))
@@ -324,40 +314,6 @@ fn load_credentials(args: &RunArgs) -> Result<Credentials> {
         )));
     }
     Ok(credentials)
-}
-
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| Error::Io {
-                context: format!("cannot create data directory {}", dir.display()),
-                source,
-            })?;
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        () = term => tracing::info!("SIGTERM: shutting down"),
-    }
 }
 
 #[cfg(test)]

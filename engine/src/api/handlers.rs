@@ -22,7 +22,7 @@ use crate::api::json;
 use crate::api::metrics::Outcome;
 use crate::api::state::AppState;
 use crate::audit::AuditEvent;
-use crate::error::KmsError;
+use crate::error::{shown, KmsError};
 use crate::service::{Caller, Principal};
 use crate::sigv4::SignedRequest;
 
@@ -59,7 +59,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     // printable form.
     let operation: Cow<'_, str> = match op {
         Some(op) => Cow::Borrowed(op.name()),
-        None => printable_prefix(target.strip_prefix(TARGET_PREFIX).unwrap_or(target)),
+        None => shown(target.strip_prefix(TARGET_PREFIX).unwrap_or(target)),
     };
     span.record("operation", &*operation);
     let source_ip = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
@@ -67,8 +67,12 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let mut principal: Option<Principal> = None;
     let mut keys = Vec::new();
     let result = async {
-        // Before a byte of the body is read: a request that cannot authenticate holds no body.
-        state.authenticator.check_head(&parts.headers)?;
+        // Before the body is read: a request that cannot authenticate holds no body. A small
+        // body of declared length usually arrives with the head and sits in hyper's buffer
+        // already, so its head is checked once, with the signature.
+        if content_length(&parts.headers).is_none_or(|n| n > CHECK_HEAD_FIRST_ABOVE) {
+            state.authenticator.check_head(&parts.headers)?;
+        }
         let (body, _held) = read_body(&state, &parts.headers, body).await?;
         let who = state.authenticator.authenticate(&SignedRequest {
             method: parts.method.as_str(),
@@ -144,25 +148,14 @@ impl From<KmsError> for HttpError {
     }
 }
 
-/// The longest unknown operation name that is logged or echoed.
-const MAX_LOGGED_OPERATION: usize = 64;
+/// Bodies larger than this (or of unknown length) are read only once their head authenticates.
+const CHECK_HEAD_FIRST_ABOVE: u64 = 16 * 1024;
 
-/// At most [`MAX_LOGGED_OPERATION`] characters of `text`, with anything but ASCII letters,
-/// digits, `.`, `_` and `-` replaced by `?`, and `...` when cut.
-fn printable_prefix(text: &str) -> Cow<'_, str> {
-    let clean = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if text.len() <= MAX_LOGGED_OPERATION && text.chars().all(clean) {
-        return Cow::Borrowed(text);
-    }
-    let mut out: String = text
-        .chars()
-        .take(MAX_LOGGED_OPERATION)
-        .map(|c| if clean(c) { c } else { '?' })
-        .collect();
-    if text.chars().nth(MAX_LOGGED_OPERATION).is_some() {
-        out.push_str("...");
-    }
-    Cow::Owned(out)
+fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Collect the body within `ServerConfig::body_read_timeout`, refusing more than
@@ -198,14 +191,26 @@ async fn collect_body(
         status: StatusCode::PAYLOAD_TOO_LARGE,
         error: KmsError::validation(format!("Request body must be at most {limit} bytes")),
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = content_length(headers);
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut held: Option<OwnedSemaphorePermit> = None;
+    // A declared length is reserved before a byte of the body is read; a chunked body reserves
+    // what each frame brings. Either way a body waits (within the read timeout) while others
+    // hold the budget.
+    let reserve = |bytes: usize| {
+        budget
+            .clone()
+            .acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX))
+    };
+    let mut held: Option<OwnedSemaphorePermit> = match declared {
+        Some(n) if n > 0 => Some(
+            reserve(n as usize)
+                .await
+                .map_err(|_| KmsError::internal("the body budget is closed"))?,
+        ),
+        _ => None,
+    };
     let mut first: Option<Bytes> = None;
     let mut rest: Vec<u8> = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
@@ -225,16 +230,14 @@ async fn collect_body(
         if have + data.len() > limit {
             return Err(too_large());
         }
-        // Waits while other bodies hold the budget (bounded by the read timeout around this).
-        let permits = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let permit = budget
-            .clone()
-            .acquire_many_owned(permits)
-            .await
-            .map_err(|_| KmsError::internal("the body budget is closed"))?;
-        match held.as_mut() {
-            Some(h) => h.merge(permit),
-            None => held = Some(permit),
+        if declared.is_none() {
+            let permit = reserve(data.len())
+                .await
+                .map_err(|_| KmsError::internal("the body budget is closed"))?;
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
         }
         // A body nearly always arrives in one frame; keep it without copying.
         match &first {

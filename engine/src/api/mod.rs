@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub mod auth;
+mod deadlines;
 pub mod handlers;
 pub mod json;
 pub mod metrics;

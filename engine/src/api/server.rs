@@ -1,9 +1,12 @@
 //! The accept loop: HTTP/1.1 with keep-alive over plain TCP or rustls, and graceful shutdown
 //! that lets in-flight requests finish.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -13,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
+use crate::api::deadlines::Deadlines;
 use crate::api::handlers::PeerAddr;
 use crate::api::router;
 use crate::api::state::AppState;
@@ -34,6 +38,7 @@ pub async fn serve(
     // One permit per open connection: at the cap, new connections wait in the listen backlog
     // instead of each holding a task, buffers and possibly a body.
     let slots = Arc::new(Semaphore::new(state.config.max_connections));
+    let per_ip = Arc::new(PerIp::default());
     tokio::pin!(shutdown);
 
     loop {
@@ -56,7 +61,16 @@ pub async fn serve(
                 }
             },
         };
+        let Some(ip_slot) = per_ip.take(peer.ip(), state.config.max_connections_per_ip) else {
+            tracing::debug!(%peer, "refused: too many connections from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let stream = Deadlines::new(
+            stream,
+            state.config.idle_timeout,
+            state.config.write_timeout,
+        );
         let conn = Connection {
             app: app.clone(),
             state: state.clone(),
@@ -64,6 +78,7 @@ pub async fn serve(
             stop: stop_rx.clone(),
             _alive: alive_tx.clone(),
             _slot: slot,
+            _ip_slot: ip_slot,
         };
         match &acceptor {
             None => {
@@ -95,6 +110,9 @@ pub async fn serve(
     Ok(())
 }
 
+/// The most a connection's read buffer holds; AWS requests have headers of a few KiB.
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+
 struct Connection {
     app: Router,
     state: Arc<AppState>,
@@ -103,6 +121,45 @@ struct Connection {
     _alive: mpsc::Sender<()>,
     /// Frees the connection's place under `ServerConfig::max_connections` when dropped.
     _slot: OwnedSemaphorePermit,
+    _ip_slot: IpSlot,
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerIp {
+    /// A place for one more connection from `ip`, unless it has `max` already.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.0.lock();
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ip,
+            table: self.clone(),
+        })
+    }
+}
+
+/// One connection's place under `ServerConfig::max_connections_per_ip`, freed when dropped.
+struct IpSlot {
+    ip: IpAddr,
+    table: Arc<PerIp>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Connection {
@@ -122,6 +179,8 @@ impl Connection {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(self.state.config.header_read_timeout)
+            // Bounds what one connection buffers ahead of the handler (headers included).
+            .max_buf_size(MAX_CONNECTION_BUFFER)
             .keep_alive(true);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);

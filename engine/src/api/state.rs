@@ -26,6 +26,12 @@ pub struct ServerConfig {
     pub max_buffered_body_bytes: usize,
     /// Open client connections at most; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections from one client address at most; more are closed at once.
+    pub max_connections_per_ip: usize,
+    /// A connection on which nothing arrives for this long is closed (idle keep-alive).
+    pub idle_timeout: Duration,
+    /// A connection whose answers the client stops reading for this long is closed.
+    pub write_timeout: Duration,
     /// How long shutdown waits for in-flight requests before closing connections anyway.
     pub shutdown_grace: Duration,
     /// How long a TLS handshake may take.
@@ -39,7 +45,10 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
             max_buffered_body_bytes: 64 * 1024 * 1024,
-            max_connections: 4096,
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
         }
@@ -65,9 +74,19 @@ impl AppState {
         clock: Arc<dyn Clock>,
         config: ServerConfig,
     ) -> Arc<Self> {
+        Self::with_authenticator(kms, Box::new(authenticator), audit, clock, config)
+    }
+
+    pub fn with_authenticator(
+        kms: Arc<Kms>,
+        authenticator: Box<dyn Authenticator>,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             kms,
-            authenticator: Box::new(authenticator),
+            authenticator,
             body_budget: Arc::new(Semaphore::new(config.max_buffered_body_bytes)),
             audit,
             metrics: Metrics::default(),

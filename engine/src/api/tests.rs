@@ -762,3 +762,72 @@ async fn an_unknown_target_is_logged_and_echoed_only_in_part() {
     }
     assert!(lines[0]["operation"].as_str().unwrap().starts_with("XXXX"));
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_cut() {
+    use tokio::io::AsyncWriteExt;
+    let h = harness_with(ServerConfig {
+        write_timeout: std::time::Duration::from_millis(300),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (url, stop, task) = start(&h).await;
+    let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // Pipelined requests whose answers are never read: the server's writes stall once the
+    // socket buffers are full.
+    let request = b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n".repeat(64);
+    let writer = tokio::spawn(async move {
+        for _ in 0..2_000 {
+            if stream.write_all(&request).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let gauge = |name: &str| {
+        h.state
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(gauge("kubekms_connections_total ") == "1" && gauge("kubekms_connections_open ") == "0")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled connection is still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_connections_and_extra_ones_from_one_address_are_closed() {
+    let h = harness_with(ServerConfig {
+        idle_timeout: std::time::Duration::from_millis(300),
+        max_connections_per_ip: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let (url, stop, task) = start(&h).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A third from the same address is closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let answer = read_to_close(&mut third, std::time::Duration::from_secs(5)).await;
+    assert_eq!(answer, "");
+    // An idle one is closed after the idle timeout.
+    let started = std::time::Instant::now();
+    read_to_close(&mut first, std::time::Duration::from_secs(5)).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}

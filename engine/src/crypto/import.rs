@@ -8,7 +8,7 @@ use aws_lc_rs::rsa::{
 };
 use zeroize::Zeroizing;
 
-use super::{pool, rsa, KeyMaterial};
+use super::{rsa, KeyMaterial, KeyProvider};
 use crate::error::{KmsError, Result};
 use crate::model::{KeySpec, WrappingAlgorithm, WrappingKeySpec};
 
@@ -16,14 +16,16 @@ use crate::model::{KeySpec, WrappingAlgorithm, WrappingKeySpec};
 const EPHEMERAL_KEY_LEN: usize = 32;
 
 /// A fresh RSA wrapping key pair: (PKCS#8 DER private key, DER SubjectPublicKeyInfo).
-pub fn generate_wrapping_key(spec: WrappingKeySpec) -> Result<(KeyMaterial, Vec<u8>)> {
+pub fn generate_wrapping_key(
+    provider: &dyn KeyProvider,
+    spec: WrappingKeySpec,
+) -> Result<(KeyMaterial, Vec<u8>)> {
     let key_spec = match spec {
         WrappingKeySpec::Rsa2048 => KeySpec::Rsa2048,
         WrappingKeySpec::Rsa3072 => KeySpec::Rsa3072,
         WrappingKeySpec::Rsa4096 => KeySpec::Rsa4096,
     };
-    let pair = pool::global().take(key_spec)?;
-    Ok((KeyMaterial::new(pair.private), pair.public))
+    provider.key_pair(key_spec)
 }
 
 /// Unwrap material that a user wrapped with our wrapping public key.
@@ -114,7 +116,9 @@ mod tests {
 
     #[test]
     fn oaep_wrapped_symmetric_and_hmac_material() {
-        let (private, spki) = generate_wrapping_key(WrappingKeySpec::Rsa2048).unwrap();
+        let (private, spki) =
+            generate_wrapping_key(crate::crypto::test_provider(), WrappingKeySpec::Rsa2048)
+                .unwrap();
         for spec in [KeySpec::SymmetricDefault, KeySpec::Hmac512] {
             let material = generate_material(spec).unwrap();
             for (alg, oaep) in [
@@ -142,7 +146,9 @@ mod tests {
 
     #[test]
     fn rsa_aes_key_wrap_of_asymmetric_material() {
-        let (private, spki) = generate_wrapping_key(WrappingKeySpec::Rsa3072).unwrap();
+        let (private, spki) =
+            generate_wrapping_key(crate::crypto::test_provider(), WrappingKeySpec::Rsa3072)
+                .unwrap();
         let material = generate_material(KeySpec::EccNistP384).unwrap();
         for alg in [
             WrappingAlgorithm::RsaAesKeyWrapSha1,
@@ -185,7 +191,9 @@ mod tests {
 
     #[test]
     fn rsa_aes_key_wrap_rejects_a_non_aes256_ephemeral_key() {
-        let (private, spki) = generate_wrapping_key(WrappingKeySpec::Rsa2048).unwrap();
+        let (private, spki) =
+            generate_wrapping_key(crate::crypto::test_provider(), WrappingKeySpec::Rsa2048)
+                .unwrap();
         let mut blob = oaep_encrypt(&spki, &OAEP_SHA256_MGF1SHA256, &[7u8; 16]);
         blob.extend_from_slice(&[0u8; 40]);
         assert!(matches!(
@@ -200,7 +208,8 @@ mod tests {
             (WrappingKeySpec::Rsa2048, 2048),
             (WrappingKeySpec::Rsa4096, 4096),
         ] {
-            let (private, spki) = generate_wrapping_key(spec).unwrap();
+            let (private, spki) =
+                generate_wrapping_key(crate::crypto::test_provider(), spec).unwrap();
             let public = PublicEncryptingKey::from_der(&spki).unwrap();
             assert_eq!(public.key_size_bits(), bits);
             assert_eq!(

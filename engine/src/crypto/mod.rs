@@ -7,6 +7,7 @@ mod ecc;
 mod hmac;
 pub mod import;
 mod pool;
+mod provider;
 mod rsa;
 mod symmetric;
 mod wrap;
@@ -18,6 +19,7 @@ use zeroize::Zeroizing;
 use crate::error::{KmsError, Result};
 use crate::model::{EncryptionAlgorithm, KeySpec, MacAlgorithm, MessageType, SigningAlgorithm};
 
+pub use provider::{AwsLcProvider, KeyHandle, KeyProvider};
 pub use wrap::RootKey;
 
 /// AWS KMS refuses RAW messages longer than this for Sign and Verify.
@@ -44,14 +46,16 @@ impl KeyMaterial {
     }
 }
 
-/// Generate fresh material for a key spec.
-pub fn generate_material(spec: KeySpec) -> Result<KeyMaterial> {
-    match spec {
-        KeySpec::SymmetricDefault => random_bytes(symmetric::KEY_LEN).map(KeyMaterial::new),
-        s if s.is_hmac() => random_bytes(hmac::generated_len(s)).map(KeyMaterial::new),
-        s if s.is_rsa() => Ok(KeyMaterial::new(pool::global().take(s)?.private)),
-        s => Ok(KeyMaterial::new(ecc::generate(s)?.private)),
-    }
+/// Material from the provider the crypto unit tests share (one RSA pool for all of them).
+#[cfg(test)]
+pub(crate) fn generate_material(spec: KeySpec) -> Result<KeyMaterial> {
+    test_provider().generate(spec)
+}
+
+#[cfg(test)]
+pub(crate) fn test_provider() -> &'static AwsLcProvider {
+    static PROVIDER: std::sync::OnceLock<AwsLcProvider> = std::sync::OnceLock::new();
+    PROVIDER.get_or_init(AwsLcProvider::new)
 }
 
 /// Cryptographically random bytes.
@@ -61,25 +65,10 @@ pub fn random_bytes(n: usize) -> Result<Zeroizing<Vec<u8>>> {
     Ok(out)
 }
 
-/// A fresh data key pair: (PKCS#8 DER private key, DER SubjectPublicKeyInfo public key).
-/// RSA pairs come from a pool that background threads keep full.
-/// Keep `count` RSA_2048 data key pairs ready and fill the pool now (RSA generation runs about
-/// 10/s per core), so a burst of GenerateDataKeyPair calls does not wait on generation.
-pub fn prewarm_data_key_pairs(count: usize) -> Result<()> {
-    pool::global().fill(KeySpec::Rsa2048, count)
-}
-
-pub fn generate_data_key_pair(spec: KeySpec) -> Result<(KeyMaterial, Vec<u8>)> {
-    let pair = if spec.is_rsa() {
-        pool::global().take(spec)?
-    } else if spec.is_ecc() {
-        ecc::generate(spec)?
-    } else {
-        return Err(KmsError::validation(format!(
-            "{spec} is not a valid key pair spec"
-        )));
-    };
-    Ok((KeyMaterial::new(pair.private), pair.public))
+/// A data key pair from the test provider.
+#[cfg(test)]
+pub(crate) fn generate_data_key_pair(spec: KeySpec) -> Result<(KeyMaterial, Vec<u8>)> {
+    test_provider().key_pair(spec)
 }
 
 /// A freshly generated asymmetric key in the two encodings AWS hands out.
@@ -417,7 +406,8 @@ mod interop {
     fn openssl_wrapped_import_material_unwraps() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let (private, spki) = import::generate_wrapping_key(WrappingKeySpec::Rsa2048).unwrap();
+        let (private, spki) =
+            import::generate_wrapping_key(test_provider(), WrappingKeySpec::Rsa2048).unwrap();
         std::fs::write(d.join("wrap.der"), &spki).unwrap();
         let ec = generate_material(KeySpec::EccNistP256).unwrap();
         std::fs::write(d.join("material.bin"), ec.expose()).unwrap();

@@ -2,7 +2,7 @@
 //! request, so background threads keep a few pairs of each size ready. A size's refill thread
 //! starts on its first use: a server that never hands out RSA keys never burns CPU on them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
@@ -14,7 +14,7 @@ use crate::model::KeySpec;
 /// Pairs kept ready per RSA size.
 #[cfg(not(test))]
 pub(crate) const TARGET: usize = 8;
-/// Unit tests of every module share the global pool; keep it from eating both CPUs.
+/// Unit tests create many providers (an engine each); keep their pools from eating both CPUs.
 #[cfg(test)]
 pub(crate) const TARGET: usize = 2;
 
@@ -36,13 +36,6 @@ struct Slot {
 
 pub(crate) struct RsaPool {
     slots: Vec<Arc<Slot>>,
-}
-
-static GLOBAL: OnceLock<RsaPool> = OnceLock::new();
-
-/// The process-wide pool.
-pub(crate) fn global() -> &'static RsaPool {
-    GLOBAL.get_or_init(|| RsaPool::new(TARGET))
 }
 
 impl RsaPool {

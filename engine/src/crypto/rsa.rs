@@ -263,7 +263,7 @@ impl RsaPublic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{pool, KeyMaterial, PreparedKey};
+    use crate::crypto::{KeyMaterial, PreparedKey};
     use crate::model::KeyUsage;
     use aws_lc_rs::digest;
     use std::sync::OnceLock;
@@ -471,7 +471,6 @@ mod tests {
         assert_ne!(a.expose(), b.expose());
         let k = PreparedKey::new(KeySpec::Rsa2048, &a).unwrap();
         assert_eq!(k.public_key_der().unwrap(), pa);
-        let _ = pool::global();
     }
 
     fn spec_for_bits(bits: usize) -> Option<KeySpec> {

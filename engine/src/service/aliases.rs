@@ -65,11 +65,15 @@ impl Kms {
         let result = async {
             let _guard = self.alias_lock.lock().await;
             let mut alias = self.existing_alias(caller, &req.alias_name)?;
+            // As in AWS, moving an alias needs kms:UpdateAlias on the key it leaves as well.
+            let current_id = super::parse_uuid(&alias.target_key_id)?;
+            if let Some(current) = self.by_uuid_any(caller, &current_id) {
+                self.authorize_entry(caller, Action::UpdateAlias, &current, None)
+                    .map_err(Refused::into_error)?;
+            }
             // AWS only lets an alias move between keys of the same type and usage, so code
             // that uses the alias keeps working.
-            if let Some(current) =
-                self.by_uuid(caller, &super::parse_uuid(&alias.target_key_id)?)
-            {
+            if let Some(current) = self.by_uuid(caller, &current_id) {
                 let (a, b) = (&current.record, &target.record);
                 if a.spec != b.spec || a.usage != b.usage {
                     return Err(KmsError::validation(format!(
@@ -94,11 +98,13 @@ impl Kms {
         let alias = attempt!(self.existing_alias(caller, &req.alias_name));
         let arn: Arc<str> = caller.scope.key_arn(&alias.target_key_id).into();
         let result = async {
-            // The alias's key is the one a policy speaks of; a key already destroyed (its
-            // aliases go with it) cannot be here.
-            if let Some(target) = self.by_uuid(caller, &super::parse_uuid(&alias.target_key_id)?) {
+            // The alias's key is the one a policy speaks of (also past its deletion date, until
+            // due work destroys it and its aliases with it).
+            if let Some(target) =
+                self.by_uuid_any(caller, &super::parse_uuid(&alias.target_key_id)?)
+            {
                 self.authorize_entry(caller, Action::DeleteAlias, &target, None)
-                    .map_err(|r| r.error)?;
+                    .map_err(Refused::into_error)?;
             }
             self.store.delete_alias(&caller.scope, &alias.name).await?;
             self.tables.write().remove_alias(&caller.scope, &alias.name);

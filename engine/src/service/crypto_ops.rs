@@ -401,10 +401,10 @@ impl Kms {
             self.require_symmetric(&entry)?;
             self.require_enabled(&entry)?;
             // An empty pool means seconds of RSA generation: keep it off the async workers.
-            let (private, public_key) =
-                tokio::task::spawn_blocking(move || crypto::generate_data_key_pair(spec))
-                    .await
-                    .map_err(|_| KmsError::internal("key pair generation was interrupted"))??;
+            let keys = self.keys.clone();
+            let (private, public_key) = tokio::task::spawn_blocking(move || keys.key_pair(spec))
+                .await
+                .map_err(|_| KmsError::internal("key pair generation was interrupted"))??;
             let private_key_ciphertext_blob = self.encrypt_with(
                 &entry,
                 EncryptionAlgorithm::SymmetricDefault,

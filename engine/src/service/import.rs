@@ -15,7 +15,7 @@ use kubekms_proto::{Action, Timestamp};
 
 use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
 use crate::clock::{Millis, MILLIS_PER_DAY};
-use crate::crypto::{self, KeyMaterial, PreparedKey};
+use crate::crypto::{self, KeyMaterial};
 use crate::error::{KmsError, Result};
 use crate::model::{ExpirationModel, KeyState, OriginType, WrappingAlgorithm, WrappingKeySpec};
 use crate::record::{ImportState, RotationType};
@@ -59,7 +59,7 @@ impl Kms {
         let entry =
             attempt!(self.external_key(caller, Action::GetParametersForImport, &req.key_id));
         let result = (|| {
-            let (private, public) = crypto::import::generate_wrapping_key(spec)?;
+            let (private, public) = crypto::import::generate_wrapping_key(&*self.keys, spec)?;
             let valid_to = self.now() + TOKEN_VALIDITY;
             let mut token = Vec::with_capacity(TOKEN_PREFIX_LEN + private.expose().len() + 64);
             token.extend_from_slice(TOKEN_MAGIC);
@@ -140,7 +140,7 @@ impl Kms {
                 crypto::import::unwrap_imported(&private, alg, &req.encrypted_key_material)?;
             // Validates size and type for the key spec before anything is stored; the parsed key
             // is the one published.
-            let prepared = PreparedKey::new(entry.record.spec, &material)?;
+            let prepared = self.keys.prepare(entry.record.spec, &material)?;
             let fingerprint = self.root.fingerprint(&material);
 
             let (_guard, entry) = self.lock_fresh(&entry).await?;

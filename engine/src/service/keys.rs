@@ -18,9 +18,8 @@ use kubekms_proto::{Action, Timestamp};
 use uuid::Uuid;
 
 use super::checks;
-use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome};
+use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
 use crate::clock::{Millis, MILLIS_PER_DAY};
-use crate::crypto::{self, KeyMaterial, PreparedKey};
 use crate::error::{KmsError, Result};
 use crate::model::{KeyManagerType, KeySpec, KeyState, KeyUsage, OriginType};
 use crate::record::{KeyRecord, RotationConfig, RotationType};
@@ -81,7 +80,7 @@ impl Kms {
             let spec = record.spec;
             let mut record = record;
             let initial = if record.origin == OriginType::AwsKms {
-                let (material, prepared) = generate_prepared(spec).await?;
+                let (material, prepared) = self.generate_prepared(spec).await?;
                 let version = self.add_version(&mut record, &material, RotationType::Initial)?;
                 Some((version, prepared))
             } else {
@@ -458,15 +457,11 @@ impl Kms {
         caller: &Caller,
         req: KeyIdRequest,
     ) -> Outcome<KeyIdResponse> {
-        let entry = attempt!(self.authorized(
-            caller,
-            Action::RotateKeyOnDemand,
-            &req.key_id,
-            Aliases::Refused,
-            None
-        ));
+        let entry = attempt!(self.resolve(caller, &req.key_id, Aliases::Refused));
         let result = async {
             let (_guard, entry) = self.lock_fresh(&entry).await?;
+            self.authorize_entry(caller, Action::RotateKeyOnDemand, &entry, None)
+                .map_err(Refused::into_error)?;
             self.require_rotatable(&entry.record)?;
             let on_demand = entry
                 .record
@@ -497,7 +492,7 @@ impl Kms {
         kind: RotationType,
     ) -> Result<Arc<KeyEntry>> {
         let mut record = entry.record.clone();
-        let (material, prepared) = generate_prepared(record.spec).await?;
+        let (material, prepared) = self.generate_prepared(record.spec).await?;
         let version = self.add_version(&mut record, &material, kind)?;
         if let Some(rot) = record.rotation.as_mut() {
             let period = i64::from(rot.period_days) * MILLIS_PER_DAY;
@@ -711,9 +706,12 @@ impl Kms {
     where
         F: FnOnce(&Kms, &mut KeyRecord) -> Result<()>,
     {
-        let entry = attempt!(self.authorized(caller, action, key_id, Aliases::Refused, None));
+        let entry = attempt!(self.resolve(caller, key_id, Aliases::Refused));
         let result = async {
             let (_guard, fresh) = self.lock_fresh(&entry).await?;
+            // On the record the change is made to, under its lock.
+            self.authorize_entry(caller, action, &fresh, None)
+                .map_err(Refused::into_error)?;
             let mut record = fresh.record.clone();
             change(self, &mut record)?;
             self.commit_key(Some(&fresh), record, None).await
@@ -721,18 +719,6 @@ impl Kms {
         .await;
         Outcome::on(&entry, result)
     }
-}
-
-/// Fresh material for `spec`, parsed for use. Generation (RSA especially) and parsing are slow:
-/// both run off the async workers.
-async fn generate_prepared(spec: KeySpec) -> Result<(KeyMaterial, PreparedKey)> {
-    tokio::task::spawn_blocking(move || {
-        let material = crypto::generate_material(spec)?;
-        let prepared = PreparedKey::new(spec, &material)?;
-        Ok((material, prepared))
-    })
-    .await
-    .map_err(|_| KmsError::internal("key generation was interrupted"))?
 }
 
 /// As in AWS, only symmetric encryption keys with AWS_KMS origin rotate.

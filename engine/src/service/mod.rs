@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::blob::EncryptionContext;
 use crate::clock::{Clock, Millis};
-use crate::crypto::{KeyMaterial, PreparedKey, RootKey};
+use crate::crypto::{AwsLcProvider, KeyHandle, KeyMaterial, KeyProvider, RootKey};
 use crate::error::{KmsError, Result};
 use crate::model::{KeyState, OriginType};
 use crate::record::{AliasRecord, KeyRecord, KeyVersion, RotationType, Scope};
@@ -36,6 +36,24 @@ mod import;
 mod keys;
 
 pub use authorize::{AccessRequest, AllowAll, Authorizer};
+
+/// The engine's pluggable parts, each behind its seam.
+pub struct Backends {
+    /// Decides whether each request may go ahead.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Makes and uses key material.
+    pub key_provider: Arc<dyn KeyProvider>,
+}
+
+impl Default for Backends {
+    /// Allow every authenticated caller; keys in this process, crypto by aws-lc-rs.
+    fn default() -> Self {
+        Self {
+            authorizer: Arc::new(AllowAll),
+            key_provider: Arc::new(AwsLcProvider::new()),
+        }
+    }
+}
 
 /// Who is calling, and where: filled in by a transport once the caller is authenticated.
 #[derive(Clone, Debug)]
@@ -112,6 +130,13 @@ pub(crate) struct Refused {
     key: Option<Arc<str>>,
 }
 
+impl Refused {
+    /// The error alone, for a refusal inside an operation whose key is already named.
+    pub(crate) fn into_error(self) -> KmsError {
+        self.error
+    }
+}
+
 impl From<KmsError> for Refused {
     fn from(error: KmsError) -> Self {
         Refused { error, key: None }
@@ -153,14 +178,14 @@ pub const MAX_KEY_ID_LEN: usize = 2048;
 /// A key as served: its record plus every version's material, parsed once.
 pub(crate) struct KeyEntry {
     pub record: KeyRecord,
-    pub versions: BTreeMap<u32, Arc<PreparedKey>>,
+    pub versions: BTreeMap<u32, Arc<dyn KeyHandle>>,
     /// Parsed and formatted once: every request on the key needs them.
     pub id: Uuid,
     arn: Arc<str>,
 }
 
 impl KeyEntry {
-    fn new(record: KeyRecord, versions: BTreeMap<u32, Arc<PreparedKey>>) -> Result<Self> {
+    fn new(record: KeyRecord, versions: BTreeMap<u32, Arc<dyn KeyHandle>>) -> Result<Self> {
         Ok(Self {
             id: parse_uuid(&record.key_id)?,
             arn: record.arn().into(),
@@ -173,7 +198,7 @@ impl KeyEntry {
         &self.arn
     }
 
-    pub fn current(&self) -> Result<(u32, &Arc<PreparedKey>)> {
+    pub fn current(&self) -> Result<(u32, &Arc<dyn KeyHandle>)> {
         self.versions
             .iter()
             .next_back()
@@ -248,6 +273,8 @@ pub struct Kms {
     store: Arc<dyn KeyStore>,
     /// The one authorization hook every operation passes through.
     authorizer: Arc<dyn Authorizer>,
+    /// Where key material is made and used.
+    keys: Arc<dyn KeyProvider>,
     root: RootKey,
     clock: Arc<dyn Clock>,
     tables: RwLock<Tables>,
@@ -263,27 +290,31 @@ pub struct Kms {
 }
 
 impl Kms {
-    /// Load every record from the store and prepare the keys; every caller is allowed every
-    /// operation ([`AllowAll`]).
+    /// Load every record from the store and prepare the keys, with the default [`Backends`]:
+    /// every caller is allowed every operation, keys are aws-lc-rs keys in this process.
     pub async fn open(
         store: Arc<dyn KeyStore>,
         root: RootKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>> {
-        Self::open_with(store, root, clock, Arc::new(AllowAll)).await
+        Self::open_with(store, root, clock, Backends::default()).await
     }
 
-    /// [`Kms::open`] with an authorization hook.
+    /// [`Kms::open`] with other backends.
     pub async fn open_with(
         store: Arc<dyn KeyStore>,
         root: RootKey,
         clock: Arc<dyn Clock>,
-        authorizer: Arc<dyn Authorizer>,
+        backends: Backends,
     ) -> Result<Arc<Self>> {
+        let Backends {
+            authorizer,
+            key_provider: keys,
+        } = backends;
         let snapshot = store.load().await?;
         let mut tables = Tables::default();
         for record in snapshot.keys {
-            let entry = prepare_entry(&root, record, None)?;
+            let entry = prepare_entry(&root, &*keys, record, None)?;
             tables.keys.insert(entry.id, Arc::new(entry));
         }
         for alias in snapshot.aliases {
@@ -292,6 +323,7 @@ impl Kms {
         Ok(Arc::new(Self {
             store,
             authorizer,
+            keys,
             root,
             clock,
             tables: RwLock::new(tables),
@@ -302,6 +334,27 @@ impl Kms {
             due_work: tokio::sync::Mutex::new(()),
             key_watchers: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// The key backend.
+    pub fn key_provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.keys
+    }
+
+    /// Fresh material for `spec` from the key backend, prepared for use. Generation (RSA
+    /// especially) and preparation are slow: both run off the async workers.
+    pub(crate) async fn generate_prepared(
+        &self,
+        spec: crate::model::KeySpec,
+    ) -> Result<(KeyMaterial, Arc<dyn KeyHandle>)> {
+        let keys = self.keys.clone();
+        tokio::task::spawn_blocking(move || {
+            let material = keys.generate(spec)?;
+            let prepared = keys.prepare(spec, &material)?;
+            Ok((material, prepared))
+        })
+        .await
+        .map_err(|_| KmsError::internal("key generation was interrupted"))?
     }
 
     /// The lock that serialises changes to `key_id`'s record.
@@ -344,7 +397,13 @@ impl Kms {
     ) -> Result<Arc<KeyEntry>> {
         // Before the lookup, and never echoed: a KeyId of any length would otherwise come back
         // whole in the NotFoundException.
-        checks::check_len("keyId", key_id.len(), 1, MAX_KEY_ID_LEN)?;
+        // The model counts characters; a byte length within the limit is within it too.
+        let len = if key_id.len() <= MAX_KEY_ID_LEN {
+            key_id.len()
+        } else {
+            key_id.chars().count()
+        };
+        checks::check_len("keyId", len, 1, MAX_KEY_ID_LEN)?;
         let allow_alias = aliases == Aliases::Allowed;
         let not_found = || KmsError::NotFound(format!("Key '{key_id}' does not exist"));
         let tables = self.tables.read();
@@ -439,6 +498,17 @@ impl Kms {
             .cloned()
     }
 
+    /// A key by id in the caller's scope, even one whose deletion window has ended but which
+    /// due work has not destroyed yet (so an alias still pointing at it can be authorized).
+    pub(crate) fn by_uuid_any(&self, ctx: &Caller, id: &Uuid) -> Option<Arc<KeyEntry>> {
+        let tables = self.tables.read();
+        tables
+            .keys
+            .get(id)
+            .filter(|e| e.record.scope == ctx.scope)
+            .cloned()
+    }
+
     fn deletion_due(&self, record: &KeyRecord) -> bool {
         record.state == KeyState::PendingDeletion
             && record.deletion_date.is_some_and(|d| d <= self.now())
@@ -493,12 +563,12 @@ impl Kms {
         &self,
         base: Option<&KeyEntry>,
         record: KeyRecord,
-        new_version: Option<(u32, PreparedKey)>,
+        new_version: Option<(u32, Arc<dyn KeyHandle>)>,
     ) -> Result<Arc<KeyEntry>> {
         let mut versions = base.map(|b| b.versions.clone()).unwrap_or_default();
         versions.retain(|v, _| record.versions.iter().any(|kv| kv.version == *v));
         if let Some((version, prepared)) = new_version {
-            versions.insert(version, Arc::new(prepared));
+            versions.insert(version, prepared);
         }
         self.store.put_key(&record).await?;
         let entry = Arc::new(KeyEntry::new(record, versions)?);
@@ -641,7 +711,12 @@ impl Kms {
         if existing.as_ref().is_some_and(|e| e.record == record) {
             return Ok(());
         }
-        let entry = Arc::new(prepare_entry(&self.root, record, existing.as_deref())?);
+        let entry = Arc::new(prepare_entry(
+            &self.root,
+            &*self.keys,
+            record,
+            existing.as_deref(),
+        )?);
         self.tables.write().keys.insert(id, entry.clone());
         self.key_changed(&entry.record.scope, &entry.record.key_id);
         Ok(())
@@ -720,6 +795,7 @@ pub(crate) fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
 /// are reused.
 fn prepare_entry(
     root: &RootKey,
+    keys: &dyn KeyProvider,
     record: KeyRecord,
     existing: Option<&KeyEntry>,
 ) -> Result<KeyEntry> {
@@ -730,7 +806,7 @@ fn prepare_entry(
             None => {
                 let aad = material_aad(&record.key_id, v.version);
                 let material = root.unwrap(&aad, &v.wrapped_material)?;
-                Arc::new(PreparedKey::new(record.spec, &material)?)
+                keys.prepare(record.spec, &material)?
             }
         };
         versions.insert(v.version, prepared);

@@ -1382,3 +1382,160 @@ async fn describe_key_lists_algorithms_by_their_aws_names() {
     assert_eq!(md["MacAlgorithms"], json!(["HMAC_SHA_256"]));
     assert!(md.get("EncryptionAlgorithms").is_none());
 }
+
+/// A key backend that keeps its keys to itself, as an HSM does: `generate` hands the engine
+/// only a handle (which the engine wraps and stores like material), and every operation looks
+/// the key up inside the vault. Counts its uses, to show the engine went through it.
+mod vault {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+    use zeroize::Zeroizing;
+
+    use crate::crypto::{random_bytes, KeyHandle, KeyMaterial, KeyProvider, PreparedKey};
+    use crate::error::{KmsError, Result};
+    use crate::model::KeySpec;
+
+    #[derive(Default)]
+    pub struct Vault {
+        keys: Mutex<Vec<Zeroizing<Vec<u8>>>>,
+        pub uses: AtomicUsize,
+    }
+
+    impl Vault {
+        /// The key `handle` names, used inside the vault for one operation.
+        fn with_key<T>(
+            &self,
+            handle: usize,
+            f: impl FnOnce(&PreparedKey) -> Result<T>,
+        ) -> Result<T> {
+            self.uses.fetch_add(1, Ordering::Relaxed);
+            let keys = self.keys.lock();
+            let key = keys.get(handle).ok_or(KmsError::InvalidCiphertext)?;
+            f(&PreparedKey::new(
+                KeySpec::SymmetricDefault,
+                &KeyMaterial::from_slice(key),
+            )?)
+        }
+    }
+
+    pub struct VaultProvider(pub Arc<Vault>);
+
+    struct VaultKey {
+        vault: Arc<Vault>,
+        handle: usize,
+    }
+
+    pub const HANDLE_LEN: usize = 8;
+
+    impl KeyProvider for VaultProvider {
+        fn generate(&self, spec: KeySpec) -> Result<KeyMaterial> {
+            if spec != KeySpec::SymmetricDefault {
+                return Err(KmsError::UnsupportedOperation(
+                    "the vault holds AES keys".into(),
+                ));
+            }
+            let mut keys = self.0.keys.lock();
+            keys.push(random_bytes(32)?);
+            let handle = (keys.len() - 1) as u64;
+            Ok(KeyMaterial::from_slice(&handle.to_be_bytes()))
+        }
+
+        fn prepare(&self, _spec: KeySpec, material: &KeyMaterial) -> Result<Arc<dyn KeyHandle>> {
+            let bytes: [u8; HANDLE_LEN] = material
+                .expose()
+                .try_into()
+                .map_err(|_| KmsError::IncorrectKeyMaterial("not a vault handle".into()))?;
+            Ok(Arc::new(VaultKey {
+                vault: self.0.clone(),
+                handle: u64::from_be_bytes(bytes) as usize,
+            }))
+        }
+
+        fn key_pair(&self, _spec: KeySpec) -> Result<(KeyMaterial, Vec<u8>)> {
+            Err(KmsError::UnsupportedOperation(
+                "the vault holds AES keys".into(),
+            ))
+        }
+    }
+
+    impl KeyHandle for VaultKey {
+        fn spec(&self) -> KeySpec {
+            KeySpec::SymmetricDefault
+        }
+
+        fn seal_into(&self, out: &mut Vec<u8>, aad: &[u8], plaintext: &[u8]) -> Result<()> {
+            self.vault
+                .with_key(self.handle, |k| k.seal_into(out, aad, plaintext))
+        }
+
+        fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+            self.vault.with_key(self.handle, |k| k.open(aad, sealed))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_key_backend_serves_encrypt_and_decrypt_through_the_same_operations() {
+    use std::sync::atomic::Ordering;
+
+    let store = Arc::new(MemoryStore::new());
+    let vault = Arc::new(vault::Vault::default());
+    let kms = Kms::open_with(
+        store.clone(),
+        RootKey::from_bytes(&ROOT).unwrap(),
+        SystemClock::new(),
+        super::Backends {
+            key_provider: Arc::new(vault::VaultProvider(vault.clone())),
+            ..super::Backends::default()
+        },
+    )
+    .await
+    .unwrap();
+    let h = Harness {
+        kms,
+        store: store.clone(),
+        clock: SystemClock::new(),
+        ctx: ctx("111122223333", "us-east-1"),
+    };
+    let key = h.create(json!({})).await;
+    let blob = h
+        .encrypt(&key, b"held by the vault", json!({"app": "x"}))
+        .await;
+    assert_eq!(
+        h.decrypt(&blob, json!({"app": "x"})).await.unwrap(),
+        b"held by the vault"
+    );
+    assert_eq!(
+        h.decrypt(&blob, json!({"app": "y"})).await.unwrap_err(),
+        "InvalidCiphertextException"
+    );
+    assert!(vault.uses.load(Ordering::Relaxed) >= 3);
+
+    // What the engine stored (wrapped under the root key) is the vault's handle, not a key.
+    let snapshot = store.load().await.unwrap();
+    let record = snapshot
+        .keys
+        .iter()
+        .find(|r| r.key_id == key)
+        .expect("the key is stored");
+    let version = &record.versions[0];
+    let stored = RootKey::from_bytes(&ROOT)
+        .unwrap()
+        .unwrap(
+            &super::material_aad(&record.key_id, version.version),
+            &version.wrapped_material,
+        )
+        .unwrap();
+    assert_eq!(stored.expose().len(), vault::HANDLE_LEN);
+
+    // An engine with the default backend over the same store cannot use the handle as a key.
+    let plain = Kms::open(
+        store.clone(),
+        RootKey::from_bytes(&ROOT).unwrap(),
+        SystemClock::new(),
+    )
+    .await;
+    assert!(plain.is_err(), "an 8-byte handle is not AES-256 material");
+}
