@@ -166,11 +166,10 @@ impl AuditLog {
             .mode(0o640)
             .open(path)
             .map_err(|e| {
-                KmsError::Internal(format!("cannot open audit log {}: {e}", path.display()))
+                KmsError::dependency(format!("cannot open audit log {}", path.display()), e)
             })?;
-        Self::start(Sink::File(file)).map_err(|e| {
-            KmsError::Internal(format!("cannot start the audit log writer thread: {e}"))
-        })
+        Self::start(Sink::File(file))
+            .map_err(|e| KmsError::dependency("cannot start the audit log writer thread", e))
     }
 
     pub fn to_stdout() -> Self {

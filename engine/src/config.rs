@@ -210,14 +210,14 @@ impl Credentials {
         // Sized up front so the buffer holding secrets is not reallocated (leaving copies).
         let mut buf = Zeroizing::new(Vec::with_capacity(256 + 256 * self.by_id.len()));
         serde_json::to_writer_pretty(&mut *buf, &file)
-            .map_err(|e| KmsError::internal(format!("writing credentials: {e}")))?;
+            .map_err(|e| KmsError::dependency("writing credentials", e))?;
         buf.push(b'\n');
         Ok(buf)
     }
 
     pub fn load_file(path: &Path) -> Result<Self> {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-            KmsError::internal(format!("reading credentials file {}: {e}", path.display()))
+            KmsError::dependency(format!("reading credentials file {}", path.display()), e)
         })?);
         Self::from_json(&bytes)
     }
@@ -229,7 +229,7 @@ impl Credentials {
         let json = self.to_json()?;
         let tmp = path.with_extension("json.tmp");
         let io = |e: std::io::Error| {
-            KmsError::internal(format!("writing credentials file {}: {e}", path.display()))
+            KmsError::dependency(format!("writing credentials file {}", path.display()), e)
         };
         let mut file = std::fs::OpenOptions::new()
             .write(true)

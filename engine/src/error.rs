@@ -66,9 +66,17 @@ pub enum KmsError {
     /// The request body did not arrive in time.
     #[error("{0}")]
     RequestTimeout(String),
-    /// An internal failure (storage, crypto library). The message is safe to show.
+    /// An internal failure (crypto library, an impossible state). The message is safe to show.
     #[error("{0}")]
     Internal(String),
+    /// A failure of something the engine depends on (the disk, the key database, the
+    /// Kubernetes API, a file). The client sees `context`; the source stays attached for logs.
+    #[error("{context}")]
+    Dependency {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl KmsError {
@@ -105,14 +113,16 @@ impl KmsError {
             KmsError::UnknownOperation(_) => "UnknownOperationException",
             KmsError::SerializationFailure(_) => "SerializationException",
             KmsError::RequestTimeout(_) => "RequestTimeoutException",
-            KmsError::Internal(_) => "KMSInternalException",
+            KmsError::Internal(_) | KmsError::Dependency { .. } => "KMSInternalException",
         }
     }
 
     /// HTTP status: AWS answers client faults with 400 and its own faults with 500.
     pub fn http_status(&self) -> u16 {
         match self {
-            KmsError::Internal(_) | KmsError::DependencyTimeout(_) => 500,
+            KmsError::Internal(_)
+            | KmsError::Dependency { .. }
+            | KmsError::DependencyTimeout(_) => 500,
             KmsError::RequestTimeout(_) => 408,
             _ => 400,
         }
@@ -124,6 +134,29 @@ impl KmsError {
 
     pub fn internal(msg: impl Into<String>) -> Self {
         KmsError::Internal(msg.into())
+    }
+
+    /// A dependency's failure, with what was being done.
+    pub fn dependency(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        KmsError::Dependency {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The error and its causes on one line, for logs (not for clients).
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            source = e.source();
+        }
+        out
     }
 }
 

@@ -36,7 +36,7 @@ pub fn init_process() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| KmsError::internal(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| KmsError::dependency("cannot start the async runtime", e))
 }
 
 /// The audit log a `--audit-log` value names: a file, `-` for stdout, or `off`.
@@ -57,10 +57,7 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
             .mode(0o700)
             .create(dir)
             .map_err(|e| {
-                KmsError::internal(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
+                KmsError::dependency(format!("cannot create data directory {}", dir.display()), e)
             })?;
     }
     Ok(())
@@ -88,7 +85,7 @@ impl Engine {
         let listener = api::server::bind(addr).await?;
         let addr = listener
             .local_addr()
-            .map_err(|e| KmsError::internal(format!("listener address: {e}")))?;
+            .map_err(|e| KmsError::dependency("listener address", e))?;
         Ok(Bound {
             engine: self,
             listener,

@@ -457,7 +457,7 @@ impl KubeStore {
                 self.refresh(&name).await;
                 Err(self.raced(&name))
             }
-            Err(e) => Err(self.failed("write", &name, &e)),
+            Err(e) => Err(self.failed("write", &name, e)),
         }
     }
 
@@ -477,7 +477,7 @@ impl KubeStore {
                 self.refresh(&name).await;
                 return Err(self.raced(&name));
             }
-            Err(e) => return Err(self.failed("delete", &name, &e)),
+            Err(e) => return Err(self.failed("delete", &name, e)),
         }
         let mut seen = self.seen.lock();
         match seen.get_mut(&name) {
@@ -504,11 +504,8 @@ impl KubeStore {
         ))
     }
 
-    fn failed(&self, what: &str, name: &str, e: &CallError) -> KmsError {
-        KmsError::Internal(format!(
-            "cannot {what} Secret {}/{name}: {e}",
-            self.namespace
-        ))
+    fn failed(&self, what: &str, name: &str, e: CallError) -> KmsError {
+        KmsError::dependency(format!("cannot {what} Secret {}/{name}", self.namespace), e)
     }
 
     async fn list_all(&self) -> Result<Vec<Secret>> {
@@ -520,7 +517,7 @@ impl KubeStore {
             let page = self
                 .call(self.api.list(&params))
                 .await
-                .map_err(|e| self.failed("list", "kubekms-*", &e))?;
+                .map_err(|e| self.failed("list", "kubekms-*", e))?;
             out.extend(page.items);
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -666,9 +663,19 @@ fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
+#[derive(Debug)]
 enum CallError {
     Kube(kube::Error),
     Timeout,
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Kube(e) => Some(e),
+            CallError::Timeout => None,
+        }
+    }
 }
 
 impl std::fmt::Display for CallError {

@@ -108,7 +108,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Err(e) => {
             let code = e.error.aws_type();
             if e.status.is_server_error() {
-                tracing::warn!(error = %e.error, code, "request failed");
+                tracing::warn!(error = %e.error.chain(), code, "request failed");
             } else {
                 tracing::debug!(error = %e.error, code, "request refused");
             }

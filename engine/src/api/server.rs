@@ -208,5 +208,5 @@ impl Connection {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| KmsError::internal(format!("cannot listen on {addr}: {e}")))
+        .map_err(|e| KmsError::dependency(format!("cannot listen on {addr}"), e))
 }

@@ -10,7 +10,7 @@ use crate::error::{KmsError, Result};
 pub fn load_server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>> {
     let read = |path: &Path| {
         std::fs::read(path)
-            .map_err(|e| KmsError::internal(format!("cannot read {}: {e}", path.display())))
+            .map_err(|e| KmsError::dependency(format!("cannot read {}", path.display()), e))
     };
     let cert_bytes = read(cert_pem)?;
     let key_bytes = zeroize::Zeroizing::new(read(key_pem)?);
@@ -23,22 +23,22 @@ pub fn server_config_from_pem(
 ) -> Result<Arc<rustls::ServerConfig>> {
     let certs = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| KmsError::internal(format!("invalid certificate PEM: {e}")))?;
+        .map_err(|e| KmsError::dependency("invalid certificate PEM", e))?;
     if certs.is_empty() {
         return Err(KmsError::internal(
             "the certificate file holds no certificate",
         ));
     }
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| KmsError::internal(format!("invalid private key PEM: {e}")))?
+        .map_err(|e| KmsError::dependency("invalid private key PEM", e))?
         .ok_or_else(|| KmsError::internal("the key file holds no private key"))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| KmsError::internal(format!("TLS configuration: {e}")))?
+        .map_err(|e| KmsError::dependency("TLS configuration", e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| KmsError::internal(format!("TLS certificate and key: {e}")))?;
+        .map_err(|e| KmsError::dependency("TLS certificate and key", e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

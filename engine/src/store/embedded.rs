@@ -64,11 +64,10 @@ impl EmbeddedStore {
     /// Open (or create) `dir/keys.redb`. Blocks on file I/O; call it at start-up.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot create key store directory");
-            KmsError::internal(format!(
-                "cannot create key store directory {}",
-                dir.display()
-            ))
+            KmsError::dependency(
+                format!("cannot create key store directory {}", dir.display()),
+                e,
+            )
         })?;
         let path = dir.join(FILE_NAME);
         // The file holds wrapped key material: owner-only, even if it already existed.
@@ -81,8 +80,7 @@ impl EmbeddedStore {
             .open(&path)
             .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)));
         file.map_err(|e| {
-            tracing::error!(path = %path.display(), error = %e, "cannot open key store file");
-            KmsError::internal(format!("cannot open key store file {}", path.display()))
+            KmsError::dependency(format!("cannot open key store file {}", path.display()), e)
         })?;
 
         let db = Database::builder()
@@ -220,12 +218,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     })?
 }
 
-/// The detail goes to the log; the caller (and so the client) gets a fixed message.
-fn storage_error<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> KmsError {
-    move |e| {
-        tracing::error!(error = %e, "key store could not {what}");
-        KmsError::Internal(format!("key store could not {what}"))
-    }
+/// The client gets a fixed message; the database's error stays attached as the source.
+fn storage_error<E>(what: impl std::fmt::Display) -> impl FnOnce(E) -> KmsError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| KmsError::dependency(format!("key store could not {what}"), e)
 }
 
 fn encode<T: serde::Serialize>(record: &T) -> Result<Vec<u8>> {
@@ -414,10 +412,10 @@ mod tests {
     async fn a_second_open_of_the_same_store_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _first = EmbeddedStore::open(dir.path()).unwrap();
-        assert!(matches!(
-            EmbeddedStore::open(dir.path()),
-            Err(KmsError::Internal(_))
-        ));
+        // The database's own error is kept as the source.
+        let err = EmbeddedStore::open(dir.path()).err().unwrap();
+        assert!(matches!(err, KmsError::Dependency { .. }), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
     }
 
     #[tokio::test]
@@ -471,7 +469,7 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), vec![0x5a; 8192]).unwrap();
         assert!(matches!(
             EmbeddedStore::open(dir.path()),
-            Err(KmsError::Internal(_))
+            Err(KmsError::Dependency { .. })
         ));
     }
 
