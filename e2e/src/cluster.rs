@@ -75,9 +75,17 @@ pub fn cluster() -> Result<&'static Cluster> {
 impl Cluster {
     fn start() -> Result<Self> {
         let dir = PathBuf::from(format!("/tmp/kubekms-cp-e2e-{}", std::process::id()));
+        let keep = std::env::var("KUBEKMS_E2E_KEEP").is_ok_and(|v| !v.is_empty());
+        Self::start_in(dir, keep)
+    }
+
+    /// A control plane of its own in `dir` (the test harness's is [`cluster`]), stopped by
+    /// [`Cluster::stop`] or when this process ends however it ends; `dir` is removed then
+    /// unless `keep`.
+    pub fn start_in(dir: PathBuf, keep: bool) -> Result<Self> {
         std::fs::create_dir_all(dir.join("operators"))
             .with_context(|| format!("creating {}", dir.display()))?;
-        let keep = std::env::var("KUBEKMS_E2E_KEEP").unwrap_or_default();
+        let keep = if keep { "1" } else { "" };
 
         // The watchdog comes first, so even a start that hangs and gets killed is cleaned up.
         let mut watchdog = Command::new("bash")
@@ -86,7 +94,7 @@ impl Cluster {
             .arg("kubekms-e2e-watchdog")
             .arg(&dir)
             .arg(control_plane_script())
-            .arg(&keep)
+            .arg(keep)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -195,6 +203,25 @@ impl Cluster {
         }
         let out = child.wait_with_output().context("waiting for kubectl")?;
         kubectl_result(args, out)
+    }
+
+    /// The pid of a control-plane process (`etcd`, `kube-apiserver`,
+    /// `kube-controller-manager`), from the script's pid files.
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("run").join(format!("{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Stop the control plane now (the watchdog's stop at exit then finds nothing to do).
+    pub fn stop(&self) {
+        let _ = Command::new(control_plane_script())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 
     /// Registers a process for the watchdog to kill should the test binary die without

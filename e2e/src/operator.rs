@@ -23,8 +23,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Printed on stdout once the listeners are bound (`kubekms_operator::run::ready_line`).
 const READY_PREFIX: &str = "kubekms operator: KMS API on ";
 
-/// The operator binary, built once per test binary with the same profile and target directory
-/// as the tests themselves (cargo builds only test targets' own binaries for them).
+/// The operator binary, built once per process with the same profile and target directory as
+/// the running binary (cargo builds only test targets' own binaries for them).
 pub fn operator_binary() -> Result<&'static Path> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match BINARY.get_or_init(|| build_operator().map_err(|e| format!("{e:#}"))) {
@@ -34,12 +34,19 @@ pub fn operator_binary() -> Result<&'static Path> {
 }
 
 fn build_operator() -> Result<PathBuf> {
-    // <target>/<profile dir>/deps/<test binary>
-    let exe = std::env::current_exe().context("locating the test binary")?;
-    let profile_dir = exe
+    // <target>/<profile dir>/deps/<test binary>, or <target>/<profile dir>/<binary> for a
+    // binary such as the scale benchmark.
+    let exe = std::env::current_exe().context("locating the running binary")?;
+    let parent = exe
         .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test binary path {}", exe.display()))?;
+        .ok_or_else(|| anyhow!("unexpected binary path {}", exe.display()))?;
+    let profile_dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent
+            .parent()
+            .ok_or_else(|| anyhow!("unexpected test binary path {}", exe.display()))?
+    } else {
+        parent
+    };
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| anyhow!("unexpected test binary path {}", exe.display()))?;

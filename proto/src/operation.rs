@@ -4,10 +4,9 @@
 
 use std::fmt;
 
-/// Declares a fieldless enum whose variants are spelled `$wire` on the wire, sorted by that
-/// name so a lookup is a binary search.
+/// Declares a fieldless enum whose variants are spelled on the wire as they are named.
 macro_rules! named_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $wire:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name {
@@ -15,12 +14,13 @@ macro_rules! named_enum {
         }
 
         impl $name {
-            /// Every value, sorted by name; `ALL[x.index()] == x`.
+            /// Every value; `ALL[x.index()] == x`.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            const NAMES: &'static [&'static str] = &[$($wire),+];
 
             pub fn name(self) -> &'static str {
-                Self::NAMES[self as usize]
+                match self {
+                    $($name::$variant => stringify!($variant),)+
+                }
             }
 
             /// The position of this value in [`Self::ALL`]: a dense index for counters.
@@ -29,10 +29,10 @@ macro_rules! named_enum {
             }
 
             pub fn from_name(name: &str) -> Option<Self> {
-                Self::NAMES
-                    .binary_search(&name)
-                    .ok()
-                    .and_then(|i| Self::ALL.get(i).copied())
+                match name {
+                    $(stringify!($variant) => Some($name::$variant),)+
+                    _ => None,
+                }
             }
         }
 
@@ -44,128 +44,58 @@ macro_rules! named_enum {
     };
 }
 
-named_enum!(
-    /// Every operation of the AWS KMS API, as botocore's service model names them. The engine
-    /// serves most of them; the rest are answered `UnsupportedOperationException`.
-    Operation {
-        CancelKeyDeletion = "CancelKeyDeletion",
-        ConnectCustomKeyStore = "ConnectCustomKeyStore",
-        CreateAlias = "CreateAlias",
-        CreateCustomKeyStore = "CreateCustomKeyStore",
-        CreateGrant = "CreateGrant",
-        CreateKey = "CreateKey",
-        Decrypt = "Decrypt",
-        DeleteAlias = "DeleteAlias",
-        DeleteCustomKeyStore = "DeleteCustomKeyStore",
-        DeleteImportedKeyMaterial = "DeleteImportedKeyMaterial",
-        DeriveSharedSecret = "DeriveSharedSecret",
-        DescribeCustomKeyStores = "DescribeCustomKeyStores",
-        DescribeKey = "DescribeKey",
-        DisableKey = "DisableKey",
-        DisableKeyRotation = "DisableKeyRotation",
-        DisconnectCustomKeyStore = "DisconnectCustomKeyStore",
-        EnableKey = "EnableKey",
-        EnableKeyRotation = "EnableKeyRotation",
-        Encrypt = "Encrypt",
-        GenerateDataKey = "GenerateDataKey",
-        GenerateDataKeyPair = "GenerateDataKeyPair",
-        GenerateDataKeyPairWithoutPlaintext = "GenerateDataKeyPairWithoutPlaintext",
-        GenerateDataKeyWithoutPlaintext = "GenerateDataKeyWithoutPlaintext",
-        GenerateMac = "GenerateMac",
-        GenerateRandom = "GenerateRandom",
-        GetKeyPolicy = "GetKeyPolicy",
-        GetKeyRotationStatus = "GetKeyRotationStatus",
-        GetParametersForImport = "GetParametersForImport",
-        GetPublicKey = "GetPublicKey",
-        ImportKeyMaterial = "ImportKeyMaterial",
-        ListAliases = "ListAliases",
-        ListGrants = "ListGrants",
-        ListKeyPolicies = "ListKeyPolicies",
-        ListKeyRotations = "ListKeyRotations",
-        ListKeys = "ListKeys",
-        ListResourceTags = "ListResourceTags",
-        ListRetirableGrants = "ListRetirableGrants",
-        PutKeyPolicy = "PutKeyPolicy",
-        ReEncrypt = "ReEncrypt",
-        ReplicateKey = "ReplicateKey",
-        RetireGrant = "RetireGrant",
-        RevokeGrant = "RevokeGrant",
-        RotateKeyOnDemand = "RotateKeyOnDemand",
-        ScheduleKeyDeletion = "ScheduleKeyDeletion",
-        Sign = "Sign",
-        TagResource = "TagResource",
-        UntagResource = "UntagResource",
-        UpdateAlias = "UpdateAlias",
-        UpdateCustomKeyStore = "UpdateCustomKeyStore",
-        UpdateKeyDescription = "UpdateKeyDescription",
-        UpdatePrimaryRegion = "UpdatePrimaryRegion",
-        Verify = "Verify",
-        VerifyMac = "VerifyMac",
-    }
-);
+/// The one list of KMS names, in three groups: operations whose permission has their own name,
+/// operations that need other permissions, and permissions that are no operation's name.
+/// [`Operation`] and [`Action`] are both made from it.
+macro_rules! kms_names {
+    (
+        same: [$($same:ident),+ $(,)?],
+        operations_only: [$($op:ident),+ $(,)?],
+        actions_only: [$($action:ident),+ $(,)?] $(,)?
+    ) => {
+        named_enum!(
+            /// Every operation of the AWS KMS API, as botocore's service model names them. The
+            /// engine serves most of them; the rest are answered `UnsupportedOperationException`.
+            Operation { $($same,)+ $($op,)+ }
+        );
 
-named_enum!(
-    /// The AWS KMS permission names (IAM actions without the `kms:` prefix). Each operation
-    /// needs its own name, except ReEncrypt, which needs `ReEncryptFrom` on the source key and
-    /// `ReEncryptTo` on the destination key; `SynchronizeMultiRegionKey` is AWS's own.
-    Action {
-        CancelKeyDeletion = "CancelKeyDeletion",
-        ConnectCustomKeyStore = "ConnectCustomKeyStore",
-        CreateAlias = "CreateAlias",
-        CreateCustomKeyStore = "CreateCustomKeyStore",
-        CreateGrant = "CreateGrant",
-        CreateKey = "CreateKey",
-        Decrypt = "Decrypt",
-        DeleteAlias = "DeleteAlias",
-        DeleteCustomKeyStore = "DeleteCustomKeyStore",
-        DeleteImportedKeyMaterial = "DeleteImportedKeyMaterial",
-        DeriveSharedSecret = "DeriveSharedSecret",
-        DescribeCustomKeyStores = "DescribeCustomKeyStores",
-        DescribeKey = "DescribeKey",
-        DisableKey = "DisableKey",
-        DisableKeyRotation = "DisableKeyRotation",
-        DisconnectCustomKeyStore = "DisconnectCustomKeyStore",
-        EnableKey = "EnableKey",
-        EnableKeyRotation = "EnableKeyRotation",
-        Encrypt = "Encrypt",
-        GenerateDataKey = "GenerateDataKey",
-        GenerateDataKeyPair = "GenerateDataKeyPair",
-        GenerateDataKeyPairWithoutPlaintext = "GenerateDataKeyPairWithoutPlaintext",
-        GenerateDataKeyWithoutPlaintext = "GenerateDataKeyWithoutPlaintext",
-        GenerateMac = "GenerateMac",
-        GenerateRandom = "GenerateRandom",
-        GetKeyPolicy = "GetKeyPolicy",
-        GetKeyRotationStatus = "GetKeyRotationStatus",
-        GetParametersForImport = "GetParametersForImport",
-        GetPublicKey = "GetPublicKey",
-        ImportKeyMaterial = "ImportKeyMaterial",
-        ListAliases = "ListAliases",
-        ListGrants = "ListGrants",
-        ListKeyPolicies = "ListKeyPolicies",
-        ListKeyRotations = "ListKeyRotations",
-        ListKeys = "ListKeys",
-        ListResourceTags = "ListResourceTags",
-        ListRetirableGrants = "ListRetirableGrants",
-        PutKeyPolicy = "PutKeyPolicy",
-        ReEncryptFrom = "ReEncryptFrom",
-        ReEncryptTo = "ReEncryptTo",
-        ReplicateKey = "ReplicateKey",
-        RetireGrant = "RetireGrant",
-        RevokeGrant = "RevokeGrant",
-        RotateKeyOnDemand = "RotateKeyOnDemand",
-        ScheduleKeyDeletion = "ScheduleKeyDeletion",
-        Sign = "Sign",
-        SynchronizeMultiRegionKey = "SynchronizeMultiRegionKey",
-        TagResource = "TagResource",
-        UntagResource = "UntagResource",
-        UpdateAlias = "UpdateAlias",
-        UpdateCustomKeyStore = "UpdateCustomKeyStore",
-        UpdateKeyDescription = "UpdateKeyDescription",
-        UpdatePrimaryRegion = "UpdatePrimaryRegion",
-        Verify = "Verify",
-        VerifyMac = "VerifyMac",
-    }
-);
+        named_enum!(
+            /// The AWS KMS permission names (IAM actions without the `kms:` prefix). Each
+            /// operation needs its own name, except ReEncrypt, which needs `ReEncryptFrom` on
+            /// the source key and `ReEncryptTo` on the destination key;
+            /// `SynchronizeMultiRegionKey` is AWS's own.
+            Action { $($same,)+ $($action,)+ }
+        );
+
+        impl Operation {
+            /// The permission an operation of the `same` group needs: the one of its name.
+            fn same_action(self) -> Option<Action> {
+                match self {
+                    $(Operation::$same => Some(Action::$same),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+kms_names! {
+    same: [
+        CancelKeyDeletion, ConnectCustomKeyStore, CreateAlias, CreateCustomKeyStore, CreateGrant,
+        CreateKey, Decrypt, DeleteAlias, DeleteCustomKeyStore, DeleteImportedKeyMaterial,
+        DeriveSharedSecret, DescribeCustomKeyStores, DescribeKey, DisableKey, DisableKeyRotation,
+        DisconnectCustomKeyStore, EnableKey, EnableKeyRotation, Encrypt, GenerateDataKey,
+        GenerateDataKeyPair, GenerateDataKeyPairWithoutPlaintext, GenerateDataKeyWithoutPlaintext,
+        GenerateMac, GenerateRandom, GetKeyPolicy, GetKeyRotationStatus, GetParametersForImport,
+        GetPublicKey, ImportKeyMaterial, ListAliases, ListGrants, ListKeyPolicies,
+        ListKeyRotations, ListKeys, ListResourceTags, ListRetirableGrants, PutKeyPolicy,
+        ReplicateKey, RetireGrant, RevokeGrant, RotateKeyOnDemand, ScheduleKeyDeletion, Sign,
+        TagResource, UntagResource, UpdateAlias, UpdateCustomKeyStore, UpdateKeyDescription,
+        UpdatePrimaryRegion, Verify, VerifyMac,
+    ],
+    operations_only: [ReEncrypt],
+    actions_only: [ReEncryptFrom, ReEncryptTo, SynchronizeMultiRegionKey],
+}
 
 /// Prefix of every IAM action name of KMS.
 pub const ACTION_PREFIX: &str = "kms:";
@@ -182,11 +112,7 @@ impl Operation {
     /// [`Action`]): this is the one for its source key, `ReEncryptTo` is checked on the
     /// destination.
     pub fn action(self) -> Action {
-        match self {
-            Operation::ReEncrypt => Action::ReEncryptFrom,
-            // Every other operation has the action of the same name.
-            op => Action::from_name(op.name()).unwrap_or(Action::ReEncryptFrom),
-        }
+        self.same_action().unwrap_or(Action::ReEncryptFrom)
     }
 }
 
@@ -195,7 +121,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_sorted_and_round_trip() {
+    fn names_round_trip() {
         for (i, op) in Operation::ALL.iter().enumerate() {
             assert_eq!(op.index(), i);
             assert_eq!(Operation::from_name(op.name()), Some(*op));
@@ -204,8 +130,8 @@ mod tests {
             assert_eq!(a.index(), i);
             assert_eq!(Action::from_name(a.name()), Some(*a));
         }
-        assert!(Operation::NAMES.windows(2).all(|w| w[0] < w[1]));
-        assert!(Action::NAMES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(Operation::ALL.len(), 53);
+        assert_eq!(Action::ALL.len(), 55);
         assert_eq!(Operation::from_name("Nope"), None);
         assert_eq!(Operation::from_name("encrypt"), None);
     }

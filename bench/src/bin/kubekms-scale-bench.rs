@@ -28,9 +28,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::Api;
 use kubekms_crds::Key;
-use kubekms_e2e::cluster::install_crds;
-use kubekms_e2e::operator::{http_request, wait_ready};
-use kubekms_e2e::repo_root;
+use kubekms_e2e::cluster::Cluster;
+use kubekms_e2e::operator::{http_request, operator_binary, wait_ready};
 
 const TARGET_KEYS: usize = 10_000;
 const TARGET_READY: Duration = Duration::from_secs(60);
@@ -148,7 +147,7 @@ async fn main() -> Result<()> {
     let opts = parse_args()?;
     let operator_bin = match &opts.operator_bin {
         Some(p) => p.clone(),
-        None => build_operator()?,
+        None => operator_binary()?.to_path_buf(),
     };
     eprintln!("operator: {}", operator_bin.display());
     // The control plane's garbage collector setting moves the figures; say which one ran.
@@ -163,7 +162,7 @@ async fn main() -> Result<()> {
         let dir = base.join(format!("n{n}"));
         std::fs::create_dir_all(&dir)?;
         eprintln!("== {n} keys (control plane in {})", dir.display());
-        let cp = ControlPlane::start(&dir)?;
+        let cp = Cluster::start_in(dir.clone(), opts.keep)?;
         let figures = run_one(&cp, &operator_bin, n, &opts).await;
         cp.stop();
         match figures {
@@ -183,12 +182,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn run_one(
-    cp: &ControlPlane,
-    operator_bin: &Path,
-    n: usize,
-    opts: &Options,
-) -> Result<Figures> {
+async fn run_one(cp: &Cluster, operator_bin: &Path, n: usize, opts: &Options) -> Result<Figures> {
     let client = cp.client().await?;
     for ns in [OPERATOR_NAMESPACE, KEY_NAMESPACE] {
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
@@ -216,7 +210,7 @@ async fn run_one(
     };
 
     // Apply.
-    let procs = cp.pids(pid);
+    let procs = pids(cp, pid);
     let cpu0 = cpu_sample(&procs);
     let started = Instant::now();
     apply_keys(&keys, n, opts.apply_concurrency).await?;
@@ -659,126 +653,13 @@ fn print_table(results: &[Figures]) {
     }
 }
 
-/// `cargo build --release -p kubekms-operator` into the target directory this binary lives in.
-fn build_operator() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let target_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected binary path {}", exe.display()))?;
-    eprintln!("building the release operator (cargo build --release -p kubekms-operator)...");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "kubekms-operator",
-            "--bin",
-            "kubekms-operator",
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p kubekms-operator failed ({status})");
-    }
-    let binary = target_dir.join("release").join("kubekms-operator");
-    if !binary.is_file() {
-        bail!("{} is missing after the build", binary.display());
-    }
-    Ok(binary)
-}
-
-/// A control plane of our own, in `dir`.
-struct ControlPlane {
-    dir: PathBuf,
-    script: PathBuf,
-}
-
-impl ControlPlane {
-    fn start(dir: &Path) -> Result<Self> {
-        let cp = Self {
-            dir: dir.to_path_buf(),
-            script: repo_root().join("e2e/scripts/control-plane.sh"),
-        };
-        let out = Command::new(&cp.script)
-            .arg("start")
-            .arg(dir)
-            .env_remove("KUBEKMS_CP_DIR")
-            .stdin(Stdio::null())
-            .output()
-            .context("running e2e/scripts/control-plane.sh")?;
-        if !out.status.success() {
-            cp.stop();
-            bail!(
-                "control-plane.sh start failed ({}); was `make setup` run?\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        install_crds(|args| cp.kubectl(args))?;
-        Ok(cp)
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .context("running kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    async fn client(&self) -> Result<kube::Client> {
-        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?;
-        Ok(kube::Client::try_from(config)?)
-    }
-
-    fn pid_of(&self, name: &str) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("run").join(format!("{name}.pid")))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    }
-
-    fn pids(&self, operator: u32) -> Pids {
-        Pids {
-            operator,
-            apiserver: self.pid_of("kube-apiserver"),
-            etcd: self.pid_of("etcd"),
-            controller_manager: self.pid_of("kube-controller-manager"),
-        }
-    }
-
-    fn stop(&self) {
-        let _ = Command::new(&self.script)
-            .arg("stop")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+/// The processes whose CPU a run accounts.
+fn pids(cp: &Cluster, operator: u32) -> Pids {
+    Pids {
+        operator,
+        apiserver: cp.pid_of("kube-apiserver"),
+        etcd: cp.pid_of("etcd"),
+        controller_manager: cp.pid_of("kube-controller-manager"),
     }
 }
 
@@ -790,8 +671,8 @@ struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    fn start(cp: &ControlPlane, binary: &Path) -> Result<Self> {
-        let credentials = cp.dir.join("credentials.json");
+    fn start(cp: &Cluster, binary: &Path) -> Result<Self> {
+        let credentials = cp.dir().join("credentials.json");
         std::fs::write(
             &credentials,
             serde_json::json!({ "credentials": [{
@@ -801,7 +682,7 @@ impl OperatorProcess {
             }]})
             .to_string(),
         )?;
-        let log = cp.dir.join("operator.log");
+        let log = cp.dir().join("operator.log");
         let mut child = Command::new(binary)
             .args([
                 "run",

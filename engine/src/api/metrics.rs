@@ -181,7 +181,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn operations_are_sorted_for_binary_search() {
+    fn operations_are_found_by_name() {
         assert_eq!(
             Operation::from_name("Encrypt").map(|op| label(op.index())),
             Some("Encrypt")
