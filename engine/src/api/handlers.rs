@@ -20,6 +20,7 @@ use kubekms_proto::Operation;
 
 use crate::api::json;
 use crate::api::metrics::Outcome;
+use crate::api::server::ConnWatch;
 use crate::api::state::AppState;
 use crate::audit::AuditEvent;
 use crate::error::{shown, KmsError};
@@ -73,7 +74,8 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         if content_length(&parts.headers).is_none_or(|n| n > CHECK_HEAD_FIRST_ABOVE) {
             state.authenticator.check_head(&parts.headers)?;
         }
-        let (body, _held) = read_body(&state, &parts.headers, body).await?;
+        let watch = parts.extensions.get::<ConnWatch>();
+        let (body, _held) = read_body(&state, &parts.headers, body, watch).await?;
         let who = state.authenticator.authenticate(&SignedRequest {
             method: parts.method.as_str(),
             path: parts.uri.path(),
@@ -165,20 +167,33 @@ async fn read_body(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     body: Body,
+    watch: Option<&ConnWatch>,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), HttpError> {
     let timeout = state.config.body_read_timeout;
     let limit = state.config.max_body_bytes;
-    tokio::time::timeout(
-        timeout,
-        collect_body(headers, body, limit, &state.body_budget),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(HttpError::from(KmsError::RequestTimeout(format!(
+    let late = || {
+        HttpError::from(KmsError::RequestTimeout(format!(
             "The request body was not received within {} ms",
             timeout.as_millis()
-        ))))
-    })
+        )))
+    };
+    let collect = collect_body(headers, body, limit, &state.body_budget);
+    match watch {
+        // Served by our server: the connection's watch says when the body is late.
+        Some(ConnWatch(clock)) => {
+            clock.body_started();
+            let result = tokio::select! {
+                result = collect => result,
+                () = clock.body_expired() => Err(late()),
+            };
+            clock.body_done();
+            result
+        }
+        // Called without a connection (in-process tests): a timer of its own.
+        None => tokio::time::timeout(timeout, collect)
+            .await
+            .unwrap_or_else(|_| Err(late())),
+    }
 }
 
 async fn collect_body(

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
-use crate::api::deadlines::Deadlines;
+use crate::api::deadlines::{ConnClock, Deadlines, Limits, Verdict};
 use crate::api::handlers::PeerAddr;
 use crate::api::router;
 use crate::api::state::AppState;
@@ -66,11 +66,6 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let stream = Deadlines::new(
-            stream,
-            state.config.idle_timeout,
-            state.config.write_timeout,
-        );
         let conn = Connection {
             app: app.clone(),
             state: state.clone(),
@@ -109,6 +104,11 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// A connection's deadline marks, given to the handler in the request's extensions so a body
+/// read can be bounded without a timer of its own.
+#[derive(Clone)]
+pub struct ConnWatch(pub Arc<ConnClock>);
 
 /// The most a connection's read buffer holds; AWS requests have headers of a few KiB.
 const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
@@ -170,8 +170,17 @@ impl Connection {
         self.state.metrics.connection_opened();
         let peer = self.peer;
         let app = self.app.clone();
+        let config = &self.state.config;
+        let limits = Limits::new(
+            config.idle_timeout,
+            config.write_timeout,
+            config.body_read_timeout,
+        );
+        let clock = Arc::new(ConnClock::default());
+        let watch = ConnWatch(clock.clone());
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
+            req.extensions_mut().insert(watch.clone());
             let mut app = app.clone();
             app.call(req.map(axum::body::Body::new))
         });
@@ -182,22 +191,33 @@ impl Connection {
             // Bounds what one connection buffers ahead of the handler (headers included).
             .max_buf_size(MAX_CONNECTION_BUFFER)
             .keep_alive(true);
-        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let conn =
+            builder.serve_connection(TokioIo::new(Deadlines::new(io, clock.clone())), service);
         tokio::pin!(conn);
-        let stopping = *self.stop.borrow();
-        let result = if stopping {
+        let mut tick = tokio::time::interval(limits.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = *self.stop.borrow();
+        if stopping {
             conn.as_mut().graceful_shutdown();
-            conn.await
-        } else {
+        }
+        let result = loop {
             tokio::select! {
-                result = conn.as_mut() => result,
-                _ = self.stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                result = conn.as_mut() => break Some(result),
+                changed = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    if changed.is_ok() {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Verdict::Close(why) = clock.tick(&limits) {
+                        tracing::debug!(%peer, why, "connection closed");
+                        break None;
+                    }
                 }
             }
         };
-        if let Err(e) = result {
+        if let Some(Err(e)) = result {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
         self.state.metrics.connection_closed();
