@@ -1,0 +1,474 @@
+//! The Key controller: one engine key per Key object, kept in step with its spec, and its state
+//! reported in status.
+//!
+//! The engine key carries the tags `kubekms.io/namespace`, `kubekms.io/name` and
+//! `kubekms.io/uid`. A Key without `status.keyId` first looks for an engine key tagged with its
+//! namespace and name and adopts it: that recovers a key whose id was never written to status,
+//! and it is how deleting a Key and applying it again within the deletion window brings back
+//! the same key (same ARN, same material).
+
+//!
+//! The controller's wiring and reconcile entry points are here; the pure status computation is
+//! in `status`, the steps that act on the engine and the API server in `apply`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use kubekms_crds::{condition as condition_type, Key};
+
+use super::{backoff, condition, finalized, write_status, Context};
+use crate::error::{Error, Result};
+
+mod apply;
+mod status;
+
+pub use status::*;
+
+use apply::{apply, cleanup};
+
+pub const FINALIZER: &str = "kubekms.io/key";
+/// Set to any new value to rotate the key once (symmetric keys with generated material).
+pub const ROTATE_ANNOTATION: &str = "kubekms.io/rotate";
+/// The last value of [`ROTATE_ANNOTATION`] the operator acted on.
+pub const ROTATE_HANDLED_ANNOTATION: &str = "kubekms.io/rotate-handled";
+pub const TAG_NAMESPACE: &str = "kubekms.io/namespace";
+pub const TAG_NAME: &str = "kubekms.io/name";
+pub const TAG_UID: &str = "kubekms.io/uid";
+/// Key reconciles in flight at once. The engine serialises its store writes, so beyond a few
+/// more buys nothing for a wave of new or due Keys, while each reconcile in flight holds its
+/// object, futures and responses: unbounded, a wave of 10,000 Keys holds 10,000 at once (and
+/// the engine's fair writer lock makes every Key wait for all the others' first write before
+/// its second, so none is Ready until nearly all are). Enough stay in flight to overlap the
+/// API calls (status, events) of some with the engine writes of others.
+pub const CONCURRENCY: u16 = 32;
+
+/// The Key controller's settings.
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
+}
+
+/// The one watch of Keys in the operator. The Key controller caches what it sees, without
+/// `managedFields`: the operator never reads them, and with three field managers (the user's
+/// apply, the finalizer, the status) they are about two thirds of a Key's size, so of what a
+/// cache of every Key costs in RSS. Every Key it sees (changed, listed or deleted) is also
+/// sent to each of `dependents` (the Alias, ImportedMaterial and KeyPolicy controllers), so
+/// the API server sends each Key write to one watch of ours, not four.
+///
+/// The Key controller itself is woken only by changes it must act on (see
+/// [`reconcile_trigger`]); its own status writes come back through the watch and would
+/// otherwise cost a reconcile each.
+pub fn controller(
+    client: kube::Client,
+    dependents: Vec<futures::channel::mpsc::UnboundedSender<Key>>,
+) -> Controller<Key> {
+    use futures::TryStreamExt;
+    let (reader, writer) = reflector::store();
+    let keys = watcher(
+        Api::<Key>::all(client),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(|key| key.managed_fields_mut().clear())
+    .reflect(writer)
+    .inspect_ok(move |event| {
+        let touched = match event {
+            watcher::Event::Apply(k) | watcher::Event::InitApply(k) | watcher::Event::Delete(k) => {
+                k
+            }
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        for dependent in &dependents {
+            // A dependent that stopped is not a reason to stop the others.
+            let _ = dependent.unbounded_send(touched.clone());
+        }
+    })
+    .applied_objects()
+    .predicate_filter(reconcile_trigger, Default::default());
+    Controller::for_stream(keys, reader).with_config(controller_config())
+}
+
+/// What a Key reconcile acts on: its spec (generation), its deletion and the on-demand
+/// rotation annotation. A change to anything else (above all the status and the finalizer the
+/// Key controller itself just wrote) does not start a reconcile; due work is covered by
+/// requeues and the engine's change feed, and a finalizer someone removed is put back by the
+/// next reconcile (at the latest at [`super::MAX_REQUEUE`]).
+pub fn reconcile_trigger(key: &Key) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.metadata.generation.hash(&mut hasher);
+    key.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    key.annotations().get(ROTATE_ANNOTATION).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Event and condition reasons: stable, so alerts and tests can match them.
+pub mod reason {
+    pub const CREATED: &str = "Created";
+    pub const ADOPTED: &str = "Adopted";
+    pub const DELETION_CANCELLED: &str = "DeletionCancelled";
+    pub const DELETION_SCHEDULED: &str = "DeletionScheduled";
+    pub const ENABLED: &str = "Enabled";
+    pub const DISABLED: &str = "Disabled";
+    pub const ROTATION_ENABLED: &str = "RotationEnabled";
+    pub const ROTATION_DISABLED: &str = "RotationDisabled";
+    pub const ROTATED: &str = "Rotated";
+    pub const ROTATED_AUTOMATICALLY: &str = "RotatedAutomatically";
+    pub const ROTATION_REFUSED: &str = "RotationRefused";
+    pub const STATE_CHANGED: &str = "StateChanged";
+    pub const UPDATED: &str = "Updated";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SPEC_MISMATCH: &str = "SpecMismatch";
+    pub const KEY_MISSING: &str = "KeyMissing";
+    pub const PENDING_IMPORT: &str = "PendingImport";
+    pub const PENDING_DELETION: &str = "PendingDeletion";
+}
+
+/// Engine keys by the namespace and name of the Key that made them, from their tags. Built on
+/// first use with one scan of the engine (ListKeys + ListResourceTags), then kept up to date by
+/// this controller, so finding a key to adopt costs no scan per Key.
+#[derive(Default)]
+pub struct KeyIndex {
+    inner: tokio::sync::Mutex<Option<HashMap<(String, String), String>>>,
+}
+
+impl KeyIndex {
+    pub async fn lookup(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>> {
+        let mut guard = self.inner.lock().await;
+        if guard.is_none() {
+            *guard = Some(scan(ctx).await?);
+        }
+        Ok(guard
+            .as_ref()
+            .and_then(|m| m.get(&(namespace.to_owned(), name.to_owned())).cloned()))
+    }
+
+    pub async fn insert(&self, namespace: &str, name: &str, key_id: &str) {
+        if let Some(map) = self.inner.lock().await.as_mut() {
+            map.insert((namespace.to_owned(), name.to_owned()), key_id.to_owned());
+        }
+    }
+
+    pub async fn remove(&self, namespace: &str, name: &str, key_id: &str) {
+        if let Some(map) = self.inner.lock().await.as_mut() {
+            let k = (namespace.to_owned(), name.to_owned());
+            if map.get(&k).is_some_and(|id| id == key_id) {
+                map.remove(&k);
+            }
+        }
+    }
+}
+
+async fn scan(ctx: &Context) -> Result<HashMap<(String, String), String>> {
+    let mut out = HashMap::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = ctx.engine.list_keys(marker.take()).await?;
+        for k in page.keys {
+            let tags = match ctx.engine.tags(&k.key_id).await {
+                Ok(t) => t,
+                // Destroyed between the two calls.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            if let (Some(ns), Some(name)) = (tags.get(TAG_NAMESPACE), tags.get(TAG_NAME)) {
+                out.insert((ns.clone(), name.clone()), k.key_id);
+            }
+        }
+        match page.next_marker {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    tracing::info!(keys = out.len(), "indexed engine keys made by Key objects");
+    Ok(out)
+}
+
+/// The Key that made the engine key `key_id`, from the key's tags; `None` for a key no Key
+/// made (or one that is gone).
+pub async fn key_of_engine_key(ctx: &Context, key_id: &str) -> Option<reflector::ObjectRef<Key>> {
+    let tags = ctx.engine.tags(key_id).await.ok()?;
+    let namespace = tags.get(TAG_NAMESPACE)?;
+    let name = tags.get(TAG_NAME)?;
+    Some(reflector::ObjectRef::new(name).within(namespace))
+}
+
+pub async fn reconcile(key: Arc<Key>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .key_reconciles
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let namespace = key
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("a Key must be namespaced".into()))?;
+    let api: Api<Key> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalized(
+        &api,
+        &*key,
+        FINALIZER,
+        apply(&key, &api, &ctx),
+        cleanup(&key, &api, &ctx),
+    )
+    .await;
+    if let Err(e) = &result {
+        ctx.event(&*key, EventType::Warning, e.reason(), e.chain())
+            .await;
+        report_failure(&key, &api, &ctx, e).await;
+    }
+    result
+}
+
+pub fn error_policy(key: Arc<Key>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .key_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(key = %key.name_any(), namespace = ?key.namespace(), error = %error.chain(), "reconcile failed");
+    backoff(error)
+}
+
+/// Show a failure in the Ready condition (when the API server is there to take it).
+async fn report_failure(key: &Key, api: &Api<Key>, ctx: &Context, error: &Error) {
+    if matches!(error, Error::Kube(_)) {
+        return;
+    }
+    let Some(mut status) = key.status.clone() else {
+        return;
+    };
+    status.conditions = vec![condition(
+        &status.conditions,
+        condition_type::READY,
+        false,
+        error.reason(),
+        &error.chain(),
+        key.metadata.generation,
+        ctx.now(),
+    )];
+    let _ = write_status(api, key, key.status.as_ref(), &status).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::time_from_millis;
+    use super::*;
+    use kubekms_crds::{
+        KeyOrigin, KeySpec, KeyState, KeyStatus, KeyUsage, KmsKeySpec, RotationSpec,
+    };
+    use kubekms_engine::clock::Millis;
+    use kubekms_proto::vocab::OriginType;
+
+    const DAY: Millis = 86_400_000;
+    const NOW: Millis = 1_700_000_000_000;
+
+    fn observed(state: KeyState) -> Observed {
+        Observed {
+            key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            arn: "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+                .into(),
+            state: Some(state),
+            current_version: Some(1),
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn create_request_carries_spec_and_origin_tags() {
+        let mut spec = KeySpec {
+            key_spec: KmsKeySpec::EccNistP256,
+            description: Some("orders signing".into()),
+            ..KeySpec::default()
+        };
+        spec.tags.insert("team".into(), "payments".into());
+        let req = create_key_request(&spec, "shop", "orders", "uid-1");
+        assert_eq!(req.key_spec, Some(KmsKeySpec::EccNistP256));
+        assert_eq!(req.key_usage, Some(KeyUsage::SignVerify));
+        assert_eq!(req.origin, Some(OriginType::AwsKms));
+        assert_eq!(req.description.as_deref(), Some("orders signing"));
+        let tags = req.tags.unwrap();
+        let get = |k: &str| tags.iter().find(|t| t.key == k).map(|t| t.value.clone());
+        assert_eq!(get("team").as_deref(), Some("payments"));
+        assert_eq!(get(TAG_NAMESPACE).as_deref(), Some("shop"));
+        assert_eq!(get(TAG_NAME).as_deref(), Some("orders"));
+        assert_eq!(get(TAG_UID).as_deref(), Some("uid-1"));
+    }
+
+    #[test]
+    fn rotation_is_requested_with_the_key_only_for_keys_that_rotate() {
+        let mut spec = KeySpec {
+            rotation: Some(RotationSpec {
+                enabled: true,
+                period_days: 120,
+            }),
+            ..KeySpec::default()
+        };
+        let req = create_key_request(&spec, "ns", "k", "u");
+        assert_eq!(req.rotation_period_in_days, Some(120));
+        spec.rotation = Some(RotationSpec {
+            enabled: false,
+            period_days: 120,
+        });
+        let req = create_key_request(&spec, "ns", "k", "u");
+        assert!(req.rotation_period_in_days.is_none());
+        spec.rotation = Some(RotationSpec {
+            enabled: true,
+            period_days: 120,
+        });
+        spec.key_spec = KmsKeySpec::EccNistP256;
+        let req = create_key_request(&spec, "ns", "k", "u");
+        assert!(req.rotation_period_in_days.is_none());
+    }
+
+    #[test]
+    fn external_keys_are_created_for_import_without_a_description_when_none() {
+        let spec = KeySpec {
+            origin: KeyOrigin::External,
+            key_usage: Some(KeyUsage::EncryptDecrypt),
+            ..KeySpec::default()
+        };
+        let req = create_key_request(&spec, "ns", "byok", "u");
+        assert_eq!(req.origin, Some(OriginType::External));
+        assert_eq!(req.key_spec, Some(KmsKeySpec::SymmetricDefault));
+        assert!(req.description.is_none());
+        assert!(!rotatable(&spec));
+    }
+
+    #[test]
+    fn readiness_follows_spec_enabled() {
+        let enabled = KeySpec::default();
+        let disabled = KeySpec {
+            enabled: false,
+            ..KeySpec::default()
+        };
+        assert!(readiness(&enabled, &observed(KeyState::Enabled)).0);
+        assert!(!readiness(&enabled, &observed(KeyState::Disabled)).0);
+        assert!(readiness(&disabled, &observed(KeyState::Disabled)).0);
+        assert!(!readiness(&disabled, &observed(KeyState::Enabled)).0);
+        let (ok, why, _) = readiness(&enabled, &observed(KeyState::PendingImport));
+        assert!(!ok);
+        assert_eq!(why, reason::PENDING_IMPORT);
+        assert!(!readiness(&enabled, &observed(KeyState::PendingDeletion)).0);
+    }
+
+    #[test]
+    fn status_reports_the_engine_and_keeps_transition_times() {
+        let spec = KeySpec::default();
+        let mut seen = observed(KeyState::Enabled);
+        seen.next_rotation = Some(NOW + 365 * DAY);
+        let first = compute_status(None, &spec, Some(1), &seen, None, NOW);
+        assert_eq!(first.key_id.as_deref(), Some(seen.key_id.as_str()));
+        assert_eq!(first.state, Some(KeyState::Enabled));
+        assert_eq!(first.current_key_version, Some(1));
+        assert_eq!(first.next_rotation, Some(time_from_millis(NOW + 365 * DAY)));
+        assert_eq!(first.observed_generation, Some(1));
+        assert_eq!(first.conditions.len(), 1);
+        assert_eq!(first.conditions[0].status, "True");
+
+        // Nothing changed a day later: the same status, so no write.
+        let again = compute_status(Some(&first), &spec, Some(1), &seen, None, NOW + DAY);
+        assert_eq!(again, first);
+
+        seen.state = Some(KeyState::Disabled);
+        let flipped = compute_status(Some(&first), &spec, Some(1), &seen, None, NOW + DAY);
+        assert_eq!(flipped.conditions[0].status, "False");
+        assert_eq!(
+            flipped.conditions[0].last_transition_time,
+            time_from_millis(NOW + DAY)
+        );
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_engine_deadline() {
+        let mut seen = observed(KeyState::Enabled);
+        assert_eq!(next_due(&seen), None);
+        seen.next_rotation = Some(NOW + 90 * DAY);
+        seen.valid_to = Some(NOW + 3 * DAY);
+        assert_eq!(next_due(&seen), Some(NOW + 3 * DAY));
+        seen.deletion_date = Some(NOW + DAY);
+        assert_eq!(next_due(&seen), Some(NOW + DAY));
+    }
+
+    #[test]
+    fn immutable_fields_are_checked_against_the_engine() {
+        let spec = KeySpec {
+            rotation: Some(RotationSpec {
+                enabled: true,
+                period_days: 90,
+            }),
+            ..KeySpec::default()
+        };
+        let md = Metadata {
+            aws_account_id: "111122223333".into(),
+            key_id: "k".into(),
+            arn: "a".into(),
+            creation_date: kubekms_proto::Timestamp(0),
+            enabled: true,
+            key_state: KeyState::Enabled,
+            description: String::new(),
+            key_spec: KmsKeySpec::SymmetricDefault,
+            customer_master_key_spec: KmsKeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
+            origin: OriginType::AwsKms,
+            key_manager: kubekms_proto::vocab::KeyManagerType::Customer,
+            deletion_date: None,
+            pending_deletion_window_in_days: None,
+            valid_to: None,
+            expiration_model: None,
+            encryption_algorithms: Default::default(),
+            signing_algorithms: Default::default(),
+            mac_algorithms: Default::default(),
+            multi_region: false,
+            current_version: Some(1),
+        };
+        assert_eq!(immutable_mismatch(&spec, &md), None);
+        let ecc = Metadata {
+            key_spec: KmsKeySpec::EccNistP256,
+            key_usage: KeyUsage::SignVerify,
+            ..md
+        };
+        let problem = immutable_mismatch(&spec, &ecc).unwrap();
+        assert!(problem.contains("keySpec is ECC_NIST_P256"), "{problem}");
+        assert!(problem.contains("keyUsage"), "{problem}");
+    }
+
+    #[test]
+    fn only_changes_a_reconcile_acts_on_trigger_one() {
+        let mut key = Key::new("k", KeySpec::default());
+        key.metadata.generation = Some(1);
+        let base = reconcile_trigger(&key);
+        let mut echoed = key.clone();
+        echoed.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        echoed.status = Some(KeyStatus {
+            key_id: Some("id".into()),
+            ..KeyStatus::default()
+        });
+        echoed.metadata.resource_version = Some("2".into());
+        assert_eq!(reconcile_trigger(&echoed), base, "our own writes");
+        let mut changed = key.clone();
+        changed.metadata.generation = Some(2);
+        assert_ne!(reconcile_trigger(&changed), base, "a spec change");
+        let mut deleted = key.clone();
+        deleted.metadata.deletion_timestamp = Some(time_from_millis(NOW));
+        assert_ne!(reconcile_trigger(&deleted), base, "a deletion");
+        let mut rotate = key.clone();
+        rotate
+            .annotations_mut()
+            .insert(ROTATE_ANNOTATION.into(), "now".into());
+        assert_ne!(reconcile_trigger(&rotate), base, "a rotation request");
+    }
+
+    #[test]
+    fn deletion_window_stays_within_what_the_engine_takes() {
+        let mut spec = KeySpec::default();
+        assert_eq!(deletion_window(&spec), 30);
+        spec.deletion_window_days = 3;
+        assert_eq!(deletion_window(&spec), 7);
+        spec.deletion_window_days = 7;
+        assert_eq!(deletion_window(&spec), 7);
+    }
+}
