@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use aws_lc_rs::{constant_time, digest, hmac};
 use axum::http::HeaderMap;
-use kubekms_proto::sigv4::{canonical_request, derive_signing_key, push_header_values, signature};
+use kubekms_proto::sigv4::{
+    canonical_request, derive_signing_key, hex_lower, push_header_values, signature,
+};
 pub use kubekms_proto::sigv4::{
     format_amz_date, sign_request, SigningInput, ALGORITHM, AMZ_DATE, SERVICE, TERMINATOR,
 };
@@ -182,7 +184,7 @@ impl Verifier {
             signed,
             credential,
         } = head;
-        let payload_hash = hex::encode(digest::digest(&digest::SHA256, req.body));
+        let payload_hash = hex_lower(digest::digest(&digest::SHA256, req.body).as_ref());
         if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
             if !claimed
                 .as_bytes()

@@ -43,7 +43,7 @@ pub struct PeerAddr(pub SocketAddr);
 pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
     let received = state.clock.now_millis();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = state.request_ids.next_id();
     let span = Span::current();
     span.record("request_id", request_id.as_str());
 

@@ -11,6 +11,7 @@ mod deadlines;
 pub mod handlers;
 pub mod json;
 pub mod metrics;
+mod request_id;
 pub mod server;
 pub mod state;
 pub mod tls;

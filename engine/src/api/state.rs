@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::auth::Authenticator;
 use crate::api::metrics::Metrics;
+use crate::api::request_id::RequestIds;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::service::Kms;
@@ -58,6 +59,8 @@ impl Default for ServerConfig {
 pub struct AppState {
     pub kms: Arc<Kms>,
     pub authenticator: Box<dyn Authenticator>,
+    /// Ids for the requests this server answers.
+    pub request_ids: RequestIds,
     /// One permit per byte of request body held (see `ServerConfig::max_buffered_body_bytes`).
     pub body_budget: Arc<Semaphore>,
     pub audit: AuditLog,
@@ -87,6 +90,7 @@ impl AppState {
         Arc::new(Self {
             kms,
             authenticator,
+            request_ids: RequestIds::new(),
             body_budget: Arc::new(Semaphore::new(config.max_buffered_body_bytes)),
             audit,
             metrics: Metrics::default(),
