@@ -87,15 +87,16 @@ async fn advance_clock(State(state): State<AdminState>, body: String) -> axum::r
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let metrics = &state.ctx.metrics;
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            kubekms_engine::api::metrics::CONTENT_TYPE,
         )],
-        format!(
-            "{}{}",
-            state.ctx.metrics.render(),
-            state.ctx.events.stats().render()
-        ),
+        kubekms_engine::api::metrics::encode(vec![
+            Box::new(metrics.snapshot()),
+            Box::new(metrics.import_expiry.snapshot()),
+            Box::new(state.ctx.events.stats().snapshot()),
+        ]),
     )
 }

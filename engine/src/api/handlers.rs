@@ -306,7 +306,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut response = Response::new(Body::from(state.metrics.render()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(crate::api::metrics::CONTENT_TYPE),
     );
     response
 }

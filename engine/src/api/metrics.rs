@@ -1,12 +1,86 @@
-//! Request metrics in Prometheus text format. Every counter is a fixed atomic, indexed by the
-//! operation's position in [`Operation::ALL`], so recording a request takes no lock and
-//! allocates nothing.
+//! Request metrics. Every counter is a fixed atomic, indexed by the operation's position in
+//! [`Operation::ALL`], so recording a request takes no lock and allocates nothing. A scrape
+//! copies them into a snapshot that `prometheus-client` encodes (OpenMetrics text).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kubekms_proto::Operation;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The OpenMetrics text of `collectors` (snapshots taken for one scrape).
+pub fn encode(collectors: Vec<Box<dyn Collector>>) -> String {
+    let mut registry = Registry::default();
+    for c in collectors {
+        registry.register_collector(c);
+    }
+    let mut out = String::with_capacity(4096);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+/// A gauge value in seconds, written as a whole number when it is one (`0`, not `0.0`).
+#[derive(Clone, Copy, Debug)]
+pub struct Seconds(pub f64);
+
+impl EncodeGaugeValue for Seconds {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::GaugeValueEncoder<'_>,
+    ) -> std::fmt::Result {
+        if self.0.fract() == 0.0 && self.0.abs() < 9.0e15 {
+            EncodeGaugeValue::encode(&(self.0 as i64), encoder)
+        } else {
+            EncodeGaugeValue::encode(&self.0, encoder)
+        }
+    }
+}
+
+/// A counter family: one value per label set.
+pub fn encode_counters<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in values {
+        // An empty label set is written as no braces at all, not `{}`.
+        if labels.is_empty() {
+            metric.encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        } else {
+            metric
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// A gauge family: one value per label set.
+pub fn encode_gauges<'a, V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, V)>,
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in values {
+        if labels.is_empty() {
+            metric.encode_gauge(&value)?;
+        } else {
+            metric.encode_family(&labels)?.encode_gauge(&value)?;
+        }
+    }
+    Ok(())
+}
 
 /// The slot for requests whose operation is missing or unknown.
 const UNKNOWN: usize = Operation::ALL.len();
@@ -104,71 +178,102 @@ impl Metrics {
             })
     }
 
-    /// Prometheus text exposition format 0.0.4. Operations never called are left out.
+    /// OpenMetrics text of every metric. Operations never called are left out.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        out.push_str("# HELP kubekms_requests_total KMS API requests by operation and outcome.\n");
-        out.push_str("# TYPE kubekms_requests_total counter\n");
+        encode(vec![Box::new(self.snapshot())])
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot {
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            connections_total: self.connections_total.load(Ordering::Relaxed),
+            ..Snapshot::default()
+        };
         for (i, m) in self.ops.iter().enumerate() {
             for outcome in Outcome::ALL {
                 let n = m.by_outcome[outcome as usize].load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "kubekms_requests_total{{operation=\"{}\",outcome=\"{}\"}} {n}",
-                        label(i),
-                        outcome.label()
-                    );
+                    snapshot.requests.push((label(i), outcome.label(), n));
                 }
             }
-        }
-        out.push_str("# HELP kubekms_request_duration_seconds KMS API request latency.\n");
-        out.push_str("# TYPE kubekms_request_duration_seconds histogram\n");
-        for (i, m) in self.ops.iter().enumerate() {
-            let counts: Vec<u64> = m
-                .buckets
+            let mut buckets: Vec<(f64, u64)> = BUCKETS
                 .iter()
-                .map(|b| b.load(Ordering::Relaxed))
+                .copied()
+                // The last slot counts everything above the largest bound.
+                .chain(std::iter::once(f64::MAX))
+                .zip(m.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
                 .collect();
-            let total: u64 = counts.iter().sum();
-            if total == 0 {
-                continue;
+            let count: u64 = buckets.iter().map(|(_, n)| n).sum();
+            if count > 0 {
+                let sum = m.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+                buckets.shrink_to_fit();
+                snapshot.durations.push(Durations {
+                    operation: label(i),
+                    buckets,
+                    sum,
+                    count,
+                });
             }
-            let op = label(i);
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(&counts) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "kubekms_request_duration_seconds_bucket{{operation=\"{op}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "kubekms_request_duration_seconds_bucket{{operation=\"{op}\",le=\"+Inf\"}} {total}"
-            );
-            let sum = m.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "kubekms_request_duration_seconds_sum{{operation=\"{op}\"}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "kubekms_request_duration_seconds_count{{operation=\"{op}\"}} {total}"
-            );
         }
-        let _ = writeln!(
-            out,
-            "# HELP kubekms_connections_open Open client connections.\n\
-             # TYPE kubekms_connections_open gauge\n\
-             kubekms_connections_open {}\n\
-             # HELP kubekms_connections_total Client connections accepted.\n\
-             # TYPE kubekms_connections_total counter\n\
-             kubekms_connections_total {}",
-            self.connections_open.load(Ordering::Relaxed),
-            self.connections_total.load(Ordering::Relaxed)
-        );
-        out
+        snapshot
+    }
+}
+
+/// One operation's latency histogram: per-bucket counts (the encoder accumulates them), sum,
+/// count.
+#[derive(Debug)]
+struct Durations {
+    operation: &'static str,
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+/// The metrics as one scrape saw them.
+#[derive(Debug, Default)]
+struct Snapshot {
+    requests: Vec<(&'static str, &'static str, u64)>,
+    durations: Vec<Durations>,
+    connections_open: u64,
+    connections_total: u64,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        encode_counters(
+            &mut encoder,
+            "kubekms_requests",
+            "KMS API requests by operation and outcome.",
+            self.requests
+                .iter()
+                .map(|(op, outcome, n)| (vec![("operation", *op), ("outcome", *outcome)], *n)),
+        )?;
+        let mut metric = encoder.encode_descriptor(
+            "kubekms_request_duration_seconds",
+            "KMS API request latency.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for d in &self.durations {
+            metric
+                .encode_family(&[("operation", d.operation)])?
+                .encode_histogram::<NoLabelSet>(d.sum, d.count, &d.buckets, None)?;
+        }
+        encode_gauges(
+            &mut encoder,
+            "kubekms_connections_open",
+            "Open client connections.",
+            [(
+                vec![],
+                i64::try_from(self.connections_open).unwrap_or(i64::MAX),
+            )],
+        )?;
+        encode_counters(
+            &mut encoder,
+            "kubekms_connections",
+            "Client connections accepted.",
+            [(vec![], self.connections_total)],
+        )
     }
 }
 
@@ -210,16 +315,16 @@ mod tests {
             "kubekms_requests_total{operation=\"unknown\",outcome=\"client_error\"} 1\n"
         ));
         assert!(text.contains(
-            "kubekms_request_duration_seconds_bucket{operation=\"Encrypt\",le=\"0.0001\"} 1\n"
+            "kubekms_request_duration_seconds_bucket{le=\"0.0001\",operation=\"Encrypt\"} 1\n"
         ));
         assert!(text.contains(
-            "kubekms_request_duration_seconds_bucket{operation=\"Encrypt\",le=\"0.005\"} 2\n"
+            "kubekms_request_duration_seconds_bucket{le=\"0.005\",operation=\"Encrypt\"} 2\n"
         ));
         assert!(text.contains(
-            "kubekms_request_duration_seconds_bucket{operation=\"Encrypt\",le=\"2.5\"} 2\n"
+            "kubekms_request_duration_seconds_bucket{le=\"2.5\",operation=\"Encrypt\"} 2\n"
         ));
         assert!(text.contains(
-            "kubekms_request_duration_seconds_bucket{operation=\"Encrypt\",le=\"+Inf\"} 3\n"
+            "kubekms_request_duration_seconds_bucket{le=\"+Inf\",operation=\"Encrypt\"} 3\n"
         ));
         assert!(text.contains("kubekms_request_duration_seconds_count{operation=\"Encrypt\"} 3\n"));
         assert!(!text.contains("operation=\"Decrypt\""));

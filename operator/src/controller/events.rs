@@ -15,6 +15,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use kubekms_engine::api::metrics;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,26 +109,49 @@ pub struct EventStats {
 }
 
 impl EventStats {
-    /// Prometheus text format.
+    /// OpenMetrics text of the counters.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# TYPE kubekms_operator_events_pending gauge\n");
-        out.push_str(&format!(
-            "kubekms_operator_events_pending {}\n",
-            self.pending.load(Ordering::Relaxed)
-        ));
-        out.push_str("# TYPE kubekms_operator_events_total counter\n");
-        for (outcome, c) in [
-            ("published", &self.published),
-            ("failed", &self.failed),
-            ("dropped", &self.dropped),
-        ] {
-            out.push_str(&format!(
-                "kubekms_operator_events_total{{outcome=\"{outcome}\"}} {}\n",
-                c.load(Ordering::Relaxed)
-            ));
+        metrics::encode(vec![Box::new(self.snapshot())])
+    }
+
+    /// The counters as they stand now, for a scrape.
+    pub fn snapshot(&self) -> EventSnapshot {
+        EventSnapshot {
+            pending: self.pending.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
         }
-        out
+    }
+}
+
+/// The event counters as one scrape saw them.
+#[derive(Debug)]
+pub struct EventSnapshot {
+    pending: u64,
+    published: u64,
+    failed: u64,
+    dropped: u64,
+}
+
+impl Collector for EventSnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        metrics::encode_gauges(
+            &mut encoder,
+            "kubekms_operator_events_pending",
+            "Events queued for the API server.",
+            [(vec![], i64::try_from(self.pending).unwrap_or(i64::MAX))],
+        )?;
+        metrics::encode_counters(
+            &mut encoder,
+            "kubekms_operator_events",
+            "Events by what became of them.",
+            [
+                (vec![("outcome", "published")], self.published),
+                (vec![("outcome", "failed")], self.failed),
+                (vec![("outcome", "dropped")], self.dropped),
+            ],
+        )
     }
 }
 

@@ -61,33 +61,61 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Prometheus text format.
+    /// OpenMetrics text of the reconcile counters and the expiry gauge.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# TYPE kubekms_operator_reconciles_total counter\n");
-        for (kind, c) in [
-            ("Key", &self.key_reconciles),
-            ("Alias", &self.alias_reconciles),
-            ("ImportedMaterial", &self.import_reconciles),
-        ] {
-            out.push_str(&format!(
-                "kubekms_operator_reconciles_total{{kind=\"{kind}\"}} {}\n",
-                c.load(Ordering::Relaxed)
-            ));
+        kubekms_engine::api::metrics::encode(vec![
+            Box::new(self.snapshot()),
+            Box::new(self.import_expiry.snapshot()),
+        ])
+    }
+
+    /// The reconcile counters as they stand now, for a scrape.
+    pub fn snapshot(&self) -> ReconcileSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ReconcileSnapshot {
+            reconciles: [
+                ("Key", load(&self.key_reconciles)),
+                ("Alias", load(&self.alias_reconciles)),
+                ("ImportedMaterial", load(&self.import_reconciles)),
+            ],
+            failures: [
+                ("Key", load(&self.key_failures)),
+                ("Alias", load(&self.alias_failures)),
+                ("ImportedMaterial", load(&self.import_failures)),
+            ],
         }
-        out.push_str("# TYPE kubekms_operator_reconcile_failures_total counter\n");
-        for (kind, c) in [
-            ("Key", &self.key_failures),
-            ("Alias", &self.alias_failures),
-            ("ImportedMaterial", &self.import_failures),
-        ] {
-            out.push_str(&format!(
-                "kubekms_operator_reconcile_failures_total{{kind=\"{kind}\"}} {}\n",
-                c.load(Ordering::Relaxed)
-            ));
-        }
-        out.push_str(&self.import_expiry.render());
-        out
+    }
+}
+
+/// Reconciles and failures per kind, as one scrape saw them.
+#[derive(Debug)]
+pub struct ReconcileSnapshot {
+    reconciles: [(&'static str, u64); 3],
+    failures: [(&'static str, u64); 3],
+}
+
+impl prometheus_client::collector::Collector for ReconcileSnapshot {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use kubekms_engine::api::metrics::encode_counters;
+        encode_counters(
+            &mut encoder,
+            "kubekms_operator_reconciles",
+            "Reconciles by kind of object.",
+            self.reconciles
+                .iter()
+                .map(|(kind, n)| (vec![("kind", *kind)], *n)),
+        )?;
+        encode_counters(
+            &mut encoder,
+            "kubekms_operator_reconcile_failures",
+            "Failed reconciles by kind of object.",
+            self.failures
+                .iter()
+                .map(|(kind, n)| (vec![("kind", *kind)], *n)),
+        )
     }
 }
 

@@ -14,6 +14,10 @@
 //! on the engine and the API server in `apply`.
 
 use std::collections::BTreeMap;
+
+use kubekms_engine::api::metrics;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -92,30 +96,55 @@ impl ExpiryGauge {
         }
     }
 
-    /// Prometheus text format.
+    /// OpenMetrics text of the gauge.
     pub fn render(&self) -> String {
-        match self.clock.get() {
-            Some(clock) => self.render_at(clock.now_millis()),
-            None => self.render_at(0),
-        }
+        metrics::encode(vec![Box::new(self.snapshot())])
     }
 
+    /// The gauge as it stands now, for a scrape.
+    pub fn snapshot(&self) -> ExpirySnapshot {
+        self.snapshot_at(self.clock.get().map_or(0, |clock| clock.now_millis()))
+    }
+
+    fn snapshot_at(&self, now: Millis) -> ExpirySnapshot {
+        ExpirySnapshot(
+            self.expiries
+                .lock()
+                .iter()
+                .map(|((namespace, key), at)| {
+                    let seconds = (at.saturating_sub(now).max(0)) as f64 / 1000.0;
+                    (namespace.clone(), key.clone(), seconds)
+                })
+                .collect(),
+        )
+    }
+
+    #[cfg(test)]
     fn render_at(&self, now: Millis) -> String {
-        let mut out = String::from(
-            "# HELP kubekms_imported_material_expiry_seconds Seconds until the imported key \
-             material of a Key expires (0 once expired).\n\
-             # TYPE kubekms_imported_material_expiry_seconds gauge\n",
-        );
-        for ((namespace, key), at) in self.expiries.lock().iter() {
-            let seconds = (at.saturating_sub(now).max(0)) as f64 / 1000.0;
-            out.push_str(&format!(
-                "kubekms_imported_material_expiry_seconds{{namespace=\"{namespace}\",key=\"{key}\"}} \
-                 {seconds}\n"
-            ));
-        }
-        out
+        metrics::encode(vec![Box::new(self.snapshot_at(now))])
     }
 }
+
+/// Seconds until expiry per (namespace, Key), as one scrape saw them.
+#[derive(Debug)]
+pub struct ExpirySnapshot(Vec<(String, String, f64)>);
+
+impl Collector for ExpirySnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        metrics::encode_gauges(
+            &mut encoder,
+            "kubekms_imported_material_expiry_seconds",
+            "Seconds until the imported key material of a Key expires (0 once expired).",
+            self.0.iter().map(|(namespace, key, seconds)| {
+                (
+                    vec![("namespace", namespace.as_str()), ("key", key.as_str())],
+                    metrics::Seconds(*seconds),
+                )
+            }),
+        )
+    }
+}
+
 /// The ImportedMaterials that refer to Key `key` (for the Key watch).
 pub fn imports_of_key(
     store: &Store<ImportedMaterial>,
