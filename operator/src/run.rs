@@ -106,8 +106,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let clock = SystemClock::new();
     let (store, root, kube_store) = open_store(&args, &client).await?;
     let kms = Kms::open(store, root, clock.clone()).await?;
-    // Other replicas' writes reach this engine through the watch.
-    let store_watch = kube_store.map(|s| tokio::spawn(s.watch(kms.clone())));
+    // Other replicas' writes reach this engine through the watch, as changes the engine follows.
+    let store_watch = kube_store.map(|s| {
+        let (watch, changes) = s.watch();
+        tokio::spawn(kms.clone().follow(changes));
+        tokio::spawn(watch)
+    });
     let credentials = load_credentials(&args)?;
     let audit = runner::audit_log(&args.audit_log)?;
 

@@ -1,6 +1,9 @@
 //! The cluster-backed key store: the engine's records kept as Secrets in the engine's namespace,
 //! so they are covered by RBAC and encryption at rest, and outlive every pod.
 //!
+//! The store never calls into the engine: [`KubeStore::watch`] reports other replicas' writes
+//! as a stream of [`StoreChange`]s that the engine follows (`Kms::follow`).
+//!
 //! Layout: one Secret per key, `kubekms-key-<key id>`, and one per alias,
 //! `kubekms-alias-<first 40 hex of sha256(account NUL region NUL alias name)>` (an alias name
 //! holds `/`, which a Secret name cannot). Both carry the labels
@@ -37,7 +40,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,10 +56,10 @@ use kube::ResourceExt;
 use kubekms_engine::crypto::RootKey;
 use kubekms_engine::model::OriginType;
 use kubekms_engine::record::{AliasRecord, KeyRecord, Scope};
-use kubekms_engine::service::Kms;
-use kubekms_engine::store::{KeyStore, Snapshot};
+use kubekms_engine::store::{Followed, KeyStore, Snapshot, StoreChange};
 use kubekms_engine::{KmsError, Result};
 use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
 use zeroize::{Zeroize, Zeroizing};
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -113,10 +116,14 @@ enum Identity {
 }
 
 impl Identity {
-    fn forget_in(&self, kms: &Kms) {
+    /// The change that says this record is gone.
+    fn gone(&self) -> StoreChange {
         match self {
-            Identity::Key(id) => kms.forget_key(id),
-            Identity::Alias(scope, name) => kms.forget_alias(scope, name),
+            Identity::Key(id) => StoreChange::KeyGone { key_id: id.clone() },
+            Identity::Alias(scope, name) => StoreChange::AliasGone {
+                scope: scope.clone(),
+                name: name.clone(),
+            },
         }
     }
 }
@@ -177,9 +184,11 @@ impl Parsed {
 pub struct KubeStore {
     api: Api<Secret>,
     namespace: String,
-    seen: Mutex<HashMap<String, Seen>>,
-    /// The engine the watch feeds, so a write that lost a race can refresh it.
-    kms: Mutex<Weak<Kms>>,
+    /// Held while a change is reported and applied, so what is marked seen and what the
+    /// engine holds move together.
+    seen: tokio::sync::Mutex<HashMap<String, Seen>>,
+    /// Where changes go once [`KubeStore::watch`] runs: the engine follows them.
+    follower: Mutex<Option<mpsc::UnboundedSender<Followed>>>,
     synced: AtomicBool,
 }
 
@@ -188,8 +197,8 @@ impl KubeStore {
         Self {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
-            seen: Mutex::new(HashMap::new()),
-            kms: Mutex::new(Weak::new()),
+            seen: tokio::sync::Mutex::new(HashMap::new()),
+            follower: Mutex::new(None),
             synced: AtomicBool::new(false),
         }
     }
@@ -203,14 +212,20 @@ impl KubeStore {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// Keep `kms` in step with the records in the cluster: other replicas' writes are applied,
-    /// their deletions forgotten. Runs until dropped; errors are retried with backoff while the
-    /// engine goes on serving from memory. After every (re-)list, records that are no longer in
-    /// the cluster are forgotten.
-    pub fn watch(self: &Arc<Self>, kms: Arc<Kms>) -> impl Future<Output = ()> + Send + 'static {
+    /// Watch the records in the cluster and report other replicas' writes and deletions as a
+    /// stream of changes for the engine to follow (`Kms::follow`). The future runs until dropped;
+    /// errors are retried with backoff while the engine goes on serving from memory. After every
+    /// (re-)list, records that are no longer in the cluster are reported gone.
+    pub fn watch(
+        self: &Arc<Self>,
+    ) -> (
+        impl Future<Output = ()> + Send + 'static,
+        mpsc::UnboundedReceiver<Followed>,
+    ) {
         let store = Arc::clone(self);
-        *store.kms.lock() = Arc::downgrade(&kms);
-        async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *store.follower.lock() = Some(tx);
+        let watch = async move {
             let config = watcher::Config::default().labels(&record_selector());
             let mut events = watcher::watcher(store.api.clone(), config)
                 .backoff(RetryBackoff::default())
@@ -218,8 +233,8 @@ impl KubeStore {
             let mut listed: Option<HashSet<String>> = None;
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(Event::Apply(secret)) => store.apply_secret(&kms, &secret, false),
-                    Ok(Event::Delete(secret)) => store.on_deleted(&kms, &secret),
+                    Ok(Event::Apply(secret)) => store.apply_secret(&secret, false).await,
+                    Ok(Event::Delete(secret)) => store.on_deleted(&secret).await,
                     Ok(Event::Init) => listed = Some(HashSet::new()),
                     Ok(Event::InitApply(secret)) => {
                         if let Some(listed) = listed.as_mut() {
@@ -227,11 +242,11 @@ impl KubeStore {
                         }
                         // A re-list re-applies what it finds, which also repairs an engine
                         // that published its own write over a newer one.
-                        store.apply_secret(&kms, &secret, true);
+                        store.apply_secret(&secret, true).await;
                     }
                     Ok(Event::InitDone) => {
                         let listed = listed.take().unwrap_or_default();
-                        store.forget_unlisted(&kms, &listed).await;
+                        store.forget_unlisted(&listed).await;
                         store.synced.store(true, Ordering::Release);
                     }
                     Err(e) => tracing::warn!(
@@ -241,22 +256,36 @@ impl KubeStore {
                     ),
                 }
             }
-        }
+        };
+        (watch, rx)
     }
 
-    fn engine(&self) -> Option<Arc<Kms>> {
-        self.kms.lock().upgrade()
+    /// Report `change` to the engine and wait until it is applied. `Err` when no engine
+    /// follows (the watch is not running) or it could not load the record.
+    async fn report(&self, change: StoreChange) -> Result<()> {
+        let follower = self
+            .follower
+            .lock()
+            .clone()
+            .ok_or_else(|| KmsError::internal("no engine follows the key store"))?;
+        let (applied, answer) = oneshot::channel();
+        follower
+            .send(Followed { change, applied })
+            .map_err(|_| KmsError::internal("the engine stopped following the key store"))?;
+        answer
+            .await
+            .map_err(|_| KmsError::internal("the engine stopped following the key store"))?
     }
 
     /// The resourceVersion a write must be conditioned on, or `Err` if the write is already
     /// known to be stale. The API server's check covers changes this replica has not seen; the
     /// digests cover one the watch applied after the engine read the record it changed.
-    fn expected_version(
+    async fn expected_version(
         &self,
         name: &str,
         versions: &[(u32, [u8; 32])],
     ) -> std::result::Result<Option<String>, ()> {
-        let seen = self.seen.lock();
+        let seen = self.seen.lock().await;
         let Some(known) = seen.get(name).filter(|s| !s.deleted) else {
             return Ok(None);
         };
@@ -274,10 +303,10 @@ impl KubeStore {
 
     /// Publish a record Secret in the engine unless this replica already holds it or something
     /// newer. `relisted` also re-applies the version it already holds.
-    fn apply_secret(&self, kms: &Kms, secret: &Secret, relisted: bool) {
+    async fn apply_secret(&self, secret: &Secret, relisted: bool) {
         let name = secret.name_any();
         let version = secret.resource_version().unwrap_or_default();
-        let mut seen = self.seen.lock();
+        let mut seen = self.seen.lock().await;
         if let Some(known) = seen.get(&name) {
             if is_older(&version, &known.resource_version, !relisted) {
                 return;
@@ -295,20 +324,20 @@ impl KubeStore {
         };
         let identity = parsed.identity();
         let versions = parsed_digests(&parsed);
-        match parsed {
-            Parsed::Key(record) => {
-                if let Err(e) = kms.apply_stored_key(record) {
-                    // Not marked seen: a write based on the older version then conflicts
-                    // rather than overwriting this one.
-                    tracing::warn!(
-                        secret = %format!("{}/{name}", self.namespace),
-                        error = %e,
-                        "cannot load a key written by another replica"
-                    );
-                    return;
-                }
-            }
-            Parsed::Alias(alias) => kms.apply_stored_alias(alias),
+        let change = match parsed {
+            Parsed::Key(record) => StoreChange::Key(record),
+            Parsed::Alias(alias) => StoreChange::Alias(alias),
+        };
+        // Applied by the engine while `seen` is held, so the mark and the engine move together.
+        if let Err(e) = self.report(change).await {
+            // Not marked seen: a write based on the older version then conflicts rather than
+            // overwriting this one.
+            tracing::warn!(
+                secret = %format!("{}/{name}", self.namespace),
+                error = %e.chain(),
+                "cannot load a record written by another replica"
+            );
+            return;
         }
         seen.insert(
             name,
@@ -321,10 +350,10 @@ impl KubeStore {
         );
     }
 
-    fn on_deleted(&self, kms: &Kms, secret: &Secret) {
+    async fn on_deleted(&self, secret: &Secret) {
         let name = secret.name_any();
         let version = secret.resource_version().unwrap_or_default();
-        let mut seen = self.seen.lock();
+        let mut seen = self.seen.lock().await;
         let identity = match seen.get(&name) {
             // Written again (an alias re-created) after the deletion reported here.
             Some(known) if !known.deleted && is_older(&version, &known.resource_version, false) => {
@@ -335,16 +364,16 @@ impl KubeStore {
         };
         seen.remove(&name);
         if let Some(identity) = identity {
-            identity.forget_in(kms);
+            let _ = self.report(identity.gone()).await;
         }
     }
 
     /// After a (re-)list: forget records this replica holds that the list no longer showed.
     /// The list is a snapshot, so a record missing from it is checked once more before it is
     /// forgotten: it may have been written after the snapshot.
-    async fn forget_unlisted(&self, kms: &Kms, listed: &HashSet<String>) {
+    async fn forget_unlisted(&self, listed: &HashSet<String>) {
         let candidates: Vec<(String, String)> = {
-            let mut seen = self.seen.lock();
+            let mut seen = self.seen.lock().await;
             seen.retain(|name, s| !s.deleted || listed.contains(name));
             seen.iter()
                 .filter(|(name, _)| !listed.contains(*name))
@@ -354,10 +383,10 @@ impl KubeStore {
         for (name, version) in candidates {
             match self.call(self.api.get_opt(&name)).await {
                 Ok(None) => {
-                    let mut seen = self.seen.lock();
+                    let mut seen = self.seen.lock().await;
                     if let Some(known) = seen.get(&name) {
                         if known.resource_version == version {
-                            known.identity.forget_in(kms);
+                            let _ = self.report(known.identity.gone()).await;
                             seen.remove(&name);
                         }
                     }
@@ -374,14 +403,15 @@ impl KubeStore {
 
     /// A write lost a race: load the winner's version into the engine.
     async fn refresh(&self, name: &str) {
-        let Some(kms) = self.engine() else {
+        if self.follower.lock().is_none() {
             return;
-        };
+        }
         match self.call(self.api.get_opt(name)).await {
-            Ok(Some(secret)) => self.apply_secret(&kms, &secret, true),
+            Ok(Some(secret)) => self.apply_secret(&secret, true).await,
             Ok(None) => {
-                if let Some(known) = self.seen.lock().remove(name) {
-                    known.identity.forget_in(&kms);
+                let mut seen = self.seen.lock().await;
+                if let Some(known) = seen.remove(name) {
+                    let _ = self.report(known.identity.gone()).await;
                 }
             }
             Err(e) => tracing::warn!(
@@ -416,6 +446,7 @@ impl KubeStore {
         // retry.
         let expected = self
             .expected_version(&name, &versions)
+            .await
             .map_err(|()| self.raced(&name))?;
         labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
         let secret = Secret {
@@ -441,7 +472,7 @@ impl KubeStore {
         match result {
             Ok(written) => {
                 // Unconditionally: the engine publishes exactly this version next.
-                self.seen.lock().insert(
+                self.seen.lock().await.insert(
                     name,
                     Seen {
                         identity,
@@ -462,7 +493,7 @@ impl KubeStore {
     }
 
     async fn remove(&self, name: String, identity: Identity) -> Result<()> {
-        let expected = self.expected_version(&name, &[]).unwrap_or(None);
+        let expected = self.expected_version(&name, &[]).await.unwrap_or(None);
         let dp = DeleteParams {
             preconditions: expected.map(|rv| Preconditions {
                 resource_version: Some(rv),
@@ -479,7 +510,7 @@ impl KubeStore {
             }
             Err(e) => return Err(self.failed("delete", &name, e)),
         }
-        let mut seen = self.seen.lock();
+        let mut seen = self.seen.lock().await;
         match seen.get_mut(&name) {
             Some(known) => known.deleted = true,
             None => {
@@ -555,7 +586,7 @@ impl KeyStore for KubeStore {
                 Parsed::Alias(alias) => snapshot.aliases.push(alias),
             }
         }
-        *self.seen.lock() = seen;
+        *self.seen.lock().await = seen;
         Ok(snapshot)
     }
 

@@ -168,7 +168,9 @@ impl Replica {
     }
 
     fn start_watch(&mut self) {
-        self.watch = Some(tokio::spawn(self.store.watch(self.kms.clone())));
+        let (watch, changes) = self.store.watch();
+        tokio::spawn(self.kms.clone().follow(changes));
+        self.watch = Some(tokio::spawn(watch));
     }
 
     async fn call(&self, op: &str, body: Value) -> Result<Value, String> {

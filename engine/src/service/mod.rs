@@ -701,6 +701,38 @@ impl Kms {
         Ok(())
     }
 
+    /// Follow a store's changes (another replica's writes and deletions) until the store stops
+    /// sending them, answering each once it is applied.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::store::Followed>,
+    ) {
+        while let Some(followed) = changes.recv().await {
+            let result = self.apply_change(followed.change);
+            // A store that stopped waiting has nothing to learn.
+            let _ = followed.applied.send(result);
+        }
+    }
+
+    fn apply_change(&self, change: crate::store::StoreChange) -> Result<()> {
+        use crate::store::StoreChange;
+        match change {
+            StoreChange::Key(record) => self.apply_stored_key(record),
+            StoreChange::KeyGone { key_id } => {
+                self.forget_key(&key_id);
+                Ok(())
+            }
+            StoreChange::Alias(alias) => {
+                self.apply_stored_alias(alias);
+                Ok(())
+            }
+            StoreChange::AliasGone { scope, name } => {
+                self.forget_alias(&scope, &name);
+                Ok(())
+            }
+        }
+    }
+
     /// A record another engine replica wrote (seen through a store watch): publish it here
     /// too. Versions already parsed are kept; new ones are unwrapped. A record identical to the
     /// one held (the echo of this engine's own write, or a relist) changes nothing and is not

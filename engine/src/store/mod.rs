@@ -11,6 +11,34 @@ pub mod embedded;
 pub mod memory;
 pub mod root_file;
 
+/// A change another writer (another engine replica) made to the records a store holds. A store
+/// shared between replicas reports these as a stream the engine follows ([`Kms::follow`]); the
+/// store never calls into the engine.
+///
+/// [`Kms::follow`]: crate::service::Kms::follow
+#[derive(Clone, Debug)]
+pub enum StoreChange {
+    /// A key record written (or listed again).
+    Key(KeyRecord),
+    /// A key record removed.
+    KeyGone {
+        key_id: String,
+    },
+    Alias(AliasRecord),
+    AliasGone {
+        scope: Scope,
+        name: String,
+    },
+}
+
+/// A [`StoreChange`] and where the engine answers once it holds it: `Err` when it cannot load
+/// the record (the store then does not count it as applied, so a write based on the older
+/// record conflicts rather than overwriting it).
+pub struct Followed {
+    pub change: StoreChange,
+    pub applied: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
 /// Everything a store holds, read once at start-up.
 #[derive(Default)]
 pub struct Snapshot {
