@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::clock::Millis;
 use crate::model::{ExpirationModel, KeySpec, KeyState, KeyUsage, OriginType};
@@ -22,7 +23,7 @@ impl Scope {
         }
     }
 
-    pub fn key_arn(&self, key_id: &str) -> String {
+    pub fn key_arn(&self, key_id: impl std::fmt::Display) -> String {
         format!(
             "arn:aws:kms:{}:{}:key/{}",
             self.region, self.account, key_id
@@ -72,12 +73,55 @@ pub struct ImportState {
     pub material_fingerprint: Vec<u8>,
 }
 
+/// A key's id: a UUID, written hyphenated and lowercase in records, ARNs and answers. Parsed
+/// once where it enters (a record, a request, a ciphertext), never re-parsed from a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(Uuid);
+
+impl KeyId {
+    pub fn random() -> Self {
+        KeyId(Uuid::new_v4())
+    }
+
+    pub fn from_uuid(id: Uuid) -> Self {
+        KeyId(id)
+    }
+
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+
+    /// A key id as a client or a record writes it; `None` for anything but a UUID.
+    pub fn parse(text: &str) -> Option<Self> {
+        Uuid::parse_str(text).ok().map(KeyId)
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&self.0.hyphenated())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        KeyId::parse(&text).ok_or_else(|| serde::de::Error::custom("a key id is a UUID"))
+    }
+}
+
 /// Equality is what a store watch needs to tell a replica's write from the echo of our own; the
 /// record holds key material only wrapped, so comparing it leaks nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub scope: Scope,
-    pub key_id: String,
+    pub key_id: KeyId,
     pub created: Millis,
     pub description: String,
     pub spec: KeySpec,
@@ -97,7 +141,7 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     pub fn arn(&self) -> String {
-        self.scope.key_arn(&self.key_id)
+        self.scope.key_arn(self.key_id)
     }
 }
 
@@ -106,7 +150,7 @@ pub struct AliasRecord {
     pub scope: Scope,
     /// Includes the `alias/` prefix, as AWS spells it.
     pub name: String,
-    pub target_key_id: String,
+    pub target_key_id: KeyId,
     pub created: Millis,
     pub updated: Millis,
 }

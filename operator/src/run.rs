@@ -232,7 +232,7 @@ async fn run_key_controller(
         .filter(move |change| std::future::ready(change.scope == scope))
         .filter_map(move |change| {
             let ctx = lookup.clone();
-            async move { key::key_of_engine_key(&ctx, &change.key_id).await }
+            async move { key::key_of_engine_key(&ctx, &change.key_id.to_string()).await }
         });
     key::controller(ctx.client.clone(), dependents)
         .reconcile_all_on(trigger)

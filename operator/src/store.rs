@@ -174,7 +174,7 @@ enum Parsed {
 impl Parsed {
     fn identity(&self) -> Identity {
         match self {
-            Parsed::Key(r) => Identity::Key(r.key_id.clone()),
+            Parsed::Key(r) => Identity::Key(r.key_id.to_string()),
             Parsed::Alias(a) => Identity::Alias(a.scope.clone(), a.name.clone()),
         }
     }
@@ -595,10 +595,10 @@ impl KeyStore for KubeStore {
             .map_err(|_| KmsError::internal("cannot encode a key record"))?;
         let labels = BTreeMap::from([
             (RECORD_LABEL.to_string(), KIND_KEY.to_string()),
-            (KEY_ID_LABEL.to_string(), key.key_id.clone()),
+            (KEY_ID_LABEL.to_string(), key.key_id.to_string()),
         ]);
-        let identity = Identity::Key(key.key_id.clone());
-        let name = key_secret_name(&key.key_id);
+        let identity = Identity::Key(key.key_id.to_string());
+        let name = key_secret_name(&key.key_id.to_string());
         self.write(name, identity, version_digests(key), labels, None, record)
             .await
     }
@@ -650,7 +650,7 @@ fn parse_record(secret: &Secret) -> std::result::Result<Parsed, String> {
     match secret.labels().get(RECORD_LABEL).map(String::as_str) {
         Some(KIND_KEY) => {
             let record: KeyRecord = serde_json::from_slice(&data.0).map_err(json_reason)?;
-            if name != key_secret_name(&record.key_id) {
+            if name != key_secret_name(&record.key_id.to_string()) {
                 return Err("its name does not match the key id in its record".to_string());
             }
             Ok(Parsed::Key(record))

@@ -22,7 +22,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use kubekms_engine::clock::{SystemClock, MILLIS_PER_DAY};
 use kubekms_engine::crypto::{KeyMaterial, RootKey};
-use kubekms_engine::record::{AliasRecord, Scope};
+use kubekms_engine::record::{AliasRecord, KeyId, Scope};
 use kubekms_engine::service::{Caller, Kms, Principal};
 use kubekms_engine::store::KeyStore;
 use kubekms_operator::store::{
@@ -296,7 +296,7 @@ async fn round_trips(client: &Client) {
     let reader = KubeStore::new(client.clone(), &ns);
     let snapshot = reader.load().await.unwrap();
     assert_eq!(snapshot.keys.len(), 1);
-    assert_eq!(snapshot.keys[0].key_id, key);
+    assert_eq!(snapshot.keys[0].key_id.to_string(), key);
     assert_eq!(snapshot.keys[0].description, "first");
     assert!(snapshot.aliases.is_empty());
 
@@ -314,7 +314,7 @@ async fn round_trips(client: &Client) {
     let alias = |target: &str| AliasRecord {
         scope: scope.clone(),
         name: "alias/team/app".into(),
-        target_key_id: target.into(),
+        target_key_id: KeyId::parse(target).expect("a key id"),
         created: 1,
         updated: 2,
     };
@@ -330,13 +330,13 @@ async fn round_trips(client: &Client) {
     let snapshot = reader.load().await.unwrap();
     assert_eq!(snapshot.aliases.len(), 1);
     assert_eq!(snapshot.aliases[0].name, "alias/team/app");
-    assert_eq!(snapshot.aliases[0].target_key_id, key);
+    assert_eq!(snapshot.aliases[0].target_key_id.to_string(), key);
     // The reader loaded the alias, so it may replace it too.
     let other = uuid::Uuid::new_v4().to_string();
     reader.put_alias(&alias(&other)).await.unwrap();
     let snapshot = a.store.load().await.unwrap();
     assert_eq!(snapshot.aliases.len(), 1);
-    assert_eq!(snapshot.aliases[0].target_key_id, other);
+    assert_eq!(snapshot.aliases[0].target_key_id.to_string(), other);
     a.store
         .delete_alias(&scope, "alias/team/app")
         .await

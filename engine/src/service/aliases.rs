@@ -48,7 +48,7 @@ impl Kms {
             let alias = AliasRecord {
                 scope: caller.scope.clone(),
                 name,
-                target_key_id: target.record.key_id.clone(),
+                target_key_id: target.record.key_id,
                 created: now,
                 updated: now,
             };
@@ -66,7 +66,7 @@ impl Kms {
             let _guard = self.alias_lock.lock().await;
             let mut alias = self.existing_alias(caller, &req.alias_name)?;
             // As in AWS, moving an alias needs kms:UpdateAlias on the key it leaves as well.
-            let current_id = super::parse_uuid(&alias.target_key_id)?;
+            let current_id = alias.target_key_id.uuid();
             if let Some(current) = self.by_uuid_any(caller, &current_id) {
                 self.authorize_entry(caller, Action::UpdateAlias, &current, None)
                     .map_err(Refused::into_error)?;
@@ -82,7 +82,7 @@ impl Kms {
                     )));
                 }
             }
-            alias.target_key_id = target.record.key_id.clone();
+            alias.target_key_id = target.record.key_id;
             alias.updated = self.now();
             self.store.put_alias(&alias).await?;
             self.tables.write().insert_alias(alias);
@@ -96,13 +96,11 @@ impl Kms {
         attempt!(validate_alias_name(&req.alias_name));
         let _guard = self.alias_lock.lock().await;
         let alias = attempt!(self.existing_alias(caller, &req.alias_name));
-        let arn: Arc<str> = caller.scope.key_arn(&alias.target_key_id).into();
+        let arn: Arc<str> = caller.scope.key_arn(alias.target_key_id).into();
         let result = async {
             // The alias's key is the one a policy speaks of (also past its deletion date, until
             // due work destroys it and its aliases with it).
-            if let Some(target) =
-                self.by_uuid_any(caller, &super::parse_uuid(&alias.target_key_id)?)
-            {
+            if let Some(target) = self.by_uuid_any(caller, &alias.target_key_id.uuid()) {
                 self.authorize_entry(caller, Action::DeleteAlias, &target, None)
                     .map_err(Refused::into_error)?;
             }
@@ -139,12 +137,7 @@ impl Kms {
         let result = (|| {
             self.authorize_keyless(caller, Action::ListAliases)?;
             let filter = match &req.key_id {
-                Some(id) => Some(
-                    self.resolve(caller, id, Aliases::Refused)?
-                        .record
-                        .key_id
-                        .clone(),
-                ),
+                Some(id) => Some(self.resolve(caller, id, Aliases::Refused)?.record.key_id),
                 None => None,
             };
             let mut items: Vec<AliasListEntry> = self
@@ -155,7 +148,7 @@ impl Kms {
                 .map(|a| AliasListEntry {
                     alias_arn: caller.scope.alias_arn(&a.name),
                     alias_name: a.name.clone(),
-                    target_key_id: a.target_key_id.clone(),
+                    target_key_id: a.target_key_id.to_string(),
                     creation_date: Timestamp(a.created),
                     last_updated_date: Timestamp(a.updated),
                 })

@@ -18,7 +18,7 @@ use crate::clock::{Millis, MILLIS_PER_DAY};
 use crate::crypto::{self, KeyMaterial};
 use crate::error::{KmsError, Result};
 use crate::model::{ExpirationModel, KeyState, OriginType, WrappingAlgorithm, WrappingKeySpec};
-use crate::record::{ImportState, RotationType};
+use crate::record::{ImportState, KeyId, RotationType};
 
 const TOKEN_MAGIC: &[u8; 4] = b"kKit";
 const TOKEN_PREFIX_LEN: usize = 4 + 8 + 1 + 1;
@@ -68,7 +68,7 @@ impl Kms {
             token.push(index_of(WrappingKeySpec::ALL, spec));
             let wrapped = self
                 .root
-                .wrap(&token_aad(&entry.record.key_id, &token), &private)?;
+                .wrap(&token_aad(entry.record.key_id, &token), &private)?;
             token.extend_from_slice(&wrapped);
             Ok(GetParametersForImportResponse {
                 key_id: entry.arn().to_owned(),
@@ -81,7 +81,7 @@ impl Kms {
     }
 
     /// Open an import token for `key_id`: the wrapping private key and its algorithm.
-    fn open_token(&self, key_id: &str, token: &[u8]) -> Result<(KeyMaterial, WrappingAlgorithm)> {
+    fn open_token(&self, key_id: KeyId, token: &[u8]) -> Result<(KeyMaterial, WrappingAlgorithm)> {
         let invalid =
             || KmsError::InvalidImportToken("The import token is invalid for this key".into());
         if token.len() <= TOKEN_PREFIX_LEN || &token[..4] != TOKEN_MAGIC {
@@ -135,7 +135,7 @@ impl Kms {
         }
         let entry = attempt!(self.external_key(caller, Action::ImportKeyMaterial, &req.key_id));
         let result = async {
-            let (private, alg) = self.open_token(&entry.record.key_id, &req.import_token)?;
+            let (private, alg) = self.open_token(entry.record.key_id, &req.import_token)?;
             let material =
                 crypto::import::unwrap_imported(&private, alg, &req.encrypted_key_material)?;
             // Validates size and type for the key spec before anything is stored; the parsed key
@@ -217,9 +217,9 @@ impl Kms {
     }
 }
 
-fn token_aad(key_id: &str, prefix: &[u8]) -> Vec<u8> {
+fn token_aad(key_id: KeyId, prefix: &[u8]) -> Vec<u8> {
     let mut aad = b"kubekms-import-token:".to_vec();
-    aad.extend_from_slice(key_id.as_bytes());
+    aad.extend_from_slice(key_id.to_string().as_bytes());
     aad.extend_from_slice(&prefix[..TOKEN_PREFIX_LEN.min(prefix.len())]);
     aad
 }

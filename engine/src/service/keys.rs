@@ -15,14 +15,13 @@ use kubekms_proto::ops::{
     UntagResourceRequest, UpdateKeyDescriptionRequest,
 };
 use kubekms_proto::{Action, Timestamp};
-use uuid::Uuid;
 
 use super::checks;
 use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
 use crate::clock::{Millis, MILLIS_PER_DAY};
 use crate::error::{KmsError, Result};
 use crate::model::{KeyManagerType, KeySpec, KeyState, KeyUsage, OriginType};
-use crate::record::{KeyRecord, RotationConfig, RotationType};
+use crate::record::{KeyId, KeyRecord, RotationConfig, RotationType};
 
 const MAX_ON_DEMAND_ROTATIONS: usize = 25;
 const MAX_TAGS: usize = 50;
@@ -35,7 +34,7 @@ impl Kms {
         let import = r.import.as_ref();
         KeyMetadata {
             aws_account_id: r.scope.account.clone(),
-            key_id: r.key_id.clone(),
+            key_id: r.key_id.to_string(),
             arn: entry.arn().to_owned(),
             creation_date: Timestamp(r.created),
             enabled: state == KeyState::Enabled,
@@ -86,7 +85,7 @@ impl Kms {
             } else {
                 None
             };
-            let _guard = self.key_lock(&record.key_id).lock().await;
+            let _guard = self.key_lock(record.key_id).lock().await;
             let entry = self.commit_key(None, record, initial).await?;
             Ok(KeyMetadataResponse {
                 key_metadata: self.metadata(&entry),
@@ -153,7 +152,7 @@ impl Kms {
         let now = self.now();
         let mut record = KeyRecord {
             scope: caller.scope.clone(),
-            key_id: Uuid::new_v4().to_string(),
+            key_id: KeyId::random(),
             created: now,
             description,
             spec,
@@ -212,7 +211,7 @@ impl Kms {
                     .values()
                     .filter(|e| e.record.scope == caller.scope && !self.deletion_due(&e.record))
                     .map(|e| KeyListEntry {
-                        key_id: e.record.key_id.clone(),
+                        key_id: e.record.key_id.to_string(),
                         key_arn: e.arn().to_owned(),
                     })
                     .collect()

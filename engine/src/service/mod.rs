@@ -25,7 +25,7 @@ use crate::clock::{Clock, Millis};
 use crate::crypto::{AwsLcProvider, KeyHandle, KeyMaterial, KeyProvider, RootKey};
 use crate::error::{KmsError, Result};
 use crate::model::{KeyState, OriginType};
-use crate::record::{AliasRecord, KeyRecord, KeyVersion, RotationType, Scope};
+use crate::record::{AliasRecord, KeyId, KeyRecord, KeyVersion, RotationType, Scope};
 use crate::store::KeyStore;
 
 mod aliases;
@@ -187,7 +187,7 @@ pub(crate) struct KeyEntry {
 impl KeyEntry {
     fn new(record: KeyRecord, versions: BTreeMap<u32, Arc<dyn KeyHandle>>) -> Result<Self> {
         Ok(Self {
-            id: parse_uuid(&record.key_id)?,
+            id: record.key_id.uuid(),
             arn: record.arn().into(),
             record,
             versions,
@@ -219,7 +219,7 @@ impl KeyEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyChanged {
     pub scope: Scope,
-    pub key_id: String,
+    pub key_id: KeyId,
 }
 
 /// How many due keys one pass works on at once: each is mostly a store write, and the cluster
@@ -358,11 +358,10 @@ impl Kms {
     }
 
     /// The lock that serialises changes to `key_id`'s record.
-    pub(crate) fn key_lock(&self, key_id: &str) -> &tokio::sync::Mutex<()> {
-        let hash = key_id.bytes().fold(0usize, |h, b| {
-            h.wrapping_mul(31).wrapping_add(usize::from(b))
-        });
-        &self.key_locks[hash % self.key_locks.len()]
+    pub(crate) fn key_lock(&self, key_id: KeyId) -> &tokio::sync::Mutex<()> {
+        // Random UUIDs: their low bits spread as well as any hash would.
+        let stripe = (key_id.uuid().as_u128() % self.key_locks.len() as u128) as usize;
+        &self.key_locks[stripe]
     }
 
     pub fn now(&self) -> Millis {
@@ -377,10 +376,10 @@ impl Kms {
         rx
     }
 
-    fn key_changed(&self, scope: &Scope, key_id: &str) {
+    fn key_changed(&self, scope: &Scope, key_id: KeyId) {
         let change = KeyChanged {
             scope: scope.clone(),
-            key_id: key_id.to_string(),
+            key_id,
         };
         self.key_watchers
             .lock()
@@ -574,7 +573,7 @@ impl Kms {
         let entry = Arc::new(KeyEntry::new(record, versions)?);
         let replaced = self.tables.write().keys.insert(entry.id, entry.clone());
         if replaced.is_some() {
-            self.key_changed(&entry.record.scope, &entry.record.key_id);
+            self.key_changed(&entry.record.scope, entry.record.key_id);
         }
         Ok(entry)
     }
@@ -589,7 +588,7 @@ impl Kms {
         let version = record.versions.last().map_or(1, |v| v.version + 1);
         let wrapped = self
             .root
-            .wrap(&material_aad(&record.key_id, version), material)?;
+            .wrap(&material_aad(record.key_id, version), material)?;
         record.versions.push(KeyVersion {
             version,
             created: self.now(),
@@ -605,7 +604,7 @@ impl Kms {
         &self,
         entry: &KeyEntry,
     ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Arc<KeyEntry>)> {
-        let guard = self.key_lock(&entry.record.key_id).lock().await;
+        let guard = self.key_lock(entry.record.key_id).lock().await;
         let fresh = self
             .tables
             .read()
@@ -693,10 +692,12 @@ impl Kms {
             self.store.delete_alias(&record.scope, &name).await?;
             self.tables.write().remove_alias(&record.scope, &name);
         }
-        self.store.delete_key(&record.scope, &record.key_id).await?;
-        let id = parse_uuid(&record.key_id)?;
+        self.store
+            .delete_key(&record.scope, &record.key_id.to_string())
+            .await?;
+        let id = record.key_id.uuid();
         self.tables.write().keys.remove(&id);
-        self.key_changed(&record.scope, &record.key_id);
+        self.key_changed(&record.scope, record.key_id);
         tracing::info!(key = %record.arn(), "key deleted at the end of its waiting period");
         Ok(())
     }
@@ -738,7 +739,7 @@ impl Kms {
     /// one held (the echo of this engine's own write, or a relist) changes nothing and is not
     /// reported as a [`KeyChanged`].
     pub fn apply_stored_key(&self, record: KeyRecord) -> Result<()> {
-        let id = parse_uuid(&record.key_id)?;
+        let id = record.key_id.uuid();
         let existing = self.tables.read().keys.get(&id).cloned();
         if existing.as_ref().is_some_and(|e| e.record == record) {
             return Ok(());
@@ -750,7 +751,7 @@ impl Kms {
             existing.as_deref(),
         )?);
         self.tables.write().keys.insert(id, entry.clone());
-        self.key_changed(&entry.record.scope, &entry.record.key_id);
+        self.key_changed(&entry.record.scope, entry.record.key_id);
         Ok(())
     }
 
@@ -762,7 +763,7 @@ impl Kms {
         };
         let removed = self.tables.write().keys.remove(&id);
         if let Some(entry) = removed {
-            self.key_changed(&entry.record.scope, &entry.record.key_id);
+            self.key_changed(&entry.record.scope, entry.record.key_id);
         }
     }
 
@@ -788,9 +789,7 @@ fn material_expired(record: &KeyRecord, now: Millis) -> bool {
 }
 
 fn alias_target(tables: &Tables, scope: &Scope, name: &str) -> Option<Uuid> {
-    tables
-        .alias(scope, name)
-        .and_then(|a| Uuid::parse_str(&a.target_key_id).ok())
+    tables.alias(scope, name).map(|a| a.target_key_id.uuid())
 }
 
 /// `aws:kms:<region>:<account>:<resource>` (after the `arn:` prefix): account, region and
@@ -811,14 +810,11 @@ fn parse_kms_arn(rest: &str) -> Option<(&str, &str, &str)> {
     Some((account, region, resource))
 }
 
-pub(crate) fn parse_uuid(id: &str) -> Result<Uuid> {
-    Uuid::parse_str(id).map_err(|_| KmsError::internal("stored key id is not a UUID"))
-}
-
 /// Associated data that binds wrapped material to its key and version.
-pub(crate) fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
+pub(crate) fn material_aad(key_id: KeyId, version: u32) -> Vec<u8> {
     let mut aad = b"kubekms-key-material:".to_vec();
-    aad.extend_from_slice(key_id.as_bytes());
+    // The id as records have always written it: hyphenated, lowercase.
+    aad.extend_from_slice(key_id.to_string().as_bytes());
     aad.extend_from_slice(&version.to_be_bytes());
     aad
 }
@@ -836,7 +832,7 @@ fn prepare_entry(
         let prepared = match existing.and_then(|e| e.versions.get(&v.version)) {
             Some(p) => p.clone(),
             None => {
-                let aad = material_aad(&record.key_id, v.version);
+                let aad = material_aad(record.key_id, v.version);
                 let material = root.unwrap(&aad, &v.wrapped_material)?;
                 keys.prepare(record.spec, &material)?
             }

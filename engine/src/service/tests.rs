@@ -931,7 +931,7 @@ async fn import_expire_and_reimport_same_material() {
     assert_eq!(h.state(&key).await, "PendingImport");
     let swept = drain(&mut changes);
     assert_eq!(swept.len(), 1);
-    assert_eq!(swept[0].key_id, key);
+    assert_eq!(swept[0].key_id.to_string(), key);
 
     // Re-import of the same material brings the old ciphertext back, and is a change: a
     // controller waiting on the PendingImport key hears of it at once.
@@ -939,7 +939,7 @@ async fn import_expire_and_reimport_same_material() {
     assert_eq!(h.decrypt(&blob, json!({})).await.unwrap(), b"imported");
     let reimported = drain(&mut changes);
     assert_eq!(reimported.len(), 1);
-    assert_eq!(reimported[0].key_id, key);
+    assert_eq!(reimported[0].key_id.to_string(), key);
 
     // Different material is refused; a token for another key is refused.
     let params = h
@@ -1051,7 +1051,7 @@ impl KeyStore for CountingStore {
 
     async fn put_key(&self, key: &crate::record::KeyRecord) -> crate::Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
-        *self.puts.lock().entry(key.key_id.clone()).or_default() += 1;
+        *self.puts.lock().entry(key.key_id.to_string()).or_default() += 1;
         let now = self.in_flight.fetch_add(1, SeqCst) + 1;
         self.max_in_flight.fetch_max(now, SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -1217,7 +1217,7 @@ async fn due_work_rotates_many_keys_concurrently_and_reports_each_once() {
     let mut seen = std::collections::HashMap::new();
     for e in &events {
         assert_eq!(e.scope, h.ctx.scope);
-        *seen.entry(e.key_id.clone()).or_insert(0) += 1;
+        *seen.entry(e.key_id.to_string()).or_insert(0) += 1;
     }
     for key in &keys {
         assert_eq!(seen.get(key), Some(&1), "{key}");
@@ -1262,7 +1262,7 @@ async fn due_work_reports_destroyed_keys() {
         drain(&mut changes),
         vec![KeyChanged {
             scope: h.ctx.scope.clone(),
-            key_id: doomed.clone()
+            key_id: crate::record::KeyId::parse(&doomed).unwrap()
         }]
     );
     assert!(h
@@ -1272,7 +1272,7 @@ async fn due_work_reports_destroyed_keys() {
         .unwrap()
         .keys
         .iter()
-        .all(|k| k.key_id != doomed));
+        .all(|k| k.key_id.to_string() != doomed));
     assert_eq!(h.state(&kept).await, "Enabled");
 }
 
@@ -1289,7 +1289,7 @@ async fn requests_that_change_a_key_are_reported_but_creation_and_use_are_not() 
 
     let expected = vec![KeyChanged {
         scope: h.ctx.scope.clone(),
-        key_id: key.clone(),
+        key_id: crate::record::KeyId::parse(&key).unwrap(),
     }];
     for (operation, body) in [
         ("DisableKey", json!({"KeyId": key})),
@@ -1324,12 +1324,12 @@ async fn replica_writes_are_reported_but_echoes_are_not() {
             .unwrap()
             .keys
             .into_iter()
-            .find(|k| k.key_id == key)
+            .find(|k| k.key_id.to_string() == key)
             .unwrap()
     };
     let expected = KeyChanged {
         scope: h.ctx.scope.clone(),
-        key_id: key.clone(),
+        key_id: crate::record::KeyId::parse(&key).unwrap(),
     };
 
     other.apply_stored_key(stored().await).unwrap();
@@ -1518,13 +1518,13 @@ async fn a_second_key_backend_serves_encrypt_and_decrypt_through_the_same_operat
     let record = snapshot
         .keys
         .iter()
-        .find(|r| r.key_id == key)
+        .find(|r| r.key_id.to_string() == key)
         .expect("the key is stored");
     let version = &record.versions[0];
     let stored = RootKey::from_bytes(&ROOT)
         .unwrap()
         .unwrap(
-            &super::material_aad(&record.key_id, version.version),
+            &super::material_aad(record.key_id, version.version),
             &version.wrapped_material,
         )
         .unwrap();

@@ -142,7 +142,7 @@ impl KeyStore for EmbeddedStore {
             let txn = db.begin_read().map_err(storage_error("begin a read"))?;
             Ok(Snapshot {
                 keys: read_table(&txn, KEYS, "key", |r: &KeyRecord| {
-                    record_key(&r.scope, &r.key_id)
+                    record_key(&r.scope, &r.key_id.to_string())
                 })?,
                 aliases: read_table(&txn, ALIASES, "alias", |r: &AliasRecord| {
                     record_key(&r.scope, &r.name)
@@ -154,8 +154,12 @@ impl KeyStore for EmbeddedStore {
 
     async fn put_key(&self, key: &KeyRecord) -> Result<()> {
         let value = encode(key)?;
-        self.write(KEYS, record_key(&key.scope, &key.key_id), Some(value))
-            .await
+        self.write(
+            KEYS,
+            record_key(&key.scope, &key.key_id.to_string()),
+            Some(value),
+        )
+        .await
     }
 
     async fn delete_key(&self, scope: &Scope, key_id: &str) -> Result<()> {
@@ -274,16 +278,32 @@ mod tests {
 
     use super::*;
     use crate::model::{KeySpec, KeyState, KeyUsage, OriginType};
-    use crate::record::{KeyVersion, RotationType};
+    use crate::record::{KeyId, KeyVersion, RotationType};
 
     fn scope() -> Scope {
         Scope::new("111122223333", "eu-west-1")
     }
 
-    fn key(id: &str, description: &str) -> KeyRecord {
+    /// Test keys by short name, as the UUIDs records hold.
+    fn id(name: &str) -> KeyId {
+        let n = name.bytes().fold(0x1000u128, |h, b| {
+            h.wrapping_mul(131).wrapping_add(u128::from(b))
+        });
+        KeyId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    /// The short name of a test key's id.
+    fn name_of(key_id: KeyId) -> String {
+        ["k1", "k2", "good", "after", "survivor"]
+            .into_iter()
+            .find(|n| id(n) == key_id)
+            .map_or_else(|| key_id.to_string(), str::to_owned)
+    }
+
+    fn key(name: &str, description: &str) -> KeyRecord {
         KeyRecord {
             scope: scope(),
-            key_id: id.to_string(),
+            key_id: id(name),
             created: 1_700_000_000_000,
             description: description.to_string(),
             spec: KeySpec::SymmetricDefault,
@@ -309,7 +329,7 @@ mod tests {
         AliasRecord {
             scope: scope(),
             name: name.to_string(),
-            target_key_id: target.to_string(),
+            target_key_id: id(target),
             created: 1,
             updated: 2,
         }
@@ -319,7 +339,7 @@ mod tests {
         let mut v: Vec<_> = s
             .keys
             .iter()
-            .map(|k| (k.key_id.clone(), k.description.clone()))
+            .map(|k| (name_of(k.key_id), k.description.clone()))
             .collect();
         v.sort();
         v
@@ -329,7 +349,7 @@ mod tests {
         let mut v: Vec<_> = s
             .aliases
             .iter()
-            .map(|a| (a.name.clone(), a.target_key_id.clone()))
+            .map(|a| (a.name.clone(), name_of(a.target_key_id)))
             .collect();
         v.sort();
         v
@@ -363,7 +383,7 @@ mod tests {
                     ("alias/other".into(), "k2".into())
                 ]
             );
-            let k1 = s.keys.iter().find(|k| k.key_id == "k1").unwrap();
+            let k1 = s.keys.iter().find(|k| k.key_id == id("k1")).unwrap();
             assert_eq!(
                 k1.versions[0].wrapped_material,
                 vec![0xde, 0xad, 0xbe, 0xef]
@@ -372,7 +392,10 @@ mod tests {
 
             // Replace, and delete (including something absent, which is not an error).
             store.put_key(&key("k1", "renamed")).await.unwrap();
-            store.delete_key(&scope(), "k2").await.unwrap();
+            store
+                .delete_key(&scope(), &id("k2").to_string())
+                .await
+                .unwrap();
             store.delete_key(&scope(), "never-existed").await.unwrap();
             store.put_alias(&alias("alias/app", "k2")).await.unwrap();
             store.delete_alias(&scope(), "alias/other").await.unwrap();
@@ -391,7 +414,10 @@ mod tests {
         other.scope = Scope::new("111122223333", "us-east-1");
         store.put_key(&key("k1", "home")).await.unwrap();
         store.put_key(&other).await.unwrap();
-        store.delete_key(&scope(), "k1").await.unwrap();
+        store
+            .delete_key(&scope(), &id("k1").to_string())
+            .await
+            .unwrap();
         let s = store.load().await.unwrap();
         assert_eq!(s.keys.len(), 1);
         assert_eq!(s.keys[0].scope.region, "us-east-1");
@@ -457,7 +483,11 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let value = encode(&key("k1", "moved")).unwrap();
         store
-            .write(KEYS, record_key(&scope(), "k2"), Some(value))
+            .write(
+                KEYS,
+                record_key(&scope(), &id("k2").to_string()),
+                Some(value),
+            )
             .await
             .unwrap();
         assert!(matches!(store.load().await, Err(KmsError::Internal(_))));

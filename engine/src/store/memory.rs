@@ -33,7 +33,7 @@ impl KeyStore for MemoryStore {
     async fn put_key(&self, key: &KeyRecord) -> Result<()> {
         self.keys
             .lock()
-            .insert((key.scope.clone(), key.key_id.clone()), key.clone());
+            .insert((key.scope.clone(), key.key_id.to_string()), key.clone());
         Ok(())
     }
 
