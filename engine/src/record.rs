@@ -167,3 +167,25 @@ mod hex_bytes {
         hex::decode(s).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_read_and_write_as_records_always_held_them() {
+        let text = "1234abcd-0000-4000-8000-00000000beef";
+        let json = format!(r#""{text}""#);
+        let id: KeyId = serde_json::from_str(&json).unwrap();
+        assert_eq!(id.to_string(), text);
+        assert_eq!(serde_json::to_string(&id).unwrap(), json);
+        // Upper case is read (a UUID is a UUID) and written back lower case, as ARNs use it.
+        let upper: KeyId = serde_json::from_str(&json.to_uppercase()).unwrap();
+        assert_eq!(upper, id);
+        assert!(serde_json::from_str::<KeyId>(r#""k1""#).is_err());
+        assert_eq!(
+            Scope::new("111122223333", "eu-west-1").key_arn(id),
+            format!("arn:aws:kms:eu-west-1:111122223333:key/{text}")
+        );
+    }
+}
