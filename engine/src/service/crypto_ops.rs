@@ -23,6 +23,13 @@ use crate::model::{
 };
 
 const MAX_PLAINTEXT: usize = 4096;
+
+/// A ciphertext as Decrypt and ReEncrypt found it: a symmetric blob, parsed once (its header and
+/// the sealed bytes after it), or raw RSA output.
+enum Sealed<'c> {
+    Blob(BlobHeader, &'c [u8]),
+    Rsa(&'c [u8]),
+}
 /// The model's `CiphertextType`: 1 to 6144 bytes.
 const MAX_CIPHERTEXT: usize = 6144;
 
@@ -57,7 +64,7 @@ impl Kms {
                 )));
             }
             let header = BlobHeader {
-                key_id: entry.id,
+                key_id: entry.uuid(),
                 version,
             };
             let mut out =
@@ -88,91 +95,98 @@ impl Kms {
         }
     }
 
-    /// The key that encrypted `ciphertext`: named inside a symmetric blob, or by `key_id` (which
-    /// an asymmetric ciphertext requires).
-    fn ciphertext_key(
+    /// The key that encrypted `ciphertext`: named inside a symmetric blob (returned parsed, with
+    /// what follows the header), or by `key_id` (which an asymmetric ciphertext requires).
+    fn ciphertext_key<'c>(
         &self,
         caller: &Caller,
         key_id: Option<&str>,
         alg: EncryptionAlgorithm,
-        ciphertext: &[u8],
-    ) -> Result<Arc<KeyEntry>> {
+        ciphertext: &'c [u8],
+    ) -> Result<(Arc<KeyEntry>, Sealed<'c>)> {
         if alg == EncryptionAlgorithm::SymmetricDefault {
-            let (header, _) = BlobHeader::parse(ciphertext)?;
-            self.by_uuid(caller, &header.key_id)
-                .ok_or(KmsError::InvalidCiphertext)
+            let (header, sealed) = BlobHeader::parse(ciphertext)?;
+            let entry = self
+                .by_uuid(caller, &header.key_id)
+                .ok_or(KmsError::InvalidCiphertext)?;
+            Ok((entry, Sealed::Blob(header, sealed)))
         } else {
             let id = key_id.ok_or_else(|| {
                 KmsError::validation("KeyId is required to decrypt with an asymmetric key")
             })?;
-            self.resolve(caller, id, Aliases::Allowed)
+            Ok((
+                self.resolve(caller, id, Aliases::Allowed)?,
+                Sealed::Rsa(ciphertext),
+            ))
         }
     }
 
     /// Resolve the key that encrypted `ciphertext` and pass it through the authorization hook
     /// for `action` (Decrypt, or ReEncryptFrom).
-    fn authorized_ciphertext_key(
+    fn authorized_ciphertext_key<'c>(
         &self,
         caller: &Caller,
         action: Action,
         key_id: Option<&str>,
         alg: EncryptionAlgorithm,
         context: &EncryptionContext,
-        ciphertext: &[u8],
-    ) -> Result<Arc<KeyEntry>, Refused> {
-        let entry = self.ciphertext_key(caller, key_id, alg, ciphertext)?;
+        ciphertext: &'c [u8],
+    ) -> Result<(Arc<KeyEntry>, Sealed<'c>), Refused> {
+        let (entry, sealed) = self.ciphertext_key(caller, key_id, alg, ciphertext)?;
         self.authorize_entry(caller, action, &entry, Some(context))?;
-        Ok(entry)
+        Ok((entry, sealed))
     }
 
-    /// Decrypt a ciphertext of `entry` (found by [`Kms::ciphertext_key`]); `key_id`, when
+    /// Decrypt a ciphertext of `entry`, as [`Kms::ciphertext_key`] found it; `key_id`, when
     /// given for a symmetric ciphertext, must name that key.
     fn decrypt_with(
         &self,
         caller: &Caller,
         entry: &KeyEntry,
+        sealed: Sealed<'_>,
         key_id: Option<&str>,
         alg: EncryptionAlgorithm,
         context: &EncryptionContext,
-        ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        if alg == EncryptionAlgorithm::SymmetricDefault {
-            let (header, sealed) = BlobHeader::parse(ciphertext)?;
-            if let Some(id) = key_id {
-                let named = self.resolve(caller, id, Aliases::Allowed)?;
-                if named.record.key_id != entry.record.key_id {
-                    return Err(KmsError::IncorrectKey(
-                        "The key ID in the request does not identify the key that encrypted the ciphertext"
-                            .into(),
+        match sealed {
+            Sealed::Blob(header, sealed) => {
+                if let Some(id) = key_id {
+                    let named = self.resolve(caller, id, Aliases::Allowed)?;
+                    if named.record.key_id != entry.record.key_id {
+                        return Err(KmsError::IncorrectKey(
+                            "The key ID in the request does not identify the key that encrypted the ciphertext"
+                                .into(),
+                        ));
+                    }
+                }
+                self.require_enabled(entry)?;
+                self.require_usage(entry, KeyUsage::EncryptDecrypt)?;
+                if entry.record.spec != KeySpec::SymmetricDefault {
+                    return Err(KmsError::InvalidCiphertext);
+                }
+                let key = entry
+                    .versions
+                    .get(&header.version)
+                    .ok_or(KmsError::InvalidCiphertext)?;
+                key.open(&header.aad(context), sealed)
+            }
+            Sealed::Rsa(ciphertext) => {
+                self.require_enabled(entry)?;
+                self.require_usage(entry, KeyUsage::EncryptDecrypt)?;
+                if !entry.record.spec.is_rsa() {
+                    return Err(KmsError::InvalidKeyUsage(format!(
+                        "{alg} is not valid for {}",
+                        entry.arn()
+                    )));
+                }
+                if !context.is_empty() {
+                    return Err(KmsError::validation(
+                        "Encryption context is not supported with asymmetric keys",
                     ));
                 }
+                let (_, key) = entry.current()?;
+                key.rsa_decrypt(alg, ciphertext)
             }
-            self.require_enabled(entry)?;
-            self.require_usage(entry, KeyUsage::EncryptDecrypt)?;
-            if entry.record.spec != KeySpec::SymmetricDefault {
-                return Err(KmsError::InvalidCiphertext);
-            }
-            let key = entry
-                .versions
-                .get(&header.version)
-                .ok_or(KmsError::InvalidCiphertext)?;
-            key.open(&header.aad(context), sealed)
-        } else {
-            self.require_enabled(entry)?;
-            self.require_usage(entry, KeyUsage::EncryptDecrypt)?;
-            if !entry.record.spec.is_rsa() {
-                return Err(KmsError::InvalidKeyUsage(format!(
-                    "{alg} is not valid for {}",
-                    entry.arn()
-                )));
-            }
-            if !context.is_empty() {
-                return Err(KmsError::validation(
-                    "Encryption context is not supported with asymmetric keys",
-                ));
-            }
-            let (_, key) = entry.current()?;
-            key.rsa_decrypt(alg, ciphertext)
         }
     }
 
@@ -219,7 +233,7 @@ impl Kms {
             .unwrap_or(EncryptionAlgorithm::SymmetricDefault);
         let context = attempt!(checks::context(req.encryption_context));
         let key_id = req.key_id.as_deref();
-        let entry = attempt!(self.authorized_ciphertext_key(
+        let (entry, sealed) = attempt!(self.authorized_ciphertext_key(
             caller,
             Action::Decrypt,
             key_id,
@@ -228,7 +242,7 @@ impl Kms {
             &req.ciphertext_blob
         ));
         let result = self
-            .decrypt_with(caller, &entry, key_id, alg, &context, &req.ciphertext_blob)
+            .decrypt_with(caller, &entry, sealed, key_id, alg, &context)
             .map(|plaintext| DecryptResponse {
                 key_id: entry.arn().to_owned(),
                 plaintext,
@@ -258,7 +272,7 @@ impl Kms {
         let src_context = attempt!(checks::context(req.source_encryption_context));
         let dst_context = attempt!(checks::context(req.destination_encryption_context));
         let src_key_id = req.source_key_id.as_deref();
-        let source = attempt!(self.authorized_ciphertext_key(
+        let (source, sealed) = attempt!(self.authorized_ciphertext_key(
             caller,
             Action::ReEncryptFrom,
             src_key_id,
@@ -266,17 +280,11 @@ impl Kms {
             &src_context,
             &req.ciphertext_blob
         ));
-        let plaintext = match self.decrypt_with(
-            caller,
-            &source,
-            src_key_id,
-            src_alg,
-            &src_context,
-            &req.ciphertext_blob,
-        ) {
-            Ok(p) => p,
-            Err(e) => return Outcome::on(&source, Err(e)),
-        };
+        let plaintext =
+            match self.decrypt_with(caller, &source, sealed, src_key_id, src_alg, &src_context) {
+                Ok(p) => p,
+                Err(e) => return Outcome::on(&source, Err(e)),
+            };
         let dest = match self.authorized(
             caller,
             Action::ReEncryptTo,

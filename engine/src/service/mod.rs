@@ -179,19 +179,22 @@ pub const MAX_KEY_ID_LEN: usize = 2048;
 pub(crate) struct KeyEntry {
     pub record: KeyRecord,
     pub versions: BTreeMap<u32, Arc<dyn KeyHandle>>,
-    /// Parsed and formatted once: every request on the key needs them.
-    pub id: Uuid,
+    /// Formatted once: every request on the key answers with it.
     arn: Arc<str>,
 }
 
 impl KeyEntry {
-    fn new(record: KeyRecord, versions: BTreeMap<u32, Arc<dyn KeyHandle>>) -> Result<Self> {
-        Ok(Self {
-            id: record.key_id.uuid(),
+    fn new(record: KeyRecord, versions: BTreeMap<u32, Arc<dyn KeyHandle>>) -> Self {
+        Self {
             arn: record.arn().into(),
             record,
             versions,
-        })
+        }
+    }
+
+    /// The key's id, as the key table and ciphertext headers hold it.
+    pub fn uuid(&self) -> Uuid {
+        self.record.key_id.uuid()
     }
 
     pub fn arn(&self) -> &str {
@@ -315,7 +318,7 @@ impl Kms {
         let mut tables = Tables::default();
         for record in snapshot.keys {
             let entry = prepare_entry(&root, &*keys, record, None)?;
-            tables.keys.insert(entry.id, Arc::new(entry));
+            tables.keys.insert(entry.uuid(), Arc::new(entry));
         }
         for alias in snapshot.aliases {
             tables.insert_alias(alias);
@@ -570,8 +573,8 @@ impl Kms {
             versions.insert(version, prepared);
         }
         self.store.put_key(&record).await?;
-        let entry = Arc::new(KeyEntry::new(record, versions)?);
-        let replaced = self.tables.write().keys.insert(entry.id, entry.clone());
+        let entry = Arc::new(KeyEntry::new(record, versions));
+        let replaced = self.tables.write().keys.insert(entry.uuid(), entry.clone());
         if replaced.is_some() {
             self.key_changed(&entry.record.scope, entry.record.key_id);
         }
@@ -609,7 +612,7 @@ impl Kms {
             .tables
             .read()
             .keys
-            .get(&entry.id)
+            .get(&entry.uuid())
             .cloned()
             .ok_or_else(|| KmsError::NotFound(format!("Key '{}' does not exist", entry.arn())))?;
         Ok((guard, fresh))
@@ -839,7 +842,7 @@ fn prepare_entry(
         };
         versions.insert(v.version, prepared);
     }
-    KeyEntry::new(record, versions)
+    Ok(KeyEntry::new(record, versions))
 }
 
 #[cfg(test)]
