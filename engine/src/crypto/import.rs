@@ -90,7 +90,7 @@ fn kwp_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{generate_material, PreparedKey};
+    use crate::crypto::{generate_material, KeyHandle, PreparedKey};
     use crate::model::{KeyUsage, MessageType};
     use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey};
 

@@ -112,10 +112,6 @@ impl PreparedKey {
         Ok(Self { spec, inner })
     }
 
-    pub fn spec(&self) -> KeySpec {
-        self.spec
-    }
-
     fn wrong_family(&self, what: &str) -> KmsError {
         KmsError::InvalidKeyUsage(format!(
             "{what} is not supported for a key with key spec {}",
@@ -129,9 +125,16 @@ impl PreparedKey {
         self.seal_into(&mut out, aad, plaintext)?;
         Ok(out)
     }
+}
+
+/// The aws-lc-rs key is the default provider's [`KeyHandle`].
+impl KeyHandle for PreparedKey {
+    fn spec(&self) -> KeySpec {
+        self.spec
+    }
 
     /// As `seal`, appended to `out` (after a blob header, say) rather than copied there.
-    pub fn seal_into(&self, out: &mut Vec<u8>, aad: &[u8], plaintext: &[u8]) -> Result<()> {
+    fn seal_into(&self, out: &mut Vec<u8>, aad: &[u8], plaintext: &[u8]) -> Result<()> {
         match &self.inner {
             Inner::Symmetric(k) => k.seal_into(out, aad, plaintext),
             _ => Err(self.wrong_family("symmetric encryption")),
@@ -139,7 +142,7 @@ impl PreparedKey {
     }
 
     /// Inverse of seal; any failure is InvalidCiphertext.
-    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         match &self.inner {
             Inner::Symmetric(k) => k.open(aad, sealed),
             _ => Err(self.wrong_family("symmetric decryption")),
@@ -148,21 +151,21 @@ impl PreparedKey {
 
     /// The largest plaintext AWS accepts for RSA encryption with `alg` (None for non-RSA keys
     /// or algorithms).
-    pub fn max_rsa_plaintext(&self, alg: EncryptionAlgorithm) -> Option<usize> {
+    fn max_rsa_plaintext(&self, alg: EncryptionAlgorithm) -> Option<usize> {
         match &self.inner {
             Inner::Rsa(k) => k.public().max_plaintext(alg),
             _ => None,
         }
     }
 
-    pub fn rsa_encrypt(&self, alg: EncryptionAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
+    fn rsa_encrypt(&self, alg: EncryptionAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
         match &self.inner {
             Inner::Rsa(k) => k.public().encrypt(alg, plaintext),
             _ => Err(self.wrong_family(alg.as_str())),
         }
     }
 
-    pub fn rsa_decrypt(
+    fn rsa_decrypt(
         &self,
         alg: EncryptionAlgorithm,
         ciphertext: &[u8],
@@ -173,7 +176,7 @@ impl PreparedKey {
         }
     }
 
-    pub fn sign(&self, alg: SigningAlgorithm, mt: MessageType, msg: &[u8]) -> Result<Vec<u8>> {
+    fn sign(&self, alg: SigningAlgorithm, mt: MessageType, msg: &[u8]) -> Result<Vec<u8>> {
         match &self.inner {
             Inner::Rsa(k) => k.sign(alg, mt, msg),
             Inner::Ecc(k) => k.sign(alg, mt, msg),
@@ -182,7 +185,7 @@ impl PreparedKey {
     }
 
     /// Ok(false) when the signature does not verify; errors only for bad requests.
-    pub fn verify(
+    fn verify(
         &self,
         alg: SigningAlgorithm,
         mt: MessageType,
@@ -196,7 +199,7 @@ impl PreparedKey {
         }
     }
 
-    pub fn generate_mac(&self, alg: MacAlgorithm, msg: &[u8]) -> Result<Vec<u8>> {
+    fn generate_mac(&self, alg: MacAlgorithm, msg: &[u8]) -> Result<Vec<u8>> {
         match &self.inner {
             Inner::Hmac(k) => k.check_alg(alg).map(|()| k.sign(msg)),
             _ => Err(self.wrong_family(alg.as_str())),
@@ -204,7 +207,7 @@ impl PreparedKey {
     }
 
     /// Compares in constant time; Ok(false) when the MAC does not match.
-    pub fn verify_mac(&self, alg: MacAlgorithm, msg: &[u8], mac: &[u8]) -> Result<bool> {
+    fn verify_mac(&self, alg: MacAlgorithm, msg: &[u8], mac: &[u8]) -> Result<bool> {
         match &self.inner {
             Inner::Hmac(k) => k.check_alg(alg).map(|()| k.verify(msg, mac)),
             _ => Err(self.wrong_family(alg.as_str())),
@@ -212,7 +215,7 @@ impl PreparedKey {
     }
 
     /// DER SubjectPublicKeyInfo, for asymmetric keys.
-    pub fn public_key_der(&self) -> Result<Vec<u8>> {
+    fn public_key_der(&self) -> Result<Vec<u8>> {
         match &self.inner {
             Inner::Rsa(k) => Ok(k.public().spki().to_vec()),
             Inner::Ecc(k) => Ok(k.public().spki().to_vec()),

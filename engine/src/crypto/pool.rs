@@ -186,6 +186,7 @@ fn refill(slot: &Slot) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::KeyHandle;
     use std::collections::HashSet;
     use std::time::Instant;
 

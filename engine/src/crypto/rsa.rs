@@ -263,7 +263,7 @@ impl RsaPublic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{KeyMaterial, PreparedKey};
+    use crate::crypto::{KeyHandle, KeyMaterial, PreparedKey};
     use crate::model::KeyUsage;
     use aws_lc_rs::digest;
     use std::sync::OnceLock;

