@@ -7,17 +7,13 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use kubekms_proto::operation::ACTION_PREFIX;
+use kubekms_proto::Action;
+
 use crate::common::{check_object_name, crd_enum, is_namespace_name, validation_result};
 
 /// The `keyRefs` entry that stands for every Key in the namespace.
 pub const ALL_KEYS: &str = "*";
-
-/// Prefix of every action name.
-pub use kubekms_proto::operation::ACTION_PREFIX;
-/// The AWS KMS permission names (IAM actions without the `kms:` prefix). The ReEncrypt
-/// operation needs both `ReEncryptFrom` (on the source key) and `ReEncryptTo` (on the
-/// destination key), as in AWS.
-pub use kubekms_proto::Action;
 
 /// Grants or denies KMS actions on some Keys of this namespace to Kubernetes principals.
 ///

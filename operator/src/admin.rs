@@ -87,16 +87,13 @@ async fn advance_clock(State(state): State<AdminState>, body: String) -> axum::r
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    let metrics = &state.ctx.metrics;
+    let mut collectors = state.ctx.metrics.collectors();
+    collectors.push(Box::new(state.ctx.events.stats().snapshot()));
     (
         [(
             axum::http::header::CONTENT_TYPE,
             kubekms_engine::api::metrics::CONTENT_TYPE,
         )],
-        kubekms_engine::api::metrics::encode(vec![
-            Box::new(metrics.snapshot()),
-            Box::new(metrics.import_expiry.snapshot()),
-            Box::new(state.ctx.events.stats().snapshot()),
-        ]),
+        kubekms_engine::api::metrics::encode(collectors),
     )
 }

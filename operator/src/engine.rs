@@ -187,19 +187,20 @@ impl EngineClient {
         done(Operation::ListKeyRotations, out).map(|r| r.rotations)
     }
 
-    /// CreateAlias (`create`) or UpdateAlias.
-    pub async fn point_alias(&self, alias_name: &str, key_id: &str, create: bool) -> Result<()> {
-        let request = AliasTargetRequest {
-            alias_name: alias_name.to_owned(),
-            target_key_id: key_id.to_owned(),
-        };
-        if create {
-            let out = self.kms.create_alias(&self.caller, request).await;
-            done(Operation::CreateAlias, out).map(drop)
-        } else {
-            let out = self.kms.update_alias(&self.caller, request).await;
-            done(Operation::UpdateAlias, out).map(drop)
-        }
+    pub async fn create_alias(&self, alias_name: &str, key_id: &str) -> Result<()> {
+        let out = self
+            .kms
+            .create_alias(&self.caller, alias_target(alias_name, key_id))
+            .await;
+        done(Operation::CreateAlias, out).map(drop)
+    }
+
+    pub async fn update_alias(&self, alias_name: &str, key_id: &str) -> Result<()> {
+        let out = self
+            .kms
+            .update_alias(&self.caller, alias_target(alias_name, key_id))
+            .await;
+        done(Operation::UpdateAlias, out).map(drop)
     }
 
     pub async fn delete_alias(&self, alias_name: &str) -> Result<()> {
@@ -251,6 +252,13 @@ impl EngineClient {
         };
         let out = self.kms.put_key_policy(&self.caller, request).await;
         done(Operation::PutKeyPolicy, out).map(drop)
+    }
+}
+
+fn alias_target(alias_name: &str, key_id: &str) -> AliasTargetRequest {
+    AliasTargetRequest {
+        alias_name: alias_name.to_owned(),
+        target_key_id: key_id.to_owned(),
     }
 }
 

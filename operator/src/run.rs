@@ -190,7 +190,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     {
         use std::io::Write;
-        let api_url = format!("http://{api_addr}");
+        let api_url = engine.endpoint();
         let admin_url = admin_addr.map(|a| format!("http://{a}"));
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", ready_line(&api_url, admin_url.as_deref()));

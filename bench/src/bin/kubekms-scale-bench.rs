@@ -160,9 +160,10 @@ async fn main() -> Result<()> {
     let mut results = Vec::new();
     for &n in &opts.keys {
         let dir = base.join(format!("n{n}"));
-        std::fs::create_dir_all(&dir)?;
         eprintln!("== {n} keys (control plane in {})", dir.display());
-        let cp = Cluster::start_in(dir.clone(), opts.keep)?;
+        // Kept by the watchdog either way: a failed run's logs are named in its error, and the
+        // bench removes `base` itself after a run that passed (unless --keep).
+        let cp = Cluster::start_in(dir.clone(), true)?;
         let figures = run_one(&cp, &operator_bin, n, &opts).await;
         cp.stop();
         match figures {

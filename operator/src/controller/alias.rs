@@ -199,7 +199,7 @@ async fn apply(alias: &Alias, api: &Api<Alias>, ctx: &Context) -> Result<Action>
     match current {
         Some(t) if t.key_id == key_id => {}
         Some(t) => {
-            ctx.engine.point_alias(&alias_name, &key_id, false).await?;
+            ctx.engine.update_alias(&alias_name, &key_id).await?;
             ctx.event(
                 alias,
                 EventType::Normal,
@@ -209,11 +209,11 @@ async fn apply(alias: &Alias, api: &Api<Alias>, ctx: &Context) -> Result<Action>
             .await;
         }
         None => {
-            match ctx.engine.point_alias(&alias_name, &key_id, true).await {
+            match ctx.engine.create_alias(&alias_name, &key_id).await {
                 Ok(()) => {}
                 // The alias exists but its key cannot be described (destroyed): re-point it.
                 Err(e) if matches!(e.engine_error(), Some(KmsError::AlreadyExists(_))) => {
-                    ctx.engine.point_alias(&alias_name, &key_id, false).await?;
+                    ctx.engine.update_alias(&alias_name, &key_id).await?;
                 }
                 Err(e) => return Err(e),
             }

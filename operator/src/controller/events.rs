@@ -109,8 +109,8 @@ pub struct EventStats {
 }
 
 impl EventStats {
-    /// OpenMetrics text of the counters.
-    pub fn render(&self) -> String {
+    #[cfg(test)]
+    fn render(&self) -> String {
         metrics::encode(vec![Box::new(self.snapshot())])
     }
 

@@ -61,16 +61,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// OpenMetrics text of the reconcile counters and the expiry gauge.
-    pub fn render(&self) -> String {
-        kubekms_engine::api::metrics::encode(vec![
+    /// The reconcile counters and the expiry gauge as they stand now, for one scrape.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus_client::collector::Collector>> {
+        vec![
             Box::new(self.snapshot()),
             Box::new(self.import_expiry.snapshot()),
-        ])
+        ]
     }
 
-    /// The reconcile counters as they stand now, for a scrape.
-    pub fn snapshot(&self) -> ReconcileSnapshot {
+    fn snapshot(&self) -> ReconcileSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ReconcileSnapshot {
             reconciles: [

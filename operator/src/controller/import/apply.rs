@@ -15,7 +15,6 @@ use kubekms_proto::vocab::KeyState;
 use kubekms_proto::Timestamp;
 use serde_json::json;
 
-use super::super::key::Metadata;
 use super::super::{
     condition, current, requeue_at, time_from_millis, write_status, Context, DEPENDENCY_REQUEUE,
     MAX_REQUEUE,
@@ -70,10 +69,6 @@ async fn annotate(
     )
     .await?;
     Ok(())
-}
-
-async fn describe(ctx: &Context, key_id: &str) -> Result<Metadata> {
-    ctx.engine.describe_key(key_id).await
 }
 
 /// The digests of the Secret contents last imported and last refused (see
@@ -142,7 +137,7 @@ pub(super) async fn apply(
         )
         .await;
     };
-    let mut md = match describe(ctx, &key_id).await {
+    let mut md = match ctx.engine.describe_key(&key_id).await {
         Ok(md) => md,
         Err(e) if e.is_not_found() => {
             return blocked(
@@ -238,7 +233,7 @@ pub(super) async fn apply(
                             ),
                         )
                         .await;
-                        md = describe(ctx, &key_id).await?;
+                        md = ctx.engine.describe_key(&key_id).await?;
                     }
                     Err(e) if is_refusal(&e) => {
                         annotate(api, im, last_import.as_deref(), Some(&digest)).await?;

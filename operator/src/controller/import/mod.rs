@@ -96,8 +96,8 @@ impl ExpiryGauge {
         }
     }
 
-    /// OpenMetrics text of the gauge.
-    pub fn render(&self) -> String {
+    #[cfg(test)]
+    fn render(&self) -> String {
         metrics::encode(vec![Box::new(self.snapshot())])
     }
 

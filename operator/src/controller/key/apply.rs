@@ -6,7 +6,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use kubekms_crds::{condition as condition_type, Key, KeySpec, KeyState};
-use kubekms_proto::ops::Tag;
+use kubekms_proto::ops::{GetKeyRotationStatusResponse, Tag};
 use kubekms_proto::vocab::{OriginType, RotationType};
 use serde_json::json;
 
@@ -14,10 +14,6 @@ use super::super::{condition, current, requeue_at, time_from_millis, write_statu
 use crate::error::Result;
 
 use super::*;
-
-async fn describe(ctx: &Context, key_id: &str) -> Result<Metadata> {
-    ctx.engine.describe_key(key_id).await
-}
 
 /// The on-demand rotation request (`kubekms.io/rotate`) not acted on yet, if any.
 ///
@@ -76,7 +72,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     // Set when the Created event already announced the rotation this reconcile enables.
     let mut just_created_rotation = false;
     let mut md = match previous.and_then(|s| s.key_id.clone()) {
-        Some(id) => match describe(ctx, &id).await {
+        Some(id) => match ctx.engine.describe_key(&id).await {
             Ok(md) => md,
             Err(e) if e.is_not_found() => {
                 let message = format!(
@@ -109,7 +105,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
         },
         None => {
             let adopted = match ctx.key_index.lookup(ctx, &namespace, &name).await? {
-                Some(id) => match describe(ctx, &id).await {
+                Some(id) => match ctx.engine.describe_key(&id).await {
                     Ok(md) => Some(md),
                     Err(e) if e.is_not_found() => {
                         ctx.key_index.remove(&namespace, &name, &id).await;
@@ -173,7 +169,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
             problem.clone(),
         )
         .await;
-        let observed = observe(ctx, spec, &md).await?;
+        let observed = observe(ctx, spec, &md, None).await?;
         let status = compute_status(
             previous,
             spec,
@@ -200,7 +196,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
         )
         .await;
         acted = true;
-        md = describe(ctx, &key_id).await?;
+        md = ctx.engine.describe_key(&key_id).await?;
     }
 
     let mut updated = Vec::new();
@@ -269,6 +265,8 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     // The engine changes rotation only on an Enabled key; a Disabled one catches up once it
     // is enabled again.
     let mut rotated_on_demand = false;
+    // The rotation status read here, while nothing has changed it since: `observe` reuses it.
+    let mut rotation_status = None;
     if rotatable(spec) && md.key_state == KeyState::Enabled {
         let rs = ctx.engine.rotation_status(&key_id).await?;
         match spec.rotation.as_ref().filter(|r| r.enabled) {
@@ -301,7 +299,9 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                 )
                 .await;
             }
-            _ => {}
+            // Unchanged: what was read is still what the engine holds (an on-demand rotation
+            // below does not change it either).
+            _ => rotation_status = Some(rs),
         }
     }
 
@@ -342,11 +342,11 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     }
 
     let md = if md_stale {
-        describe(ctx, &key_id).await?
+        ctx.engine.describe_key(&key_id).await?
     } else {
         md
     };
-    let observed = observe(ctx, spec, &md).await?;
+    let observed = observe(ctx, spec, &md, rotation_status).await?;
     let now = ctx.now();
     let status = compute_status(previous, spec, generation, &observed, None, now);
     if let Some(prev) = previous {
@@ -387,8 +387,14 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     Ok(Action::requeue(requeue_at(next_due(&observed), now)))
 }
 
-/// Read the rest of the engine's view of a key.
-async fn observe(ctx: &Context, spec: &KeySpec, md: &Metadata) -> Result<Observed> {
+/// Read the rest of the engine's view of a key; `rotation_status`, when given, is a current
+/// GetKeyRotationStatus answer for it.
+async fn observe(
+    ctx: &Context,
+    spec: &KeySpec,
+    md: &Metadata,
+    rotation_status: Option<GetKeyRotationStatusResponse>,
+) -> Result<Observed> {
     let mut observed = Observed {
         key_id: md.key_id.clone(),
         arn: md.arn.clone(),
@@ -404,7 +410,10 @@ async fn observe(ctx: &Context, spec: &KeySpec, md: &Metadata) -> Result<Observe
         && md.origin == OriginType::AwsKms
         && md.key_spec == kubekms_crds::KmsKeySpec::SymmetricDefault
     {
-        let rs = ctx.engine.rotation_status(&md.key_id).await?;
+        let rs = match rotation_status {
+            Some(rs) => rs,
+            None => ctx.engine.rotation_status(&md.key_id).await?,
+        };
         observed.next_rotation = rs
             .next_rotation_date
             .filter(|_| rs.key_rotation_enabled)
@@ -428,7 +437,7 @@ pub(super) async fn cleanup(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<
             None => return Ok(Action::await_change()),
         },
     };
-    let md = match describe(ctx, &key_id).await {
+    let md = match ctx.engine.describe_key(&key_id).await {
         Ok(md) => md,
         Err(e) if e.is_not_found() => {
             ctx.key_index.remove(&namespace, &name, &key_id).await;
@@ -436,14 +445,16 @@ pub(super) async fn cleanup(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<
         }
         Err(e) => return Err(e),
     };
-    if md.key_state != KeyState::PendingDeletion {
+    let md = if md.key_state == KeyState::PendingDeletion {
+        md
+    } else {
         let days = deletion_window(&key.spec);
         ctx.engine
             .schedule_deletion(&key_id, i64::from(days))
             .await?;
-    }
-    let md = describe(ctx, &key_id).await?;
-    let observed = observe(ctx, &key.spec, &md).await?;
+        ctx.engine.describe_key(&key_id).await?
+    };
+    let observed = observe(ctx, &key.spec, &md, None).await?;
     let when = observed
         .deletion_date
         .map(|d| time_from_millis(d).0.to_string())
