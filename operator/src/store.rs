@@ -55,7 +55,7 @@ use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use kubekms_engine::crypto::RootKey;
 use kubekms_engine::model::OriginType;
-use kubekms_engine::record::{AliasRecord, KeyRecord, Scope};
+use kubekms_engine::record::{AliasRecord, KeyId, KeyRecord, Scope};
 use kubekms_engine::store::{Followed, KeyStore, Snapshot, StoreChange};
 use kubekms_engine::{KmsError, Result};
 use parking_lot::Mutex;
@@ -111,7 +111,7 @@ pub fn alias_secret_name(scope: &Scope, name: &str) -> String {
 /// Which record a Secret holds, known even after the Secret is gone.
 #[derive(Clone)]
 enum Identity {
-    Key(String),
+    Key(KeyId),
     Alias(Scope, String),
 }
 
@@ -119,7 +119,7 @@ impl Identity {
     /// The change that says this record is gone.
     fn gone(&self) -> StoreChange {
         match self {
-            Identity::Key(id) => StoreChange::KeyGone { key_id: id.clone() },
+            Identity::Key(key_id) => StoreChange::KeyGone { key_id: *key_id },
             Identity::Alias(scope, name) => StoreChange::AliasGone {
                 scope: scope.clone(),
                 name: name.clone(),
@@ -174,7 +174,7 @@ enum Parsed {
 impl Parsed {
     fn identity(&self) -> Identity {
         match self {
-            Parsed::Key(r) => Identity::Key(r.key_id.to_string()),
+            Parsed::Key(r) => Identity::Key(r.key_id),
             Parsed::Alias(a) => Identity::Alias(a.scope.clone(), a.name.clone()),
         }
     }
@@ -593,18 +593,19 @@ impl KeyStore for KubeStore {
     async fn put_key(&self, key: &KeyRecord) -> Result<()> {
         let record = serde_json::to_vec(key)
             .map_err(|_| KmsError::internal("cannot encode a key record"))?;
+        let key_id = key.key_id.to_string();
+        let name = key_secret_name(&key_id);
         let labels = BTreeMap::from([
             (RECORD_LABEL.to_string(), KIND_KEY.to_string()),
-            (KEY_ID_LABEL.to_string(), key.key_id.to_string()),
+            (KEY_ID_LABEL.to_string(), key_id),
         ]);
-        let identity = Identity::Key(key.key_id.to_string());
-        let name = key_secret_name(&key.key_id.to_string());
+        let identity = Identity::Key(key.key_id);
         self.write(name, identity, version_digests(key), labels, None, record)
             .await
     }
 
-    async fn delete_key(&self, _scope: &Scope, key_id: &str) -> Result<()> {
-        self.remove(key_secret_name(key_id), Identity::Key(key_id.to_string()))
+    async fn delete_key(&self, _scope: &Scope, key_id: KeyId) -> Result<()> {
+        self.remove(key_secret_name(&key_id.to_string()), Identity::Key(key_id))
             .await
     }
 

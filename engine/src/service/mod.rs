@@ -695,9 +695,7 @@ impl Kms {
             self.store.delete_alias(&record.scope, &name).await?;
             self.tables.write().remove_alias(&record.scope, &name);
         }
-        self.store
-            .delete_key(&record.scope, &record.key_id.to_string())
-            .await?;
+        self.store.delete_key(&record.scope, record.key_id).await?;
         let id = record.key_id.uuid();
         self.tables.write().keys.remove(&id);
         self.key_changed(&record.scope, record.key_id);
@@ -723,7 +721,7 @@ impl Kms {
         match change {
             StoreChange::Key(record) => self.apply_stored_key(record),
             StoreChange::KeyGone { key_id } => {
-                self.forget_key(&key_id);
+                self.forget_key(key_id);
                 Ok(())
             }
             StoreChange::Alias(alias) => {
@@ -760,11 +758,8 @@ impl Kms {
 
     /// A key another replica removed from the store. Reported as a [`KeyChanged`] only if this
     /// engine still held it (it no longer does after destroying the key itself).
-    pub fn forget_key(&self, key_id: &str) {
-        let Ok(id) = Uuid::parse_str(key_id) else {
-            return;
-        };
-        let removed = self.tables.write().keys.remove(&id);
+    pub fn forget_key(&self, key_id: KeyId) {
+        let removed = self.tables.write().keys.remove(&key_id.uuid());
         if let Some(entry) = removed {
             self.key_changed(&entry.record.scope, entry.record.key_id);
         }

@@ -999,7 +999,7 @@ async fn records_from_another_replica_are_served() {
     }
     assert!(decrypt(other.clone(), blob.clone()).await.is_ok());
     assert!(decrypt(other.clone(), newer).await.is_ok());
-    other.forget_key(&key);
+    other.forget_key(crate::record::KeyId::parse(&key).unwrap());
     assert_eq!(
         decrypt(other, blob).await.unwrap_err(),
         "InvalidCiphertextException"
@@ -1059,7 +1059,7 @@ impl KeyStore for CountingStore {
         self.inner.put_key(key).await
     }
 
-    async fn delete_key(&self, scope: &Scope, key_id: &str) -> crate::Result<()> {
+    async fn delete_key(&self, scope: &Scope, key_id: crate::record::KeyId) -> crate::Result<()> {
         self.inner.delete_key(scope, key_id).await
     }
 
@@ -1350,9 +1350,9 @@ async fn replica_writes_are_reported_but_echoes_are_not() {
     h.kms.apply_stored_key(stored().await).unwrap();
     assert!(drain(&mut own).is_empty());
 
-    other.forget_key(&key);
+    other.forget_key(crate::record::KeyId::parse(&key).unwrap());
     assert_eq!(drain(&mut changes), vec![expected], "removed");
-    other.forget_key(&key);
+    other.forget_key(crate::record::KeyId::parse(&key).unwrap());
     assert!(drain(&mut changes).is_empty(), "already gone");
 }
 

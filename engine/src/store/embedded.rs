@@ -39,7 +39,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use super::{KeyStore, Snapshot};
 use crate::error::{KmsError, Result};
-use crate::record::{AliasRecord, KeyRecord, Scope};
+use crate::record::{AliasRecord, KeyId, KeyRecord, Scope};
 
 /// Key "account/region/key_id", value the JSON of a [`KeyRecord`].
 const KEYS: Table = TableDefinition::new("keys");
@@ -162,8 +162,9 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
-    async fn delete_key(&self, scope: &Scope, key_id: &str) -> Result<()> {
-        self.write(KEYS, record_key(scope, key_id), None).await
+    async fn delete_key(&self, scope: &Scope, key_id: KeyId) -> Result<()> {
+        self.write(KEYS, record_key(scope, &key_id.to_string()), None)
+            .await
     }
 
     async fn put_alias(&self, alias: &AliasRecord) -> Result<()> {
@@ -278,7 +279,7 @@ mod tests {
 
     use super::*;
     use crate::model::{KeySpec, KeyState, KeyUsage, OriginType};
-    use crate::record::{KeyId, KeyVersion, RotationType};
+    use crate::record::{KeyVersion, RotationType};
 
     fn scope() -> Scope {
         Scope::new("111122223333", "eu-west-1")
@@ -392,11 +393,11 @@ mod tests {
 
             // Replace, and delete (including something absent, which is not an error).
             store.put_key(&key("k1", "renamed")).await.unwrap();
+            store.delete_key(&scope(), id("k2")).await.unwrap();
             store
-                .delete_key(&scope(), &id("k2").to_string())
+                .delete_key(&scope(), id("never-existed"))
                 .await
                 .unwrap();
-            store.delete_key(&scope(), "never-existed").await.unwrap();
             store.put_alias(&alias("alias/app", "k2")).await.unwrap();
             store.delete_alias(&scope(), "alias/other").await.unwrap();
         }
@@ -414,10 +415,7 @@ mod tests {
         other.scope = Scope::new("111122223333", "us-east-1");
         store.put_key(&key("k1", "home")).await.unwrap();
         store.put_key(&other).await.unwrap();
-        store
-            .delete_key(&scope(), &id("k1").to_string())
-            .await
-            .unwrap();
+        store.delete_key(&scope(), id("k1")).await.unwrap();
         let s = store.load().await.unwrap();
         assert_eq!(s.keys.len(), 1);
         assert_eq!(s.keys[0].scope.region, "us-east-1");

@@ -7,11 +7,11 @@ use parking_lot::Mutex;
 
 use super::{KeyStore, Snapshot};
 use crate::error::Result;
-use crate::record::{AliasRecord, KeyRecord, Scope};
+use crate::record::{AliasRecord, KeyId, KeyRecord, Scope};
 
 #[derive(Default)]
 pub struct MemoryStore {
-    keys: Mutex<BTreeMap<(Scope, String), KeyRecord>>,
+    keys: Mutex<BTreeMap<(Scope, KeyId), KeyRecord>>,
     aliases: Mutex<BTreeMap<(Scope, String), AliasRecord>>,
 }
 
@@ -33,14 +33,12 @@ impl KeyStore for MemoryStore {
     async fn put_key(&self, key: &KeyRecord) -> Result<()> {
         self.keys
             .lock()
-            .insert((key.scope.clone(), key.key_id.to_string()), key.clone());
+            .insert((key.scope.clone(), key.key_id), key.clone());
         Ok(())
     }
 
-    async fn delete_key(&self, scope: &Scope, key_id: &str) -> Result<()> {
-        self.keys
-            .lock()
-            .remove(&(scope.clone(), key_id.to_string()));
+    async fn delete_key(&self, scope: &Scope, key_id: KeyId) -> Result<()> {
+        self.keys.lock().remove(&(scope.clone(), key_id));
         Ok(())
     }
 

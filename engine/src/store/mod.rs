@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::record::{AliasRecord, KeyRecord, Scope};
+use crate::record::{AliasRecord, KeyId, KeyRecord, Scope};
 
 pub mod embedded;
 pub mod memory;
@@ -22,7 +22,7 @@ pub enum StoreChange {
     Key(KeyRecord),
     /// A key record removed.
     KeyGone {
-        key_id: String,
+        key_id: KeyId,
     },
     Alias(AliasRecord),
     AliasGone {
@@ -51,7 +51,7 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn load(&self) -> Result<Snapshot>;
     /// Insert or replace; durable when this returns Ok.
     async fn put_key(&self, key: &KeyRecord) -> Result<()>;
-    async fn delete_key(&self, scope: &Scope, key_id: &str) -> Result<()>;
+    async fn delete_key(&self, scope: &Scope, key_id: KeyId) -> Result<()>;
     async fn put_alias(&self, alias: &AliasRecord) -> Result<()>;
     async fn delete_alias(&self, scope: &Scope, name: &str) -> Result<()>;
 }
