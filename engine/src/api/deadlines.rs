@@ -28,6 +28,7 @@ pub struct ConnClock {
 }
 
 /// The limits, in ticks of [`Limits::tick`].
+#[derive(Clone, Copy)]
 pub struct Limits {
     pub tick: Duration,
     read_idle: u64,

@@ -18,9 +18,9 @@ pub use kubekms_proto::sigv4::CONTENT_TYPE_JSON;
 use kubekms_proto::sigv4::TARGET_PREFIX;
 use kubekms_proto::Operation;
 
+use crate::api::deadlines::ConnClock;
 use crate::api::json;
 use crate::api::metrics::Outcome;
-use crate::api::server::ConnWatch;
 use crate::api::state::AppState;
 use crate::audit::AuditEvent;
 use crate::error::{shown, KmsError};
@@ -29,9 +29,14 @@ use crate::sigv4::SignedRequest;
 
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
-/// The client's address, put into request extensions by the server for the audit log.
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
+/// The connection a request came on, put into its extensions by the server: the client's
+/// address (for the audit log) and the connection's deadline marks (so a body read is bounded
+/// without a timer of its own).
+#[derive(Clone)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub clock: Arc<ConnClock>,
+}
 
 /// One KMS API call: authenticate, dispatch, audit, count.
 #[tracing::instrument(
@@ -63,7 +68,8 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         None => shown(target.strip_prefix(TARGET_PREFIX).unwrap_or(target)),
     };
     span.record("operation", &*operation);
-    let source_ip = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+    let conn = parts.extensions.get::<Conn>();
+    let source_ip = conn.map(|c| c.peer.ip());
 
     let mut principal: Option<Principal> = None;
     let mut keys = Vec::new();
@@ -74,8 +80,8 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         if content_length(&parts.headers).is_none_or(|n| n > CHECK_HEAD_FIRST_ABOVE) {
             state.authenticator.check_head(&parts.headers)?;
         }
-        let watch = parts.extensions.get::<ConnWatch>();
-        let (body, _held) = read_body(&state, &parts.headers, body, watch).await?;
+        let clock = conn.map(|c| &*c.clock);
+        let (body, _held) = read_body(&state, &parts.headers, body, clock).await?;
         let who = state.authenticator.authenticate(&SignedRequest {
             method: parts.method.as_str(),
             path: parts.uri.path(),
@@ -167,7 +173,7 @@ async fn read_body(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     body: Body,
-    watch: Option<&ConnWatch>,
+    clock: Option<&ConnClock>,
 ) -> Result<(Bytes, Option<OwnedSemaphorePermit>), HttpError> {
     let timeout = state.config.body_read_timeout;
     let limit = state.config.max_body_bytes;
@@ -178,9 +184,9 @@ async fn read_body(
         )))
     };
     let collect = collect_body(headers, body, limit, &state.body_budget);
-    match watch {
+    match clock {
         // Served by our server: the connection's watch says when the body is late.
-        Some(ConnWatch(clock)) => {
+        Some(clock) => {
             clock.body_started();
             let result = tokio::select! {
                 result = collect => result,

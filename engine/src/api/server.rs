@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::api::deadlines::{ConnClock, Deadlines, Limits, Verdict};
-use crate::api::handlers::PeerAddr;
+use crate::api::handlers::Conn;
 use crate::api::router;
 use crate::api::state::AppState;
 use crate::error::{KmsError, Result};
@@ -39,6 +39,12 @@ pub async fn serve(
     // instead of each holding a task, buffers and possibly a body.
     let slots = Arc::new(Semaphore::new(state.config.max_connections));
     let per_ip = Arc::new(PerIp::default());
+    let config = &state.config;
+    let limits = Limits::new(
+        config.idle_timeout,
+        config.write_timeout,
+        config.body_read_timeout,
+    );
     tokio::pin!(shutdown);
 
     loop {
@@ -72,6 +78,7 @@ pub async fn serve(
             peer,
             stop: stop_rx.clone(),
             _alive: alive_tx.clone(),
+            limits,
             _slot: slot,
             _ip_slot: ip_slot,
         };
@@ -105,11 +112,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// A connection's deadline marks, given to the handler in the request's extensions so a body
-/// read can be bounded without a timer of its own.
-#[derive(Clone)]
-pub struct ConnWatch(pub Arc<ConnClock>);
-
 /// The most a connection's read buffer holds; AWS requests have headers of a few KiB.
 const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 
@@ -118,6 +120,7 @@ struct Connection {
     state: Arc<AppState>,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
+    limits: Limits,
     _alive: mpsc::Sender<()>,
     /// Frees the connection's place under `ServerConfig::max_connections` when dropped.
     _slot: OwnedSemaphorePermit,
@@ -170,17 +173,14 @@ impl Connection {
         self.state.metrics.connection_opened();
         let peer = self.peer;
         let app = self.app.clone();
-        let config = &self.state.config;
-        let limits = Limits::new(
-            config.idle_timeout,
-            config.write_timeout,
-            config.body_read_timeout,
-        );
+        let limits = self.limits;
         let clock = Arc::new(ConnClock::default());
-        let watch = ConnWatch(clock.clone());
+        let conn_info = Conn {
+            peer,
+            clock: clock.clone(),
+        };
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
-            req.extensions_mut().insert(watch.clone());
+            req.extensions_mut().insert(conn_info.clone());
             let mut app = app.clone();
             app.call(req.map(axum::body::Body::new))
         });
