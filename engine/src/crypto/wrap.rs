@@ -22,6 +22,9 @@ fn auth_failed() -> KmsError {
 pub struct RootKey {
     aead: AesGcmKey,
     fingerprint: hmac::Key,
+    /// For keys derived for other purposes (session credentials, the audit chain), so that
+    /// none of them is the wrapping key itself.
+    prk: hkdf::Prk,
 }
 
 impl RootKey {
@@ -46,7 +49,32 @@ impl RootKey {
         Ok(Self {
             aead,
             fingerprint: hmac::Key::from(okm),
+            prk,
         })
+    }
+
+    /// An HMAC-SHA256 key for one purpose, named by `label` (`kubekms/v1/<purpose>`): the same
+    /// on every replica holding this root key, and independent of every other label's.
+    pub fn derive_hmac_key(&self, label: &'static [u8]) -> Result<hmac::Key> {
+        let info = [label];
+        let okm = self
+            .prk
+            .expand(&info, hmac::HMAC_SHA256)
+            .map_err(|_| KmsError::internal("key derivation failed"))?;
+        Ok(hmac::Key::from(okm))
+    }
+
+    /// An AES-256-GCM key for one purpose, named by `label` (see [`RootKey::derive_hmac_key`]).
+    pub(crate) fn derive_aead_key(&self, label: &'static [u8]) -> Result<AesGcmKey> {
+        let info = [label];
+        let okm = self
+            .prk
+            .expand(&info, DerivedLen(KEY_LEN))
+            .map_err(|_| KmsError::internal("key derivation failed"))?;
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        okm.fill(&mut bytes[..])
+            .map_err(|_| KmsError::internal("key derivation failed"))?;
+        AesGcmKey::new(&bytes[..]).map_err(|_| KmsError::internal("key derivation failed"))
     }
 
     /// `aad` binds the blob to its context (key id, version), so blobs cannot be swapped.
@@ -75,6 +103,15 @@ impl RootKey {
         hmac::sign(&self.fingerprint, material.expose())
             .as_ref()
             .to_vec()
+    }
+}
+
+/// An HKDF output length, for keys that are not HMAC keys.
+struct DerivedLen(usize);
+
+impl hkdf::KeyType for DerivedLen {
+    fn len(&self) -> usize {
+        self.0
     }
 }
 
@@ -133,6 +170,44 @@ mod tests {
     fn root_key_size_enforced() {
         assert!(RootKey::from_bytes(&[0u8; 16]).is_err());
         assert!(RootKey::from_bytes(&[0u8; 33]).is_err());
+    }
+
+    #[test]
+    fn derived_keys_depend_on_root_and_label() {
+        let bytes = RootKey::generate().unwrap();
+        let (a, b) = (
+            RootKey::from_bytes(&bytes).unwrap(),
+            RootKey::from_bytes(&bytes).unwrap(),
+        );
+        let mac = |root: &RootKey, label| {
+            hmac::sign(&root.derive_hmac_key(label).unwrap(), b"x")
+                .as_ref()
+                .to_vec()
+        };
+        assert_eq!(mac(&a, b"kubekms/v1/a"), mac(&b, b"kubekms/v1/a"));
+        assert_ne!(mac(&a, b"kubekms/v1/a"), mac(&a, b"kubekms/v1/b"));
+        assert_ne!(mac(&a, b"kubekms/v1/a"), mac(&root(), b"kubekms/v1/a"));
+        let sealed = a
+            .derive_aead_key(b"kubekms/v1/s")
+            .unwrap()
+            .seal(b"", b"hi")
+            .unwrap();
+        assert_eq!(
+            &b.derive_aead_key(b"kubekms/v1/s")
+                .unwrap()
+                .open(b"", &sealed)
+                .unwrap()[..],
+            b"hi"
+        );
+        assert!(a
+            .derive_aead_key(b"kubekms/v1/t")
+            .unwrap()
+            .open(b"", &sealed)
+            .is_err());
+    }
+
+    #[test]
+    fn generated_root_keys() {
         assert_eq!(RootKey::generate().unwrap().len(), 32);
         assert_ne!(RootKey::generate().unwrap(), RootKey::generate().unwrap());
     }
