@@ -7,7 +7,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use kubekms_proto::operation::ACTION_PREFIX;
+pub use kubekms_proto::operation::action_matches;
+use kubekms_proto::operation::{glob_matches, ACTION_PREFIX};
 use kubekms_proto::Action;
 
 use crate::common::{check_object_name, crd_enum, is_namespace_name, validation_result};
@@ -166,41 +167,6 @@ impl StatementConditions {
     }
 }
 
-/// Whether the action `pattern` (with `*` and `?` wildcards) covers `action`, ignoring ASCII
-/// case as AWS IAM does. Both are full names with the `kms:` prefix.
-pub fn action_matches(pattern: &str, action: &str) -> bool {
-    glob_matches(pattern.as_bytes(), action.as_bytes())
-}
-
-/// Iterative wildcard match: on a mismatch, go back to the last `*` and let it take one more
-/// byte. Linear in practice and never recursive, so hostile patterns cannot blow the stack.
-fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&text[t]) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// Checks one action entry; `None` if it is fine, else why not.
 fn action_error(action: &str) -> Option<String> {
     if action == "*" {
         return Some("\"*\" is not a KMS action; use \"kms:*\" for every action".to_owned());
@@ -394,35 +360,6 @@ mod tests {
         let names: std::collections::BTreeSet<&str> =
             Action::ALL.iter().map(|a| a.name()).collect();
         assert_eq!(names.len(), Action::ALL.len());
-    }
-
-    #[test]
-    fn wildcard_matching() {
-        assert!(action_matches("kms:Encrypt", "kms:Encrypt"));
-        assert!(action_matches("KMS:encrypt", "kms:Encrypt"));
-        assert!(!action_matches("kms:Encrypt", "kms:Decrypt"));
-        assert!(!action_matches("kms:Encrypt", "kms:EncryptX"));
-        assert!(action_matches("kms:*", "kms:Sign"));
-        assert!(action_matches(
-            "kms:GenerateDataKey*",
-            "kms:GenerateDataKey"
-        ));
-        assert!(action_matches(
-            "kms:GenerateDataKey*",
-            "kms:GenerateDataKeyPairWithoutPlaintext"
-        ));
-        assert!(!action_matches("kms:GenerateDataKey*", "kms:GenerateMac"));
-        assert!(action_matches("kms:*crypt", "kms:Decrypt"));
-        assert!(action_matches("kms:?ecrypt", "kms:Decrypt"));
-        assert!(!action_matches("kms:?crypt", "kms:Decrypt"));
-        assert!(action_matches("kms:*Key*", "kms:DescribeKey"));
-        assert!(!action_matches("kms:Sign", "kms:"));
-        // Many stars against a long mismatch finishes (no exponential backtracking).
-        let hostile = format!("kms:{}b", "*a".repeat(40));
-        assert!(!action_matches(
-            &hostile,
-            &format!("kms:{}", "a".repeat(2000))
-        ));
     }
 
     #[test]

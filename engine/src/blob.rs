@@ -87,6 +87,14 @@ impl EncryptionContext {
         self.0.is_empty()
     }
 
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
     fn encoded_len(&self) -> usize {
         4 + self
             .0

@@ -107,6 +107,66 @@ impl Action {
     }
 }
 
+/// Whether the action `pattern` (with `*` and `?` wildcards) covers `action`, ignoring ASCII
+/// case as AWS IAM does. Both are full names with the `kms:` prefix.
+pub fn action_matches(pattern: &str, action: &str) -> bool {
+    glob_matches(pattern.as_bytes(), action.as_bytes())
+}
+
+/// `*`/`?` wildcard match ignoring ASCII case (action names).
+pub fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    glob(pattern, text, |a, b| a.eq_ignore_ascii_case(&b))
+}
+
+/// `*`/`?` wildcard match, case-sensitive (IAM's StringLike).
+pub fn glob_matches_exact(pattern: &[u8], text: &[u8]) -> bool {
+    glob(pattern, text, |a, b| a == b)
+}
+
+/// Iterative wildcard match: on a mismatch, go back to the last `*` and let it take one more
+/// byte. Linear in practice and never recursive, so hostile patterns cannot blow the stack.
+fn glob(pattern: &[u8], text: &[u8], same: impl Fn(u8, u8) -> bool) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || same(c, text[t]) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+impl Action {
+    /// The set of actions `pattern` (a full name with wildcards, such as `kms:GenerateDataKey*`,
+    /// or `*`) covers, as a bit mask over [`Action::index`].
+    pub fn mask_of(pattern: &str) -> u64 {
+        Action::ALL
+            .iter()
+            .filter(|a| pattern == "*" || action_matches(pattern, &a.iam_name()))
+            .fold(0, |mask, a| mask | a.bit())
+    }
+
+    /// This action's bit in a mask made by [`Action::mask_of`].
+    pub fn bit(self) -> u64 {
+        1 << self.index()
+    }
+}
+
 impl Operation {
     /// The permission this operation needs on the key it names. ReEncrypt needs two (see
     /// [`Action`]): this is the one for its source key, `ReEncryptTo` is checked on the
@@ -119,6 +179,53 @@ impl Operation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcard_matching() {
+        assert!(action_matches("kms:Encrypt", "kms:Encrypt"));
+        assert!(action_matches("KMS:encrypt", "kms:Encrypt"));
+        assert!(!action_matches("kms:Encrypt", "kms:Decrypt"));
+        assert!(!action_matches("kms:Encrypt", "kms:EncryptX"));
+        assert!(action_matches("kms:*", "kms:Sign"));
+        assert!(glob_matches_exact(b"ab*", b"abc"));
+        assert!(!glob_matches_exact(b"AB*", b"abc"));
+        assert!(action_matches(
+            "kms:GenerateDataKey*",
+            "kms:GenerateDataKey"
+        ));
+        assert!(action_matches(
+            "kms:GenerateDataKey*",
+            "kms:GenerateDataKeyPairWithoutPlaintext"
+        ));
+        assert!(!action_matches("kms:GenerateDataKey*", "kms:GenerateMac"));
+        assert!(action_matches("kms:*crypt", "kms:Decrypt"));
+        assert!(action_matches("kms:?ecrypt", "kms:Decrypt"));
+        assert!(!action_matches("kms:?crypt", "kms:Decrypt"));
+        assert!(action_matches("kms:*Key*", "kms:DescribeKey"));
+        assert!(!action_matches("kms:Sign", "kms:"));
+        // Many stars against a long mismatch finishes (no exponential backtracking).
+        let hostile = format!("kms:{}b", "*a".repeat(40));
+        assert!(!action_matches(
+            &hostile,
+            &format!("kms:{}", "a".repeat(2000))
+        ));
+    }
+
+    #[test]
+    fn action_masks() {
+        assert_eq!(Action::mask_of("kms:*"), Action::mask_of("*"));
+        assert_eq!(
+            Action::mask_of("kms:*").count_ones() as usize,
+            Action::ALL.len()
+        );
+        let data_keys = Action::mask_of("kms:GenerateDataKey*");
+        assert_eq!(data_keys.count_ones(), 4);
+        assert_ne!(data_keys & Action::GenerateDataKeyPair.bit(), 0);
+        assert_eq!(data_keys & Action::GenerateMac.bit(), 0);
+        assert_eq!(Action::mask_of("KMS:decrypt"), Action::Decrypt.bit());
+        assert_eq!(Action::mask_of("kms:Nope"), 0);
+        assert_eq!(Action::mask_of("s3:*"), 0);
+    }
 
     #[test]
     fn names_round_trip() {
@@ -134,6 +241,8 @@ mod tests {
         assert_eq!(Action::ALL.len(), 55);
         assert_eq!(Operation::from_name("Nope"), None);
         assert_eq!(Operation::from_name("encrypt"), None);
+        // Action masks are u64 bit sets.
+        assert!(Action::ALL.len() <= 64);
     }
 
     #[test]
