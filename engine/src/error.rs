@@ -51,6 +51,12 @@ pub enum KmsError {
     DependencyTimeout(String),
     #[error("{0}")]
     AccessDenied(String),
+    /// A DryRun request that would have been allowed.
+    #[error("{0}")]
+    DryRunOperation(String),
+    /// Temporary credentials past their expiry.
+    #[error("{0}")]
+    ExpiredToken(String),
     #[error("{0}")]
     UnrecognizedClient(String),
     #[error("{0}")]
@@ -106,6 +112,8 @@ impl KmsError {
             KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::AccessDenied(_) => "AccessDeniedException",
+            KmsError::DryRunOperation(_) => "DryRunOperationException",
+            KmsError::ExpiredToken(_) => "ExpiredTokenException",
             KmsError::UnrecognizedClient(_) => "UnrecognizedClientException",
             KmsError::InvalidSignature(_) => "InvalidSignatureException",
             KmsError::IncompleteSignature(_) => "IncompleteSignature",
@@ -124,6 +132,8 @@ impl KmsError {
             | KmsError::Dependency { .. }
             | KmsError::DependencyTimeout(_) => 500,
             KmsError::RequestTimeout(_) => 408,
+            // AWS answers a dry run with 412 Precondition Failed.
+            KmsError::DryRunOperation(_) => 412,
             _ => 400,
         }
     }

@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod operation;
 pub mod ops;
+pub mod principal;
 pub mod sigv4;
 pub mod vocab;
 

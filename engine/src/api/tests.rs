@@ -20,7 +20,7 @@ use crate::store::memory::MemoryStore;
 
 const AKID: &str = "AKIDTESTALICE";
 const SECRET: &str = "alice-secret-access-key";
-const PRINCIPAL: &str = "arn:aws:iam::111122223333:user/alice";
+const PRINCIPAL: &str = "arn:aws:iam::111122223333:root";
 
 struct Harness {
     state: Arc<AppState>,

@@ -137,14 +137,30 @@ impl Kms {
         let result = (|| {
             self.authorize_keyless(caller, Action::ListAliases)?;
             let filter = match &req.key_id {
-                Some(id) => Some(self.resolve(caller, id, Aliases::Refused)?.record.key_id),
+                Some(id) => {
+                    let entry = self
+                        .resolve(caller, id, Aliases::Refused)
+                        .map_err(|e| self.absent(caller, Action::ListAliases, id, e))?;
+                    if !self.lists(caller, &entry) {
+                        let hidden = KmsError::NotFound(format!("Key '{id}' does not exist"));
+                        return Err(self.absent(caller, Action::ListAliases, id, hidden));
+                    }
+                    Some(entry.record.key_id)
+                }
                 None => None,
             };
-            let mut items: Vec<AliasListEntry> = self
-                .tables
-                .read()
+            let tables = self.tables.read();
+            let mut items: Vec<AliasListEntry> = tables
                 .scope_aliases(&caller.scope)
                 .filter(|a| filter.as_ref().is_none_or(|f| &a.target_key_id == f))
+                // Only aliases of keys the caller may see.
+                .filter(|a| {
+                    filter.is_some()
+                        || tables
+                            .keys
+                            .get(&a.target_key_id.uuid())
+                            .is_some_and(|e| self.lists(caller, e))
+                })
                 .map(|a| AliasListEntry {
                     alias_arn: caller.scope.alias_arn(&a.name),
                     alias_name: a.name.clone(),

@@ -14,7 +14,7 @@ use kubekms_proto::Action;
 use zeroize::Zeroizing;
 
 use super::checks;
-use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
+use super::{attempt, dry_run, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
 use crate::blob::{self, BlobHeader, EncryptionContext};
 use crate::crypto;
 use crate::error::{KmsError, Result};
@@ -97,27 +97,36 @@ impl Kms {
 
     /// The key that encrypted `ciphertext`: named inside a symmetric blob (returned parsed, with
     /// what follows the header), or by `key_id` (which an asymmetric ciphertext requires).
+    /// A key that does not exist reads as the authorization hook says (see
+    /// [`Kms::absent`]), for `action`.
     fn ciphertext_key<'c>(
         &self,
         caller: &Caller,
+        action: Action,
         key_id: Option<&str>,
         alg: EncryptionAlgorithm,
         ciphertext: &'c [u8],
     ) -> Result<(Arc<KeyEntry>, Sealed<'c>)> {
         if alg == EncryptionAlgorithm::SymmetricDefault {
             let (header, sealed) = BlobHeader::parse(ciphertext)?;
-            let entry = self
-                .by_uuid(caller, &header.key_id)
-                .ok_or(KmsError::InvalidCiphertext)?;
+            let entry = self.by_uuid(caller, &header.key_id).ok_or_else(|| {
+                // The truth for those who may know it: the blob names no key of ours.
+                self.hidden(
+                    caller,
+                    action,
+                    &header.key_id.to_string(),
+                    KmsError::InvalidCiphertext,
+                )
+            })?;
             Ok((entry, Sealed::Blob(header, sealed)))
         } else {
             let id = key_id.ok_or_else(|| {
                 KmsError::validation("KeyId is required to decrypt with an asymmetric key")
             })?;
-            Ok((
-                self.resolve(caller, id, Aliases::Allowed)?,
-                Sealed::Rsa(ciphertext),
-            ))
+            let entry = self
+                .resolve(caller, id, Aliases::Allowed)
+                .map_err(|e| self.absent(caller, action, id, e))?;
+            Ok((entry, Sealed::Rsa(ciphertext)))
         }
     }
 
@@ -132,7 +141,7 @@ impl Kms {
         context: &EncryptionContext,
         ciphertext: &'c [u8],
     ) -> Result<(Arc<KeyEntry>, Sealed<'c>), Refused> {
-        let (entry, sealed) = self.ciphertext_key(caller, key_id, alg, ciphertext)?;
+        let (entry, sealed) = self.ciphertext_key(caller, action, key_id, alg, ciphertext)?;
         self.authorize_entry(caller, action, &entry, Some(context))?;
         Ok((entry, sealed))
     }
@@ -142,6 +151,7 @@ impl Kms {
     fn decrypt_with(
         &self,
         caller: &Caller,
+        action: Action,
         entry: &KeyEntry,
         sealed: Sealed<'_>,
         key_id: Option<&str>,
@@ -151,7 +161,9 @@ impl Kms {
         match sealed {
             Sealed::Blob(header, sealed) => {
                 if let Some(id) = key_id {
-                    let named = self.resolve(caller, id, Aliases::Allowed)?;
+                    let named = self
+                        .resolve(caller, id, Aliases::Allowed)
+                        .map_err(|e| self.absent(caller, action, id, e))?;
                     if named.record.key_id != entry.record.key_id {
                         return Err(KmsError::IncorrectKey(
                             "The key ID in the request does not identify the key that encrypted the ciphertext"
@@ -209,6 +221,9 @@ impl Kms {
             Aliases::Allowed,
             Some(&context)
         ));
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome::on(&entry, Err(e));
+        }
         let result = self
             .encrypt_with(&entry, alg, &context, &req.plaintext)
             .map(|ciphertext_blob| EncryptResponse {
@@ -241,8 +256,19 @@ impl Kms {
             &context,
             &req.ciphertext_blob
         ));
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome::on(&entry, Err(e));
+        }
         let result = self
-            .decrypt_with(caller, &entry, sealed, key_id, alg, &context)
+            .decrypt_with(
+                caller,
+                Action::Decrypt,
+                &entry,
+                sealed,
+                key_id,
+                alg,
+                &context,
+            )
             .map(|plaintext| DecryptResponse {
                 key_id: entry.arn().to_owned(),
                 plaintext,
@@ -280,11 +306,18 @@ impl Kms {
             &src_context,
             &req.ciphertext_blob
         ));
-        let plaintext =
-            match self.decrypt_with(caller, &source, sealed, src_key_id, src_alg, &src_context) {
-                Ok(p) => p,
-                Err(e) => return Outcome::on(&source, Err(e)),
-            };
+        let plaintext = match self.decrypt_with(
+            caller,
+            Action::ReEncryptFrom,
+            &source,
+            sealed,
+            src_key_id,
+            src_alg,
+            &src_context,
+        ) {
+            Ok(p) => p,
+            Err(e) => return Outcome::on(&source, Err(e)),
+        };
         let dest = match self.authorized(
             caller,
             Action::ReEncryptTo,
@@ -299,6 +332,12 @@ impl Kms {
                 return out;
             }
         };
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome {
+                result: Err(e),
+                keys: vec![source.arn.clone(), dest.arn.clone()],
+            };
+        }
         let result = self
             .encrypt_with(&dest, dst_alg, &dst_context, &plaintext)
             .map(|ciphertext_blob| ReEncryptResponse {
@@ -348,6 +387,9 @@ impl Kms {
             Aliases::Allowed,
             Some(&context)
         ));
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome::on(&entry, Err(e));
+        }
         let result = (|| {
             self.require_symmetric(&entry)?;
             let plaintext = crypto::random_bytes(len)?;
@@ -405,6 +447,9 @@ impl Kms {
             Aliases::Allowed,
             Some(&context)
         ));
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome::on(&entry, Err(e));
+        }
         let result = async {
             self.require_symmetric(&entry)?;
             self.require_enabled(&entry)?;
@@ -479,6 +524,9 @@ impl Kms {
         let alg = req.signing_algorithm;
         let entry =
             attempt!(self.authorized(caller, Action::Sign, &req.key_id, Aliases::Allowed, None));
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome::on(&entry, Err(e));
+        }
         let result = (|| {
             self.check_signing_key(&entry, alg)?;
             let (_, key) = entry.current()?;
@@ -504,6 +552,9 @@ impl Kms {
         let alg = req.signing_algorithm;
         let entry =
             attempt!(self.authorized(caller, Action::Verify, &req.key_id, Aliases::Allowed, None));
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome::on(&entry, Err(e));
+        }
         let result = (|| {
             self.check_signing_key(&entry, alg)?;
             let (_, key) = entry.current()?;
@@ -549,6 +600,9 @@ impl Kms {
             Aliases::Allowed,
             None
         ));
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome::on(&entry, Err(e));
+        }
         let result = (|| {
             self.check_mac_key(&entry, alg)?;
             let (_, key) = entry.current()?;
@@ -577,6 +631,9 @@ impl Kms {
             Aliases::Allowed,
             None
         ));
+        if let Err(e) = dry_run(req.dry_run) {
+            return Outcome::on(&entry, Err(e));
+        }
         let result = (|| {
             self.check_mac_key(&entry, alg)?;
             let (_, key) = entry.current()?;

@@ -21,6 +21,7 @@ use super::{attempt, Aliases, Caller, KeyEntry, Kms, Outcome, Refused};
 use crate::clock::{Millis, MILLIS_PER_DAY};
 use crate::error::{KmsError, Result};
 use crate::model::{KeyManagerType, KeySpec, KeyState, KeyUsage, OriginType};
+use crate::policy::{Decision, KeyPolicy, Request as PolicyRequest};
 use crate::record::{KeyId, KeyRecord, RotationConfig, RotationType};
 
 const MAX_ON_DEMAND_ROTATIONS: usize = 25;
@@ -102,6 +103,7 @@ impl Kms {
     /// CreateKey's request, checked and authorized, as the record of the key to create (with
     /// no material yet).
     fn new_key_record(&self, caller: &Caller, req: CreateKeyRequest) -> Result<KeyRecord> {
+        self.authorize_keyless(caller, Action::CreateKey)?;
         let rotation_days = req
             .rotation_period_in_days
             .map(|days| rotation_period("kubekmsRotationPeriodInDays", Some(days)))
@@ -143,11 +145,14 @@ impl Kms {
         let description = req.description.unwrap_or_default();
         checks::check_len("description", description.len(), 0, 8192)?;
         let tags = validate_tags(req.tags.unwrap_or_default(), BTreeMap::new())?;
-        let policy = match req.policy {
-            Some(p) => validate_policy(p)?,
-            None => default_policy(&caller.scope.account),
-        };
-        self.authorize_keyless(caller, Action::CreateKey)?;
+        // The default document too: a key creator that is not an administrator would be
+        // locked out of a key with the account-only default.
+        let policy = checked_policy(
+            caller,
+            req.policy
+                .unwrap_or_else(|| default_policy(&caller.scope.account)),
+            req.bypass_policy_lockout_safety_check,
+        )?;
 
         let now = self.now();
         let mut record = KeyRecord {
@@ -210,6 +215,7 @@ impl Kms {
                     .keys
                     .values()
                     .filter(|e| e.record.scope == caller.scope && !self.deletion_due(&e.record))
+                    .filter(|e| self.lists(caller, e))
                     .map(|e| KeyListEntry {
                         key_id: e.record.key_id.to_string(),
                         key_arn: e.arn().to_owned(),
@@ -456,7 +462,9 @@ impl Kms {
         caller: &Caller,
         req: KeyIdRequest,
     ) -> Outcome<KeyIdResponse> {
-        let entry = attempt!(self.resolve(caller, &req.key_id, Aliases::Refused));
+        let entry = attempt!(self
+            .resolve(caller, &req.key_id, Aliases::Refused)
+            .map_err(|e| self.absent(caller, Action::RotateKeyOnDemand, &req.key_id, e)));
         let result = async {
             let (_guard, entry) = self.lock_fresh(&entry).await?;
             self.authorize_entry(caller, Action::RotateKeyOnDemand, &entry, None)
@@ -648,7 +656,11 @@ impl Kms {
         req: PutKeyPolicyRequest,
     ) -> Outcome<Empty> {
         attempt!(check_policy_name(req.policy_name.as_deref()));
-        let policy = attempt!(validate_policy(req.policy));
+        let policy = attempt!(checked_policy(
+            caller,
+            req.policy,
+            req.bypass_policy_lockout_safety_check
+        ));
         self.modify(caller, Action::PutKeyPolicy, &req.key_id, |_, record| {
             record.policy = policy.clone();
             Ok(())
@@ -705,7 +717,9 @@ impl Kms {
     where
         F: FnOnce(&Kms, &mut KeyRecord) -> Result<()>,
     {
-        let entry = attempt!(self.resolve(caller, key_id, Aliases::Refused));
+        let entry = attempt!(self
+            .resolve(caller, key_id, Aliases::Refused)
+            .map_err(|e| self.absent(caller, action, key_id, e)));
         let result = async {
             let (_guard, fresh) = self.lock_fresh(&entry).await?;
             // On the record the change is made to, under its lock.
@@ -771,22 +785,29 @@ fn check_policy_name(name: Option<&str>) -> Result<()> {
     }
 }
 
-fn validate_policy(policy: String) -> Result<String> {
+/// A key policy document as CreateKey and PutKeyPolicy accept it: within the size limit,
+/// enforceable as written (see [`crate::policy`]), and, unless `bypass` (AWS's
+/// BypassPolicyLockoutSafetyCheck), still letting `caller` put the key's policy afterwards, so
+/// that nobody locks themselves out of a key by mistake.
+fn checked_policy(caller: &Caller, policy: String, bypass: Option<bool>) -> Result<String> {
     if policy.is_empty() || policy.len() > MAX_POLICY_BYTES {
         return Err(KmsError::MalformedPolicyDocument(format!(
             "The key policy must be between 1 and {MAX_POLICY_BYTES} bytes"
         )));
     }
-    let doc: serde_json::Value = serde_json::from_str(&policy).map_err(|_| {
-        KmsError::MalformedPolicyDocument("The key policy is not valid JSON".into())
-    })?;
-    if !doc
-        .get("Statement")
-        .is_some_and(|s| s.is_array() || s.is_object())
-    {
-        return Err(KmsError::MalformedPolicyDocument(
-            "The key policy must contain a Statement".into(),
-        ));
+    let parsed = KeyPolicy::parse(&policy).map_err(KmsError::MalformedPolicyDocument)?;
+    if bypass != Some(true) {
+        let decision = parsed.evaluate(&PolicyRequest {
+            subject: caller.subject(),
+            action: Action::PutKeyPolicy,
+            context: None,
+        });
+        if decision != Decision::Allow {
+            return Err(KmsError::MalformedPolicyDocument(
+                "The new key policy will not allow you to update the key policy in the future."
+                    .into(),
+            ));
+        }
     }
     Ok(policy)
 }

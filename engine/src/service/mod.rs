@@ -25,6 +25,7 @@ use crate::clock::{Clock, Millis};
 use crate::crypto::{AwsLcProvider, KeyHandle, KeyMaterial, KeyProvider, RootKey};
 use crate::error::{KmsError, Result};
 use crate::model::{KeyState, OriginType};
+use crate::policy::{KeyPolicy, Subject};
 use crate::record::{AliasRecord, KeyId, KeyRecord, KeyVersion, RotationType, Scope};
 use crate::store::KeyStore;
 
@@ -35,7 +36,7 @@ mod crypto_ops;
 mod import;
 mod keys;
 
-pub use authorize::{AccessRequest, AllowAll, Authorizer};
+pub use authorize::{AccessRequest, AllowAll, Authorizer, KeyAccess, KeyPolicies};
 
 /// The engine's pluggable parts, each behind its seam.
 pub struct Backends {
@@ -46,10 +47,10 @@ pub struct Backends {
 }
 
 impl Default for Backends {
-    /// Allow every authenticated caller; keys in this process, crypto by aws-lc-rs.
+    /// Key policies enforced; keys in this process, crypto by aws-lc-rs.
     fn default() -> Self {
         Self {
-            authorizer: Arc::new(AllowAll),
+            authorizer: Arc::new(KeyPolicies),
             key_provider: Arc::new(AwsLcProvider::new()),
         }
     }
@@ -65,20 +66,79 @@ pub struct Caller {
     pub request_id: String,
 }
 
-/// An authenticated identity, named by its ARN (for an access key, the principal its
-/// configuration names).
+impl Caller {
+    /// The caller as key policies see it.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            arn: self.principal.arn(),
+            groups: self.principal.groups(),
+            account: &self.scope.account,
+            administrator: self.principal.role() == AccountRole::Administrator,
+        }
+    }
+}
+
+/// An authenticated identity: its ARN, the ARNs of its groups, and what it may do in the
+/// account beyond what key policies grant it. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Principal {
-    arn: String,
+    arn: Arc<str>,
+    groups: Arc<[String]>,
+    role: AccountRole,
+}
+
+/// What a principal may do in its account outside key policies (kubekms has no IAM: this is
+/// the whole of its "identity-based policy").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AccountRole {
+    /// Whatever key policies grant it; it may list keys it may describe, and generate random
+    /// bytes.
+    Member,
+    /// A member that may also create keys (the operator).
+    KeyCreator,
+    /// Acts for the account: matches the account principal (`arn:aws:iam::<account>:root`)
+    /// in key policies, may create keys and list every key.
+    Administrator,
 }
 
 impl Principal {
+    /// A principal without groups; the account's root ARN is its administrator, any other ARN
+    /// a member.
     pub fn new(arn: impl Into<String>) -> Self {
-        Self { arn: arn.into() }
+        let arn = arn.into();
+        let role = if kubekms_proto::principal::is_root_arn(&arn) {
+            AccountRole::Administrator
+        } else {
+            AccountRole::Member
+        };
+        Self {
+            arn: arn.into(),
+            groups: Arc::from(Vec::new()),
+            role,
+        }
+    }
+
+    /// The same principal, a member of `groups` (their ARNs).
+    pub fn with_groups(mut self, groups: Vec<String>) -> Self {
+        self.groups = groups.into();
+        self
+    }
+
+    pub fn with_role(mut self, role: AccountRole) -> Self {
+        self.role = role;
+        self
     }
 
     pub fn arn(&self) -> &str {
         &self.arn
+    }
+
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    pub fn role(&self) -> AccountRole {
+        self.role
     }
 }
 
@@ -164,6 +224,19 @@ macro_rules! attempt {
 }
 pub(crate) use attempt;
 
+/// `DryRun`: called once the request is authorized (and checked), so that a dry run answers
+/// DryRunOperationException exactly when the real request would have been allowed to act, and
+/// changes nothing.
+pub(crate) fn dry_run(flag: Option<bool>) -> Result<()> {
+    if flag == Some(true) {
+        Err(KmsError::DryRunOperation(
+            "The request would have succeeded, but the DryRun option is set.".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether a KeyId parameter may name an alias (the model's `KeyIdType` for cryptographic
 /// operations and DescribeKey) or must name the key itself (key management operations).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -181,14 +254,30 @@ pub(crate) struct KeyEntry {
     pub versions: BTreeMap<u32, Arc<dyn KeyHandle>>,
     /// Formatted once: every request on the key answers with it.
     arn: Arc<str>,
+    /// The record's policy document, parsed once per change of the document.
+    policy: Arc<KeyPolicy>,
 }
 
 impl KeyEntry {
-    fn new(record: KeyRecord, versions: BTreeMap<u32, Arc<dyn KeyHandle>>) -> Self {
+    fn new(
+        record: KeyRecord,
+        versions: BTreeMap<u32, Arc<dyn KeyHandle>>,
+        policy: Arc<KeyPolicy>,
+    ) -> Self {
         Self {
             arn: record.arn().into(),
             record,
             versions,
+            policy,
+        }
+    }
+
+    /// The key as the authorization hook sees it.
+    pub fn access(&self) -> KeyAccess<'_> {
+        KeyAccess {
+            record: &self.record,
+            arn: &self.arn,
+            policy: &self.policy,
         }
     }
 
@@ -443,7 +532,8 @@ impl Kms {
     }
 
     /// [`Kms::resolve`] the key a request acts on and pass it through the authorization hook
-    /// for `action`; a refusal after resolution names the key.
+    /// for `action`; a refusal after resolution names the key. A key that does not exist is
+    /// reported as the hook says (see [`Authorizer::absent`]).
     pub(crate) fn authorized(
         &self,
         caller: &Caller,
@@ -452,9 +542,37 @@ impl Kms {
         aliases: Aliases,
         context: Option<&EncryptionContext>,
     ) -> Result<Arc<KeyEntry>, Refused> {
-        let entry = self.resolve(caller, key_id, aliases)?;
-        self.authorize_entry(caller, action, &entry, context)?;
+        let entry = self
+            .resolve(caller, key_id, aliases)
+            .map_err(|e| self.absent(caller, action, key_id, e))?;
+        self.authorize_named(caller, action, &entry, Some(key_id), context)?;
         Ok(entry)
+    }
+
+    /// A resolution error as the caller may see it: a missing key reads as the hook says.
+    pub(crate) fn absent(
+        &self,
+        caller: &Caller,
+        action: Action,
+        requested: &str,
+        error: KmsError,
+    ) -> KmsError {
+        match error {
+            KmsError::NotFound(_) => self.hidden(caller, action, requested, error),
+            other => other,
+        }
+    }
+
+    /// What the hook tells `caller` about a key it named that does not exist; `truth` is the
+    /// error for callers that may know.
+    pub(crate) fn hidden(
+        &self,
+        caller: &Caller,
+        action: Action,
+        requested: &str,
+        truth: KmsError,
+    ) -> KmsError {
+        self.authorizer.absent(caller, action, requested, truth)
     }
 
     /// The authorization hook for a key already resolved (a ciphertext's key, an alias's
@@ -466,17 +584,38 @@ impl Kms {
         entry: &KeyEntry,
         context: Option<&EncryptionContext>,
     ) -> Result<(), Refused> {
+        self.authorize_named(caller, action, entry, None, context)
+    }
+
+    fn authorize_named(
+        &self,
+        caller: &Caller,
+        action: Action,
+        entry: &KeyEntry,
+        requested: Option<&str>,
+        context: Option<&EncryptionContext>,
+    ) -> Result<(), Refused> {
         self.authorizer
             .authorize(&AccessRequest {
                 caller,
                 action,
-                key: Some(&entry.record),
+                key: Some(entry.access()),
+                requested,
                 encryption_context: context,
             })
             .map_err(|error| Refused {
                 error,
                 key: Some(entry.arn.clone()),
             })
+    }
+
+    /// Whether `caller` may see `entry` in a listing (ListKeys, ListAliases): whether it may
+    /// describe it.
+    pub(crate) fn lists(&self, caller: &Caller, entry: &KeyEntry) -> bool {
+        caller.principal.role() == AccountRole::Administrator
+            || self
+                .authorize_named(caller, Action::DescribeKey, entry, None, None)
+                .is_ok()
     }
 
     /// The authorization hook for an operation that acts on no existing key (CreateKey,
@@ -486,6 +625,7 @@ impl Kms {
             caller,
             action,
             key: None,
+            requested: None,
             encryption_context: None,
         })
     }
@@ -572,8 +712,9 @@ impl Kms {
         if let Some((version, prepared)) = new_version {
             versions.insert(version, prepared);
         }
+        let policy = policy_of(base, &record);
         self.store.put_key(&record).await?;
-        let entry = Arc::new(KeyEntry::new(record, versions));
+        let entry = Arc::new(KeyEntry::new(record, versions, policy));
         let replaced = self.tables.write().keys.insert(entry.uuid(), entry.clone());
         if replaced.is_some() {
             self.key_changed(&entry.record.scope, entry.record.key_id);
@@ -837,8 +978,28 @@ fn prepare_entry(
         };
         versions.insert(v.version, prepared);
     }
-    Ok(KeyEntry::new(record, versions))
+    let policy = policy_of(existing, &record);
+    Ok(KeyEntry::new(record, versions, policy))
 }
 
+/// `record`'s parsed policy: `base`'s when the document did not change.
+fn policy_of(base: Option<&KeyEntry>, record: &KeyRecord) -> Arc<KeyPolicy> {
+    match base.filter(|e| e.record.policy == record.policy) {
+        Some(e) => e.policy.clone(),
+        None => Arc::new(parse_stored_policy(record)),
+    }
+}
+
+/// A stored document is checked when it is put, so it parses; one that does not (written by
+/// an older engine that accepted more) allows nothing rather than failing the whole load.
+fn parse_stored_policy(record: &KeyRecord) -> KeyPolicy {
+    KeyPolicy::parse(&record.policy).unwrap_or_else(|reason| {
+        tracing::error!(key = %record.arn(), %reason, "stored key policy cannot be enforced: it allows nothing until a valid one is put");
+        KeyPolicy::deny_all()
+    })
+}
+
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod tests;

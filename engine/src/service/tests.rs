@@ -33,7 +33,7 @@ impl Kms {
     }
 }
 
-struct Harness {
+pub(super) struct Harness {
     kms: Arc<Kms>,
     store: Arc<MemoryStore>,
     clock: Arc<SystemClock>,
@@ -42,7 +42,7 @@ struct Harness {
 
 const ROOT: [u8; 32] = [7u8; 32];
 
-async fn harness() -> Harness {
+pub(super) async fn harness() -> Harness {
     let store = Arc::new(MemoryStore::new());
     harness_over(store.clone(), store).await
 }
@@ -69,17 +69,17 @@ async fn harness_over(engine_store: Arc<dyn KeyStore>, store: Arc<MemoryStore>) 
 pub(super) fn ctx(account: &str, region: &str) -> Caller {
     Caller {
         scope: Scope::new(account, region),
-        principal: Principal::new(format!("arn:aws:iam::{account}:user/test")),
+        principal: Principal::new(kubekms_proto::principal::root_arn(account)),
         request_id: "test".into(),
     }
 }
 
 impl Harness {
-    async fn call(&self, op: &str, body: Value) -> Result<Value, (String, String)> {
+    pub(super) async fn call(&self, op: &str, body: Value) -> Result<Value, (String, String)> {
         self.call_as(&self.ctx, op, body).await
     }
 
-    async fn call_as(
+    pub(super) async fn call_as(
         &self,
         ctx: &Caller,
         op: &str,
@@ -95,19 +95,19 @@ impl Harness {
         }
     }
 
-    async fn err(&self, op: &str, body: Value) -> String {
+    pub(super) async fn err(&self, op: &str, body: Value) -> String {
         match self.call(op, body).await {
             Ok(v) => panic!("{op} succeeded unexpectedly: {v}"),
             Err((kind, _)) => kind,
         }
     }
 
-    async fn create(&self, body: Value) -> String {
+    pub(super) async fn create(&self, body: Value) -> String {
         let out = self.call("CreateKey", body).await.unwrap();
         out["KeyMetadata"]["KeyId"].as_str().unwrap().to_string()
     }
 
-    async fn encrypt(&self, key: &str, plaintext: &[u8], context: Value) -> String {
+    pub(super) async fn encrypt(&self, key: &str, plaintext: &[u8], context: Value) -> String {
         let out = self
             .call("Encrypt", json!({"KeyId": key, "Plaintext": B64.encode(plaintext), "EncryptionContext": context}))
             .await
@@ -849,7 +849,19 @@ async fn list_keys_paginates_and_tags_policies_persist() {
             .await,
         "MalformedPolicyDocumentException"
     );
-    let new_policy = json!({"Version": "2012-10-17", "Statement": []}).to_string();
+    // A document that would lock the caller out is refused unless the check is bypassed.
+    let lockout = json!({"Version": "2012-10-17", "Statement": []}).to_string();
+    assert_eq!(
+        h.err("PutKeyPolicy", json!({"KeyId": key, "Policy": lockout}))
+            .await,
+        "MalformedPolicyDocumentException"
+    );
+    let new_policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "111122223333"}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:user/app"},
+         "Action": ["kms:Encrypt", "kms:Decrypt"], "Resource": "*"}
+    ]})
+    .to_string();
     h.call("PutKeyPolicy", json!({"KeyId": key, "Policy": new_policy}))
         .await
         .unwrap();

@@ -72,6 +72,7 @@ use kubekms_crds::{
     condition as condition_type, Effect, Key, KeyPolicy, KeyPolicyStatus, KeyState, PolicyStatement,
 };
 use kubekms_engine::KmsError;
+use kubekms_proto::principal;
 use serde_json::{json, Value};
 
 use super::{backoff, condition, finalized, referring, Context, MAX_REQUEUE};
@@ -100,17 +101,17 @@ pub mod reason {
 
 /// The principal ARN of a service account.
 pub fn service_account_principal(account: &str, namespace: &str, name: &str) -> String {
-    format!("arn:aws:iam::{account}:role/k8s/system:serviceaccount:{namespace}:{name}")
+    principal::service_account_arn(account, namespace, name)
 }
 
 /// The principal ARN of a Kubernetes user (not a service account).
 pub fn user_principal(account: &str, name: &str) -> String {
-    format!("arn:aws:iam::{account}:user/k8s/{name}")
+    principal::kubernetes_user_arn(account, name)
 }
 
 /// The principal ARN of a Kubernetes group.
 pub fn group_principal(account: &str, name: &str) -> String {
-    format!("arn:aws:iam::{account}:group/k8s/{name}")
+    principal::group_arn(account, name)
 }
 
 /// The engine's default statement, kept first in every rendered document.
