@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use kubekms_engine::api::{self, ServerConfig};
-use kubekms_engine::audit::AuditLog;
+use kubekms_engine::audit::{self, AuditKey, AuditLog, Verification};
 use kubekms_engine::clock::SystemClock;
 use kubekms_engine::config;
 use kubekms_engine::runner::{self, Engine};
@@ -33,6 +34,32 @@ struct Cli {
 enum Command {
     /// Serve the KMS API from a local data directory.
     Standalone(StandaloneArgs),
+    /// Work with an audit log this engine wrote.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the chain of an audit log through its rotated files (LOG.1, LOG.2, …, then LOG);
+    /// exit 1 naming the first line that does not chain.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The root key file the engine ran with.
+    #[arg(
+        long,
+        required_unless_present = "data_dir",
+        conflicts_with = "data_dir"
+    )]
+    root_key: Option<PathBuf>,
+    /// The engine's data directory, for its root.key.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The audit log: its current file (rotated ones are found next to it).
+    log: PathBuf,
 }
 
 #[derive(Args)]
@@ -56,6 +83,9 @@ struct StandaloneArgs {
     /// Audit log file, `-` for stdout, or `off`. Default: DATA_DIR/audit.log.
     #[arg(long)]
     audit_log: Option<String>,
+    /// Rotate the audit log file before it grows past this size (0: never).
+    #[arg(long, value_name = "BYTES", default_value_t = audit::DEFAULT_MAX_BYTES)]
+    audit_max_bytes: u64,
     /// Keep this many RSA_2048 key pairs ready, generated before serving, so bursts of
     /// GenerateDataKeyPair do not wait on RSA generation (about 0.1 s of CPU per pair).
     #[arg(long, value_name = "COUNT")]
@@ -66,11 +96,46 @@ struct StandaloneArgs {
     region: String,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let runtime = runner::init_process()?;
     match cli.command {
-        Command::Standalone(args) => runtime.block_on(run(args)),
+        Command::Standalone(args) => runtime.block_on(run(args)).map(|()| ExitCode::SUCCESS),
+        Command::Audit(AuditCommand::Verify(args)) => verify_audit_log(&args),
+    }
+}
+
+fn verify_audit_log(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let root_file = match (&args.root_key, &args.data_dir) {
+        (Some(file), _) => file.clone(),
+        (None, Some(dir)) => dir.join("root.key"),
+        (None, None) => bail!("--root-key or --data-dir is needed"),
+    };
+    let root = load_or_create_root_key(&root_file, false)?;
+    let files = audit::log_files(&args.log)?;
+    if files.is_empty() {
+        bail!("no audit log at {}", args.log.display());
+    }
+    match audit::verify_files(&AuditKey::from_root(&root)?, &files)? {
+        Verification::Intact {
+            files,
+            lines,
+            torn_tail,
+        } => {
+            if let Some(bytes) = torn_tail {
+                eprintln!(
+                    "{}: ends with {bytes} bytes of a line a crash cut short (not chained; the \
+                     engine cuts it off at its next start)",
+                    args.log.display()
+                );
+            }
+            println!("OK: {lines} lines in {files} files, chain intact");
+            Ok(ExitCode::SUCCESS)
+        }
+        Verification::Broken { path, line, what } => {
+            eprintln!("{}:{line}: {what}", path.display());
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -79,12 +144,13 @@ async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.as_path();
     let store: Arc<dyn KeyStore> = Arc::new(EmbeddedStore::open(dir)?);
     let root = load_or_create_root_key(&dir.join("root.key"), true)?;
+    let audit_key = AuditKey::from_root(&root)?;
     let clock = SystemClock::new();
     let kms = Kms::open(store, root, clock.clone()).await?;
     let creds = config::load_standalone(args.credentials.as_deref(), dir)?;
     let audit = match args.audit_log.as_deref() {
-        None => AuditLog::to_file(&dir.join("audit.log"))?,
-        Some(arg) => runner::audit_log(arg)?,
+        None => AuditLog::to_file(&dir.join("audit.log"), audit_key, args.audit_max_bytes)?,
+        Some(arg) => runner::audit_log(arg, audit_key, args.audit_max_bytes)?,
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(api::tls::load_server_config(cert, key)?),

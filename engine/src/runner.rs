@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::Authenticator;
 use crate::api::{self, AppState, ServerConfig};
-use crate::audit::AuditLog;
+use crate::audit::{AuditKey, AuditLog};
 use crate::clock::Clock;
 use crate::error::{KmsError, Result};
 use crate::service::Kms;
@@ -39,12 +39,13 @@ pub fn init_process() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| KmsError::dependency("cannot start the async runtime", e))
 }
 
-/// The audit log a `--audit-log` value names: a file, `-` for stdout, or `off`.
-pub fn audit_log(arg: &str) -> Result<AuditLog> {
+/// The audit log a `--audit-log` value names: a file (rotated at `max_bytes`), `-` for stdout,
+/// or `off`; chained under `key`.
+pub fn audit_log(arg: &str, key: AuditKey, max_bytes: u64) -> Result<AuditLog> {
     match arg {
         "off" => Ok(AuditLog::disabled()),
-        "-" => Ok(AuditLog::to_stdout()),
-        path => AuditLog::to_file(Path::new(path)),
+        "-" => Ok(AuditLog::to_stdout(key)),
+        path => AuditLog::to_file(Path::new(path), key, max_bytes),
     }
 }
 

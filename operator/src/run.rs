@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// Audit log of the KMS API: a file, `-` for stdout, or `off`.
     #[arg(long, default_value = "off")]
     pub audit_log: String,
+    /// Rotate the audit log file before it grows past this size (0: never).
+    #[arg(long, value_name = "BYTES", default_value_t = kubekms_engine::audit::DEFAULT_MAX_BYTES)]
+    pub audit_max_bytes: u64,
     /// Let tests move the clock forward (POST /admin/clock/advance on --admin-listen).
     #[arg(long)]
     pub test_clock: bool,
@@ -105,6 +108,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let clock = SystemClock::new();
     let (store, root, kube_store) = open_store(&args, &client).await?;
+    let audit_key = kubekms_engine::audit::AuditKey::from_root(&root)?;
     let kms = Kms::open(store, root, clock.clone()).await?;
     // Other replicas' writes reach this engine through the watch, as changes the engine follows.
     let store_watch = kube_store.map(|s| {
@@ -113,7 +117,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::spawn(watch)
     });
     let credentials = load_credentials(&args)?;
-    let audit = runner::audit_log(&args.audit_log)?;
+    let audit = runner::audit_log(&args.audit_log, audit_key, args.audit_max_bytes)?;
 
     // Signatures are checked against the wall clock, not the test clock: a client signs with
     // its own time, and moving the keys' clock forward must not make every request "expired".

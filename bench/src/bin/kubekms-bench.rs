@@ -1289,13 +1289,16 @@ fn print_ratios(rows: &[Measurement]) {
 
 /// Every engine request leaves exactly one audit line. wrk stops counting at its deadline with
 /// up to one request per connection still in flight, which the engine may still answer and log:
-/// `slack` is that allowance.
+/// `slack` is that allowance. A long run rotates the log, so its rotated files count too.
 fn check_audit_log(path: &Path, requests: u64, slack: u64) -> Result<u64> {
     // The writer thread flushes within a millisecond or so of going idle.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let text = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let lines = text.iter().filter(|&&b| b == b'\n').count() as u64;
+        let mut lines = 0u64;
+        for file in kubekms_engine::audit::log_files(path).map_err(|e| anyhow!("{e}"))? {
+            let text = fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            lines += text.iter().filter(|&&b| b == b'\n').count() as u64;
+        }
         if lines >= requests {
             if lines > requests + slack {
                 bail!("{lines} lines for {requests} requests (+{slack} in flight at most)");

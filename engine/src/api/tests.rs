@@ -10,7 +10,7 @@ use tower::ServiceExt;
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::audit::AuditLog;
+use crate::audit::{AuditKey, AuditLog, DEFAULT_MAX_BYTES};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Credential, Credentials};
 use crate::crypto::RootKey;
@@ -39,9 +39,18 @@ async fn harness() -> Harness {
 }
 
 async fn harness_with(config: ServerConfig) -> Harness {
+    harness_auditing_to(config, None).await
+}
+
+/// With the audit log at `audit_path` (default: a file in the harness's directory).
+async fn harness_auditing_to(
+    config: ServerConfig,
+    audit_path: Option<std::path::PathBuf>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let clock = SystemClock::new();
     let root = RootKey::from_bytes(&RootKey::generate().unwrap()).unwrap();
+    let audit_key = AuditKey::from_root(&root).unwrap();
     let kms = Kms::open(Arc::new(MemoryStore::new()), root, clock.clone())
         .await
         .unwrap();
@@ -53,8 +62,8 @@ async fn harness_with(config: ServerConfig) -> Harness {
     )
     .unwrap();
     let verifier = Verifier::new(Credentials::new([cred.clone()]).unwrap(), clock.clone());
-    let audit_path = dir.path().join("audit.log");
-    let audit = AuditLog::to_file(&audit_path).unwrap();
+    let audit_path = audit_path.unwrap_or_else(|| dir.path().join("audit.log"));
+    let audit = AuditLog::to_file(&audit_path, audit_key, DEFAULT_MAX_BYTES).unwrap();
     let state = AppState::new(kms, verifier, audit, clock.clone(), config);
     Harness {
         state,
@@ -830,4 +839,47 @@ async fn idle_connections_and_extra_ones_from_one_address_are_closed() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(200));
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+/// Audit or nothing: with the audit log on a full disk, no result is given out, and once the
+/// log is known to be unwritable, operations are refused before they act.
+#[tokio::test]
+async fn an_unwritable_audit_log_fails_requests_and_refuses_them_before_they_act() {
+    let h = harness_auditing_to(
+        ServerConfig::default(),
+        Some("/dev/full".into()), // every write fails with ENOSPC
+    )
+    .await;
+    let key_count = || async {
+        let caller = crate::service::Caller {
+            scope: crate::record::Scope::new("111122223333", "us-east-1"),
+            principal: crate::service::Principal::new(PRINCIPAL),
+            request_id: "test".into(),
+        };
+        let answer = json::dispatch(
+            &h.state.kms,
+            &caller,
+            kubekms_proto::Operation::ListKeys,
+            b"{}",
+        )
+        .await;
+        let listed: serde_json::Value = serde_json::from_slice(&answer.result.unwrap()).unwrap();
+        listed["Keys"].as_array().unwrap().len()
+    };
+
+    // Not yet known broken: the key is created (the window fail-closed cannot close), but its
+    // result is withheld because its line could not be written.
+    let (status, _, json) = h.call(h.signed("CreateKey", b"{}")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{json}");
+    assert_error(&json, "KMSInternalException");
+    assert_eq!(json["message"], "the audit log cannot be written");
+    assert_eq!(key_count().await, 1);
+
+    // Now known broken: refused before acting.
+    for _ in 0..3 {
+        let (status, _, json) = h.call(h.signed("CreateKey", b"{}")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{json}");
+        assert_eq!(json["message"], "the audit log cannot be written");
+    }
+    assert_eq!(key_count().await, 1, "a refused CreateKey created a key");
 }
