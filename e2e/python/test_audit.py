@@ -33,8 +33,9 @@ def test_one_audit_line_per_request(engine, kms, kms_raw):
     expected[request_id(out)] = ("ListKeys", None, None)
 
     with pytest.raises(ClientError) as e:
-        kms.decrypt(CiphertextBlob=blob, EncryptionContext={"wrong": "context"})
-    expected[request_id(e.value)] = ("Decrypt", arn, "InvalidCiphertextException")
+        kms.decrypt(CiphertextBlob=blob, EncryptionContext={"wrong": "secret-context-value"})
+    refused_with_context = request_id(e.value)
+    expected[refused_with_context] = ("Decrypt", arn, "InvalidCiphertextException")
     kms.disable_key(KeyId=key_id)
     with pytest.raises(ClientError) as e:
         kms.encrypt(KeyId=key_id, Plaintext=b"refused")
@@ -64,6 +65,10 @@ def test_one_audit_line_per_request(engine, kms, kms_raw):
         else:
             assert line["outcome"] == "failure", line
             assert line["errorCode"] == code, line
+    # The encryption context's keys are audited, allowed or refused; its values never are.
+    refused = lines[refused_with_context][0]
+    assert refused["encryptionContextKeys"] == ["wrong"], refused
+    assert "secret-context-value" not in engine.audit_path.read_text()
 
 
 def test_unauthenticated_requests_are_audited_as_failures(engine):

@@ -73,6 +73,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
 
     let mut principal: Option<Principal> = None;
     let mut keys = Vec::new();
+    let mut context_keys: Vec<String> = Vec::new();
     let result = async {
         // Before the body is read: a request that cannot authenticate holds no body. A small
         // body of declared length usually arrives with the head and sits in hyper's buffer
@@ -114,6 +115,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         let answer = json::dispatch(&state.kms, &caller, op, &body).await;
         principal = Some(caller.principal);
         keys = answer.keys;
+        context_keys = answer.context_keys;
         answer.result.map_err(HttpError::from)
     }
     .await;
@@ -130,6 +132,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
             (error_response(e.status, &e.error, &request_id), Some(code))
         }
     };
+    let context_key_refs: Vec<&str> = context_keys.iter().map(String::as_str).collect();
     let audited = state.audit.record(AuditEvent {
         time: received,
         request_id: &request_id,
@@ -138,9 +141,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         // ReEncrypt touches its source and then its destination: the latter is the key it
         // acted on.
         key_arn: keys.last().map(|k| &**k),
-        // Not wired yet: the context is inside the operation's body, which only `json`
-        // decodes; the keys are to come back with the touched keys.
-        encryption_context_keys: &[],
+        encryption_context_keys: &context_key_refs,
         error_code,
         source_ip,
     });

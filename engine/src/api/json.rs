@@ -4,6 +4,10 @@
 //! where JSON meets the engine.
 
 use kubekms_proto::codec::NOT_BASE64;
+use kubekms_proto::ops::{
+    DecryptRequest, EncryptRequest, EncryptionContextMap, GenerateDataKeyPairRequest,
+    GenerateDataKeyRequest, ReEncryptRequest,
+};
 use kubekms_proto::vocab::ENUM_CONSTRAINT_PREFIX;
 use kubekms_proto::Operation;
 use serde::de::DeserializeOwned;
@@ -12,10 +16,12 @@ use serde::Serialize;
 use crate::error::{KmsError, Result};
 use crate::service::{Caller, Kms, Outcome, TouchedKeys};
 
-/// One operation's encoded answer and the keys it touched.
+/// One operation's encoded answer, the keys it touched and the keys (never the values) of the
+/// encryption context(s) it was given, for the audit log.
 pub struct Answer {
     pub result: Result<Vec<u8>>,
     pub keys: TouchedKeys,
+    pub context_keys: Vec<String>,
 }
 
 impl<T: Serialize> From<Outcome<T>> for Answer {
@@ -23,6 +29,7 @@ impl<T: Serialize> From<Outcome<T>> for Answer {
         Answer {
             result: outcome.result.and_then(|r| encode(&r)),
             keys: outcome.keys,
+            context_keys: Vec::new(),
         }
     }
 }
@@ -32,8 +39,64 @@ impl From<KmsError> for Answer {
         Answer {
             result: Err(error),
             keys: Vec::new(),
+            context_keys: Vec::new(),
         }
     }
+}
+
+/// Requests that carry an encryption context: its keys are audited, allowed or refused.
+trait ContextKeys {
+    fn contexts(&self) -> [Option<&EncryptionContextMap>; 2];
+
+    /// The keys of every context, sorted and without repeats (ReEncrypt has two contexts).
+    fn context_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .contexts()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c.keys().cloned())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+macro_rules! context_keys {
+    ($($request:ty => |$r:ident| [$a:expr, $b:expr]),+ $(,)?) => {
+        $(impl ContextKeys for $request {
+            fn contexts(&self) -> [Option<&EncryptionContextMap>; 2] {
+                let $r = self;
+                [$a, $b]
+            }
+        })+
+    };
+}
+
+context_keys! {
+    EncryptRequest => |r| [r.encryption_context.as_ref(), None],
+    DecryptRequest => |r| [r.encryption_context.as_ref(), None],
+    ReEncryptRequest => |r| [
+        r.source_encryption_context.as_ref(),
+        r.destination_encryption_context.as_ref()
+    ],
+    GenerateDataKeyRequest => |r| [r.encryption_context.as_ref(), None],
+    GenerateDataKeyPairRequest => |r| [r.encryption_context.as_ref(), None],
+}
+
+/// [`call!`] for a request with an encryption context, whose keys go into the answer.
+macro_rules! call_with_context {
+    ($kms:ident . $method:ident ( $caller:ident, $body:ident $(, $extra:expr)* )) => {
+        match decode::<_>($body) {
+            Ok(request) => {
+                let context_keys = ContextKeys::context_keys(&request);
+                let mut answer = Answer::from($kms.$method($caller, request $(, $extra)*).await);
+                answer.context_keys = context_keys;
+                answer
+            }
+            Err(e) => Answer::from(e),
+        }
+    };
 }
 
 /// `kms.$method(caller, <body decoded>, extra...)`, encoded.
@@ -50,14 +113,18 @@ macro_rules! call {
 pub async fn dispatch(kms: &Kms, caller: &Caller, op: Operation, body: &[u8]) -> Answer {
     use Operation as Op;
     match op {
-        Op::Encrypt => call!(kms.encrypt(caller, body)),
-        Op::Decrypt => call!(kms.decrypt(caller, body)),
-        Op::ReEncrypt => call!(kms.re_encrypt(caller, body)),
-        Op::GenerateDataKey => call!(kms.generate_data_key(caller, body, true)),
-        Op::GenerateDataKeyWithoutPlaintext => call!(kms.generate_data_key(caller, body, false)),
-        Op::GenerateDataKeyPair => call!(kms.generate_data_key_pair(caller, body, true)),
+        Op::Encrypt => call_with_context!(kms.encrypt(caller, body)),
+        Op::Decrypt => call_with_context!(kms.decrypt(caller, body)),
+        Op::ReEncrypt => call_with_context!(kms.re_encrypt(caller, body)),
+        Op::GenerateDataKey => call_with_context!(kms.generate_data_key(caller, body, true)),
+        Op::GenerateDataKeyWithoutPlaintext => {
+            call_with_context!(kms.generate_data_key(caller, body, false))
+        }
+        Op::GenerateDataKeyPair => {
+            call_with_context!(kms.generate_data_key_pair(caller, body, true))
+        }
         Op::GenerateDataKeyPairWithoutPlaintext => {
-            call!(kms.generate_data_key_pair(caller, body, false))
+            call_with_context!(kms.generate_data_key_pair(caller, body, false))
         }
         Op::GenerateRandom => call!(kms.generate_random(caller, body)),
         Op::Sign => call!(kms.sign(caller, body)),
