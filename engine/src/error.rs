@@ -54,9 +54,15 @@ pub enum KmsError {
     /// A DryRun request that would have been allowed.
     #[error("{0}")]
     DryRunOperation(String),
-    /// Temporary credentials past their expiry.
+    /// Temporary credentials, or a web identity token, past their expiry.
     #[error("{0}")]
     ExpiredToken(String),
+    /// A web identity token the cluster does not accept (STS).
+    #[error("{0}")]
+    InvalidIdentityToken(String),
+    /// The cluster could not be asked about a web identity token (STS).
+    #[error("{0}")]
+    IdpCommunication(String),
     #[error("{0}")]
     UnrecognizedClient(String),
     #[error("{0}")]
@@ -114,6 +120,8 @@ impl KmsError {
             KmsError::AccessDenied(_) => "AccessDeniedException",
             KmsError::DryRunOperation(_) => "DryRunOperationException",
             KmsError::ExpiredToken(_) => "ExpiredTokenException",
+            KmsError::InvalidIdentityToken(_) => "InvalidIdentityToken",
+            KmsError::IdpCommunication(_) => "IDPCommunicationError",
             KmsError::UnrecognizedClient(_) => "UnrecognizedClientException",
             KmsError::InvalidSignature(_) => "InvalidSignatureException",
             KmsError::IncompleteSignature(_) => "IncompleteSignature",

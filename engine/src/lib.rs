@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod identity;
 pub mod policy;
 /// The AWS vocabulary, shared with every other crate through `kubekms-proto`.
 pub use kubekms_proto::vocab as model;

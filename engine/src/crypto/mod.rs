@@ -9,7 +9,7 @@ pub mod import;
 mod pool;
 mod provider;
 mod rsa;
-mod symmetric;
+pub(crate) mod symmetric;
 mod wrap;
 
 use aws_lc_rs::digest;

@@ -65,8 +65,6 @@ impl RootKey {
     }
 
     /// An AES-256-GCM key for one purpose, named by `label` (see [`RootKey::derive_hmac_key`]).
-    // For session credentials, which are not wired yet; until then only its tests call it.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn derive_aead_key(&self, label: &'static [u8]) -> Result<AesGcmKey> {
         let info = [label];
         let okm = self

@@ -1,0 +1,226 @@
+//! The web-identity exchange against a fake cluster: which tokens it accepts, what it issues,
+//! and how long a review is trusted.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::clock::SystemClock;
+use crate::crypto::RootKey;
+
+const ACCOUNT: &str = "111122223333";
+const ROLE: &str = "arn:aws:iam::111122223333:role/kubekms";
+
+/// A cluster that knows some tokens; `forget` deletes a ServiceAccount.
+#[derive(Default)]
+struct FakeCluster {
+    known: Mutex<HashMap<String, ReviewedToken>>,
+    reviews: AtomicUsize,
+}
+
+#[async_trait]
+impl TokenReviewer for FakeCluster {
+    async fn review(&self, token: &str) -> Result<ReviewedToken> {
+        self.reviews.fetch_add(1, Ordering::SeqCst);
+        self.known
+            .lock()
+            .get(token)
+            .cloned()
+            .ok_or_else(|| KmsError::InvalidIdentityToken("token not accepted".into()))
+    }
+}
+
+/// A JWT-shaped token expiring at `exp` (seconds), distinct per `n`.
+fn jwt(exp: u64, n: u32) -> String {
+    let claims = serde_json::json!({"exp": exp, "aud": ["kubekms"], "n": n});
+    format!("e30.{}.sig", B64URL.encode(claims.to_string()))
+}
+
+struct Setup {
+    cluster: Arc<FakeCluster>,
+    clock: Arc<SystemClock>,
+    exchange: WebIdentity,
+}
+
+fn setup() -> Setup {
+    let cluster = Arc::new(FakeCluster::default());
+    let clock = SystemClock::new();
+    let sessions = Arc::new(Sessions::new(&RootKey::from_bytes(&[3u8; 32]).unwrap()).unwrap());
+    let exchange = WebIdentity::new(
+        cluster.clone(),
+        sessions,
+        IdentityMap {
+            admin_groups: vec!["system:masters".into()],
+        },
+        ACCOUNT,
+        clock.clone(),
+    );
+    Setup {
+        cluster,
+        clock,
+        exchange,
+    }
+}
+
+fn orders() -> ReviewedToken {
+    ReviewedToken {
+        username: "system:serviceaccount:shop:orders".into(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:shop".into(),
+        ],
+    }
+}
+
+fn request(token: &str) -> AssumeRequest<'_> {
+    AssumeRequest {
+        role_arn: ROLE,
+        role_session_name: "app-session",
+        web_identity_token: token,
+        duration_seconds: None,
+    }
+}
+
+fn now_secs(clock: &SystemClock) -> u64 {
+    (clock.now_millis() / 1000) as u64
+}
+
+#[tokio::test]
+async fn a_reviewed_token_becomes_a_session_of_its_identity() {
+    let s = setup();
+    let token = jwt(now_secs(&s.clock) + 7200, 1);
+    s.cluster.known.lock().insert(token.clone(), orders());
+    let assumed = s.exchange.assume(request(&token)).await.unwrap();
+    assert_eq!(assumed.subject, "system:serviceaccount:shop:orders");
+    assert_eq!(
+        assumed.principal.arn(),
+        "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:orders"
+    );
+    assert_eq!(
+        assumed.principal.groups(),
+        [
+            "arn:aws:iam::111122223333:group/k8s/system:serviceaccounts",
+            "arn:aws:iam::111122223333:group/k8s/system:serviceaccounts:shop"
+        ]
+    );
+    assert_eq!(assumed.principal.role(), AccountRole::Member);
+    assert_eq!(
+        assumed.assumed_role_arn,
+        "arn:aws:sts::111122223333:assumed-role/kubekms/app-session"
+    );
+    // Default one hour, within the token's two.
+    let now = s.clock.now_millis();
+    let expiry = assumed.credentials.expiration;
+    assert!(
+        expiry > now + 3_590_000 && expiry <= now + 3_600_000,
+        "{expiry} vs {now}"
+    );
+    let session = s
+        .exchange
+        .sessions()
+        .open(
+            &assumed.credentials.access_key_id,
+            &assumed.credentials.session_token,
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        s.exchange.principal_of(&session.identity),
+        assumed.principal
+    );
+}
+
+#[tokio::test]
+async fn sessions_end_no_later_than_the_token() {
+    let s = setup();
+    let exp = now_secs(&s.clock) + 1000;
+    let token = jwt(exp, 2);
+    s.cluster.known.lock().insert(token.clone(), orders());
+    let mut req = request(&token);
+    req.duration_seconds = Some(43_200);
+    let assumed = s.exchange.assume(req).await.unwrap();
+    assert_eq!(assumed.credentials.expiration, exp as i64 * 1000);
+}
+
+#[tokio::test]
+async fn refused_tokens_and_requests() {
+    let s = setup();
+    let now = now_secs(&s.clock);
+    let unknown = jwt(now + 3600, 3);
+    assert!(matches!(
+        s.exchange.assume(request(&unknown)).await,
+        Err(KmsError::InvalidIdentityToken(_))
+    ));
+    let expired = jwt(now - 1, 4);
+    s.cluster.known.lock().insert(expired.clone(), orders());
+    assert!(matches!(
+        s.exchange.assume(request(&expired)).await,
+        Err(KmsError::ExpiredToken(_))
+    ));
+    assert!(matches!(
+        s.exchange.assume(request("not-a-jwt")).await,
+        Err(KmsError::InvalidIdentityToken(_))
+    ));
+    let good = jwt(now + 3600, 5);
+    s.cluster.known.lock().insert(good.clone(), orders());
+    let mut other_account = request(&good);
+    other_account.role_arn = "arn:aws:iam::444455556666:role/kubekms";
+    assert!(matches!(
+        s.exchange.assume(other_account).await,
+        Err(KmsError::AccessDenied(_))
+    ));
+    for duration in [899, 43_201] {
+        let mut req = request(&good);
+        req.duration_seconds = Some(duration);
+        assert!(matches!(
+            s.exchange.assume(req).await,
+            Err(KmsError::Validation(_))
+        ));
+    }
+    let mut bad_name = request(&good);
+    bad_name.role_session_name = "a b";
+    assert!(matches!(
+        s.exchange.assume(bad_name).await,
+        Err(KmsError::Validation(_))
+    ));
+    let mut not_a_role = request(&good);
+    not_a_role.role_arn = "arn:aws:iam::111122223333:user/kubekms";
+    assert!(matches!(
+        s.exchange.assume(not_a_role).await,
+        Err(KmsError::Validation(_))
+    ));
+}
+
+#[tokio::test]
+async fn reviews_are_cached_for_a_bounded_time() {
+    let s = setup();
+    let token = jwt(now_secs(&s.clock) + 7200, 6);
+    s.cluster.known.lock().insert(token.clone(), orders());
+    s.exchange.assume(request(&token)).await.unwrap();
+    s.exchange.assume(request(&token)).await.unwrap();
+    assert_eq!(s.cluster.reviews.load(Ordering::SeqCst), 1);
+    // The ServiceAccount is deleted: its token still works from the cache, until the cache
+    // time is over.
+    s.cluster.known.lock().clear();
+    s.clock.advance(REVIEW_CACHE_MILLIS - 1000);
+    s.exchange.assume(request(&token)).await.unwrap();
+    s.clock.advance(2000);
+    assert!(matches!(
+        s.exchange.assume(request(&token)).await,
+        Err(KmsError::InvalidIdentityToken(_))
+    ));
+    assert_eq!(s.cluster.reviews.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn admin_groups_make_administrators() {
+    let map = IdentityMap {
+        admin_groups: vec!["system:masters".into()],
+    };
+    let admin = map.principal(ACCOUNT, "alice", &["system:masters".into()]);
+    assert_eq!(admin.role(), AccountRole::Administrator);
+    assert_eq!(admin.arn(), "arn:aws:iam::111122223333:user/k8s/alice");
+    assert_eq!(
+        map.principal(ACCOUNT, "bob", &[]).role(),
+        AccountRole::Member
+    );
+}
