@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::{KmsError, Result};
+use crate::service::Principal;
 
 pub const ENV_ACCESS_KEY_ID: &str = "KUBEKMS_ACCESS_KEY_ID";
 pub const ENV_SECRET_ACCESS_KEY: &str = "KUBEKMS_SECRET_ACCESS_KEY";
@@ -24,8 +25,8 @@ pub struct Credential {
     pub access_key_id: String,
     secret_access_key: Zeroizing<String>,
     pub account_id: String,
-    /// The caller's ARN as written in the audit log.
-    pub principal: String,
+    /// Who the key stands for (its ARN is written in the audit log).
+    pub principal: Principal,
 }
 
 impl Credential {
@@ -53,7 +54,9 @@ impl Credential {
                 "account id {account_id:?} of {access_key_id} is not 12 digits"
             )));
         }
-        let principal = principal.unwrap_or_else(|| format!("arn:aws:iam::{account_id}:root"));
+        let principal = Principal::new(
+            principal.unwrap_or_else(|| kubekms_proto::principal::root_arn(&account_id)),
+        );
         Ok(Self {
             access_key_id,
             secret_access_key,
@@ -89,6 +92,12 @@ impl Credential {
     pub fn secret_access_key(&self) -> &str {
         &self.secret_access_key
     }
+
+    /// The same key standing for `principal` (a Kubernetes identity, for keys from Secrets).
+    pub fn with_principal(mut self, principal: Principal) -> Self {
+        self.principal = principal;
+        self
+    }
 }
 
 impl fmt::Debug for Credential {
@@ -96,7 +105,7 @@ impl fmt::Debug for Credential {
         f.debug_struct("Credential")
             .field("access_key_id", &self.access_key_id)
             .field("account_id", &self.account_id)
-            .field("principal", &self.principal)
+            .field("principal", &self.principal.arn())
             .finish_non_exhaustive()
     }
 }
@@ -203,7 +212,7 @@ impl Credentials {
                     access_key_id: &c.access_key_id,
                     secret_access_key: &c.secret_access_key,
                     account_id: &c.account_id,
-                    principal: &c.principal,
+                    principal: c.principal.arn(),
                 })
                 .collect(),
         };
@@ -331,10 +340,13 @@ mod tests {
         assert_eq!(creds.len(), 2);
         let alice = creds.get("AKIDALICE").unwrap();
         assert_eq!(alice.secret_access_key(), "s3cret");
-        assert_eq!(alice.principal, "arn:aws:iam::111122223333:user/alice");
+        assert_eq!(
+            alice.principal.arn(),
+            "arn:aws:iam::111122223333:user/alice"
+        );
         let bob = creds.get("AKIDBOB").unwrap();
         assert_eq!(bob.account_id, "444455556666");
-        assert_eq!(bob.principal, "arn:aws:iam::444455556666:root");
+        assert_eq!(bob.principal.arn(), "arn:aws:iam::444455556666:root");
         assert!(creds.get("AKIDNOBODY").is_none());
     }
 

@@ -24,7 +24,10 @@ use time::PrimitiveDateTime;
 use crate::clock::{Clock, Millis};
 use crate::config::{Credential, Credentials};
 use crate::error::{shown, KmsError, Result};
+use crate::identity::session::Session;
+use crate::identity::WebIdentity;
 use crate::record::Scope;
+use crate::service::Principal;
 
 /// How far a request's timestamp may be from our clock, either way (AWS allows 5 minutes).
 pub const MAX_SKEW_MILLIS: Millis = 5 * 60 * 1000;
@@ -39,16 +42,41 @@ const MSG_MISMATCH: &str = "The request signature we calculated does not match t
     you provided. Check your AWS Secret Access Key and signing method. Consult the service \
     documentation for details.";
 const MSG_UNKNOWN_KEY: &str = "The security token included in the request is invalid.";
+/// The header carrying a session token (temporary credentials).
+const SECURITY_TOKEN: &str = "x-amz-security-token";
 
-/// Who signed a request, once the signature checks out. Borrows from the verifier's
-/// credentials, so checking a request copies only what the caller keeps.
+/// Who signed a request, once the signature checks out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verified<'a> {
+pub struct Verified {
     /// The account from the credential's configuration, the region from the credential scope.
     pub scope: Scope,
-    pub principal: &'a str,
-    pub access_key_id: &'a str,
+    pub principal: Principal,
+    /// The service the signature is scoped to: `kms`, or `sts` (GetCallerIdentity).
+    pub service: Service,
 }
+
+/// The services whose requests this endpoint answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Kms,
+    Sts,
+}
+
+impl Service {
+    fn from_scope(name: &str) -> Option<Self> {
+        match name {
+            SERVICE => Some(Self::Kms),
+            STS_SERVICE => Some(Self::Sts),
+            _ => None,
+        }
+    }
+}
+
+/// The credential scope's service name of STS requests.
+pub const STS_SERVICE: &str = "sts";
+
+/// Access keys that change while the engine runs (from Kubernetes Secrets), by id.
+pub type KeyTable = HashMap<String, Arc<Credential>>;
 
 /// The parts of an HTTP request that SigV4 covers. `path` and `query` are as received on the
 /// wire (still percent-encoded).
@@ -61,7 +89,12 @@ pub struct SignedRequest<'a> {
 }
 
 pub struct Verifier {
+    /// Keys configured at start (file, environment).
     credentials: Credentials,
+    /// Keys that come and go (see [`Verifier::set_dynamic_keys`]).
+    dynamic: RwLock<Arc<KeyTable>>,
+    /// Opens session tokens (temporary credentials from the web-identity exchange).
+    sessions: Option<Arc<WebIdentity>>,
     clock: Arc<dyn Clock>,
     /// Keyed by the whole `Credential=` value (`AKID/date/region/service/aws4_request`), which
     /// names exactly the inputs of the key derivation. Shared rather than cloned out: cloning
@@ -75,7 +108,25 @@ pub struct Head<'h, 'v> {
     auth: Authorization<'h>,
     amz_date: String,
     signed: Vec<&'h str>,
-    credential: &'v Credential,
+    signer: Signer<'v>,
+    service: Service,
+}
+
+/// Whose secret a request is signed with.
+enum Signer<'v> {
+    Configured(&'v Credential),
+    Dynamic(Arc<Credential>),
+    Session(Session),
+}
+
+impl Signer<'_> {
+    fn secret(&self) -> &str {
+        match self {
+            Signer::Configured(c) => c.secret_access_key(),
+            Signer::Dynamic(c) => c.secret_access_key(),
+            Signer::Session(s) => s.secret_access_key(),
+        }
+    }
 }
 
 struct Authorization<'a> {
@@ -93,9 +144,24 @@ impl Verifier {
     pub fn new(credentials: Credentials, clock: Arc<dyn Clock>) -> Self {
         Self {
             credentials,
+            dynamic: RwLock::new(Arc::new(KeyTable::new())),
+            sessions: None,
             clock,
             signing_keys: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Also accept temporary credentials issued by `sessions`.
+    pub fn with_sessions(mut self, sessions: Arc<WebIdentity>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// Replace the keys that change while the engine runs. A key removed here is refused from
+    /// the next request on; its cached signing keys go with it.
+    pub fn set_dynamic_keys(&self, keys: KeyTable) {
+        *self.dynamic.write() = Arc::new(keys);
+        self.signing_keys.write().clear();
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -104,7 +170,7 @@ impl Verifier {
 
     /// Check a whole signed request: [`Verifier::check_head`], then the signature over the
     /// body.
-    pub fn verify(&self, req: &SignedRequest<'_>) -> Result<Verified<'_>> {
+    pub fn verify(&self, req: &SignedRequest<'_>) -> Result<Verified> {
         let head = self.check_head(req.headers)?;
         self.check_signature(&head, req)
     }
@@ -135,11 +201,11 @@ impl Verifier {
                 &amz_date[..8]
             )));
         }
-        if auth.service != SERVICE {
+        let Some(service) = Service::from_scope(auth.service) else {
             return Err(KmsError::InvalidSignature(format!(
                 "Credential should be scoped to correct service: '{SERVICE}'."
             )));
-        }
+        };
         // The region ends up in every ARN the caller sees and in the audit log.
         if !is_region_name(auth.region) {
             return Err(incomplete("Credential should be scoped to a valid region."));
@@ -160,16 +226,49 @@ impl Verifier {
             ));
         }
 
-        let credential = self
-            .credentials
-            .get(auth.access_key_id)
-            .ok_or_else(|| KmsError::UnrecognizedClient(MSG_UNKNOWN_KEY.into()))?;
+        let signer = self.signer(headers, &auth, &signed)?;
         Ok(Head {
             auth,
             amz_date,
             signed,
-            credential,
+            signer,
+            service,
         })
+    }
+
+    /// The secret's owner: a session when the request carries a security token, else a
+    /// configured or dynamic access key.
+    fn signer<'v>(
+        &'v self,
+        headers: &HeaderMap,
+        auth: &Authorization<'_>,
+        signed: &[&str],
+    ) -> Result<Signer<'v>> {
+        let unknown = || KmsError::UnrecognizedClient(MSG_UNKNOWN_KEY.into());
+        if let Some(token) = headers.get(SECURITY_TOKEN) {
+            // Signed, so a captured request cannot be replayed under another session.
+            if !signed.contains(&SECURITY_TOKEN) {
+                return Err(KmsError::InvalidSignature(
+                    "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization."
+                        .into(),
+                ));
+            }
+            let sessions = self.sessions.as_ref().ok_or_else(unknown)?;
+            let token = token.to_str().map_err(|_| unknown())?;
+            let session =
+                sessions
+                    .sessions()
+                    .open(auth.access_key_id, token, self.clock.now_millis())?;
+            return Ok(Signer::Session(session));
+        }
+        if let Some(credential) = self.credentials.get(auth.access_key_id) {
+            return Ok(Signer::Configured(credential));
+        }
+        let dynamic = self.dynamic.read();
+        dynamic
+            .get(auth.access_key_id)
+            .map(|c| Signer::Dynamic(c.clone()))
+            .ok_or_else(unknown)
     }
 
     /// The signature of a request whose head passed [`Verifier::check_head`].
@@ -177,12 +276,13 @@ impl Verifier {
         &'v self,
         head: &Head<'_, 'v>,
         req: &SignedRequest<'_>,
-    ) -> Result<Verified<'v>> {
+    ) -> Result<Verified> {
         let Head {
             auth,
             amz_date,
             signed,
-            credential,
+            signer,
+            service,
         } = head;
         let payload_hash = hex_lower(digest::digest(&digest::SHA256, req.body).as_ref());
         if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
@@ -208,24 +308,38 @@ impl Verifier {
             },
             &payload_hash,
         );
-        let key = self.signing_key(auth, credential);
+        let key = self.signing_key(auth, signer);
         let expected = signature(&key, amz_date, auth.credential, &canonical);
         constant_time::verify_slices_are_equal(expected.as_bytes(), auth.signature.as_bytes())
             .map_err(|_| KmsError::InvalidSignature(MSG_MISMATCH.into()))?;
 
+        let (account, principal) = match signer {
+            Signer::Configured(c) => (c.account_id.clone(), c.principal.clone()),
+            Signer::Dynamic(c) => (c.account_id.clone(), c.principal.clone()),
+            Signer::Session(s) => (
+                s.identity.account.clone(),
+                // `signer` made a Session only when `sessions` is set.
+                self.sessions
+                    .as_ref()
+                    .map(|w| w.principal_of(&s.identity))
+                    .ok_or_else(|| KmsError::internal("session without an issuer"))?,
+            ),
+        };
         Ok(Verified {
-            scope: Scope::new(credential.account_id.clone(), auth.region),
-            principal: &credential.principal,
-            access_key_id: &credential.access_key_id,
+            scope: Scope::new(account, auth.region),
+            principal,
+            service: *service,
         })
     }
 
-    fn signing_key(&self, auth: &Authorization<'_>, credential: &Credential) -> Arc<hmac::Key> {
+    fn signing_key(&self, auth: &Authorization<'_>, signer: &Signer<'_>) -> Arc<hmac::Key> {
+        // A session's key id is unique to its token, so keys of different sessions never
+        // share a cache entry.
         if let Some(key) = self.signing_keys.read().get(auth.credential) {
             return Arc::clone(key);
         }
         let key = Arc::new(derive_signing_key(
-            credential.secret_access_key(),
+            signer.secret(),
             auth.date,
             auth.region,
             auth.service,
@@ -435,6 +549,185 @@ mod tests {
         )
     }
 
+    /// A verifier that also accepts sessions, and a session's credentials for `identity`
+    /// expiring at `expires`.
+    fn session_verifier(
+        now: Millis,
+        expires: Millis,
+    ) -> (Verifier, crate::identity::session::SessionCredentials) {
+        use crate::identity::session::{SessionIdentity, Sessions};
+        use crate::identity::{IdentityMap, ReviewedToken, TokenReviewer, WebIdentity};
+        struct NoCluster;
+        #[async_trait::async_trait]
+        impl TokenReviewer for NoCluster {
+            async fn review(&self, _: &str) -> Result<ReviewedToken> {
+                Err(KmsError::IdpCommunication("no cluster".into()))
+            }
+        }
+        let (v, clock) = verifier(now);
+        let root = crate::crypto::RootKey::from_bytes(&[5u8; 32]).unwrap();
+        let sessions = Arc::new(Sessions::new(&root).unwrap());
+        let creds = sessions
+            .issue(
+                &SessionIdentity {
+                    account: "111122223333".into(),
+                    username: "system:serviceaccount:shop:orders".into(),
+                    groups: vec!["system:serviceaccounts:shop".into()],
+                },
+                expires,
+            )
+            .unwrap();
+        let web = WebIdentity::new(
+            Arc::new(NoCluster),
+            sessions,
+            IdentityMap::default(),
+            "111122223333",
+            clock,
+        );
+        (v.with_sessions(Arc::new(web)), creds)
+    }
+
+    fn session_request(
+        creds: &crate::identity::session::SessionCredentials,
+        token: &str,
+        service: &str,
+    ) -> HeaderMap {
+        let headers = [
+            ("host", HOST),
+            ("x-amz-target", "TrentService.Encrypt"),
+            ("x-amz-security-token", token),
+        ];
+        let input = SigningInput {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &headers,
+            body: BODY,
+        };
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        all.extend(sign_request(
+            &creds.access_key_id,
+            &creds.secret_access_key,
+            "us-east-1",
+            service,
+            &input,
+            SIGNED_AT,
+        ));
+        owned_header_map(&all)
+    }
+
+    #[test]
+    fn session_credentials_sign_as_their_identity_until_they_expire() {
+        let (v, creds) = session_verifier(SIGNED_AT, SIGNED_AT + 60_000);
+        let headers = session_request(&creds, &creds.session_token, "kms");
+        let verified = v.verify(&request(&headers, BODY)).unwrap();
+        assert_eq!(
+            verified.principal.arn(),
+            "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:orders"
+        );
+        assert_eq!(
+            verified.principal.groups(),
+            ["arn:aws:iam::111122223333:group/k8s/system:serviceaccounts:shop"]
+        );
+        assert_eq!(verified.scope.account, "111122223333");
+        let sts = session_request(&creds, &creds.session_token, "sts");
+        assert_eq!(
+            v.verify(&request(&sts, BODY)).unwrap().service,
+            Service::Sts
+        );
+
+        // Past the expiry (the signature itself is still within the clock skew).
+        let (late, creds) = session_verifier(SIGNED_AT, SIGNED_AT - 1);
+        let headers = session_request(&creds, &creds.session_token, "kms");
+        assert!(matches!(
+            late.verify(&request(&headers, BODY)),
+            Err(KmsError::ExpiredToken(_))
+        ));
+    }
+
+    #[test]
+    fn altered_or_unsigned_session_tokens_are_refused() {
+        let (v, creds) = session_verifier(SIGNED_AT, SIGNED_AT + 60_000);
+        let mut token = creds.session_token.clone().into_bytes();
+        let last = token.len() - 1;
+        token[last] = if token[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(token).unwrap();
+        let headers = session_request(&creds, &altered, "kms");
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::UnrecognizedClient(_))
+        ));
+        // A valid token sent beside a signature that does not cover it.
+        let mut headers = session_request(&creds, &creds.session_token, "kms");
+        let auth = headers["authorization"]
+            .to_str()
+            .unwrap()
+            .replace(";x-amz-security-token", "");
+        headers.insert("authorization", HeaderValue::from_str(&auth).unwrap());
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::InvalidSignature(_))
+        ));
+        // Without a session issuer, tokens mean nothing.
+        let (plain, _) = verifier(SIGNED_AT);
+        let headers = session_request(&creds, &creds.session_token, "kms");
+        assert!(matches!(
+            plain.verify(&request(&headers, BODY)),
+            Err(KmsError::UnrecognizedClient(_))
+        ));
+    }
+
+    #[test]
+    fn dynamic_keys_come_and_go() {
+        let (v, _) = verifier(SIGNED_AT);
+        let cred = Credential::new(
+            "AKIDDYNAMIC",
+            Zeroizing::new("dynamic-secret".to_owned()),
+            "111122223333",
+            None,
+        )
+        .unwrap()
+        .with_principal(Principal::new("arn:aws:iam::111122223333:user/k8s/ci"));
+        let headers = [("host", HOST), ("x-amz-target", "TrentService.Encrypt")];
+        let input = SigningInput {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &headers,
+            body: BODY,
+        };
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        all.extend(sign_request(
+            "AKIDDYNAMIC",
+            "dynamic-secret",
+            "us-east-1",
+            "kms",
+            &input,
+            SIGNED_AT,
+        ));
+        let signed = owned_header_map(&all);
+        assert!(matches!(
+            v.verify(&request(&signed, BODY)),
+            Err(KmsError::UnrecognizedClient(_))
+        ));
+        v.set_dynamic_keys(KeyTable::from([("AKIDDYNAMIC".to_owned(), Arc::new(cred))]));
+        assert_eq!(
+            v.verify(&request(&signed, BODY)).unwrap().principal.arn(),
+            "arn:aws:iam::111122223333:user/k8s/ci"
+        );
+        v.set_dynamic_keys(KeyTable::new());
+        assert!(matches!(
+            v.verify(&request(&signed, BODY)),
+            Err(KmsError::UnrecognizedClient(_))
+        ));
+    }
+
     fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
@@ -505,8 +798,11 @@ mod tests {
         let headers = botocore_headers();
         let verified = v.verify(&request(&headers, BODY)).unwrap();
         assert_eq!(verified.scope, Scope::new("111122223333", "eu-west-3"));
-        assert_eq!(verified.principal, "arn:aws:iam::111122223333:user/alice");
-        assert_eq!(verified.access_key_id, AKID);
+        assert_eq!(
+            verified.principal.arn(),
+            "arn:aws:iam::111122223333:user/alice"
+        );
+        assert_eq!(verified.service, Service::Kms);
     }
 
     #[test]

@@ -7,12 +7,14 @@ use axum::http::HeaderMap;
 use crate::error::Result;
 use crate::record::Scope;
 use crate::service::Principal;
-use crate::sigv4::{SignedRequest, Verifier};
+use crate::sigv4::{Service, SignedRequest, Verifier};
 
 /// An authenticated caller: the account and region the request is for, and who it is.
 pub struct Authenticated {
     pub scope: Scope,
     pub principal: Principal,
+    /// The service the request was signed for.
+    pub service: Service,
 }
 
 pub trait Authenticator: Send + Sync + 'static {
@@ -33,7 +35,8 @@ impl Authenticator for Verifier {
         let verified = self.verify(request)?;
         Ok(Authenticated {
             scope: verified.scope,
-            principal: Principal::new(verified.principal),
+            principal: verified.principal,
+            service: verified.service,
         })
     }
 }

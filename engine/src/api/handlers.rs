@@ -25,7 +25,7 @@ use crate::api::state::AppState;
 use crate::audit::AuditEvent;
 use crate::error::{shown, KmsError};
 use crate::service::{Caller, Principal};
-use crate::sigv4::SignedRequest;
+use crate::sigv4::{Service, SignedRequest};
 
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
@@ -90,6 +90,12 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
             headers: &parts.headers,
             body: &body,
         })?;
+        if who.service != Service::Kms {
+            principal = Some(who.principal);
+            return Err(HttpError::from(KmsError::InvalidSignature(
+                "Credential should be scoped to correct service: 'kms'.".into(),
+            )));
+        }
         let Some(op) = op else {
             principal = Some(who.principal);
             return Err(HttpError::from(KmsError::UnknownOperation(
