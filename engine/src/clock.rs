@@ -44,6 +44,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// `2026-12-01T23:59:00Z`: how the AWS query protocols (STS) write timestamps.
+pub fn format_iso8601(millis: Millis) -> String {
+    use time::macros::format_description;
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
 /// AWS JSON 1.1 sends timestamps as epoch seconds (a JSON number with a fraction).
 pub fn to_epoch_seconds(millis: Millis) -> f64 {
     millis as f64 / 1000.0
@@ -52,6 +62,11 @@ pub fn to_epoch_seconds(millis: Millis) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso8601() {
+        assert_eq!(format_iso8601(1_795_350_896_123), "2026-11-22T12:34:56Z");
+    }
 
     #[test]
     fn advancing_moves_now_forward() {

@@ -168,6 +168,8 @@ async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let engine = Engine {
         kms,
         authenticator: Box::new(Verifier::new(creds.credentials.clone(), clock.clone())),
+        // Standalone: no cluster to review tokens with.
+        web_identity: None,
         audit,
         clock,
         config: ServerConfig::default(),

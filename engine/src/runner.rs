@@ -16,6 +16,7 @@ use crate::api::{self, AppState, ServerConfig};
 use crate::audit::{AuditKey, AuditLog};
 use crate::clock::Clock;
 use crate::error::{KmsError, Result};
+use crate::identity::WebIdentity;
 use crate::service::Kms;
 
 /// How often due work (rotations, deletion windows, material expiry) is looked for.
@@ -68,6 +69,8 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 pub struct Engine {
     pub kms: Arc<Kms>,
     pub authenticator: Box<dyn Authenticator>,
+    /// The STS web-identity exchange, when the engine runs where tokens can be reviewed.
+    pub web_identity: Option<Arc<WebIdentity>>,
     pub audit: AuditLog,
     pub clock: Arc<dyn Clock>,
     pub config: ServerConfig,
@@ -116,6 +119,7 @@ impl Bound {
         let Engine {
             kms,
             authenticator,
+            web_identity,
             audit,
             clock,
             config,
@@ -132,7 +136,8 @@ impl Bound {
                 }
             }
         });
-        let state = AppState::with_authenticator(kms, authenticator, audit, clock, config);
+        let state =
+            AppState::with_authenticator(kms, authenticator, web_identity, audit, clock, config);
         let served = api::serve(self.listener, state.clone(), tls, shutdown).await;
         due_work.abort();
         let flushed = state.clone();

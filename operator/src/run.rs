@@ -125,6 +125,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let engine = Engine {
         kms: kms.clone(),
         authenticator: Box::new(verifier),
+        web_identity: None,
         audit,
         clock: clock.clone(),
         config: ServerConfig::default(),

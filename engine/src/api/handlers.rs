@@ -19,9 +19,9 @@ use kubekms_proto::sigv4::TARGET_PREFIX;
 use kubekms_proto::Operation;
 
 use crate::api::deadlines::ConnClock;
-use crate::api::json;
 use crate::api::metrics::Outcome;
 use crate::api::state::AppState;
+use crate::api::{json, sts};
 use crate::audit::AuditEvent;
 use crate::error::{shown, KmsError};
 use crate::service::{Caller, Principal};
@@ -53,6 +53,10 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     span.record("request_id", request_id.as_str());
 
     let (parts, body) = req.into_parts();
+    if !parts.headers.contains_key("x-amz-target") && sts::is_sts_request(&parts) {
+        span.record("operation", "sts");
+        return sts::sts(state, parts, body, request_id).await;
+    }
     let target = parts
         .headers
         .get("x-amz-target")
@@ -168,9 +172,9 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
 }
 
 /// An error with the HTTP status it is answered with (normally `KmsError::http_status`).
-struct HttpError {
-    status: StatusCode,
-    error: KmsError,
+pub(super) struct HttpError {
+    pub(super) status: StatusCode,
+    pub(super) error: KmsError,
 }
 
 impl From<KmsError> for HttpError {
@@ -194,7 +198,7 @@ fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
 /// Collect the body within `ServerConfig::body_read_timeout`, refusing more than
 /// `max_body_bytes` (by Content-Length before reading, and while reading for chunked bodies).
 /// The bytes held count against the server's body budget until the returned permit is dropped.
-async fn read_body(
+pub(super) async fn read_body(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     body: Body,

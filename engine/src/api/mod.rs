@@ -1,5 +1,5 @@
-//! The HTTP layer: AWS JSON 1.1 over HTTP/1.1 (optionally TLS), plus `/healthz` and
-//! `/metrics`. Handlers live in [`handlers`], shared state in [`state`].
+//! The HTTP layer: AWS JSON 1.1 over HTTP/1.1 (optionally TLS), the STS query protocol's
+//! web-identity calls on the same `POST /`, plus `/healthz` and `/metrics`. Handlers live in [`handlers`], shared state in [`state`].
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ pub mod metrics;
 mod request_id;
 pub mod server;
 pub mod state;
+pub mod sts;
 pub mod tls;
 
 pub use server::serve;
@@ -29,5 +30,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+#[cfg(test)]
+mod sts_tests;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ use crate::api::metrics::Metrics;
 use crate::api::request_id::RequestIds;
 use crate::audit::AuditLog;
 use crate::clock::Clock;
+use crate::identity::WebIdentity;
 use crate::service::Kms;
 
 /// Limits of the HTTP layer.
@@ -67,6 +68,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     pub config: ServerConfig,
+    /// Answers STS AssumeRoleWithWebIdentity, when configured.
+    pub web_identity: Option<Arc<WebIdentity>>,
 }
 
 impl AppState {
@@ -77,12 +80,13 @@ impl AppState {
         clock: Arc<dyn Clock>,
         config: ServerConfig,
     ) -> Arc<Self> {
-        Self::with_authenticator(kms, Box::new(authenticator), audit, clock, config)
+        Self::with_authenticator(kms, Box::new(authenticator), None, audit, clock, config)
     }
 
     pub fn with_authenticator(
         kms: Arc<Kms>,
         authenticator: Box<dyn Authenticator>,
+        web_identity: Option<Arc<WebIdentity>>,
         audit: AuditLog,
         clock: Arc<dyn Clock>,
         config: ServerConfig,
@@ -96,6 +100,7 @@ impl AppState {
             metrics: Metrics::default(),
             clock,
             config,
+            web_identity,
         })
     }
 }

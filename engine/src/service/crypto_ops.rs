@@ -131,7 +131,9 @@ impl Kms {
     }
 
     /// Resolve the key that encrypted `ciphertext` and pass it through the authorization hook
-    /// for `action` (Decrypt, or ReEncryptFrom).
+    /// for `action` (Decrypt, or ReEncryptFrom); then `key_id`, when given for a symmetric
+    /// ciphertext, must name that key (checked only once the caller may use it, so a refused
+    /// caller learns nothing about the key it named).
     fn authorized_ciphertext_key<'c>(
         &self,
         caller: &Caller,
@@ -143,34 +145,38 @@ impl Kms {
     ) -> Result<(Arc<KeyEntry>, Sealed<'c>), Refused> {
         let (entry, sealed) = self.ciphertext_key(caller, action, key_id, alg, ciphertext)?;
         self.authorize_entry(caller, action, &entry, Some(context))?;
+        if let (Sealed::Blob(..), Some(id)) = (&sealed, key_id) {
+            let named = self
+                .resolve(caller, id, Aliases::Allowed)
+                .map_err(|e| self.absent(caller, action, id, e))
+                .map_err(|error| Refused {
+                    error,
+                    key: Some(entry.arn.clone()),
+                })?;
+            if named.record.key_id != entry.record.key_id {
+                return Err(Refused {
+                    error: KmsError::IncorrectKey(
+                        "The key ID in the request does not identify the key that encrypted the \
+                         ciphertext"
+                            .into(),
+                    ),
+                    key: Some(entry.arn.clone()),
+                });
+            }
+        }
         Ok((entry, sealed))
     }
 
-    /// Decrypt a ciphertext of `entry`, as [`Kms::ciphertext_key`] found it; `key_id`, when
-    /// given for a symmetric ciphertext, must name that key.
+    /// Decrypt a ciphertext of `entry`, as [`Kms::authorized_ciphertext_key`] found it.
     fn decrypt_with(
         &self,
-        caller: &Caller,
-        action: Action,
         entry: &KeyEntry,
         sealed: Sealed<'_>,
-        key_id: Option<&str>,
         alg: EncryptionAlgorithm,
         context: &EncryptionContext,
     ) -> Result<Zeroizing<Vec<u8>>> {
         match sealed {
             Sealed::Blob(header, sealed) => {
-                if let Some(id) = key_id {
-                    let named = self
-                        .resolve(caller, id, Aliases::Allowed)
-                        .map_err(|e| self.absent(caller, action, id, e))?;
-                    if named.record.key_id != entry.record.key_id {
-                        return Err(KmsError::IncorrectKey(
-                            "The key ID in the request does not identify the key that encrypted the ciphertext"
-                                .into(),
-                        ));
-                    }
-                }
                 self.require_enabled(entry)?;
                 self.require_usage(entry, KeyUsage::EncryptDecrypt)?;
                 if entry.record.spec != KeySpec::SymmetricDefault {
@@ -260,15 +266,7 @@ impl Kms {
             return Outcome::on(&entry, Err(e));
         }
         let result = self
-            .decrypt_with(
-                caller,
-                Action::Decrypt,
-                &entry,
-                sealed,
-                key_id,
-                alg,
-                &context,
-            )
+            .decrypt_with(&entry, sealed, alg, &context)
             .map(|plaintext| DecryptResponse {
                 key_id: entry.arn().to_owned(),
                 plaintext,
@@ -306,15 +304,7 @@ impl Kms {
             &src_context,
             &req.ciphertext_blob
         ));
-        let plaintext = match self.decrypt_with(
-            caller,
-            Action::ReEncryptFrom,
-            &source,
-            sealed,
-            src_key_id,
-            src_alg,
-            &src_context,
-        ) {
+        let plaintext = match self.decrypt_with(&source, sealed, src_alg, &src_context) {
             Ok(p) => p,
             Err(e) => return Outcome::on(&source, Err(e)),
         };
