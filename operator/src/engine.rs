@@ -48,6 +48,15 @@ impl EngineClient {
         &self.caller
     }
 
+    /// The key policy of a Key no KeyPolicy covers: the account's administrators and this
+    /// operator (see `controller::policy`).
+    pub fn default_key_policy(&self) -> serde_json::Value {
+        crate::controller::policy::default_document(crate::controller::policy::Managers {
+            account: &self.caller.scope.account,
+            operator: self.caller.principal.arn(),
+        })
+    }
+
     pub async fn create_key(&self, request: CreateKeyRequest) -> Result<KeyMetadata> {
         let out = self.kms.create_key(&self.caller, request).await;
         done(Operation::CreateKey, out).map(|r| r.key_metadata)
@@ -243,12 +252,14 @@ impl EngineClient {
         done(Operation::GetKeyPolicy, out).map(|r| r.policy)
     }
 
-    pub async fn put_key_policy(&self, key_id: &str, policy: String) -> Result<()> {
+    /// `bypass`: skip the engine's check that the operator can still put the key's policy
+    /// afterwards (a KeyPolicy that asked for it).
+    pub async fn put_key_policy(&self, key_id: &str, policy: String, bypass: bool) -> Result<()> {
         let request = PutKeyPolicyRequest {
             key_id: key_id.to_owned(),
             policy_name: Some("default".to_owned()),
             policy,
-            bypass_policy_lockout_safety_check: None,
+            bypass_policy_lockout_safety_check: bypass.then_some(true),
         };
         let out = self.kms.put_key_policy(&self.caller, request).await;
         done(Operation::PutKeyPolicy, out).map(drop)

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod controller;
 pub mod engine;
 pub mod error;
+pub mod identity;
 pub mod run;
 pub mod store;
 

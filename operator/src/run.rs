@@ -13,9 +13,11 @@ use kubekms_crds::Key;
 use kubekms_engine::api::{self, ServerConfig};
 use kubekms_engine::clock::SystemClock;
 use kubekms_engine::config::{self, Credentials};
+use kubekms_engine::identity::session::Sessions;
+use kubekms_engine::identity::{IdentityMap, WebIdentity};
 use kubekms_engine::record::Scope;
 use kubekms_engine::runner::{self, Engine};
-use kubekms_engine::service::{Caller, Kms, Principal};
+use kubekms_engine::service::{AccountRole, Caller, Kms, Principal};
 use kubekms_engine::sigv4::Verifier;
 use kubekms_engine::store::embedded::EmbeddedStore;
 use kubekms_engine::store::root_file::load_or_create_root_key;
@@ -24,6 +26,7 @@ use kubekms_engine::store::KeyStore;
 use crate::controller::{alias, key, Context};
 use crate::engine::EngineClient;
 use crate::error::{Error, Result};
+use crate::identity::KubeTokenReviewer;
 use crate::store::{root_key_from_secret, KubeStore, ROOT_KEY_SECRET};
 
 /// Where the engine keeps its records.
@@ -62,9 +65,18 @@ pub struct RunArgs {
     /// The region the operator's keys live in.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
-    /// JSON file of access keys the KMS API accepts (the engine's format).
+    /// JSON file of access keys the KMS API accepts (the engine's format), besides the
+    /// access-key Secrets of --namespace and ServiceAccount tokens.
     #[arg(long)]
     pub credentials: Option<PathBuf>,
+    /// Kubernetes groups whose members act as the account's administrators (the account
+    /// principal of key policies; may create and list every key). Repeat for several.
+    #[arg(
+        long = "admin-group",
+        value_name = "GROUP",
+        default_value = "system:masters"
+    )]
+    pub admin_groups: Vec<String>,
     /// Audit log of the KMS API: a file, `-` for stdout, or `off`.
     #[arg(long, default_value = "off")]
     pub audit_log: String,
@@ -109,6 +121,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let clock = SystemClock::new();
     let (store, root, kube_store) = open_store(&args, &client).await?;
     let audit_key = kubekms_engine::audit::AuditKey::from_root(&root)?;
+    let sessions = Arc::new(Sessions::new(&root)?);
     let kms = Kms::open(store, root, clock.clone()).await?;
     // Other replicas' writes reach this engine through the watch, as changes the engine follows.
     let store_watch = kube_store.map(|s| {
@@ -119,13 +132,33 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let credentials = load_credentials(&args)?;
     let audit = runner::audit_log(&args.audit_log, audit_key, args.audit_max_bytes)?;
 
-    // Signatures are checked against the wall clock, not the test clock: a client signs with
-    // its own time, and moving the keys' clock forward must not make every request "expired".
-    let verifier = Verifier::new(credentials, SystemClock::new());
+    // Signatures, tokens and sessions are checked against the wall clock, not the test clock:
+    // a client signs with its own time, and moving the keys' clock forward must not make every
+    // request "expired".
+    let wall_clock = SystemClock::new();
+    let identities = IdentityMap {
+        admin_groups: args.admin_groups.clone(),
+    };
+    let web_identity = Arc::new(WebIdentity::new(
+        Arc::new(KubeTokenReviewer::new(client.clone())),
+        sessions,
+        identities.clone(),
+        args.account.clone(),
+        wall_clock.clone(),
+    ));
+    let verifier =
+        Arc::new(Verifier::new(credentials, wall_clock).with_sessions(web_identity.clone()));
+    let access_keys = tokio::spawn(crate::identity::watch_access_keys(
+        client.clone(),
+        args.namespace.clone(),
+        verifier.clone(),
+        identities,
+        args.account.clone(),
+    ));
     let engine = Engine {
         kms: kms.clone(),
         authenticator: Box::new(verifier),
-        web_identity: None,
+        web_identity: Some(web_identity),
         audit,
         clock: clock.clone(),
         config: ServerConfig::default(),
@@ -142,7 +175,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let caller = Caller {
         scope: Scope::new(args.account.clone(), args.region.clone()),
-        principal: Principal::new(operator_principal(&args.account)),
+        // Creates the keys of Key resources; manages them through the documents it writes.
+        principal: Principal::new(operator_principal(&args.account))
+            .with_role(AccountRole::KeyCreator),
         request_id: "kubekms-operator".into(),
     };
     let ctx = Context::new(
@@ -206,6 +241,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // The engine's runner: the KMS API, due work, the audit log flushed at the end.
     engine.serve(runner::shutdown_signal()).await?;
     keys.abort();
+    access_keys.abort();
     aliases.abort();
     imports.abort();
     policies.abort();
@@ -315,13 +351,7 @@ fn load_credentials(args: &RunArgs) -> Result<Credentials> {
     if let Some(c) = Credentials::from_env()? {
         credentials.insert(c)?;
     }
-    if credentials.is_empty() {
-        return Err(Error::Config(format!(
-            "no credentials for the KMS API: pass --credentials FILE or set {} and {}",
-            config::ENV_ACCESS_KEY_ID,
-            config::ENV_SECRET_ACCESS_KEY
-        )));
-    }
+    // None is fine: callers then come with ServiceAccount tokens or access-key Secrets.
     Ok(credentials)
 }
 

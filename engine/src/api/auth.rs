@@ -26,6 +26,18 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authenticate(&self, request: &SignedRequest<'_>) -> Result<Authenticated>;
 }
 
+/// A shared authenticator (one whose keys change while it serves, such as a [`Verifier`] fed
+/// from Secrets).
+impl<T: Authenticator> Authenticator for std::sync::Arc<T> {
+    fn check_head(&self, headers: &HeaderMap) -> Result<()> {
+        (**self).check_head(headers)
+    }
+
+    fn authenticate(&self, request: &SignedRequest<'_>) -> Result<Authenticated> {
+        (**self).authenticate(request)
+    }
+}
+
 impl Authenticator for Verifier {
     fn check_head(&self, headers: &HeaderMap) -> Result<()> {
         Verifier::check_head(self, headers).map(drop)

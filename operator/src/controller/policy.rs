@@ -71,7 +71,11 @@ use kubekms_crds::policy::ALL_KEYS;
 use kubekms_crds::{
     condition as condition_type, Effect, Key, KeyPolicy, KeyPolicyStatus, KeyState, PolicyStatement,
 };
+use kubekms_engine::policy::{
+    Decision, KeyPolicy as EnginePolicy, Request as PolicyRequest, Subject,
+};
 use kubekms_engine::KmsError;
+use kubekms_proto::operation::ACTION_PREFIX;
 use kubekms_proto::principal;
 use serde_json::{json, Value};
 
@@ -81,8 +85,14 @@ use crate::error::{Error, Result};
 pub const FINALIZER: &str = "kubekms.io/keypolicy";
 /// The `Id` of every document this controller renders: how it knows a document is its own.
 pub const DOCUMENT_ID: &str = "kubekms.io/keypolicy";
-/// The engine's default document's `Id` and first statement's `Sid`.
-pub const DEFAULT_DOCUMENT_ID: &str = "key-default-1";
+/// The `Id` of the document of a Key no KeyPolicy covers, and the `Sid` of the statement
+/// for the account's administrators.
+pub const DEFAULT_DOCUMENT_ID: &str = "kubekms.io/default";
+/// The `Sid` of the operator's statement.
+pub const OPERATOR_STATEMENT_SID: &str = "kubekms operator manages the key";
+/// A KeyPolicy annotated with this (`"true"`) is applied even if it would lock the operator
+/// out of the Keys it covers (as AWS's BypassPolicyLockoutSafetyCheck).
+pub const BYPASS_LOCKOUT_ANNOTATION: &str = "kubekms.io/bypass-policy-lockout-safety-check";
 pub const DEFAULT_STATEMENT_SID: &str = "Enable IAM User Permissions";
 /// Key events (every status write) come in bursts; one re-render per burst is enough.
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -93,6 +103,8 @@ pub mod reason {
     pub const APPLIED: &str = "Applied";
     /// Not Ready: `validate()` failed; the message lists the errors.
     pub const INVALID: &str = "Invalid";
+    /// Not Ready: applying it would lock the operator out of the Keys it covers.
+    pub const WOULD_LOCK_OUT: &str = "WouldLockOut";
     /// Event: key policies were rewritten.
     pub const KEY_POLICIES_UPDATED: &str = "KeyPoliciesUpdated";
     /// Event: the policy was deleted and the Keys it covered re-rendered without it.
@@ -114,24 +126,115 @@ pub fn group_principal(account: &str, name: &str) -> String {
     principal::group_arn(account, name)
 }
 
-/// The engine's default statement, kept first in every rendered document.
-fn default_statement(account: &str) -> Value {
-    json!({
-        "Sid": DEFAULT_STATEMENT_SID,
-        "Effect": "Allow",
-        "Principal": { "AWS": format!("arn:aws:iam::{account}:root") },
-        "Action": "kms:*",
-        "Resource": "*"
-    })
+/// The principals every document of a Key names first: the account (its administrators) and
+/// the operator.
+#[derive(Clone, Copy, Debug)]
+pub struct Managers<'a> {
+    pub account: &'a str,
+    /// The operator's principal ARN.
+    pub operator: &'a str,
 }
 
-/// The document the engine gives a new key (what a Key covered by no KeyPolicy goes back to).
-pub fn default_document(account: &str) -> Value {
+/// What the operator does to a Key's engine key, and nothing more: never a cryptographic
+/// operation with it.
+pub const OPERATOR_ACTIONS: &[&str] = &[
+    "kms:DescribeKey",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+    "kms:EnableKeyRotation",
+    "kms:DisableKeyRotation",
+    "kms:GetKeyRotationStatus",
+    "kms:ListKeyRotations",
+    "kms:RotateKeyOnDemand",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ListResourceTags",
+    "kms:UpdateKeyDescription",
+    "kms:GetKeyPolicy",
+    "kms:PutKeyPolicy",
+    "kms:CreateAlias",
+    "kms:UpdateAlias",
+    "kms:DeleteAlias",
+    "kms:GetParametersForImport",
+    "kms:ImportKeyMaterial",
+    "kms:DeleteImportedKeyMaterial",
+];
+
+/// The statements every document starts with: the account's administrators may do anything
+/// (as in AWS's default key policy), the operator may manage the key.
+fn leading_statements(managers: Managers<'_>) -> [Value; 2] {
+    [
+        json!({
+            "Sid": DEFAULT_STATEMENT_SID,
+            "Effect": "Allow",
+            "Principal": { "AWS": principal::root_arn(managers.account) },
+            "Action": "kms:*",
+            "Resource": "*"
+        }),
+        json!({
+            "Sid": OPERATOR_STATEMENT_SID,
+            "Effect": "Allow",
+            "Principal": { "AWS": managers.operator },
+            "Action": OPERATOR_ACTIONS,
+            "Resource": "*"
+        }),
+    ]
+}
+
+/// The document of a Key no KeyPolicy covers (and of every new Key): its namespace's admins
+/// manage it through the Key resource (the operator acts for them), nobody uses it.
+pub fn default_document(managers: Managers<'_>) -> Value {
     json!({
         "Version": "2012-10-17",
         "Id": DEFAULT_DOCUMENT_ID,
-        "Statement": [default_statement(account)]
+        "Statement": leading_statements(managers)
     })
+}
+
+/// Why `document` would lock the operator out of the key (a Deny that matches it on an action
+/// it needs), if it would. Evaluated by the engine's own policy code, so the check and the
+/// enforcement cannot disagree.
+pub fn lockout(document: &Value, operator: &Subject<'_>) -> Option<String> {
+    let parsed = match EnginePolicy::parse(&document.to_string()) {
+        Ok(p) => p,
+        Err(reason) => {
+            return Some(format!(
+                "the rendered document is not enforceable: {reason}"
+            ))
+        }
+    };
+    OPERATOR_ACTIONS.iter().find_map(|name| {
+        let action = name
+            .strip_prefix(ACTION_PREFIX)
+            .and_then(kubekms_proto::Action::from_name)?;
+        match parsed.evaluate(&PolicyRequest {
+            subject: *operator,
+            action,
+            context: None,
+        }) {
+            Decision::Allow => None,
+            Decision::ExplicitDeny(sid) => Some(format!(
+                "statement {} denies the operator ({}) {name}: the Key could no longer be \
+                 managed",
+                sid.as_deref().unwrap_or("without a Sid"),
+                operator.arn
+            )),
+            Decision::ImplicitDeny => Some(format!(
+                "nothing allows the operator ({}) {name}",
+                operator.arn
+            )),
+        }
+    })
+}
+
+/// Whether a KeyPolicy asks to skip the lockout check (its annotation is `"true"`).
+pub fn bypasses_lockout_check(policy: &KeyPolicy) -> bool {
+    policy
+        .annotations()
+        .get(BYPASS_LOCKOUT_ANNOTATION)
+        .is_some_and(|v| v == "true")
 }
 
 /// One KeyPolicy statement in the document.
@@ -195,17 +298,17 @@ pub fn render_statement(
 /// The document for the key `key_arn` from the policies covering it (`(name, statements)`, in
 /// name order); `None` when no policy covers it.
 pub fn render_document(
-    account: &str,
+    managers: Managers<'_>,
     key_arn: &str,
     covering: &[(&str, &[PolicyStatement])],
 ) -> Option<Value> {
     if covering.is_empty() {
         return None;
     }
-    let mut statements = vec![default_statement(account)];
+    let mut statements = leading_statements(managers).to_vec();
     for (policy, list) in covering {
         for (i, s) in list.iter().enumerate() {
-            statements.push(render_statement(account, key_arn, policy, i, s));
+            statements.push(render_statement(managers.account, key_arn, policy, i, s));
         }
     }
     Some(json!({
@@ -221,10 +324,10 @@ pub fn is_rendered(document: &Value) -> bool {
 }
 
 /// What a Key's document should be, given what it is now: `Some` to write, `None` to leave.
-pub fn wanted(current: &Value, rendered: Option<Value>, account: &str) -> Option<Value> {
+pub fn wanted(current: &Value, rendered: Option<Value>, managers: Managers<'_>) -> Option<Value> {
     let want = match rendered {
         Some(doc) => doc,
-        None if is_rendered(current) => default_document(account),
+        None if is_rendered(current) => default_document(managers),
         None => return None,
     };
     (want != *current).then_some(want)
@@ -333,6 +436,29 @@ async fn apply(policy: &KeyPolicy, api: &Api<KeyPolicy>, ctx: &Context) -> Resul
         write_status(api, policy, ctx, false, reason::INVALID, &message).await?;
         return Ok(Action::await_change());
     }
+    if let Some(why) = refused_for_lockout(policy, ctx) {
+        let message = format!(
+            "not applied: {why}; to apply it anyway, annotate the KeyPolicy with \
+             {BYPASS_LOCKOUT_ANNOTATION}: \"true\""
+        );
+        let reported = policy.status.as_ref().is_some_and(|s| {
+            s.observed_generation == policy.metadata.generation
+                && s.conditions
+                    .iter()
+                    .any(|c| c.reason == reason::WOULD_LOCK_OUT)
+        });
+        if !reported {
+            ctx.event(
+                policy,
+                EventType::Warning,
+                reason::WOULD_LOCK_OUT,
+                message.clone(),
+            )
+            .await;
+        }
+        write_status(api, policy, ctx, false, reason::WOULD_LOCK_OUT, &message).await?;
+        return Ok(Action::await_change());
+    }
     let name = policy.name_any();
     let updated: Vec<&str> = synced
         .updated
@@ -398,6 +524,25 @@ async fn cleanup(policy: &KeyPolicy, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// Why `policy` must not be applied: it would lock the operator out of the Keys it covers (and
+/// it does not carry the bypass annotation). Each statement is judged the same in any document
+/// (a Deny denies whatever else is there), so the policy is checked on its own.
+fn refused_for_lockout(policy: &KeyPolicy, ctx: &Context) -> Option<String> {
+    if bypasses_lockout_check(policy) {
+        return None;
+    }
+    let caller = ctx.engine.caller();
+    let managers = Managers {
+        account: &caller.scope.account,
+        operator: caller.principal.arn(),
+    };
+    let statements = [(policy.name_any(), policy.spec.statements.as_slice())];
+    let covering: Vec<(&str, &[PolicyStatement])> =
+        statements.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    let document = render_document(managers, "*", &covering)?;
+    lockout(&document, &caller.subject())
+}
+
 /// What one pass over a namespace did.
 #[derive(Default)]
 struct Synced {
@@ -419,10 +564,18 @@ async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
         .await?
         .items
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && p.spec.validate().is_ok())
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.spec.validate().is_ok()
+                && refused_for_lockout(p, ctx).is_none()
+        })
         .collect();
     live.sort_by_key(|p| p.name_any());
-    let account = ctx.engine.caller().scope.account.clone();
+    let caller = ctx.engine.caller();
+    let managers = Managers {
+        account: &caller.scope.account,
+        operator: caller.principal.arn(),
+    };
     let mut out = Synced::default();
     for key in keys.list(&ListParams::default()).await?.items {
         let status = key.status.as_ref();
@@ -440,9 +593,11 @@ async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
             continue;
         }
         let name = key.name_any();
-        let covering: Vec<(&str, &[PolicyStatement])> = live
+        let covering_policies: Vec<&KeyPolicy> =
+            live.iter().filter(|p| p.spec.covers_key(&name)).collect();
+        let bypass = covering_policies.iter().any(|p| bypasses_lockout_check(p));
+        let covering: Vec<(&str, &[PolicyStatement])> = covering_policies
             .iter()
-            .filter(|p| p.spec.covers_key(&name))
             .map(|p| {
                 (
                     p.metadata.name.as_deref().unwrap_or_default(),
@@ -453,7 +608,7 @@ async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
         for (policy, _) in &covering {
             *out.covered.entry((*policy).to_owned()).or_default() += 1;
         }
-        let rendered = render_document(&account, &arn, &covering);
+        let rendered = render_document(managers, &arn, &covering);
         let current = match ctx.engine.key_policy(&key_id).await {
             Ok(policy) => serde_json::from_str::<Value>(&policy).unwrap_or(Value::Null),
             // Destroyed at the end of its window; the Key controller reports that.
@@ -461,14 +616,14 @@ async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
             Err(e) => return Err(e),
         };
         let uncovered = rendered.is_none();
-        let Some(want) = wanted(&current, rendered, &account) else {
+        let Some(want) = wanted(&current, rendered, managers) else {
             continue;
         };
         let document = serde_json::to_string(&want).map_err(|source| Error::Json {
             what: "key policy",
             source,
         })?;
-        match ctx.engine.put_key_policy(&key_id, document).await {
+        match ctx.engine.put_key_policy(&key_id, document, bypass).await {
             Ok(()) => {}
             Err(e)
                 if matches!(
@@ -495,6 +650,11 @@ mod tests {
     use kubekms_crds::{KeyPolicySpec, Principals, ServiceAccountReference, StatementConditions};
 
     const ACCOUNT: &str = "111122223333";
+    const OPERATOR: &str = "arn:aws:iam::111122223333:role/kubekms-operator";
+    const M: Managers<'static> = Managers {
+        account: ACCOUNT,
+        operator: OPERATOR,
+    };
     const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
     fn statement() -> PolicyStatement {
@@ -557,22 +717,24 @@ mod tests {
 
     #[test]
     fn documents_keep_the_default_statement_first_and_policies_in_order() {
-        assert_eq!(render_document(ACCOUNT, ARN, &[]), None);
+        assert_eq!(render_document(M, ARN, &[]), None);
         let a = [statement()];
         let mut second = statement();
         second.sid = Some("Other".into());
         let b = [statement(), second];
-        let doc = render_document(ACCOUNT, ARN, &[("a", &a), ("b", &b)]).unwrap();
+        let doc = render_document(M, ARN, &[("a", &a), ("b", &b)]).unwrap();
         assert_eq!(doc["Version"], "2012-10-17");
         assert!(is_rendered(&doc));
         let statements = doc["Statement"].as_array().unwrap();
-        assert_eq!(statements.len(), 4);
-        assert_eq!(statements[0], default_document(ACCOUNT)["Statement"][0]);
+        assert_eq!(statements.len(), 5);
+        assert_eq!(statements[0], default_document(M)["Statement"][0]);
+        assert_eq!(statements[1], default_document(M)["Statement"][1]);
+        assert_eq!(statements[1]["Principal"]["AWS"], OPERATOR);
         assert_eq!(
             statements[0]["Principal"]["AWS"],
             "arn:aws:iam::111122223333:root"
         );
-        let sids: Vec<&str> = statements[1..]
+        let sids: Vec<&str> = statements[2..]
             .iter()
             .map(|s| s["Sid"].as_str().unwrap())
             .collect();
@@ -581,31 +743,96 @@ mod tests {
 
     #[test]
     fn only_changes_and_own_documents_are_written() {
-        let default = default_document(ACCOUNT);
+        let default = default_document(M);
         assert!(!is_rendered(&default));
         let a = [statement()];
-        let doc = render_document(ACCOUNT, ARN, &[("a", &a)]).unwrap();
+        let doc = render_document(M, ARN, &[("a", &a)]).unwrap();
         // Covered: written when it differs, not when it is already there.
-        assert_eq!(
-            wanted(&default, Some(doc.clone()), ACCOUNT),
-            Some(doc.clone())
-        );
-        assert_eq!(wanted(&doc, Some(doc.clone()), ACCOUNT), None);
+        assert_eq!(wanted(&default, Some(doc.clone()), M), Some(doc.clone()));
+        assert_eq!(wanted(&doc, Some(doc.clone()), M), None);
         // No longer covered: ours goes back to the default; someone else's stays.
-        assert_eq!(wanted(&doc, None, ACCOUNT), Some(default.clone()));
-        assert_eq!(wanted(&default, None, ACCOUNT), None);
+        assert_eq!(wanted(&doc, None, M), Some(default.clone()));
+        assert_eq!(wanted(&default, None, M), None);
         let foreign = json!({"Version": "2012-10-17", "Statement": []});
-        assert_eq!(wanted(&foreign, None, ACCOUNT), None);
+        assert_eq!(wanted(&foreign, None, M), None);
+    }
+
+    fn operator() -> Subject<'static> {
+        Subject {
+            arn: OPERATOR,
+            groups: &[],
+            account: ACCOUNT,
+            administrator: false,
+        }
     }
 
     #[test]
-    fn default_document_is_the_engines() {
-        // The engine's default, as GetKeyPolicy returns it for a new key.
-        let engine: Value = serde_json::from_str(
-            r#"{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(default_document(ACCOUNT), engine);
+    fn the_default_document_lets_the_operator_manage_and_nobody_use() {
+        let doc = default_document(M);
+        assert_eq!(lockout(&doc, &operator()), None);
+        let parsed = EnginePolicy::parse(&doc.to_string()).unwrap();
+        let may = |subject: Subject<'_>, action| {
+            parsed.evaluate(&PolicyRequest {
+                subject,
+                action,
+                context: None,
+            }) == Decision::Allow
+        };
+        use kubekms_proto::Action;
+        assert!(may(operator(), Action::PutKeyPolicy));
+        assert!(may(operator(), Action::ScheduleKeyDeletion));
+        for crypto in [
+            Action::Encrypt,
+            Action::Decrypt,
+            Action::GenerateDataKey,
+            Action::Sign,
+        ] {
+            assert!(!may(operator(), crypto), "{crypto}");
+        }
+        let app = Subject {
+            arn: "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:orders",
+            ..operator()
+        };
+        assert!(!may(app, Action::DescribeKey));
+        let admin = Subject {
+            arn: "arn:aws:iam::111122223333:user/k8s/alice",
+            administrator: true,
+            ..operator()
+        };
+        assert!(may(admin, Action::Decrypt));
+    }
+
+    #[test]
+    fn a_deny_naming_the_operator_is_a_lockout() {
+        let mut deny = statement();
+        deny.effect = Effect::Deny;
+        deny.conditions = None;
+        deny.sid = Some("NoOne".into());
+        deny.actions = vec!["kms:*".into()];
+        deny.principals = Principals {
+            users: vec!["ci".into()],
+            ..Principals::default()
+        };
+        let harmless = render_document(M, ARN, &[("p", &[deny.clone()])]).unwrap();
+        assert_eq!(lockout(&harmless, &operator()), None);
+        // The operator as a Kubernetes identity in a group the Deny names.
+        let group = "arn:aws:iam::111122223333:group/k8s/system:serviceaccounts".to_owned();
+        let groups = [group];
+        let in_group = Subject {
+            groups: &groups,
+            ..operator()
+        };
+        deny.principals = Principals {
+            groups: vec!["system:serviceaccounts".into()],
+            ..Principals::default()
+        };
+        let locking = render_document(M, ARN, &[("p", &[deny])]).unwrap();
+        let why = lockout(&locking, &in_group).unwrap();
+        assert!(
+            why.contains("p/NoOne") && why.contains("kms:DescribeKey"),
+            "{why}"
+        );
+        assert_eq!(lockout(&locking, &operator()), None);
     }
 
     #[test]

@@ -127,9 +127,10 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                     md
                 }
                 None => {
+                    let policy = ctx.engine.default_key_policy().to_string();
                     let md = ctx
                         .engine
-                        .create_key(create_key_request(spec, &namespace, &name, &uid))
+                        .create_key(create_key_request(spec, &namespace, &name, &uid, policy))
                         .await?;
                     // From here a retry finds the key in the index and adopts it, so the id
                     // need not reach status before the rest of this reconcile: one status

@@ -285,7 +285,7 @@ mod tests {
             ..KeySpec::default()
         };
         spec.tags.insert("team".into(), "payments".into());
-        let req = create_key_request(&spec, "shop", "orders", "uid-1");
+        let req = create_key_request(&spec, "shop", "orders", "uid-1", "{}".into());
         assert_eq!(req.key_spec, Some(KmsKeySpec::EccNistP256));
         assert_eq!(req.key_usage, Some(KeyUsage::SignVerify));
         assert_eq!(req.origin, Some(OriginType::AwsKms));
@@ -307,20 +307,20 @@ mod tests {
             }),
             ..KeySpec::default()
         };
-        let req = create_key_request(&spec, "ns", "k", "u");
+        let req = create_key_request(&spec, "ns", "k", "u", "{}".into());
         assert_eq!(req.rotation_period_in_days, Some(120));
         spec.rotation = Some(RotationSpec {
             enabled: false,
             period_days: 120,
         });
-        let req = create_key_request(&spec, "ns", "k", "u");
+        let req = create_key_request(&spec, "ns", "k", "u", "{}".into());
         assert!(req.rotation_period_in_days.is_none());
         spec.rotation = Some(RotationSpec {
             enabled: true,
             period_days: 120,
         });
         spec.key_spec = KmsKeySpec::EccNistP256;
-        let req = create_key_request(&spec, "ns", "k", "u");
+        let req = create_key_request(&spec, "ns", "k", "u", "{}".into());
         assert!(req.rotation_period_in_days.is_none());
     }
 
@@ -331,7 +331,7 @@ mod tests {
             key_usage: Some(KeyUsage::EncryptDecrypt),
             ..KeySpec::default()
         };
-        let req = create_key_request(&spec, "ns", "byok", "u");
+        let req = create_key_request(&spec, "ns", "byok", "u", "{}".into());
         assert_eq!(req.origin, Some(OriginType::External));
         assert_eq!(req.key_spec, Some(KmsKeySpec::SymmetricDefault));
         assert!(req.description.is_none());

@@ -43,12 +43,14 @@ pub fn desired_tags(
     tags
 }
 
-/// The CreateKey request for a Key.
+/// The CreateKey request for a Key, with `policy` as its first key policy (the document of a
+/// Key no KeyPolicy covers yet, so the operator can manage the key from its first moment).
 pub fn create_key_request(
     spec: &KeySpec,
     namespace: &str,
     name: &str,
     uid: &str,
+    policy: String,
 ) -> CreateKeyRequest {
     let tags = desired_tags(spec, namespace, name, uid)
         .into_iter()
@@ -60,6 +62,7 @@ pub fn create_key_request(
         origin: Some(spec.origin.origin_type()),
         tags: Some(tags),
         description: spec.description.clone().filter(|d| !d.is_empty()),
+        policy: Some(policy),
         // The engine's extension: rotation enabled in the same store write as the key itself,
         // one write per new Key instead of two.
         rotation_period_in_days: spec
