@@ -138,14 +138,21 @@ async fn key_policies_are_rendered_updated_and_removed() -> Result<()> {
     let (orders_id, orders_arn) = key_ids(&env, "orders").await?;
     let (billing_id, _) = key_ids(&env, "billing").await?;
     let kms = env.kms()?;
+    // A Key no KeyPolicy covers: the account's administrators, and the operator to manage it.
     let default = key_policy(&kms, &orders_id).await?;
     assert_eq!(
         default["Statement"][0]["Principal"]["AWS"],
         format!("arn:aws:iam::{ACCOUNT}:root"),
         "{default}"
     );
+    assert_eq!(
+        default["Statement"][1]["Principal"]["AWS"],
+        format!("arn:aws:iam::{ACCOUNT}:role/kubekms-operator"),
+        "{default}"
+    );
 
-    // Apply: the statements appear, rendered in the AWS policy language, after the default one.
+    // Apply: the statements appear, rendered in the AWS policy language, after the leading
+    // two.
     env.apply(&policy(r#"["kms:Encrypt", "kms:GenerateDataKey*"]"#, ""))
         .await?;
     let doc = wait_policy(&kms, &orders_id, "the KeyPolicy on orders", |d| {
@@ -154,9 +161,13 @@ async fn key_policies_are_rendered_updated_and_removed() -> Result<()> {
     .await?;
     assert_eq!(doc["Version"], "2012-10-17", "{doc}");
     let all = statements(&doc);
-    assert_eq!(all.len(), 2, "{doc}");
-    assert_eq!(all[0], default["Statement"][0], "default kept first: {doc}");
-    let app = &all[1];
+    assert_eq!(all.len(), 3, "{doc}");
+    assert_eq!(
+        all[..2],
+        default["Statement"].as_array().unwrap()[..],
+        "leading statements kept: {doc}"
+    );
+    let app = &all[2];
     assert_eq!(app["Effect"], "Allow");
     assert_eq!(
         app["Principal"]["AWS"],
@@ -188,22 +199,22 @@ async fn key_policies_are_rendered_updated_and_removed() -> Result<()> {
     // Change: new actions and a Deny statement are shipped.
     env.apply(&policy(r#"["kms:Decrypt"]"#, DENY_CI)).await?;
     let doc = wait_policy(&kms, &orders_id, "the changed KeyPolicy on orders", |d| {
-        statements(d).len() == 3
+        statements(d).len() == 4
     })
     .await?;
     let all = statements(&doc);
     assert_eq!(
-        all[1]["Action"],
+        all[2]["Action"],
         serde_json::json!(["kms:Decrypt"]),
         "{doc}"
     );
-    assert_eq!(all[2]["Sid"], "orders-app/1", "{doc}");
-    assert_eq!(all[2]["Effect"], "Deny", "{doc}");
+    assert_eq!(all[3]["Sid"], "orders-app/1", "{doc}");
+    assert_eq!(all[3]["Effect"], "Deny", "{doc}");
     assert_eq!(
-        all[2]["Principal"]["AWS"],
+        all[3]["Principal"]["AWS"],
         serde_json::json!([format!("arn:aws:iam::{ACCOUNT}:group/k8s/ci:runners")])
     );
-    assert!(all[2].get("Condition").is_none(), "{doc}");
+    assert!(all[3].get("Condition").is_none(), "{doc}");
 
     // Invalid (an unknown action): reported in Ready, and it ships nothing, so the Key is back
     // to the default.
@@ -221,7 +232,7 @@ async fn key_policies_are_rendered_updated_and_removed() -> Result<()> {
     // Valid again, then delete: back to the engine's default document.
     env.apply(&policy(r#"["kms:Encrypt"]"#, "")).await?;
     wait_policy(&kms, &orders_id, "the fixed KeyPolicy on orders", |d| {
-        statements(d).len() == 2
+        statements(d).len() == 3
     })
     .await?;
     env.kubectl(&["delete", "keypolicy", "orders-app", "--wait=true"])
@@ -263,7 +274,7 @@ spec:
             sids(d).contains(&"everyone-reads/Read".to_owned())
         })
         .await?;
-        assert_eq!(doc["Statement"][1]["Resource"], arn.as_str(), "{doc}");
+        assert_eq!(doc["Statement"][2]["Resource"], arn.as_str(), "{doc}");
     }
     let ready = wait_for("KeyPolicy counts both Keys", WITHIN, || async {
         let p = env.api::<KeyPolicy>().get("everyone-reads").await?;

@@ -367,3 +367,35 @@ async fn creating_keys_needs_an_account_role() {
         .await
         .is_ok());
 }
+
+#[tokio::test]
+async fn put_key_policy_answers_the_caller_before_judging_the_document() {
+    let h = harness().await;
+    let key = key_with(&h, vec![]).await;
+    let app = member(APP, &[]);
+    // A document that would lock anyone out: a caller without the right hears only that.
+    let lockout = json!({"Statement": []}).to_string();
+    let (kind, _) = error(
+        h.call_as(
+            &app,
+            "PutKeyPolicy",
+            json!({"KeyId": key, "Policy": lockout}),
+        )
+        .await,
+    );
+    assert_eq!(kind, "AccessDeniedException");
+    let (kind, _) = error(
+        h.call("PutKeyPolicy", json!({"KeyId": key, "Policy": lockout}))
+            .await,
+    );
+    assert_eq!(kind, "MalformedPolicyDocumentException");
+    // With the bypass, the account locks itself out, as it asked.
+    h.call(
+        "PutKeyPolicy",
+        json!({"KeyId": key, "Policy": lockout, "BypassPolicyLockoutSafetyCheck": true}),
+    )
+    .await
+    .unwrap();
+    let (kind, _) = error(h.call("DescribeKey", json!({"KeyId": key})).await);
+    assert_eq!(kind, "AccessDeniedException");
+}

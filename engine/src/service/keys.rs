@@ -656,13 +656,11 @@ impl Kms {
         req: PutKeyPolicyRequest,
     ) -> Outcome<Empty> {
         attempt!(check_policy_name(req.policy_name.as_deref()));
-        let policy = attempt!(checked_policy(
-            caller,
-            req.policy,
-            req.bypass_policy_lockout_safety_check
-        ));
+        // The document is judged once the caller may put one: a caller without the right is
+        // told so, not what is wrong with its document.
+        let bypass = req.bypass_policy_lockout_safety_check;
         self.modify(caller, Action::PutKeyPolicy, &req.key_id, |_, record| {
-            record.policy = policy.clone();
+            record.policy = checked_policy(caller, req.policy, bypass)?;
             Ok(())
         })
         .await
