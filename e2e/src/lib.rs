@@ -12,6 +12,7 @@
 //! Fixtures return errors rather than panicking so tests can use `?`; a test fails by returning
 //! the error or by panicking, and either way the dump is printed.
 
+pub mod app;
 pub mod cluster;
 pub mod env;
 pub mod operator;

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kubekms_crds::{Key, KeyPolicy};
+use kubekms_crds::KeyPolicy;
 use kubekms_e2e::{wait_for, TestEnv, ACCOUNT};
 
 mod common;
-use common::{condition, is_ready};
+use common::{condition, ready_key_ids};
 use serde_json::Value;
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -67,16 +67,7 @@ const DENY_CI: &str = r#"    - effect: Deny
 "#;
 
 async fn key_ids(env: &TestEnv, name: &str) -> Result<(String, String)> {
-    wait_for(&format!("Key {name} Ready"), WITHIN, || async {
-        let key = env.api::<Key>().get(name).await?;
-        let Some(s) = key.status else { return Ok(None) };
-        let ready = is_ready(&s.conditions);
-        Ok(match (ready, s.key_id, s.arn) {
-            (true, Some(id), Some(arn)) => Some((id, arn)),
-            _ => None,
-        })
-    })
-    .await
+    ready_key_ids(env, name, WITHIN).await
 }
 
 async fn key_policy(kms: &aws_sdk_kms::Client, key_id: &str) -> Result<Value> {

@@ -54,6 +54,24 @@ pub async fn wait_key(
     .await
 }
 
+/// Waits until Key `name` is Ready with an engine key; returns its key id and ARN.
+pub async fn ready_key_ids(
+    env: &TestEnv,
+    name: &str,
+    timeout: Duration,
+) -> Result<(String, String)> {
+    wait_for(&format!("Key {name} Ready"), timeout, || async {
+        let key = env.api::<Key>().get(name).await?;
+        let Some(s) = key.status else { return Ok(None) };
+        let ready = is_ready(&s.conditions);
+        Ok(match (ready, s.key_id, s.arn) {
+            (true, Some(id), Some(arn)) => Some((id, arn)),
+            _ => None,
+        })
+    })
+    .await
+}
+
 /// Waits for an event with `reason` about the `kind` object `name` in the test namespace.
 ///
 /// The operator writes events from a background queue after the status it reports, so an
