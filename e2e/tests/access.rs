@@ -561,3 +561,187 @@ stringData:
     env.pass();
     Ok(())
 }
+
+/// A JWT signed with the cluster's own service-account key (so only its expiry is wrong),
+/// for `system:serviceaccount:<namespace>:<name>`, expired an hour ago.
+async fn expired_token(env: &TestEnv, namespace: &str, name: &str) -> Result<std::path::PathBuf> {
+    let key = env.cluster.dir().join("pki/sa.key");
+    let script = r#"
+import base64, json, sys, time
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+key = serialization.load_pem_private_key(open(sys.argv[1], "rb").read(), password=None)
+enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+now = int(time.time())
+claims = {"aud": ["kubekms"], "exp": now - 3600, "iat": now - 7200, "nbf": now - 7200,
+          "iss": "https://kubernetes.default.svc.cluster.local",
+          "sub": "system:serviceaccount:%s:%s" % (sys.argv[2], sys.argv[3])}
+head = enc(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+body = enc(json.dumps(claims).encode())
+sig = key.sign((head + "." + body).encode(), padding.PKCS1v15(), hashes.SHA256())
+print(head + "." + body + "." + enc(sig))
+"#;
+    let out = tokio::process::Command::new(kubekms_e2e::app::python())
+        .arg("-c")
+        .arg(script)
+        .arg(&key)
+        .arg(namespace)
+        .arg(name)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("signing a token: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let path = env.dir().join("expired.token");
+    std::fs::write(&path, String::from_utf8_lossy(&out.stdout).trim())?;
+    Ok(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials() -> Result<()> {
+    let env = TestEnv::with_operator("refused").await?;
+    let ns = env.namespace.clone();
+    let endpoint = env.operator()?.endpoint.clone();
+    for name in ["app", "temp"] {
+        env.kubectl(&["create", "serviceaccount", name]).await?;
+    }
+    let describe = json!([{"op": "list_keys", "args": {}}]);
+    let role = |name: &str| {
+        format!("arn:aws:iam::111122223333:role/k8s/system:serviceaccount:{ns}:{name}")
+    };
+
+    // A token for another audience.
+    let other = token_file(env.cluster, env.dir(), &ns, "app", "not-kubekms").await?;
+    let answer = run_as(
+        &AppIdentity::WebIdentity { token_file: other },
+        &endpoint,
+        &describe,
+    )
+    .await?;
+    assert_eq!(
+        answer.identity_error.as_deref(),
+        Some("InvalidIdentityToken"),
+        "{answer:?}"
+    );
+
+    // An expired token, signed by the cluster.
+    let expired = expired_token(&env, &ns, "app").await?;
+    let answer = run_as(
+        &AppIdentity::WebIdentity {
+            token_file: expired,
+        },
+        &endpoint,
+        &describe,
+    )
+    .await?;
+    assert_eq!(
+        answer.identity_error.as_deref(),
+        Some("ExpiredTokenException"),
+        "{answer:?}"
+    );
+
+    // A good token: temporary credentials, used as they are and with one byte altered.
+    let good = token_file(env.cluster, env.dir(), &ns, "app", "kubekms").await?;
+    let answer = run_as(
+        &AppIdentity::WebIdentity { token_file: good },
+        &endpoint,
+        &json!([{"op": "__credentials__"}, {"op": "list_keys", "args": {}}]),
+    )
+    .await?;
+    assert_eq!(answer.identity, Some(role("app")), "{answer:?}");
+    assert_eq!(answer.results, vec![None, None], "{answer:?}");
+    let creds = answer.credentials.context("no credentials")?;
+    let field = |name: &str| creds[name].as_str().unwrap_or_default().to_owned();
+    let token = field("sessionToken");
+    let session = |token: String| AppIdentity::AccessKey {
+        id: field("accessKeyId"),
+        secret: field("secretAccessKey"),
+        session_token: Some(token),
+    };
+    let answer = run_as(&session(token.clone()), &endpoint, &describe).await?;
+    assert_eq!(
+        answer.results,
+        vec![None],
+        "the session as issued: {answer:?}"
+    );
+    let mut altered = token.into_bytes();
+    let middle = altered.len() / 2;
+    altered[middle] = if altered[middle] == b'A' { b'B' } else { b'A' };
+    let answer = run_as(&session(String::from_utf8(altered)?), &endpoint, &describe).await?;
+    assert_eq!(
+        answer.results,
+        vec![Some("UnrecognizedClientException".into())],
+        "{answer:?}"
+    );
+
+    // A forged signature: a known access key id, the wrong secret.
+    env.apply(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: ci-key}
+type: kubekms.io/access-key
+stringData: {accessKeyId: AKIAREFUSED00001, secretAccessKey: the-right-secret-0123, user: ci}
+"#,
+    )
+    .await?;
+    let key = |secret: &str| AppIdentity::AccessKey {
+        id: "AKIAREFUSED00001".into(),
+        secret: secret.into(),
+        session_token: None,
+    };
+    wait_for("the access-key Secret accepted", WITHIN, || async {
+        Ok(run_as(&key("the-right-secret-0123"), &endpoint, &describe)
+            .await?
+            .identity)
+    })
+    .await?;
+    let answer = run_as(&key("the-wrong-secret-0123"), &endpoint, &describe).await?;
+    assert_eq!(
+        answer.results,
+        vec![Some("InvalidSignatureException".into())],
+        "{answer:?}"
+    );
+
+    // The Secret deleted: its key stops working within seconds.
+    env.kubectl(&["delete", "secret", "ci-key"]).await?;
+    let answer = wait_for("the deleted access key refused", WITHIN, || async {
+        let answer = run_as(&key("the-right-secret-0123"), &endpoint, &describe).await?;
+        Ok((answer.results[0].is_some()).then_some(answer))
+    })
+    .await?;
+    assert_eq!(
+        answer.results,
+        vec![Some("UnrecognizedClientException".into())],
+        "{answer:?}"
+    );
+
+    // A deleted ServiceAccount: its token is refused once the review cache (30 s) is over.
+    let temp = token_file(env.cluster, env.dir(), &ns, "temp", "kubekms").await?;
+    let as_temp = AppIdentity::WebIdentity { token_file: temp };
+    assert_eq!(
+        run_as(&as_temp, &endpoint, &describe).await?.identity,
+        Some(role("temp"))
+    );
+    env.kubectl(&["delete", "serviceaccount", "temp"]).await?;
+    let deleted_at = std::time::Instant::now();
+    let answer = wait_for(
+        "the deleted ServiceAccount's token refused",
+        Duration::from_secs(60),
+        || async {
+            let answer = run_as(&as_temp, &endpoint, &describe).await?;
+            Ok(answer.identity_error.is_some().then_some(answer))
+        },
+    )
+    .await?;
+    assert_eq!(
+        answer.identity_error.as_deref(),
+        Some("InvalidIdentityToken"),
+        "{answer:?}"
+    );
+    println!(
+        "deleted ServiceAccount refused {:.1} s after deletion",
+        deleted_at.elapsed().as_secs_f64()
+    );
+    env.pass();
+    Ok(())
+}
