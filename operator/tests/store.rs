@@ -135,7 +135,7 @@ fn root() -> RootKey {
 fn ctx() -> Caller {
     Caller {
         scope: Scope::new(ACCOUNT, REGION),
-        principal: Principal::new(format!("arn:aws:iam::{ACCOUNT}:user/test")),
+        principal: Principal::new(kubekms_proto::principal::root_arn(ACCOUNT)),
         request_id: "store-test".into(),
     }
 }
