@@ -281,6 +281,8 @@ impl Operator {
             .arg("--test-clock")
             .arg("--admin-listen")
             .arg("127.0.0.1:0")
+            .arg("--metrics-listen")
+            .arg("127.0.0.1:0")
             .env_remove("KUBECONFIG")
             .env_remove("KUBEKMS_ACCESS_KEY_ID")
             .env_remove("KUBEKMS_SECRET_ACCESS_KEY")

@@ -528,11 +528,12 @@ stringData:
                 match (want, denied) {
                     (false, false) => unauthorized_successes.push(cell),
                     (true, true) => wrong_denials.push(cell),
-                    (true, false) if round[0] == Op::Encrypt => {
-                        if result.is_some() && result.as_deref() != allowed_error(*op, key.signing)
-                        {
-                            failed_allowed.push(cell);
-                        }
+                    (true, false)
+                        if round[0] == Op::Encrypt
+                            && result.is_some()
+                            && result.as_deref() != allowed_error(*op, key.signing) =>
+                    {
+                        failed_allowed.push(cell)
                     }
                     _ => {}
                 }
@@ -554,6 +555,18 @@ stringData:
     }
     // 5 callers x (5 symmetric keys x 10 operations + 1 signing key x 6 operations).
     assert_eq!(cells, 5 * (5 * 10 + 6));
+    // The refusals are counted per principal on the engine's metrics.
+    let (status, metrics) =
+        kubekms_e2e::operator::http_request(&endpoint, "GET", "/metrics", "").await?;
+    assert_eq!(status, 200, "{metrics}");
+    let series = format!(
+        "kubekms_denied_requests_total{{principal=\"arn:aws:iam::111122223333:role/k8s/{}\"}}",
+        partner.user
+    );
+    assert!(
+        metrics.contains(&series),
+        "{series} missing from:\n{metrics}"
+    );
     let _ = env
         .cluster
         .kubectl(&["delete", "namespace", &b, "--wait=false"], None)

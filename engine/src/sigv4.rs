@@ -20,11 +20,11 @@ use parking_lot::RwLock;
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::PrimitiveDateTime;
+use zeroize::Zeroizing;
 
 use crate::clock::{Clock, Millis};
 use crate::config::{Credential, Credentials};
 use crate::error::{shown, KmsError, Result};
-use crate::identity::session::Session;
 use crate::identity::WebIdentity;
 use crate::record::Scope;
 use crate::service::Principal;
@@ -95,6 +95,8 @@ pub struct Verifier {
     dynamic: RwLock<Arc<KeyTable>>,
     /// Opens session tokens (temporary credentials from the web-identity exchange).
     sessions: Option<Arc<WebIdentity>>,
+    /// Sessions opened before, by access key id (bounded like the signing keys).
+    open_sessions: RwLock<HashMap<String, Arc<OpenSession>>>,
     clock: Arc<dyn Clock>,
     /// Keyed by the whole `Credential=` value (`AKID/date/region/service/aws4_request`), which
     /// names exactly the inputs of the key derivation. Shared rather than cloned out: cloning
@@ -116,7 +118,20 @@ pub struct Head<'h, 'v> {
 enum Signer<'v> {
     Configured(&'v Credential),
     Dynamic(Arc<Credential>),
-    Session(Session),
+    Session(Arc<OpenSession>),
+}
+
+/// A session token already opened: what its requests need, kept so that the next request with
+/// the same temporary credentials costs a map lookup and a comparison, as a plain access key
+/// does, not a decryption.
+pub struct OpenSession {
+    /// The token as presented: a request naming this key id with any other token is opened
+    /// afresh (and fails).
+    token: String,
+    secret: Zeroizing<String>,
+    account: String,
+    principal: Principal,
+    expiration: Millis,
 }
 
 impl Signer<'_> {
@@ -124,7 +139,7 @@ impl Signer<'_> {
         match self {
             Signer::Configured(c) => c.secret_access_key(),
             Signer::Dynamic(c) => c.secret_access_key(),
-            Signer::Session(s) => s.secret_access_key(),
+            Signer::Session(s) => &s.secret,
         }
     }
 }
@@ -146,6 +161,7 @@ impl Verifier {
             credentials,
             dynamic: RwLock::new(Arc::new(KeyTable::new())),
             sessions: None,
+            open_sessions: RwLock::new(HashMap::new()),
             clock,
             signing_keys: RwLock::new(HashMap::new()),
         }
@@ -253,13 +269,36 @@ impl Verifier {
                         .into(),
                 ));
             }
-            let sessions = self.sessions.as_ref().ok_or_else(unknown)?;
+            let web = self.sessions.as_ref().ok_or_else(unknown)?;
             let token = token.to_str().map_err(|_| unknown())?;
-            let session =
-                sessions
-                    .sessions()
-                    .open(auth.access_key_id, token, self.clock.now_millis())?;
-            return Ok(Signer::Session(session));
+            let now = self.clock.now_millis();
+            if let Some(open) = self.open_sessions.read().get(auth.access_key_id) {
+                let same = constant_time::verify_slices_are_equal(
+                    open.token.as_bytes(),
+                    token.as_bytes(),
+                )
+                .is_ok();
+                if same && now < open.expiration {
+                    return Ok(Signer::Session(open.clone()));
+                }
+            }
+            let session = web.sessions().open(auth.access_key_id, token, now)?;
+            let open = Arc::new(OpenSession {
+                token: token.to_owned(),
+                principal: web.principal_of(&session.identity),
+                account: session.identity.account.clone(),
+                secret: Zeroizing::new(session.secret_access_key().to_owned()),
+                expiration: session.expiration,
+            });
+            let mut cache = self.open_sessions.write();
+            if cache.len() >= MAX_CACHED_KEYS {
+                cache.retain(|_, s| now < s.expiration);
+                if cache.len() >= MAX_CACHED_KEYS {
+                    cache.clear();
+                }
+            }
+            cache.insert(session.access_key_id, open.clone());
+            return Ok(Signer::Session(open));
         }
         if let Some(credential) = self.credentials.get(auth.access_key_id) {
             return Ok(Signer::Configured(credential));
@@ -316,14 +355,7 @@ impl Verifier {
         let (account, principal) = match signer {
             Signer::Configured(c) => (c.account_id.clone(), c.principal.clone()),
             Signer::Dynamic(c) => (c.account_id.clone(), c.principal.clone()),
-            Signer::Session(s) => (
-                s.identity.account.clone(),
-                // `signer` made a Session only when `sessions` is set.
-                self.sessions
-                    .as_ref()
-                    .map(|w| w.principal_of(&s.identity))
-                    .ok_or_else(|| KmsError::internal("session without an issuer"))?,
-            ),
+            Signer::Session(s) => (s.account.clone(), s.principal.clone()),
         };
         Ok(Verified {
             scope: Scope::new(account, auth.region),
@@ -511,7 +543,6 @@ mod tests {
     use super::*;
     use axum::http::{HeaderName, HeaderValue};
     use std::sync::atomic::{AtomicI64, Ordering};
-    use zeroize::Zeroizing;
 
     const AKID: &str = "AKIDEXAMPLE";
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";

@@ -1,6 +1,6 @@
 //! The admin listener (only with `--test-clock`): move the shared clock forward so tests can
 //! prove rotation, expiry and deletion windows without waiting days, and read the operator's
-//! reconcile metrics.
+//! reconcile metrics. The metrics alone are also served on the metrics listener, always.
 
 use std::sync::Arc;
 
@@ -87,8 +87,13 @@ async fn advance_clock(State(state): State<AdminState>, body: String) -> axum::r
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    let mut collectors = state.ctx.metrics.collectors();
-    collectors.push(Box::new(state.ctx.events.stats().snapshot()));
+    operator_metrics(&state.ctx)
+}
+
+/// The operator's metrics (reconciles, events), in OpenMetrics text.
+fn operator_metrics(ctx: &Context) -> impl IntoResponse {
+    let mut collectors = ctx.metrics.collectors();
+    collectors.push(Box::new(ctx.events.stats().snapshot()));
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -96,4 +101,17 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         kubekms_engine::api::metrics::encode(collectors),
     )
+}
+
+/// The metrics listener (`--metrics-listen`, always on): `GET /metrics` only.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(|State(ctx): State<Arc<Context>>| async move { operator_metrics(&ctx) }),
+        )
+        .with_state(ctx);
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::warn!(error = %e, "metrics listener stopped");
+    }
 }

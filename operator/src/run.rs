@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Rotate the audit log file before it grows past this size (0: never).
     #[arg(long, value_name = "BYTES", default_value_t = kubekms_engine::audit::DEFAULT_MAX_BYTES)]
     pub audit_max_bytes: u64,
+    /// Where the operator's own metrics (reconciles, events) are served: GET /metrics. The
+    /// engine's request metrics are on the KMS API's port (GET /metrics).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
     /// Let tests move the clock forward (POST /admin/clock/advance on --admin-listen).
     #[arg(long)]
     pub test_clock: bool,
@@ -172,6 +176,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
     let admin_addr = admin_listener.as_ref().map(local_addr).transpose()?;
+    let metrics_listener = api::server::bind(args.metrics_listen).await?;
+    let metrics_addr = local_addr(&metrics_listener)?;
 
     let caller = Caller {
         scope: Scope::new(args.account.clone(), args.region.clone()),
@@ -236,12 +242,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
         let _ = writeln!(out, "{}", ready_line(&api_url, admin_url.as_deref()));
         let _ = out.flush();
     }
-    tracing::info!(api = %api_addr, namespace = %args.namespace, "operator running");
+    let metrics = tokio::spawn(crate::admin::serve_metrics(metrics_listener, ctx.clone()));
+    tracing::info!(api = %api_addr, metrics = %metrics_addr, namespace = %args.namespace, "operator running");
 
     // The engine's runner: the KMS API, due work, the audit log flushed at the end.
     engine.serve(runner::shutdown_signal()).await?;
     keys.abort();
     access_keys.abort();
+    metrics.abort();
     aliases.abort();
     imports.abort();
     policies.abort();

@@ -693,6 +693,7 @@ impl OperatorProcess {
                 OPERATOR_NAMESPACE,
             ])
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--kubeconfig")
             .arg(cp.kubeconfig())
             .arg("--credentials")

@@ -168,6 +168,11 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Outcome::from_status(response.status().as_u16()),
         started.elapsed(),
     );
+    if error_code == Some("AccessDeniedException") {
+        state
+            .metrics
+            .record_denied(principal.as_ref().map_or("", Principal::arn));
+    }
     response
 }
 

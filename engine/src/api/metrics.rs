@@ -2,7 +2,9 @@
 //! [`Operation::ALL`], so recording a request takes no lock and allocates nothing. A scrape
 //! copies them into a snapshot that `prometheus-client` encodes (OpenMetrics text).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kubekms_proto::Operation;
@@ -132,7 +134,16 @@ pub struct Metrics {
     ops: Box<[OpMetrics]>,
     connections_open: AtomicU64,
     connections_total: AtomicU64,
+    /// Refused requests (AccessDenied) per principal ARN: at most [`MAX_DENIED_PRINCIPALS`]
+    /// series, the rest counted under [`OTHER_PRINCIPALS`]. A lock only on the refusal path.
+    denied: parking_lot::Mutex<HashMap<Arc<str>, u64>>,
 }
+
+/// Distinct principals the denied counter names before it lumps the rest together: bounded
+/// cardinality whatever callers do.
+pub const MAX_DENIED_PRINCIPALS: usize = 100;
+/// The label of denied requests beyond [`MAX_DENIED_PRINCIPALS`] principals.
+pub const OTHER_PRINCIPALS: &str = "other";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -140,6 +151,7 @@ impl Default for Metrics {
             ops: (0..SLOTS).map(|_| OpMetrics::default()).collect(),
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
+            denied: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 }
@@ -158,6 +170,21 @@ impl Metrics {
         m.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         m.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// A request refused with AccessDenied, by `principal` (its ARN).
+    pub fn record_denied(&self, principal: &str) {
+        let mut denied = self.denied.lock();
+        if let Some(n) = denied.get_mut(principal) {
+            *n += 1;
+            return;
+        }
+        let key: Arc<str> = if denied.len() < MAX_DENIED_PRINCIPALS {
+            principal.into()
+        } else {
+            OTHER_PRINCIPALS.into()
+        };
+        *denied.entry(key).or_insert(0) += 1;
     }
 
     pub fn connection_opened(&self) {
@@ -184,9 +211,17 @@ impl Metrics {
     }
 
     fn snapshot(&self) -> Snapshot {
+        let mut denied: Vec<(Arc<str>, u64)> = self
+            .denied
+            .lock()
+            .iter()
+            .map(|(p, n)| (p.clone(), *n))
+            .collect();
+        denied.sort();
         let mut snapshot = Snapshot {
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
+            denied,
             ..Snapshot::default()
         };
         for (i, m) in self.ops.iter().enumerate() {
@@ -236,10 +271,20 @@ struct Snapshot {
     durations: Vec<Durations>,
     connections_open: u64,
     connections_total: u64,
+    denied: Vec<(Arc<str>, u64)>,
 }
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        encode_counters(
+            &mut encoder,
+            "kubekms_denied_requests",
+            "KMS API requests refused with AccessDenied, by principal (at most 100 principals; \
+             the rest as \"other\").",
+            self.denied
+                .iter()
+                .map(|(principal, n)| (vec![("principal", &**principal)], *n)),
+        )?;
         encode_counters(
             &mut encoder,
             "kubekms_requests",
@@ -292,6 +337,30 @@ mod tests {
             Some("Encrypt")
         );
         assert_eq!(Operation::from_name("Encrypt2"), None);
+    }
+
+    #[test]
+    fn denied_requests_per_principal_are_bounded() {
+        let m = Metrics::default();
+        m.record_denied("arn:aws:iam::111122223333:user/k8s/alice");
+        m.record_denied("arn:aws:iam::111122223333:user/k8s/alice");
+        for i in 0..MAX_DENIED_PRINCIPALS + 50 {
+            m.record_denied(&format!("arn:aws:iam::111122223333:user/k8s/u{i}"));
+        }
+        let text = m.render();
+        assert!(text.contains(
+            "kubekms_denied_requests_total{principal=\"arn:aws:iam::111122223333:user/k8s/alice\"} 2\n"
+        ));
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("kubekms_denied_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_DENIED_PRINCIPALS + 1, "{text}");
+        // Alice, 99 more named, and everyone after them as "other".
+        assert!(
+            text.contains("kubekms_denied_requests_total{principal=\"other\"} 51\n"),
+            "{text}"
+        );
     }
 
     #[test]
