@@ -669,6 +669,16 @@ mod tests {
             v.verify(&request(&sts, BODY)).unwrap().service,
             Service::Sts
         );
+        // The session is now open in the cache: the same key id with an altered token is
+        // still opened afresh, and refused.
+        let mut altered = creds.session_token.clone().into_bytes();
+        altered[10] = if altered[10] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        let headers = session_request(&creds, &altered, "kms");
+        assert!(matches!(
+            v.verify(&request(&headers, BODY)),
+            Err(KmsError::UnrecognizedClient(_))
+        ));
 
         // Past the expiry (the signature itself is still within the clock skew).
         let (late, creds) = session_verifier(SIGNED_AT, SIGNED_AT - 1);
