@@ -273,11 +273,9 @@ impl Verifier {
             let token = token.to_str().map_err(|_| unknown())?;
             let now = self.clock.now_millis();
             if let Some(open) = self.open_sessions.read().get(auth.access_key_id) {
-                let same = constant_time::verify_slices_are_equal(
-                    open.token.as_bytes(),
-                    token.as_bytes(),
-                )
-                .is_ok();
+                let same =
+                    constant_time::verify_slices_are_equal(open.token.as_bytes(), token.as_bytes())
+                        .is_ok();
                 if same && now < open.expiration {
                     return Ok(Signer::Session(open.clone()));
                 }

@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,6 +108,12 @@ struct Args {
     #[arg(long)]
     keep: bool,
 }
+
+#[path = "../access_costs.rs"]
+mod access_costs;
+
+/// The scenario name of the access-control measurements (`--only access`).
+const ACCESS_COSTS: &str = "access control";
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -306,6 +312,10 @@ fn run(args: &Args) -> Result<bool> {
     print_table(&measurements);
     println!();
     print_ratios(&measurements);
+    if wanted(ACCESS_COSTS) {
+        println!();
+        failures.extend(print_access_costs(args, secs, dir.path())?);
+    }
     let busiest = measurements
         .iter()
         .filter_map(|m| m.cpu.map(|c| c.other_pct))
@@ -349,6 +359,87 @@ fn run(args: &Args) -> Result<bool> {
         }
         Ok(false)
     }
+}
+
+/// Key-policy evaluation against allow-all, session credentials against a plain key: each pair
+/// measured back to back, first through the KMS API under wrk (an engine served in this
+/// process per configuration, c=32), then in process without HTTP (the core's own cost).
+fn print_access_costs(args: &Args, secs: u64, dir: &Path) -> Result<Vec<String>> {
+    use access_costs::InProcessEngine;
+    use kubekms_engine::service::{AllowAll, Authorizer, KeyPolicies};
+
+    let mut failures = Vec::new();
+    let configurations: [(&str, Arc<dyn Authorizer>, bool); 3] = [
+        (
+            "Encrypt, key policy, plain key",
+            Arc::new(KeyPolicies),
+            false,
+        ),
+        ("Encrypt, allow-all, plain key", Arc::new(AllowAll), false),
+        (
+            "Encrypt, key policy, session credentials",
+            Arc::new(KeyPolicies),
+            true,
+        ),
+    ];
+    let mut http = Vec::new();
+    for (i, (label, authorizer, session)) in configurations.into_iter().enumerate() {
+        let engine =
+            InProcessEngine::start(authorizer, &dir.join(format!("access-audit-{i}.log")))?;
+        let body = format!(
+            r#"{{"KeyId":"{}","Plaintext":"aGVsbG8=","EncryptionContext":{{"app":"orders"}}}}"#,
+            engine.key_id
+        );
+        let headers = engine.signed_encrypt(body.as_bytes(), session);
+        let answer =
+            Client::new(engine.addr, &engine.plain).send_signed(&headers, body.as_bytes())?;
+        if answer.status != 200 {
+            bail!(
+                "{label}: HTTP {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        let script = dir.join(format!("access-{i}.lua"));
+        fs::write(&script, wrk_script(&headers, &body))?;
+        eprintln!("kubekms-bench: {label} c=32 for {secs} s (in-process engine)");
+        let wrk = run_wrk(engine.addr, &script, args.wrk_threads, 32, secs)?;
+        if wrk.errors() > 0 {
+            failures.push(format!("{label}: {} errors", wrk.errors()));
+        }
+        http.push((label, wrk.rps()));
+    }
+    let (encrypt, verify) = access_costs::measure(secs)?;
+    println!("{ACCESS_COSTS}, {secs} s per figure");
+    println!("  through the KMS API (wrk c=32, the engine in the bench's process, 2 workers):");
+    for (label, rps) in &http {
+        println!("    {label:<42} {:>10} req/s", fmt_num(*rps));
+    }
+    let verdict = |ratio: f64, goal: f64| if ratio >= goal { "met" } else { "MISSED" };
+    let policy = http[0].1 / http[1].1;
+    let session = http[2].1 / http[0].1;
+    println!(
+        "    key policy / allow-all: {policy:.2} (goal >= 0.90: {})",
+        verdict(policy, 0.9)
+    );
+    println!(
+        "    session / plain key: {session:.2} (goal: no more costly, >= 0.97 with 3% noise: {})",
+        verdict(session, 0.97)
+    );
+    println!("  in process, no HTTP (2 threads): what the checks themselves cost");
+    for pair in [&encrypt, &verify] {
+        for rate in pair.iter() {
+            println!("    {:<42} {:>10} /s", rate.label, fmt_num(rate.per_sec));
+        }
+        if let [a, b] = &pair[..] {
+            let extra_ns = (1e9 / a.per_sec - 1e9 / b.per_sec) * 2.0;
+            println!(
+                "    ratio {:.2}: {extra_ns:+.0} ns per call on one thread (noisy at this scale)",
+                a.per_sec / b.per_sec
+            );
+        }
+    }
+    Ok(failures)
 }
 
 struct EngineRun {

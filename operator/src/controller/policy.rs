@@ -1,7 +1,6 @@
 //! The KeyPolicy controller: the statements of the KeyPolicies that cover a Key, shipped to that
-//! Key's engine key as its key policy (`PutKeyPolicy`). The engine stores and returns the
-//! document; enforcing it is the access-control issue's work, so the document is written in the
-//! AWS key-policy language that enforcement will read.
+//! Key's engine key as its key policy (`PutKeyPolicy`), which the engine enforces on every call
+//! (`kubekms_engine::policy`).
 //!
 //! # The document
 //!
@@ -14,6 +13,8 @@
 //!  "Statement": [
 //!   {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
 //!    "Principal": {"AWS": "arn:aws:iam::<account>:root"}, "Action": "kms:*", "Resource": "*"},
+//!   {"Sid": "kubekms operator manages the key", "Effect": "Allow",
+//!    "Principal": {"AWS": "<the operator's ARN>"}, "Action": [<OPERATOR_ACTIONS>], "Resource": "*"},
 //!   {"Sid": "<policy>/<sid, or the statement's index>", "Effect": "Allow" | "Deny",
 //!    "Principal": {"AWS": ["<principal ARN>", ...]}, "Action": ["kms:Decrypt", ...],
 //!    "Resource": "<the key's ARN>",
@@ -21,11 +22,14 @@
 //!                  "Null": {"kms:EncryptionContext:<k>": "false"}}}]}
 //! ```
 //!
-//! The first statement is the engine's default one (the account's principals, the operator
-//! among them, may manage the key): it is always kept, so no KeyPolicy can lock the operator out
-//! of the keys it manages. `encryptionContextEquals` becomes `StringEquals` on
-//! `kms:EncryptionContext:<key>`; `encryptionContextKeys` becomes `Null: "false"` on the same
-//! condition key (the pair must be present, any value), as AWS writes "must be present".
+//! The first two statements are kept in every document: the account's administrators may do
+//! anything (AWS's default key policy), and the operator may manage the key but never use it.
+//! A Key no KeyPolicy covers has only those two (`default_document`, also its document from
+//! creation). A KeyPolicy with a statement that would deny the operator one of its actions is
+//! not applied (`WouldLockOut`) unless annotated [`BYPASS_LOCKOUT_ANNOTATION`].
+//! `encryptionContextEquals` becomes `StringEquals` on `kms:EncryptionContext:<key>`;
+//! `encryptionContextKeys` becomes `Null: "false"` on the same condition key (the pair must be
+//! present, any value), as AWS writes "must be present".
 //!
 //! # Kubernetes identities as principals
 //!
@@ -49,9 +53,9 @@
 //! `GetKeyPolicy` and writing only what differs: that one path covers a new policy, a changed
 //! `keyRefs` (Keys no longer covered lose the statements), a deleted policy (its finalizer
 //! re-renders without it) and Keys created later (the Key watch wakes the policies covering
-//! them). A Key no KeyPolicy covers gets the engine's default document back, but only if its
-//! document is one this controller wrote (its `Id`): a policy put through the KMS API on an
-//! uncovered key is left alone. An invalid KeyPolicy (see `KeyPolicySpec::validate`) is reported
+//! them). A Key no KeyPolicy covers gets the default document back, but only if its document
+//! is one this controller rendered (its `Id`): a policy put through the KMS API on an uncovered
+//! key is left alone. An invalid KeyPolicy (see `KeyPolicySpec::validate`) is reported
 //! in its Ready condition and contributes nothing. Reconciles run one at a time, so two of them
 //! never write a namespace's documents from different views of its policies.
 
