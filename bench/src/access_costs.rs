@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use kubekms_engine::clock::{Clock, SystemClock};
 use kubekms_engine::config::{Credential, Credentials};
 use kubekms_engine::crypto::RootKey;
-use kubekms_engine::identity::session::{SessionIdentity, Sessions};
+use kubekms_engine::identity::session::{SessionCredentials, SessionIdentity, Sessions};
 use kubekms_engine::identity::{IdentityMap, ReviewedToken, TokenReviewer, WebIdentity};
 use kubekms_engine::service::{
     AllowAll, Authorizer, Backends, Caller, KeyPolicies, Kms, Principal,
@@ -59,16 +59,16 @@ fn realistic_policy() -> String {
     .to_string()
 }
 
-/// Symmetric Encrypt through the typed API, with `authorizer`.
-async fn encrypt_rate(
-    label: &'static str,
+/// An engine on a memory store with one symmetric key under [`realistic_policy`]; its
+/// administrator caller.
+async fn engine_with_key(
     authorizer: Arc<dyn Authorizer>,
-    secs: u64,
-) -> Result<Rate> {
-    let clock = SystemClock::new();
+    root: [u8; 32],
+    clock: Arc<SystemClock>,
+) -> Result<(Arc<Kms>, String, Caller)> {
     let kms = Kms::open_with(
         Arc::new(MemoryStore::new()),
-        RootKey::from_bytes(&[1u8; 32]).map_err(|e| anyhow!("{e}"))?,
+        RootKey::from_bytes(&root).map_err(|e| anyhow!("{e}"))?,
         clock,
         Backends {
             authorizer,
@@ -95,6 +95,80 @@ async fn encrypt_rate(
         .map_err(|e| anyhow!("CreateKey: {e}"))?
         .key_metadata
         .key_id;
+    Ok((kms, key, admin))
+}
+
+/// The app's identity (a service account of `shop`), as a session would carry it.
+fn app_identity() -> SessionIdentity {
+    SessionIdentity {
+        account: ACCOUNT.into(),
+        username: "system:serviceaccount:shop:orders".into(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:shop".into(),
+            "system:authenticated".into(),
+        ],
+    }
+}
+
+/// The plain access key of the measurements, a user in the `shop` group.
+fn plain_key() -> Result<Credential> {
+    Ok(Credential::new(
+        "AKIABENCHPLAIN01",
+        Zeroizing::new("plain-secret-0123456789".into()),
+        ACCOUNT,
+        None,
+    )
+    .map_err(|e| anyhow!("{e}"))?
+    .with_principal(
+        Principal::new(format!("arn:aws:iam::{ACCOUNT}:user/k8s/bench")).with_groups(vec![
+            format!("arn:aws:iam::{ACCOUNT}:group/k8s/system:serviceaccounts:shop"),
+        ]),
+    ))
+}
+
+/// What requests authenticate against: the plain key, and a session for the app.
+struct Authentication {
+    verifier: Verifier,
+    web: Arc<WebIdentity>,
+    session: SessionCredentials,
+    plain: Credential,
+}
+
+fn authentication(root: [u8; 32], clock: Arc<SystemClock>) -> Result<Authentication> {
+    let root = RootKey::from_bytes(&root).map_err(|e| anyhow!("{e}"))?;
+    let sessions = Arc::new(Sessions::new(&root).map_err(|e| anyhow!("{e}"))?);
+    let session = sessions
+        .issue(&app_identity(), clock.now_millis() + 3_600_000)
+        .map_err(|e| anyhow!("{e}"))?;
+    let plain = plain_key()?;
+    let web = Arc::new(WebIdentity::new(
+        Arc::new(NoCluster),
+        sessions,
+        IdentityMap::default(),
+        ACCOUNT,
+        clock.clone(),
+    ));
+    let verifier = Verifier::new(
+        Credentials::new([plain.clone()]).map_err(|e| anyhow!("{e}"))?,
+        clock,
+    )
+    .with_sessions(web.clone());
+    Ok(Authentication {
+        verifier,
+        web,
+        session,
+        plain,
+    })
+}
+
+/// Symmetric Encrypt through the typed API, with `authorizer`.
+async fn encrypt_rate(
+    label: &'static str,
+    authorizer: Arc<dyn Authorizer>,
+    secs: u64,
+) -> Result<Rate> {
+    let (kms, key, admin) = engine_with_key(authorizer, [1u8; 32], SystemClock::new()).await?;
     let app = Caller {
         principal: Principal::new(format!(
             "arn:aws:iam::{ACCOUNT}:role/k8s/system:serviceaccount:shop:orders"
@@ -164,10 +238,18 @@ impl TokenReviewer for NoCluster {
     }
 }
 
-/// Headers of one signed Encrypt request, as an SDK sends them.
-fn signed(id: &str, secret: &str, token: Option<&str>, body: &[u8], now: i64) -> HeaderMap {
+/// Headers of one Encrypt request to `host`, signed at `now` as an SDK signs it (with the
+/// session token when there is one).
+fn signed_pairs(
+    id: &str,
+    secret: &str,
+    token: Option<&str>,
+    host: &str,
+    body: &[u8],
+    now: i64,
+) -> Vec<(String, String)> {
     let mut pairs = vec![
-        ("host", "127.0.0.1:4599"),
+        ("host", host),
         ("content-type", "application/x-amz-json-1.1"),
         ("x-amz-target", "TrentService.Encrypt"),
     ];
@@ -182,12 +264,17 @@ fn signed(id: &str, secret: &str, token: Option<&str>, body: &[u8], now: i64) ->
         body,
     };
     let signature = sign_request(id, secret, "us-east-1", "kms", &input, now);
-    let mut map = HeaderMap::new();
-    let owned = pairs
+    pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .chain(signature);
-    for (k, v) in owned {
+        .chain(signature)
+        .collect()
+}
+
+/// [`signed_pairs`] as a header map, for the verifier.
+fn signed(id: &str, secret: &str, token: Option<&str>, body: &[u8], now: i64) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in signed_pairs(id, secret, token, "127.0.0.1:4599", body, now) {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(&v),
@@ -256,43 +343,9 @@ pub fn measure(secs: u64) -> Result<(Vec<Rate>, Vec<Rate>)> {
     let clock = SystemClock::new();
     let now = clock.now_millis();
     let body = br#"{"KeyId":"alias/bench","Plaintext":"aGVsbG8="}"#.to_vec();
-    let plain = Credential::new(
-        "AKIABENCHPLAIN01",
-        Zeroizing::new("plain-secret-0123456789".into()),
-        ACCOUNT,
-        Some(format!("arn:aws:iam::{ACCOUNT}:user/bench")),
-    )
-    .map_err(|e| anyhow!("{e}"))?;
-    let root = RootKey::from_bytes(&[2u8; 32]).map_err(|e| anyhow!("{e}"))?;
-    let sessions = Arc::new(Sessions::new(&root).map_err(|e| anyhow!("{e}"))?);
-    let session = sessions
-        .issue(
-            &SessionIdentity {
-                account: ACCOUNT.into(),
-                username: "system:serviceaccount:shop:orders".into(),
-                groups: vec![
-                    "system:serviceaccounts".into(),
-                    "system:serviceaccounts:shop".into(),
-                    "system:authenticated".into(),
-                ],
-            },
-            now + 3_600_000,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-    let web = Arc::new(WebIdentity::new(
-        Arc::new(NoCluster),
-        sessions,
-        IdentityMap::default(),
-        ACCOUNT,
-        clock.clone(),
-    ));
-    let verifier = Arc::new(
-        Verifier::new(
-            Credentials::new([plain.clone()]).map_err(|e| anyhow!("{e}"))?,
-            clock,
-        )
-        .with_sessions(web),
-    );
+    let auth = authentication([2u8; 32], clock)?;
+    let (plain, session) = (auth.plain, auth.session);
+    let verifier = Arc::new(auth.verifier);
     let verify = vec![
         verify_rate(
             "SigV4, session credentials",
@@ -331,7 +384,7 @@ pub struct InProcessEngine {
     pub addr: std::net::SocketAddr,
     pub key_id: String,
     pub plain: Credential,
-    pub session: kubekms_engine::identity::session::SessionCredentials,
+    pub session: SessionCredentials,
     runtime: Option<tokio::runtime::Runtime>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -356,79 +409,17 @@ impl InProcessEngine {
         let clock = SystemClock::new();
         let root_bytes = [3u8; 32];
         let root = || RootKey::from_bytes(&root_bytes).map_err(|e| anyhow!("{e}"));
-        let sessions = Arc::new(Sessions::new(&root()?).map_err(|e| anyhow!("{e}"))?);
-        let groups = vec![
-            "system:serviceaccounts".to_owned(),
-            "system:serviceaccounts:shop".to_owned(),
-            "system:authenticated".to_owned(),
-        ];
-        let session = sessions
-            .issue(
-                &SessionIdentity {
-                    account: ACCOUNT.into(),
-                    username: "system:serviceaccount:shop:orders".into(),
-                    groups,
-                },
-                clock.now_millis() + 3_600_000,
-            )
-            .map_err(|e| anyhow!("{e}"))?;
-        let plain = Credential::new(
-            "AKIABENCHPLAIN01",
-            Zeroizing::new("plain-secret-0123456789".into()),
-            ACCOUNT,
-            Some(format!("arn:aws:iam::{ACCOUNT}:user/k8s/bench")),
-        )
-        .map_err(|e| anyhow!("{e}"))?
-        .with_principal(
-            Principal::new(format!("arn:aws:iam::{ACCOUNT}:user/k8s/bench")).with_groups(vec![
-                format!("arn:aws:iam::{ACCOUNT}:group/k8s/system:serviceaccounts:shop"),
-            ]),
-        );
-        let web = Arc::new(WebIdentity::new(
-            Arc::new(NoCluster),
-            sessions,
-            IdentityMap::default(),
-            ACCOUNT,
-            clock.clone(),
-        ));
-        let verifier = Verifier::new(
-            Credentials::new([plain.clone()]).map_err(|e| anyhow!("{e}"))?,
-            clock.clone(),
-        )
-        .with_sessions(web.clone());
+        let Authentication {
+            verifier,
+            web,
+            session,
+            plain,
+        } = authentication(root_bytes, clock.clone())?;
         let audit_key =
             kubekms_engine::audit::AuditKey::from_root(&root()?).map_err(|e| anyhow!("{e}"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr, key_id) = runtime.block_on(async {
-            let kms = Kms::open_with(
-                Arc::new(MemoryStore::new()),
-                root()?,
-                clock.clone(),
-                Backends {
-                    authorizer,
-                    ..Backends::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-            let admin = Caller {
-                scope: kubekms_engine::record::Scope::new(ACCOUNT, "us-east-1"),
-                principal: Principal::new(format!("arn:aws:iam::{ACCOUNT}:root")),
-                request_id: "bench".into(),
-            };
-            let key_id = kms
-                .create_key(
-                    &admin,
-                    CreateKeyRequest {
-                        policy: Some(realistic_policy()),
-                        ..CreateKeyRequest::default()
-                    },
-                )
-                .await
-                .result
-                .map_err(|e| anyhow!("CreateKey: {e}"))?
-                .key_metadata
-                .key_id;
+            let (kms, key_id, _) = engine_with_key(authorizer, root_bytes, clock.clone()).await?;
             let audit = kubekms_engine::audit::AuditLog::to_file(
                 audit,
                 audit_key,
@@ -469,43 +460,28 @@ impl InProcessEngine {
 
     /// The headers of one Encrypt of `body`, signed now with the plain key or the session.
     pub fn signed_encrypt(&self, body: &[u8], with_session: bool) -> Vec<(String, String)> {
+        let now = SystemClock::new().now_millis();
         let host = self.addr.to_string();
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("host", &host),
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", "TrentService.Encrypt"),
-        ];
-        let (id, secret) = if with_session {
-            pairs.push(("x-amz-security-token", &self.session.session_token));
-            (
-                self.session.access_key_id.as_str(),
-                self.session.secret_access_key.as_str(),
+        if with_session {
+            let s = &self.session;
+            signed_pairs(
+                &s.access_key_id,
+                &s.secret_access_key,
+                Some(&s.session_token),
+                &host,
+                body,
+                now,
             )
         } else {
-            (
-                self.plain.access_key_id.as_str(),
-                self.plain.secret_access_key(),
+            let p = &self.plain;
+            signed_pairs(
+                &p.access_key_id,
+                p.secret_access_key(),
+                None,
+                &host,
+                body,
+                now,
             )
-        };
-        let input = SigningInput {
-            method: "POST",
-            path: "/",
-            query: None,
-            headers: &pairs,
-            body,
-        };
-        let signature = sign_request(
-            id,
-            secret,
-            "us-east-1",
-            "kms",
-            &input,
-            SystemClock::new().now_millis(),
-        );
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .chain(signature)
-            .collect()
+        }
     }
 }

@@ -616,16 +616,11 @@ mod tests {
         (v.with_sessions(Arc::new(web)), creds)
     }
 
-    fn session_request(
-        creds: &crate::identity::session::SessionCredentials,
-        token: &str,
-        service: &str,
-    ) -> HeaderMap {
-        let headers = [
-            ("host", HOST),
-            ("x-amz-target", "TrentService.Encrypt"),
-            ("x-amz-security-token", token),
-        ];
+    /// An Encrypt request to HOST signed at SIGNED_AT with `id`/`secret` for `service`, with
+    /// `extra` headers (signed too).
+    fn signed_headers(id: &str, secret: &str, service: &str, extra: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = vec![("host", HOST), ("x-amz-target", "TrentService.Encrypt")];
+        headers.extend_from_slice(extra);
         let input = SigningInput {
             method: "POST",
             path: "/",
@@ -638,14 +633,27 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         all.extend(sign_request(
-            &creds.access_key_id,
-            &creds.secret_access_key,
+            id,
+            secret,
             "us-east-1",
             service,
             &input,
             SIGNED_AT,
         ));
         owned_header_map(&all)
+    }
+
+    fn session_request(
+        creds: &crate::identity::session::SessionCredentials,
+        token: &str,
+        service: &str,
+    ) -> HeaderMap {
+        signed_headers(
+            &creds.access_key_id,
+            &creds.secret_access_key,
+            service,
+            &[("x-amz-security-token", token)],
+        )
     }
 
     #[test]
@@ -730,27 +738,7 @@ mod tests {
         )
         .unwrap()
         .with_principal(Principal::new("arn:aws:iam::111122223333:user/k8s/ci"));
-        let headers = [("host", HOST), ("x-amz-target", "TrentService.Encrypt")];
-        let input = SigningInput {
-            method: "POST",
-            path: "/",
-            query: None,
-            headers: &headers,
-            body: BODY,
-        };
-        let mut all: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        all.extend(sign_request(
-            "AKIDDYNAMIC",
-            "dynamic-secret",
-            "us-east-1",
-            "kms",
-            &input,
-            SIGNED_AT,
-        ));
-        let signed = owned_header_map(&all);
+        let signed = signed_headers("AKIDDYNAMIC", "dynamic-secret", "kms", &[]);
         assert!(matches!(
             v.verify(&request(&signed, BODY)),
             Err(KmsError::UnrecognizedClient(_))

@@ -87,13 +87,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         }
         let clock = conn.map(|c| &*c.clock);
         let (body, _held) = read_body(&state, &parts.headers, body, clock).await?;
-        let who = state.authenticator.authenticate(&SignedRequest {
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
-            body: &body,
-        })?;
+        let who = state.authenticator.authenticate(&signed(&parts, &body))?;
         if who.service != Service::Kms {
             principal = Some(who.principal);
             return Err(HttpError::from(KmsError::InvalidSignature(
@@ -174,6 +168,20 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
             .record_denied(principal.as_ref().map_or("", Principal::arn));
     }
     response
+}
+
+/// What SigV4 covers of a request whose body has been read.
+pub(super) fn signed<'a>(
+    parts: &'a axum::http::request::Parts,
+    body: &'a [u8],
+) -> SignedRequest<'a> {
+    SignedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body,
+    }
 }
 
 /// An error with the HTTP status it is answered with (normally `KmsError::http_status`).
@@ -314,13 +322,20 @@ async fn collect_body(
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
-    let mut response = Response::new(Body::from(body));
+    response(status, body.into(), CONTENT_TYPE_JSON, request_id)
+}
+
+/// An answer with its content type and the request id header.
+pub(super) fn response(
+    status: StatusCode,
+    body: Body,
+    content_type: &'static str,
+    request_id: &str,
+) -> Response {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(CONTENT_TYPE_JSON),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert(REQUEST_ID_HEADER, id);
     }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::http::{header, request::Parts, StatusCode};
 use axum::response::Response;
 
-use super::handlers::{read_body, Conn, HttpError, REQUEST_ID_HEADER};
+use super::handlers::{read_body, response, signed, Conn, HttpError};
 use super::metrics::Outcome;
 use super::state::AppState;
 use crate::audit::AuditEvent;
@@ -21,7 +21,7 @@ use crate::clock::format_iso8601;
 use crate::error::{shown, KmsError};
 use crate::identity::{AssumeRequest, Assumed, AUDIENCE};
 use crate::service::Principal;
-use crate::sigv4::{Service, SignedRequest};
+use crate::sigv4::Service;
 
 const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 const CONTENT_TYPE_XML: &str = "text/xml";
@@ -92,13 +92,7 @@ pub async fn sts(state: Arc<AppState>, parts: Parts, body: Body, request_id: Str
                 Ok(assume_response(&assumed, &request_id))
             }
             Some("GetCallerIdentity") => {
-                let who = state.authenticator.authenticate(&SignedRequest {
-                    method: parts.method.as_str(),
-                    path: parts.uri.path(),
-                    query: parts.uri.query(),
-                    headers: &parts.headers,
-                    body: &body,
-                })?;
+                let who = state.authenticator.authenticate(&signed(&parts, &body))?;
                 if who.service != Service::Sts {
                     return Err(KmsError::InvalidSignature(
                         "Credential should be scoped to correct service: 'sts'.".into(),
@@ -257,17 +251,7 @@ fn sts_status(error: &KmsError) -> StatusCode {
 }
 
 fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(CONTENT_TYPE_XML),
-    );
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID_HEADER, id);
-    }
-    response
+    response(status, body.into(), CONTENT_TYPE_XML, request_id)
 }
 
 /// XML text and attribute escaping.
