@@ -308,6 +308,18 @@ async fn a_service_account_token_becomes_credentials_that_act_as_it() {
         ))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // An hour later (the default duration), the same credentials are expired.
+    h.clock.advance(3_600_000);
+    let (status, text) = h
+        .send(h.kms_as(
+            &t,
+            "Encrypt",
+            &serde_json::json!({"KeyId": allowed, "Plaintext": plaintext}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("ExpiredTokenException"), "{text}");
 }
 
 #[tokio::test]
