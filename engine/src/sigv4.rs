@@ -75,6 +75,10 @@ impl Service {
 /// The credential scope's service name of STS requests.
 pub const STS_SERVICE: &str = "sts";
 
+/// A derived signing key, with the dynamic-table generation of its secret (`None`: a
+/// configured key or a session).
+type CachedSigningKey = (Option<u64>, Arc<hmac::Key>);
+
 /// Access keys that change while the engine runs (from Kubernetes Secrets), by id.
 pub type KeyTable = HashMap<String, Arc<Credential>>;
 
@@ -91,17 +95,20 @@ pub struct SignedRequest<'a> {
 pub struct Verifier {
     /// Keys configured at start (file, environment).
     credentials: Credentials,
-    /// Keys that come and go (see [`Verifier::set_dynamic_keys`]).
-    dynamic: RwLock<Arc<KeyTable>>,
+    /// Keys that come and go (see [`Verifier::set_dynamic_keys`]), with the generation of
+    /// the table: each replacement is a new one.
+    dynamic: RwLock<Arc<(u64, KeyTable)>>,
     /// Opens session tokens (temporary credentials from the web-identity exchange).
     sessions: Option<Arc<WebIdentity>>,
     /// Sessions opened before, by access key id (bounded like the signing keys).
     open_sessions: RwLock<HashMap<String, Arc<OpenSession>>>,
     clock: Arc<dyn Clock>,
     /// Keyed by the whole `Credential=` value (`AKID/date/region/service/aws4_request`), which
-    /// names exactly the inputs of the key derivation. Shared rather than cloned out: cloning
-    /// an `hmac::Key` copies its HMAC state.
-    signing_keys: RwLock<HashMap<String, Arc<hmac::Key>>>,
+    /// names exactly the inputs of the key derivation except the secret, and by the generation
+    /// of the dynamic table a dynamic key came from: a key derived from a secret that has since
+    /// been replaced never matches again. Shared rather than cloned out: cloning an
+    /// `hmac::Key` copies its HMAC state.
+    signing_keys: RwLock<HashMap<String, CachedSigningKey>>,
 }
 
 /// A request head that passed [`Verifier::check_head`]: what the signature check needs, borrowed
@@ -117,7 +124,8 @@ pub struct Head<'h, 'v> {
 /// Whose secret a request is signed with.
 enum Signer<'v> {
     Configured(&'v Credential),
-    Dynamic(Arc<Credential>),
+    /// A key from the dynamic table of this generation.
+    Dynamic(Arc<Credential>, u64),
     Session(Arc<OpenSession>),
 }
 
@@ -138,7 +146,7 @@ impl Signer<'_> {
     fn secret(&self) -> &str {
         match self {
             Signer::Configured(c) => c.secret_access_key(),
-            Signer::Dynamic(c) => c.secret_access_key(),
+            Signer::Dynamic(c, _) => c.secret_access_key(),
             Signer::Session(s) => &s.secret,
         }
     }
@@ -159,7 +167,7 @@ impl Verifier {
     pub fn new(credentials: Credentials, clock: Arc<dyn Clock>) -> Self {
         Self {
             credentials,
-            dynamic: RwLock::new(Arc::new(KeyTable::new())),
+            dynamic: RwLock::new(Arc::new((0, KeyTable::new()))),
             sessions: None,
             open_sessions: RwLock::new(HashMap::new()),
             clock,
@@ -176,7 +184,9 @@ impl Verifier {
     /// Replace the keys that change while the engine runs. A key removed here is refused from
     /// the next request on; its cached signing keys go with it.
     pub fn set_dynamic_keys(&self, keys: KeyTable) {
-        *self.dynamic.write() = Arc::new(keys);
+        let mut dynamic = self.dynamic.write();
+        *dynamic = Arc::new((dynamic.0 + 1, keys));
+        drop(dynamic);
         self.signing_keys.write().clear();
     }
 
@@ -302,9 +312,11 @@ impl Verifier {
             return Ok(Signer::Configured(credential));
         }
         let dynamic = self.dynamic.read();
+        let generation = dynamic.0;
         dynamic
+            .1
             .get(auth.access_key_id)
-            .map(|c| Signer::Dynamic(c.clone()))
+            .map(|c| Signer::Dynamic(c.clone(), generation))
             .ok_or_else(unknown)
     }
 
@@ -352,7 +364,7 @@ impl Verifier {
 
         let (account, principal) = match signer {
             Signer::Configured(c) => (c.account_id.clone(), c.principal.clone()),
-            Signer::Dynamic(c) => (c.account_id.clone(), c.principal.clone()),
+            Signer::Dynamic(c, _) => (c.account_id.clone(), c.principal.clone()),
             Signer::Session(s) => (s.account.clone(), s.principal.clone()),
         };
         Ok(Verified {
@@ -364,9 +376,17 @@ impl Verifier {
 
     fn signing_key(&self, auth: &Authorization<'_>, signer: &Signer<'_>) -> Arc<hmac::Key> {
         // A session's key id is unique to its token, so keys of different sessions never
-        // share a cache entry.
-        if let Some(key) = self.signing_keys.read().get(auth.credential) {
-            return Arc::clone(key);
+        // share a cache entry. A dynamic key's entry must be of its table's generation: a
+        // request that read the table before a replacement may insert after the replacement
+        // cleared the cache, and its key must not serve the replaced secret's successor.
+        let generation = match signer {
+            Signer::Dynamic(_, generation) => Some(*generation),
+            Signer::Configured(_) | Signer::Session(_) => None,
+        };
+        if let Some((cached, key)) = self.signing_keys.read().get(auth.credential) {
+            if *cached == generation {
+                return Arc::clone(key);
+            }
         }
         let key = Arc::new(derive_signing_key(
             signer.secret(),
@@ -378,7 +398,7 @@ impl Verifier {
         if cache.len() >= MAX_CACHED_KEYS {
             cache.clear();
         }
-        cache.insert(auth.credential.to_owned(), Arc::clone(&key));
+        cache.insert(auth.credential.to_owned(), (generation, Arc::clone(&key)));
         key
     }
 }
@@ -748,6 +768,25 @@ mod tests {
             v.verify(&request(&signed, BODY)).unwrap().principal.arn(),
             "arn:aws:iam::111122223333:user/k8s/ci"
         );
+        // The secret rotated under the same key id: the old secret no longer verifies (its
+        // cached signing key belongs to the replaced table), the new one does.
+        let rotated = Credential::new(
+            "AKIDDYNAMIC",
+            Zeroizing::new("rotated-secret".to_owned()),
+            "111122223333",
+            None,
+        )
+        .unwrap();
+        v.set_dynamic_keys(KeyTable::from([(
+            "AKIDDYNAMIC".to_owned(),
+            Arc::new(rotated),
+        )]));
+        assert!(matches!(
+            v.verify(&request(&signed, BODY)),
+            Err(KmsError::InvalidSignature(_))
+        ));
+        let fresh = signed_headers("AKIDDYNAMIC", "rotated-secret", "kms", &[]);
+        assert!(v.verify(&request(&fresh, BODY)).is_ok());
         v.set_dynamic_keys(KeyTable::new());
         assert!(matches!(
             v.verify(&request(&signed, BODY)),

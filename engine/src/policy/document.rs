@@ -72,10 +72,20 @@ fn statement(value: &Value) -> Result<Statement, ParseError> {
         }
         actions |= mask;
     }
-    // In a key policy the resource is always the key itself; "*" is what AWS writes.
-    if let Some(resource) = s.get("Resource") {
-        strings(resource, "Resource")?;
-    }
+    // In a key policy the resource is the key itself: "*" (what AWS writes) or key ARNs, one
+    // of which must be the key's for the statement to apply.
+    let resources = match s.get("Resource") {
+        None => None,
+        Some(value) => {
+            let list = strings(value, "Resource")?;
+            for r in &list {
+                if *r != "*" && !(r.starts_with("arn:aws:kms:") && r.contains(":key/")) {
+                    return Err(format!("Resource {r:?} must be \"*\" or a key ARN"));
+                }
+            }
+            (!list.contains(&"*")).then(|| list.into_iter().map(str::to_owned).collect())
+        }
+    };
     let conditions = match s.get("Condition") {
         None => Vec::new(),
         Some(Value::Object(block)) => conditions(block)?,
@@ -86,6 +96,7 @@ fn statement(value: &Value) -> Result<Statement, ParseError> {
         effect,
         principals,
         actions,
+        resources,
         conditions,
     })
 }

@@ -41,6 +41,8 @@ struct Statement {
     principals: Vec<PrincipalPattern>,
     /// The actions covered, as a mask over `Action::index`.
     actions: u64,
+    /// The key ARNs the statement names; `None` for `"*"` (or no Resource).
+    resources: Option<Vec<String>>,
     conditions: Vec<Condition>,
 }
 
@@ -163,6 +165,8 @@ pub struct Request<'a> {
     pub action: Action,
     /// The request's encryption context, for operations that take one.
     pub context: Option<&'a EncryptionContext>,
+    /// The key's ARN; `None` to ignore statements' Resource (a check made for any key).
+    pub resource: Option<&'a str>,
 }
 
 /// What a policy says about a request.
@@ -210,6 +214,10 @@ impl KeyPolicy {
 impl Statement {
     fn matches(&self, request: &Request<'_>) -> bool {
         self.actions & request.action.bit() != 0
+            && match (&self.resources, request.resource) {
+                (Some(list), Some(arn)) => list.iter().any(|r| r == arn),
+                _ => true,
+            }
             && self.principals.iter().any(|p| p.matches(&request.subject))
             && self.conditions.iter().all(|c| c.holds(request))
     }

@@ -11,6 +11,7 @@ const ACCOUNT: &str = "111122223333";
 const APP: &str = "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:orders";
 const OTHER: &str = "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:billing";
 const FOREIGN: &str = "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:ci:runner";
+const KEY_ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 const SHOP_GROUP: &str = "arn:aws:iam::111122223333:group/k8s/system:serviceaccounts:shop";
 
 fn stmt(
@@ -132,6 +133,17 @@ fn decisions() {
         d
     }]);
     let empty = KeyPolicy::deny_all();
+    let this_key = doc(vec![{
+        let mut s = stmt("Allow", json!(APP), json!("kms:Encrypt"));
+        s["Resource"] = json!(KEY_ARN);
+        s
+    }]);
+    let other_key = doc(vec![{
+        let mut s = stmt("Allow", json!(APP), json!("kms:Encrypt"));
+        s["Resource"] =
+            json!("arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000000");
+        s
+    }]);
 
     let cases = vec![
         case(
@@ -143,6 +155,8 @@ fn decisions() {
         case("other action", allow_app.clone(), APP, Decrypt).denied(),
         case("other principal", allow_app.clone(), OTHER, Encrypt).denied(),
         case("no statements", empty, APP, Encrypt).denied(),
+        case("resource: this key", this_key, APP, Encrypt),
+        case("resource: another key", other_key, APP, Encrypt).denied(),
         case(
             "data key wildcard",
             wildcard.clone(),
@@ -244,6 +258,7 @@ fn decisions() {
             },
             action: c.action,
             context: c.context.as_ref(),
+            resource: Some(KEY_ARN),
         });
         if got != c.want {
             failures.push(format!("{}: got {got:?}, want {:?}", c.name, c.want));
@@ -306,6 +321,11 @@ fn unenforceable_documents_are_refused_with_the_reason() {
             "single operator on the key set",
             r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContextKeys":"a"}}}]}"#,
             "ForAllValues",
+        ),
+        (
+            "resource not a key",
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"arn:aws:s3:::bucket"}]}"#,
+            "must be \"*\" or a key ARN",
         ),
         (
             "bad principal",

@@ -148,11 +148,79 @@ async fn explicit_deny_wins_and_says_so() {
             .await,
     );
     assert_eq!(kind, "AccessDeniedException");
+    // A member hears the words of any refusal, so an explicit Deny tells it nothing more.
+    assert!(
+        message.ends_with("because no resource-based policy allows the kms:Decrypt action"),
+        "{message}"
+    );
+    // A caller with an account role is told it was an explicit deny.
+    let mut creator = member(APP, &[SHOP]);
+    creator.principal = creator.principal.with_role(AccountRole::KeyCreator);
+    let (_, message) = error(
+        h.call_as(&creator, "Decrypt", json!({"CiphertextBlob": blob}))
+            .await,
+    );
     assert!(
         message.ends_with("with an explicit deny in a resource-based policy"),
         "{message}"
     );
-    assert!(message.contains("kms:Decrypt"), "{message}");
+}
+
+#[tokio::test]
+async fn aliases_and_named_keys_do_not_reveal_what_a_member_cannot_see() {
+    let h = harness().await;
+    let hidden = key_with(&h, vec![]).await;
+    let own = key_with(
+        &h,
+        vec![json!({"Effect": "Allow", "Principal": {"AWS": APP}, "Action": "kms:*", "Resource": "*"})],
+    )
+    .await;
+    h.call(
+        "CreateAlias",
+        json!({"AliasName": "alias/theirs", "TargetKeyId": hidden}),
+    )
+    .await
+    .unwrap();
+    let app = member(APP, &[]);
+    for name in ["alias/theirs", "alias/nobody"] {
+        for (op, body) in [
+            ("DeleteAlias", json!({"AliasName": name})),
+            (
+                "UpdateAlias",
+                json!({"AliasName": name, "TargetKeyId": own}),
+            ),
+        ] {
+            let (kind, message) = error(h.call_as(&app, op, body).await);
+            assert_eq!(kind, "AccessDeniedException", "{op} {name}");
+            assert!(
+                message.contains(&format!(
+                    "kms:{op} on resource: arn:aws:kms:us-east-1:{ACCOUNT}:{name} because"
+                )),
+                "{op} {name}: {message}"
+            );
+        }
+    }
+    // Decrypt with a KeyId: another existing key and no key at all read the same.
+    let blob = h
+        .call_as(
+            &app,
+            "Encrypt",
+            json!({"KeyId": own, "Plaintext": plaintext()}),
+        )
+        .await
+        .unwrap()["CiphertextBlob"]
+        .clone();
+    for named in [hidden.as_str(), "0f0e0d0c-0b0a-4908-8706-050403020100"] {
+        let (kind, _) = error(
+            h.call_as(
+                &app,
+                "Decrypt",
+                json!({"CiphertextBlob": blob, "KeyId": named}),
+            )
+            .await,
+        );
+        assert_eq!(kind, "IncorrectKeyException", "{named}");
+    }
 }
 
 #[tokio::test]

@@ -64,12 +64,19 @@ impl Kms {
         let target = attempt!(self.alias_target(caller, Action::UpdateAlias, &req));
         let result = async {
             let _guard = self.alias_lock.lock().await;
-            let mut alias = self.existing_alias(caller, &req.alias_name)?;
-            // As in AWS, moving an alias needs kms:UpdateAlias on the key it leaves as well.
+            let mut alias = self.existing_alias(caller, Action::UpdateAlias, &req.alias_name)?;
+            // As in AWS, moving an alias needs kms:UpdateAlias on the key it leaves as well. A
+            // refusal names the alias, as for an alias that does not exist.
             let current_id = alias.target_key_id.uuid();
             if let Some(current) = self.by_uuid_any(caller, &current_id) {
-                self.authorize_entry(caller, Action::UpdateAlias, &current, None)
-                    .map_err(Refused::into_error)?;
+                self.authorize_named(
+                    caller,
+                    Action::UpdateAlias,
+                    &current,
+                    Some(&req.alias_name),
+                    None,
+                )
+                .map_err(Refused::into_error)?;
             }
             // AWS only lets an alias move between keys of the same type and usage, so code
             // that uses the alias keeps working.
@@ -95,14 +102,20 @@ impl Kms {
     pub async fn delete_alias(&self, caller: &Caller, req: DeleteAliasRequest) -> Outcome<Empty> {
         attempt!(validate_alias_name(&req.alias_name));
         let _guard = self.alias_lock.lock().await;
-        let alias = attempt!(self.existing_alias(caller, &req.alias_name));
+        let alias = attempt!(self.existing_alias(caller, Action::DeleteAlias, &req.alias_name));
         let arn: Arc<str> = caller.scope.key_arn(alias.target_key_id).into();
         let result = async {
             // The alias's key is the one a policy speaks of (also past its deletion date, until
             // due work destroys it and its aliases with it).
             if let Some(target) = self.by_uuid_any(caller, &alias.target_key_id.uuid()) {
-                self.authorize_entry(caller, Action::DeleteAlias, &target, None)
-                    .map_err(Refused::into_error)?;
+                self.authorize_named(
+                    caller,
+                    Action::DeleteAlias,
+                    &target,
+                    Some(&req.alias_name),
+                    None,
+                )
+                .map_err(Refused::into_error)?;
             }
             self.store.delete_alias(&caller.scope, &alias.name).await?;
             self.tables.write().remove_alias(&caller.scope, &alias.name);
@@ -115,17 +128,19 @@ impl Kms {
         }
     }
 
-    /// The caller's alias `name`, for UpdateAlias and DeleteAlias (under the alias lock).
-    fn existing_alias(&self, caller: &Caller, name: &str) -> Result<AliasRecord> {
+    /// The caller's alias `name`, for UpdateAlias and DeleteAlias (under the alias lock); an
+    /// alias that does not exist reads as the authorization hook says for `action`.
+    fn existing_alias(&self, caller: &Caller, action: Action, name: &str) -> Result<AliasRecord> {
         self.tables
             .read()
             .alias(&caller.scope, name)
             .cloned()
             .ok_or_else(|| {
-                KmsError::NotFound(format!(
+                let missing = KmsError::NotFound(format!(
                     "Alias {} is not found.",
                     caller.scope.alias_arn(name)
-                ))
+                ));
+                self.hidden(caller, action, name, missing)
             })
     }
 

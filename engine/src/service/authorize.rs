@@ -82,6 +82,7 @@ impl Authorizer for KeyPolicies {
             subject: caller.subject(),
             action: request.action,
             context: request.encryption_context,
+            resource: Some(key.arn),
         });
         let resource = || match request.requested {
             Some(named) => requested_arn(caller, named),
@@ -89,6 +90,13 @@ impl Authorizer for KeyPolicies {
         };
         match decision {
             Decision::Allow => Ok(()),
+            // A member hears the same words whatever refused it: an explicit Deny that named
+            // everyone would otherwise tell it that the key exists.
+            Decision::ImplicitDeny | Decision::ExplicitDeny(_)
+                if principal.role() == AccountRole::Member =>
+            {
+                Err(not_allowed(caller, request.action, &resource()))
+            }
             Decision::ImplicitDeny => Err(not_allowed(caller, request.action, &resource())),
             Decision::ExplicitDeny(_) => Err(KmsError::AccessDenied(format!(
                 "User: {} is not authorized to perform: {} on resource: {} with an explicit deny \

@@ -146,20 +146,29 @@ impl Kms {
         let (entry, sealed) = self.ciphertext_key(caller, action, key_id, alg, ciphertext)?;
         self.authorize_entry(caller, action, &entry, Some(context))?;
         if let (Sealed::Blob(..), Some(id)) = (&sealed, key_id) {
-            let named = self
-                .resolve(caller, id, Aliases::Allowed)
-                .map_err(|e| self.absent(caller, action, id, e))
-                .map_err(|error| Refused {
-                    error,
-                    key: Some(entry.arn.clone()),
-                })?;
-            if named.record.key_id != entry.record.key_id {
+            let incorrect = || {
+                KmsError::IncorrectKey(
+                    "The key ID in the request does not identify the key that encrypted the \
+                     ciphertext"
+                        .into(),
+                )
+            };
+            // Another key, or none: the same answer to a caller the hook hides keys from, so the
+            // KeyId cannot be used to probe for keys it may not see.
+            let error = match self.resolve(caller, id, Aliases::Allowed) {
+                Ok(named) if named.record.key_id == entry.record.key_id => None,
+                Ok(_) => Some(incorrect()),
+                Err(missing @ KmsError::NotFound(_)) => {
+                    Some(match self.hidden(caller, action, id, missing) {
+                        truth @ KmsError::NotFound(_) => truth,
+                        _ => incorrect(),
+                    })
+                }
+                Err(other) => Some(other),
+            };
+            if let Some(error) = error {
                 return Err(Refused {
-                    error: KmsError::IncorrectKey(
-                        "The key ID in the request does not identify the key that encrypted the \
-                         ciphertext"
-                            .into(),
-                    ),
+                    error,
                     key: Some(entry.arn.clone()),
                 });
             }
@@ -304,10 +313,7 @@ impl Kms {
             &src_context,
             &req.ciphertext_blob
         ));
-        let plaintext = match self.decrypt_with(&source, sealed, src_alg, &src_context) {
-            Ok(p) => p,
-            Err(e) => return Outcome::on(&source, Err(e)),
-        };
+        // Both keys authorized (and a dry run answered) before anything is decrypted.
         let dest = match self.authorized(
             caller,
             Action::ReEncryptTo,
@@ -328,6 +334,10 @@ impl Kms {
                 keys: vec![source.arn.clone(), dest.arn.clone()],
             };
         }
+        let plaintext = match self.decrypt_with(&source, sealed, src_alg, &src_context) {
+            Ok(p) => p,
+            Err(e) => return Outcome::on(&source, Err(e)),
+        };
         let result = self
             .encrypt_with(&dest, dst_alg, &dst_context, &plaintext)
             .map(|ciphertext_blob| ReEncryptResponse {

@@ -799,6 +799,7 @@ fn checked_policy(caller: &Caller, policy: String, bypass: Option<bool>) -> Resu
             subject: caller.subject(),
             action: Action::PutKeyPolicy,
             context: None,
+            resource: None,
         });
         if decision != Decision::Allow {
             return Err(KmsError::MalformedPolicyDocument(

@@ -587,7 +587,10 @@ impl Kms {
         self.authorize_named(caller, action, entry, None, context)
     }
 
-    fn authorize_named(
+    /// The authorization hook for `entry`, named in a refusal as the caller named it
+    /// (`requested`: a key id, ARN or alias), so a refusal reads as it would for a key or alias
+    /// that does not exist.
+    pub(crate) fn authorize_named(
         &self,
         caller: &Caller,
         action: Action,
@@ -612,8 +615,12 @@ impl Kms {
     /// Whether `caller` may see `entry` in a listing (ListKeys, ListAliases): whether it may
     /// describe it.
     pub(crate) fn lists(&self, caller: &Caller, entry: &KeyEntry) -> bool {
-        caller.principal.role() == AccountRole::Administrator
-            || self
+        // Those that may create keys see every key: they are told the truth about absent keys
+        // too (see `Authorizer::absent`).
+        matches!(
+            caller.principal.role(),
+            AccountRole::Administrator | AccountRole::KeyCreator
+        ) || self
                 .authorize_named(caller, Action::DescribeKey, entry, None, None)
                 .is_ok()
     }

@@ -217,6 +217,7 @@ pub fn lockout(document: &Value, operator: &Subject<'_>) -> Option<String> {
             subject: *operator,
             action,
             context: None,
+            resource: None,
         }) {
             Decision::Allow => None,
             Decision::ExplicitDeny(sid) => Some(format!(
@@ -780,6 +781,7 @@ mod tests {
                 subject,
                 action,
                 context: None,
+                resource: None,
             }) == Decision::Allow
         };
         use kubekms_proto::Action;
