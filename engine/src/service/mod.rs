@@ -621,8 +621,8 @@ impl Kms {
             caller.principal.role(),
             AccountRole::Administrator | AccountRole::KeyCreator
         ) || self
-                .authorize_named(caller, Action::DescribeKey, entry, None, None)
-                .is_ok()
+            .authorize_named(caller, Action::DescribeKey, entry, None, None)
+            .is_ok()
     }
 
     /// The authorization hook for an operation that acts on no existing key (CreateKey,
