@@ -58,5 +58,9 @@ kubekms: KMS API on http://$LISTEN (namespace $NAMESPACE, keys kept in the clust
 export KUBECONFIG=$KUBECONFIG AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
 kubectl apply -f examples/key.yaml -f examples/alias.yaml && kubectl get kmskey,kmsalias
 aws kms encrypt --endpoint-url http://$LISTEN --key-id alias/default/orders --plaintext fileb://examples/key.yaml
+# As a ServiceAccount (the key policy decides; the steps are in examples/keypolicy.yaml):
+kubectl create serviceaccount app && kubectl apply -f examples/keypolicy.yaml
+kubectl create token app --audience kubekms > /tmp/app.token
+env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_ROLE_ARN=arn:aws:iam::111122223333:role/kubekms AWS_WEB_IDENTITY_TOKEN_FILE=/tmp/app.token AWS_ENDPOINT_URL=http://$LISTEN aws kms encrypt --key-id alias/default/orders --plaintext fileb://examples/key.yaml --encryption-context app=orders
 MSG
 wait "$operator"
