@@ -99,7 +99,7 @@ pub struct Verifier {
     /// the table: each replacement is a new one.
     dynamic: RwLock<Arc<(u64, KeyTable)>>,
     /// Opens session tokens (temporary credentials from the web-identity exchange).
-    sessions: Option<Arc<WebIdentity>>,
+    web_identity: Option<Arc<WebIdentity>>,
     /// Sessions opened before, by access key id (bounded like the signing keys).
     open_sessions: RwLock<HashMap<String, Arc<OpenSession>>>,
     clock: Arc<dyn Clock>,
@@ -168,7 +168,7 @@ impl Verifier {
         Self {
             credentials,
             dynamic: RwLock::new(Arc::new((0, KeyTable::new()))),
-            sessions: None,
+            web_identity: None,
             open_sessions: RwLock::new(HashMap::new()),
             clock,
             signing_keys: RwLock::new(HashMap::new()),
@@ -177,7 +177,7 @@ impl Verifier {
 
     /// Also accept temporary credentials issued by `sessions`.
     pub fn with_sessions(mut self, sessions: Arc<WebIdentity>) -> Self {
-        self.sessions = Some(sessions);
+        self.web_identity = Some(sessions);
         self
     }
 
@@ -279,7 +279,7 @@ impl Verifier {
                         .into(),
                 ));
             }
-            let web = self.sessions.as_ref().ok_or_else(unknown)?;
+            let web = self.web_identity.as_ref().ok_or_else(unknown)?;
             let token = token.to_str().map_err(|_| unknown())?;
             let now = self.clock.now_millis();
             if let Some(open) = self.open_sessions.read().get(auth.access_key_id) {

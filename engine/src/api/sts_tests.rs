@@ -95,6 +95,18 @@ async fn harness() -> Harness {
     }
 }
 
+fn encrypt(key: &str, plaintext: &str) -> serde_json::Value {
+    serde_json::json!({"KeyId": key, "Plaintext": plaintext})
+}
+
+/// An unsigned form-encoded POST, as STS calls without credentials are sent.
+fn form(body: &'static str) -> Request<Body> {
+    Request::post("/")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap()
+}
+
 /// Temporary credentials as the SDK reads them from the XML answer.
 struct Temporary {
     access_key_id: String,
@@ -264,19 +276,11 @@ async fn a_service_account_token_becomes_credentials_that_act_as_it() {
 
     let plaintext = B64.encode(b"for orders");
     let (status, text) = h
-        .send(h.kms_as(
-            &t,
-            "Encrypt",
-            &serde_json::json!({"KeyId": allowed, "Plaintext": plaintext}),
-        ))
+        .send(h.kms_as(&t, "Encrypt", &encrypt(&allowed, &plaintext)))
         .await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let (status, text) = h
-        .send(h.kms_as(
-            &t,
-            "Encrypt",
-            &serde_json::json!({"KeyId": other, "Plaintext": plaintext}),
-        ))
+        .send(h.kms_as(&t, "Encrypt", &encrypt(&other, &plaintext)))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(
@@ -312,11 +316,7 @@ async fn a_service_account_token_becomes_credentials_that_act_as_it() {
     // An hour later (the default duration), the same credentials are expired.
     h.clock.advance(3_600_000);
     let (status, text) = h
-        .send(h.kms_as(
-            &t,
-            "Encrypt",
-            &serde_json::json!({"KeyId": allowed, "Plaintext": plaintext}),
-        ))
+        .send(h.kms_as(&t, "Encrypt", &encrypt(&allowed, &plaintext)))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("ExpiredTokenException"), "{text}");
@@ -338,19 +338,13 @@ async fn refusals_are_sts_error_documents() {
     let (_, xml) = h.assume(&expired).await;
     assert_eq!(tag(&xml, "Code"), Some("ExpiredTokenException"), "{xml}");
 
-    let req = Request::post("/")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from("Action=AssumeRole&Version=2011-06-15"))
-        .unwrap();
-    let (status, xml) = h.send(req).await;
+    let (status, xml) = h.send(form("Action=AssumeRole&Version=2011-06-15")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(tag(&xml, "Code"), Some("InvalidAction"), "{xml}");
 
-    let req = Request::post("/")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from("Action=GetCallerIdentity&Version=2011-06-15"))
-        .unwrap();
-    let (status, xml) = h.send(req).await;
+    let (status, xml) = h
+        .send(form("Action=GetCallerIdentity&Version=2011-06-15"))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         tag(&xml, "Code"),

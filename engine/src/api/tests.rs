@@ -95,6 +95,17 @@ impl Harness {
         self.signed_with(&self.cred, operation, body)
     }
 
+    /// [`Harness::signed`] with the body sent in 1000-byte frames and no Content-Length.
+    fn signed_chunked(&self, operation: &str, body: &[u8]) -> Request<Body> {
+        let (mut parts, _) = self.signed(operation, body).into_parts();
+        parts.headers.remove("content-length");
+        let chunks: Vec<axum::body::Bytes> = body
+            .chunks(1000)
+            .map(axum::body::Bytes::copy_from_slice)
+            .collect();
+        Request::from_parts(parts, Body::new(Chunked(chunks.into())))
+    }
+
     async fn call(&self, req: Request<Body>) -> (StatusCode, String, serde_json::Value) {
         let response: Response = router(self.state.clone()).oneshot(req).await.unwrap();
         let status = response.status();
@@ -286,19 +297,7 @@ async fn oversized_body_is_413() {
     assert_error(&json, "ValidationException");
 
     // Chunked (no Content-Length): the limit holds while reading.
-    let req = h.signed("ListKeys", &big);
-    let (mut parts, _) = req.into_parts();
-    parts.headers.remove("content-length");
-    let chunks: Vec<axum::body::Bytes> = big
-        .chunks(1000)
-        .map(axum::body::Bytes::copy_from_slice)
-        .collect();
-    let (status, _, json) = h
-        .call(Request::from_parts(
-            parts,
-            Body::new(Chunked(chunks.into())),
-        ))
-        .await;
+    let (status, _, json) = h.call(h.signed_chunked("ListKeys", &big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_error(&json, "ValidationException");
 }
@@ -552,19 +551,7 @@ async fn a_body_of_exactly_the_limit_is_accepted_in_several_frames() {
     // Valid JSON padded with spaces to exactly the limit.
     let mut body = b"{}".to_vec();
     body.resize(64 * 1024, b' ');
-    let req = h.signed("ListKeys", &body);
-    let (mut parts, _) = req.into_parts();
-    parts.headers.remove("content-length");
-    let chunks: Vec<axum::body::Bytes> = body
-        .chunks(1000)
-        .map(axum::body::Bytes::copy_from_slice)
-        .collect();
-    let (status, _, json) = h
-        .call(Request::from_parts(
-            parts,
-            Body::new(Chunked(chunks.into())),
-        ))
-        .await;
+    let (status, _, json) = h.call(h.signed_chunked("ListKeys", &body)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
 }
 

@@ -57,6 +57,12 @@ pub trait Authorizer: Send + Sync + 'static {
         let _ = (caller, action, requested);
         not_found
     }
+
+    /// Whether ListKeys and ListAliases show `key` to `caller` (by default, every key).
+    fn lists(&self, caller: &Caller, key: KeyAccess<'_>) -> bool {
+        let _ = (caller, key);
+        true
+    }
 }
 
 /// Allows every request: access control is the credentials' alone.
@@ -92,19 +98,18 @@ impl Authorizer for KeyPolicies {
             Decision::Allow => Ok(()),
             // A member hears the same words whatever refused it: an explicit Deny that named
             // everyone would otherwise tell it that the key exists.
-            Decision::ImplicitDeny | Decision::ExplicitDeny(_)
-                if principal.role() == AccountRole::Member =>
-            {
-                Err(not_allowed(caller, request.action, &resource()))
-            }
-            Decision::ImplicitDeny => Err(not_allowed(caller, request.action, &resource())),
-            Decision::ExplicitDeny(_) => Err(KmsError::AccessDenied(format!(
+            Decision::ExplicitDeny(_) if sees_every_key(caller) => {
+                Err(KmsError::AccessDenied(format!(
                 "User: {} is not authorized to perform: {} on resource: {} with an explicit deny \
                  in a resource-based policy",
                 principal.arn(),
                 request.action.iam_name(),
                 resource()
-            ))),
+            )))
+            }
+            Decision::ImplicitDeny | Decision::ExplicitDeny(_) => {
+                Err(not_allowed(caller, request.action, &resource()))
+            }
         }
     }
 
@@ -115,12 +120,31 @@ impl Authorizer for KeyPolicies {
         requested: &str,
         not_found: KmsError,
     ) -> KmsError {
-        match caller.principal.role() {
-            // Callers that may list every key learn nothing from a NotFoundException.
-            AccountRole::Administrator | AccountRole::KeyCreator => not_found,
-            AccountRole::Member => not_allowed(caller, action, &requested_arn(caller, requested)),
+        if sees_every_key(caller) {
+            not_found
+        } else {
+            not_allowed(caller, action, &requested_arn(caller, requested))
         }
     }
+
+    fn lists(&self, caller: &Caller, key: KeyAccess<'_>) -> bool {
+        sees_every_key(caller)
+            || self
+                .authorize(&AccessRequest {
+                    caller,
+                    action: Action::DescribeKey,
+                    key: Some(key),
+                    requested: None,
+                    encryption_context: None,
+                })
+                .is_ok()
+    }
+}
+
+/// Callers with an account role (administrators, key creators) list every key, so they learn
+/// nothing from being told a key is absent or that a Deny refused them.
+fn sees_every_key(caller: &Caller) -> bool {
+    caller.principal.role() != AccountRole::Member
 }
 
 fn keyless(caller: &Caller, action: Action) -> Result<()> {

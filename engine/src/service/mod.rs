@@ -612,17 +612,10 @@ impl Kms {
             })
     }
 
-    /// Whether `caller` may see `entry` in a listing (ListKeys, ListAliases): whether it may
-    /// describe it.
+    /// Whether `caller` may see `entry` in a listing (ListKeys, ListAliases), as the hook
+    /// says.
     pub(crate) fn lists(&self, caller: &Caller, entry: &KeyEntry) -> bool {
-        // Those that may create keys see every key: they are told the truth about absent keys
-        // too (see `Authorizer::absent`).
-        matches!(
-            caller.principal.role(),
-            AccountRole::Administrator | AccountRole::KeyCreator
-        ) || self
-            .authorize_named(caller, Action::DescribeKey, entry, None, None)
-            .is_ok()
+        self.authorizer.lists(caller, entry.access())
     }
 
     /// The authorization hook for an operation that acts on no existing key (CreateKey,

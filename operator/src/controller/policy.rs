@@ -115,21 +115,6 @@ pub mod reason {
     pub const REMOVED: &str = "Removed";
 }
 
-/// The principal ARN of a service account.
-pub fn service_account_principal(account: &str, namespace: &str, name: &str) -> String {
-    principal::service_account_arn(account, namespace, name)
-}
-
-/// The principal ARN of a Kubernetes user (not a service account).
-pub fn user_principal(account: &str, name: &str) -> String {
-    principal::kubernetes_user_arn(account, name)
-}
-
-/// The principal ARN of a Kubernetes group.
-pub fn group_principal(account: &str, name: &str) -> String {
-    principal::group_arn(account, name)
-}
-
 /// The principals every document of a Key names first: the account (its administrators) and
 /// the operator.
 #[derive(Clone, Copy, Debug)]
@@ -254,9 +239,13 @@ pub fn render_statement(
     let principals: Vec<String> = p
         .service_accounts
         .iter()
-        .map(|sa| service_account_principal(account, &sa.namespace, &sa.name))
-        .chain(p.users.iter().map(|u| user_principal(account, u)))
-        .chain(p.groups.iter().map(|g| group_principal(account, g)))
+        .map(|sa| principal::service_account_arn(account, &sa.namespace, &sa.name))
+        .chain(
+            p.users
+                .iter()
+                .map(|u| principal::kubernetes_user_arn(account, u)),
+        )
+        .chain(p.groups.iter().map(|g| principal::group_arn(account, g)))
         .collect();
     let sid = match &statement.sid {
         Some(sid) => format!("{policy}/{sid}"),
@@ -441,7 +430,7 @@ async fn apply(policy: &KeyPolicy, api: &Api<KeyPolicy>, ctx: &Context) -> Resul
         write_status(api, policy, ctx, false, reason::INVALID, &message).await?;
         return Ok(Action::await_change());
     }
-    if let Some(why) = refused_for_lockout(policy, ctx) {
+    if let Some(why) = synced.locked_out.get(&policy.name_any()) {
         let message = format!(
             "not applied: {why}; to apply it anyway, annotate the KeyPolicy with \
              {BYPASS_LOCKOUT_ANNOTATION}: \"true\""
@@ -557,6 +546,8 @@ struct Synced {
     uncovered: Vec<String>,
     /// Per policy name: how many Keys with an engine key it covers.
     covered: BTreeMap<String, usize>,
+    /// Per policy name: why it was left out (it would lock the operator out).
+    locked_out: BTreeMap<String, String>,
 }
 
 /// Brings the document of every Key in `namespace` in line with the namespace's live, valid
@@ -564,24 +555,25 @@ struct Synced {
 async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
     let policies: Api<KeyPolicy> = Api::namespaced(ctx.client.clone(), namespace);
     let keys: Api<Key> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut live: Vec<KeyPolicy> = policies
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && p.spec.validate().is_ok()
-                && refused_for_lockout(p, ctx).is_none()
-        })
-        .collect();
+    let mut out = Synced::default();
+    let mut live: Vec<KeyPolicy> = Vec::new();
+    for p in policies.list(&ListParams::default()).await?.items {
+        if p.metadata.deletion_timestamp.is_some() || p.spec.validate().is_err() {
+            continue;
+        }
+        match refused_for_lockout(&p, ctx) {
+            Some(why) => {
+                out.locked_out.insert(p.name_any(), why);
+            }
+            None => live.push(p),
+        }
+    }
     live.sort_by_key(|p| p.name_any());
     let caller = ctx.engine.caller();
     let managers = Managers {
         account: &caller.scope.account,
         operator: caller.principal.arn(),
     };
-    let mut out = Synced::default();
     for key in keys.list(&ListParams::default()).await?.items {
         let status = key.status.as_ref();
         let (Some(key_id), Some(arn)) = (
