@@ -1,7 +1,7 @@
 # kubekms developer entry points.
 #
 #   make test    everything CI runs (.ci/run calls this)
-#   make run     build the engine in release mode and run it standalone
+#   make run     the product: a local one-node cluster, the image, the Helm chart, pods Ready
 #   make bench   run the engine benchmark
 #   make scale-bench   the operator at 1,000 and 10,000 Keys on the local control plane
 #
@@ -15,19 +15,21 @@ ARGS ?=
 CARGO ?= cargo
 SCRIPTS := e2e/scripts
 
-.PHONY: test setup fmt clippy cargo-test python-tests smoke \
+.PHONY: test setup fmt clippy cargo-test python-tests smoke chart image \
 	control-plane control-plane-start control-plane-stop control-plane-status \
+	cluster-start cluster-stop cluster-status \
 	build-release run bench scale-bench
 
-## test: setup, formatting, lints, unit/integration tests, Python e2e tests, control-plane smoke test
-test: setup fmt clippy cargo-test python-tests smoke
+## test: setup, formatting, lints, the chart's checks, the image, unit/integration/e2e tests
+## (the e2e tests on a one-node cluster load the image), Python e2e tests, control-plane smoke test
+test: setup fmt clippy chart image cargo-test python-tests smoke
 	@echo "make test: all steps passed"
 
 # The control plane is built here (cached after the first time) so that every later step,
 # cargo tests included, can rely on it.
 setup:
 	$(SCRIPTS)/setup.sh
-	$(SCRIPTS)/build-control-plane.sh
+	$(SCRIPTS)/build-kubernetes.sh
 
 fmt:
 	$(CARGO) fmt --all --check $(if $(CI),-- --color=never)
@@ -46,9 +48,29 @@ python-tests:
 smoke:
 	$(SCRIPTS)/control-plane-smoke.sh
 
+## chart: charts/kubekms linted (Helm 4 from helm-python-sdk), rendered, CRDs checked for drift
+chart:
+	$(SCRIPTS)/check-chart.sh
+
+## image: the container image (static binaries, OCI archive, no Docker) at
+## $(CARGO_TARGET_DIR)/kubekms-image.tar; the Dockerfile checked to build the same
+image:
+	$(SCRIPTS)/build-image.sh --check-dockerfile
+	$(SCRIPTS)/build-image.sh
+
+## A one-node cluster (control plane + containerd, kubelet, kube-proxy) in a network namespace
+cluster-start:
+	$(SCRIPTS)/cluster.sh start
+
+cluster-stop:
+	$(SCRIPTS)/cluster.sh stop
+
+cluster-status:
+	$(SCRIPTS)/cluster.sh status
+
 ## Local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager v1.20.2)
 control-plane:
-	$(SCRIPTS)/build-control-plane.sh
+	$(SCRIPTS)/build-kubernetes.sh
 
 control-plane-start:
 	$(SCRIPTS)/control-plane.sh start
@@ -62,9 +84,10 @@ control-plane-status:
 build-release:
 	$(CARGO) build --release -p kubekms-engine --bin kubekms-engine -p kubekms-operator --bin kubekms-operator
 
-## run: the operator with its embedded key engine, against KUBECONFIG's cluster or, when none
-## answers, a local control plane it starts (KUBEKMS_STANDALONE=1: the engine alone, no Kubernetes)
-run: build-release
+## run: the product. A local one-node cluster (or KUBECONFIG's cluster), the image loaded, the
+## Helm chart installed, operator and engine pods Ready, examples applied, next steps printed.
+## KUBEKMS_STANDALONE=1: the engine alone, no Kubernetes.
+run: setup $(if $(filter 1,$(KUBEKMS_STANDALONE)),,image)
 	DATA_DIR="$(DATA_DIR)" $(SCRIPTS)/run.sh $(ARGS)
 
 ## bench: the benchmark binary (kubekms-bench)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real, node-less Kubernetes control plane on loopback for end-to-end tests:
 # etcd (Debian's etcd-server) + kube-apiserver + kube-controller-manager
-# v1.20.2 (built by build-control-plane.sh).
+# v1.20.2 (built by build-kubernetes.sh).
 #
 # Usage: e2e/scripts/control-plane.sh start|stop|status|env [DIR]
 #   DIR defaults to $KUBEKMS_CP_DIR or /tmp/kubekms-cp.
@@ -15,6 +15,12 @@
 # Ports: preferred fixed ones (etcd 23790/23800, apiserver 16443), each
 # checked free first; a busy one is replaced by a free port from the kernel.
 # Override with KUBEKMS_ETCD_PORT, KUBEKMS_ETCD_PEER_PORT, KUBEKMS_APISERVER_PORT.
+#
+# Node mode (used by cluster.sh, which runs this script inside its network
+# namespace): KUBEKMS_CP_NODE_IP=<address> makes the API server listen on every
+# address of that namespace and advertise <address> (Endpoints refuse
+# loopback), adds kube-scheduler, and writes credentials for a kubelet
+# (system:node:$KUBEKMS_NODE_NAME) and kube-proxy.
 #
 # Tuning: KUBEKMS_CP_GOGC (default 400) for etcd and the Kubernetes components,
 # KUBEKMS_CP_PROFILING=true for the API server's /debug/pprof,
@@ -39,6 +45,11 @@ usage() {
 
 # Components in start order; stopped in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+NODE_IP="${KUBEKMS_CP_NODE_IP:-}"
+NODE_NAME="${KUBEKMS_NODE_NAME:-kubekms-node}"
+if [[ -n "$NODE_IP" ]]; then
+    COMPONENTS+=(kube-scheduler)
+fi
 
 pid_of() {
     local f="$DIR/run/$1.pid"
@@ -90,6 +101,8 @@ gen_pki() {
     if [[ -f "$pki/ca.crt" && -f "$pki/apiserver.crt" && -f "$pki/sa.key" && -f "$pki/tokens.csv" ]]; then
         return 0
     fi
+    local node_san=""
+    [[ -z "$NODE_IP" ]] || node_san=",IP:${NODE_IP}"
     log "generating CA, serving certificate, service-account key and admin token in $pki"
     (
         cd "$pki"
@@ -98,11 +111,11 @@ gen_pki() {
             -keyout ca.key -out ca.crt -subj "/CN=kubekms-local-ca" \
             -addext "basicConstraints=critical,CA:TRUE" \
             -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-        cat >apiserver.ext <<'EOF'
+        cat >apiserver.ext <<EOF
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1${node_san},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EOF
         openssl req -newkey rsa:2048 -nodes -sha256 -keyout apiserver.key -out apiserver.csr \
             -subj "/CN=kube-apiserver" 2>/dev/null
@@ -114,17 +127,35 @@ EOF
         echo "$token" >admin.token
         # token,user,uid,"groups"
         echo "${token},kubekms-admin,kubekms-admin,\"system:masters\"" >tokens.csv
+        if [[ -n "$NODE_IP" ]]; then
+            # The kubelet must be system:node:<name> in system:nodes for the Node
+            # authorizer; kube-proxy and the scheduler have bootstrap roles of their own.
+            openssl rand -hex 32 >kubelet.token
+            echo "$(<kubelet.token),system:node:${NODE_NAME},kubelet,\"system:nodes\"" >>tokens.csv
+            openssl rand -hex 32 >kube-proxy.token
+            echo "$(<kube-proxy.token),system:kube-proxy,kube-proxy" >>tokens.csv
+            openssl rand -hex 32 >kube-scheduler.token
+            echo "$(<kube-scheduler.token),system:kube-scheduler,kube-scheduler" >>tokens.csv
+            # The API server's client certificate for the kubelet (logs, exec, port-forward):
+            # the kubelet trusts only certificates of this CA.
+            openssl req -newkey rsa:2048 -nodes -sha256 -keyout kubelet-client.key -out kubelet-client.csr \
+                -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+            printf 'extendedKeyUsage=clientAuth\n' >kubelet-client.ext
+            openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                -days 3650 -sha256 -extfile kubelet-client.ext -out kubelet-client.crt 2>/dev/null
+        fi
         chmod 644 ca.crt
     )
 }
 
+# write_kubeconfig SERVER [TOKEN_FILE OUT USER]
 write_kubeconfig() {
-    local server="$1" token
-    token=$(<"$DIR/pki/admin.token")
+    local server="$1" token_file="${2:-$DIR/pki/admin.token}" out="${3:-$DIR/kubeconfig}" user="${4:-kubekms-admin}" token
+    token=$(<"$token_file")
     local ca_b64
     ca_b64=$(base64 -w0 <"$DIR/pki/ca.crt")
     umask 077
-    cat >"$DIR/kubeconfig" <<EOF
+    cat >"$out" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -133,14 +164,14 @@ clusters:
     server: ${server}
     certificate-authority-data: ${ca_b64}
 users:
-- name: kubekms-admin
+- name: ${user}
   user:
     token: ${token}
 contexts:
 - name: kubekms-local
   context:
     cluster: kubekms-local
-    user: kubekms-admin
+    user: ${user}
     namespace: default
 current-context: kubekms-local
 EOF
@@ -150,10 +181,12 @@ find_binaries() {
     if [[ -n "${KUBEKMS_K8S_BIN:-}" ]]; then
         BIN="$KUBEKMS_K8S_BIN"
     else
-        BIN=$("$SCRIPT_DIR/build-control-plane.sh" | tail -n1)
+        BIN=$("$SCRIPT_DIR/build-kubernetes.sh" | tail -n1)
     fi
-    [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" ]] ||
-        die "kube-apiserver/kube-controller-manager not found in $BIN"
+    local c
+    for c in "${COMPONENTS[@]}"; do
+        [[ "$c" == etcd || -x "$BIN/$c" ]] || die "$c not found in $BIN"
+    done
     ETCD=$(command -v etcd || true)
     [[ -n "$ETCD" ]] || die "etcd not found (apt-get install etcd-server, or run e2e/scripts/setup.sh)"
     command -v kubectl >/dev/null || die "kubectl not found (run e2e/scripts/setup.sh)"
@@ -238,6 +271,12 @@ do_start() {
     APISERVER_PORT=$(pick_port "${KUBEKMS_APISERVER_PORT:-${prev_api:-16443}}")
     local server="https://127.0.0.1:${APISERVER_PORT}"
     write_kubeconfig "$server"
+    if [[ -n "$NODE_IP" ]]; then
+        local c
+        for c in kubelet kube-proxy kube-scheduler; do
+            write_kubeconfig "https://${NODE_IP}:${APISERVER_PORT}" "$DIR/pki/$c.token" "$DIR/$c.kubeconfig" "$c"
+        done
+    fi
     cat >"$DIR/env" <<EOF
 KUBECONFIG=$DIR/kubeconfig
 KUBEKMS_APISERVER=$server
@@ -259,12 +298,23 @@ EOF
     wait_until "etcd health" etcd_healthy || die "etcd did not start (see $DIR/logs/etcd.log)"
 
     log "starting kube-apiserver on $server"
-    local pki="$DIR/pki"
+    local pki="$DIR/pki" bind=127.0.0.1 advertise=127.0.0.1 node_flags=()
+    if [[ -n "$NODE_IP" ]]; then
+        # Inside cluster.sh's network namespace: every address there is private to it.
+        bind=0.0.0.0
+        advertise="$NODE_IP"
+        # TaintNodesByCondition adds node.kubernetes.io/not-ready to a new node and only the
+        # nodelifecycle controller (off here: it empties Endpoints whenever the API server
+        # restarts) would remove it, so pods would stay Pending. Aggregator routing makes the
+        # API server dial a webhook Service's endpoints itself (no kube-proxy on its path).
+        node_flags=(--disable-admission-plugins TaintNodesByCondition --enable-aggregator-routing=true
+            --kubelet-client-certificate "$pki/kubelet-client.crt" --kubelet-client-key "$pki/kubelet-client.key")
+    fi
     # Admission: the defaults of 1.20 are fine without nodes; the ServiceAccount
     # plug-in only matters for pods, which never run here.
     launch kube-apiserver "$BIN/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:${ETCD_PORT}" \
-        --bind-address 127.0.0.1 --advertise-address 127.0.0.1 \
+        --bind-address "$bind" --advertise-address "$advertise" \
         --secure-port "$APISERVER_PORT" --insecure-port 0 \
         --cert-dir "$pki" \
         --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
@@ -278,6 +328,7 @@ EOF
         --authorization-mode Node,RBAC \
         --enable-admission-plugins NamespaceLifecycle,ServiceAccount,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
         --allow-privileged=false --profiling="${KUBEKMS_CP_PROFILING:-false}" \
+        "${node_flags[@]}" \
         --v "${KUBEKMS_CP_VERBOSITY:-1}"
     wait_until "kube-apiserver /readyz" readyz || die "kube-apiserver did not become ready (see $DIR/logs/kube-apiserver.log)"
 
@@ -292,6 +343,14 @@ EOF
         --leader-elect=false --port 0 --secure-port 0 --profiling=false \
         --v "${KUBEKMS_CP_VERBOSITY:-1}"
 
+    if [[ -n "$NODE_IP" ]]; then
+        log "starting kube-scheduler"
+        launch kube-scheduler "$BIN/kube-scheduler" \
+            --kubeconfig "$DIR/kube-scheduler.kubeconfig" \
+            --leader-elect=false --port 0 --secure-port 0 --profiling=false \
+            --v "${KUBEKMS_CP_VERBOSITY:-1}"
+    fi
+
     wait_until "kubectl get ns" env KUBECONFIG="$DIR/kubeconfig" kubectl get ns ||
         die "kubectl get ns failed"
     wait_until "default ServiceAccount token (controller manager)" default_sa_token_ready ||
@@ -302,8 +361,10 @@ EOF
 
 do_stop() {
     local quiet="${1:-}" i c pid
-    for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-        c="${COMPONENTS[$i]}"
+    # Every component that may have run, node mode or not, in reverse start order.
+    local all=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+    for ((i = ${#all[@]} - 1; i >= 0; i--)); do
+        c="${all[$i]}"
         if pid=$(pid_of "$c"); then
             [[ -n "$quiet" ]] || log "stopping $c (pid $pid)"
             kill -TERM "$pid" 2>/dev/null || true

@@ -5,9 +5,12 @@
 #
 #   Debian packages: wrk etcd-server golang-go rsync openssl curl make gcc
 #                    dpkg-dev, reflect2/json-iterator sources (k8s build),
+#                    the node of the local cluster: containerd runc
+#                    containernetworking-plugins iptables conntrack socat iproute2,
 #                    kubectl (Debian's kubernetes-client if none is installed)
 #   Python venv:     ${KUBEKMS_VENV:-/root/.cache/kubekms-venv} with boto3
 #                    awscli aws-encryption-sdk moto[server] cryptography pytest
+#                    helm-python-sdk (Helm 4 as a library, for e2e/scripts/helm.py)
 #
 # Set KUBEKMS_SKIP_APT=1 to skip the Debian part (e.g. when not root).
 set -euo pipefail
@@ -49,7 +52,8 @@ if [[ "${KUBEKMS_SKIP_APT:-0}" != "1" ]]; then
     else
         apt_ensure wrk etcd-server golang-go rsync openssl curl ca-certificates make gcc cmake xxd dpkg-dev \
             golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev \
-            python3 python3-venv
+            python3 python3-venv \
+            containerd runc containernetworking-plugins iptables conntrack socat iproute2 util-linux
         if ! command -v kubectl >/dev/null 2>&1; then
             # Debian's client matches the control plane we build (1.20.2).
             apt_ensure kubernetes-client
@@ -87,6 +91,7 @@ declare -A REQS=(
     ["moto[server]"]="moto, moto.server, flask, flask_cors"
     [cryptography]="cryptography"
     [pytest]="pytest"
+    ["helm-python-sdk>=0.2.2,<0.3"]="helm_python"
 )
 need=()
 for req in "${!REQS[@]}"; do
@@ -103,6 +108,6 @@ if [[ ${#need[@]} -gt 0 ]]; then
     log "pip install ${need[*]} into $VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${need[@]}"
 else
-    log "venv $VENV has boto3 awscli aws-encryption-sdk moto[server] cryptography pytest"
+    log "venv $VENV has boto3 awscli aws-encryption-sdk moto[server] cryptography pytest helm-python-sdk"
 fi
 log "done"

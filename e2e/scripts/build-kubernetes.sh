@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Builds (or reuses from the cache) kube-apiserver and kube-controller-manager
-# v1.20.2 from Debian bookworm's `kubernetes` source package.
+# Builds (or reuses from the cache) the Kubernetes v1.20.2 binaries from Debian
+# bookworm's `kubernetes` source package: the control plane (kube-apiserver,
+# kube-controller-manager, kube-scheduler) and the node (kubelet, kube-proxy,
+# and the sandbox's `pause` binary, compiled statically from the tree's
+# build/pause/linux/pause.c).
 #
 # No container runtime and no upstream release downloads are available on the
 # machines this project runs on, so the control plane is compiled from the
 # Debian source package. The result lives outside the repository so a second
 # run is instant:
 #
-#   ${KUBEKMS_K8S_CACHE:-/root/.cache/kubekms/k8s-v1.20.2}/bin/{kube-apiserver,kube-controller-manager}
+#   ${KUBEKMS_K8S_CACHE:-/root/.cache/kubekms/k8s-v1.20.2}/bin/{kube-apiserver,...,pause}
 #
-# Usage: e2e/scripts/build-control-plane.sh [--force]
+# Usage: e2e/scripts/build-kubernetes.sh [--force]
+# Only the binaries missing from the cache are built (kubelet alone takes about
+# six minutes on two cores).
 # Prints the bin directory on its last line of stdout.
 set -euo pipefail
 
@@ -20,11 +25,23 @@ SRC_PARENT="$CACHE_DIR/src"
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
-log() { echo "[build-control-plane] $*" >&2; }
+log() { echo "[build-kubernetes] $*" >&2; }
+
+COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
+# The components not yet in the cache (all of them with --force).
+missing_components() {
+    local c
+    for c in "${COMPONENTS[@]}"; do
+        if [[ $FORCE -eq 1 || ! -x "$BIN_DIR/$c" ]] ||
+            ! "$BIN_DIR/$c" --version 2>/dev/null | grep -q "v${K8S_VERSION}"; then
+            echo "$c"
+        fi
+    done
+}
 
 have_binaries() {
-    [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kube-controller-manager" ]] &&
-        "$BIN_DIR/kube-apiserver" --version 2>/dev/null | grep -q "v${K8S_VERSION}"
+    [[ -z "$(missing_components)" && -x "$BIN_DIR/pause" ]]
 }
 
 if [[ $FORCE -eq 0 ]] && have_binaries; then
@@ -97,16 +114,28 @@ for dep in github.com/modern-go/reflect2 github.com/json-iterator/go; do
     cp -a "$src/." "$dst/"
 done
 
-log "building kube-apiserver and kube-controller-manager with $(go version) (takes minutes)"
+mapfile -t build < <(missing_components)
 start=$(date +%s)
-(
-    cd "$SRC_DIR"
-    # Everything comes from vendor/; never reach for a module proxy.
-    export GOPROXY=off
-    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2
-)
+if [[ ${#build[@]} -gt 0 ]]; then
+    log "building ${build[*]} with $(go version) (takes minutes)"
+    (
+        cd "$SRC_DIR"
+        # Everything comes from vendor/; never reach for a module proxy.
+        export GOPROXY=off
+        make WHAT="${build[*]/#/cmd/}" >&2
+    )
+fi
+# The sandbox ("pause") container's only process. containerd takes it from the
+# image named by its CRI config's sandbox_image, which the node scripts build
+# from this binary; without it containerd would try to pull one from a registry.
+if [[ $FORCE -eq 1 || ! -x "$BIN_DIR/pause" ]]; then
+    log "building pause (gcc -static)"
+    gcc -Os -static -Wall -DVERSION="v${K8S_VERSION}-kubekms" \
+        -o "$BIN_DIR/pause" "$SRC_DIR/build/pause/linux/pause.c" >&2
+    strip "$BIN_DIR/pause"
+fi
 end=$(date +%s)
-for b in kube-apiserver kube-controller-manager; do
+for b in "${build[@]}"; do
     out=$(find "$SRC_DIR/_output" -type f -name "$b" -perm -u+x | head -n1)
     if [[ -z "$out" ]]; then
         log "build produced no $b"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Checks the Helm chart charts/kubekms without a cluster (a few seconds):
+#   1. its crds/kubekms.io.yaml is byte-identical to the generated crds/kubekms.io.yaml,
+#   2. its appVersion is the workspace version in Cargo.toml,
+#   3. `helm lint --strict` is clean, for the default Kubernetes version and for 1.20,
+#   4. it renders with the default values and a few variants, and the values schema refuses
+#      a bad value.
+# Helm is the real Helm 4 engine from helm-python-sdk (e2e/scripts/helm.py) in the project
+# venv (${KUBEKMS_VENV:-/root/.cache/kubekms-venv}; e2e/scripts/setup.sh installs it).
+# Exits non-zero on the first failure.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV="${KUBEKMS_VENV:-/root/.cache/kubekms-venv}"
+CHART="$ROOT/charts/kubekms"
+HELM=("$VENV/bin/python" "$ROOT/e2e/scripts/helm.py")
+
+log() { echo "[check-chart] $*"; }
+die() {
+    echo "[check-chart] FAIL: $*" >&2
+    exit 1
+}
+
+if ! cmp -s "$ROOT/crds/kubekms.io.yaml" "$CHART/crds/kubekms.io.yaml"; then
+    diff -u "$ROOT/crds/kubekms.io.yaml" "$CHART/crds/kubekms.io.yaml" | head -20 >&2 || true
+    die "charts/kubekms/crds/kubekms.io.yaml differs from crds/kubekms.io.yaml; copy it: cp crds/kubekms.io.yaml charts/kubekms/crds/"
+fi
+log "CRDs identical to crds/kubekms.io.yaml"
+
+# The first `version = "..."` after [workspace.package].
+cargo_version=$(awk '/^\[workspace.package\]/{p=1;next} /^\[/{p=0} p && /^version *=/{gsub(/.*= *"|".*/,"");print;exit}' "$ROOT/Cargo.toml")
+chart_app=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$CHART/Chart.yaml")
+[[ -n "$cargo_version" && "$cargo_version" == "$chart_app" ]] ||
+    die "Chart.yaml appVersion '$chart_app' is not the workspace version '$cargo_version' (Cargo.toml)"
+log "appVersion $chart_app matches Cargo.toml"
+
+"$VENV/bin/python" -c 'import helm_python' 2>/dev/null ||
+    die "helm-python-sdk is not installed in $VENV (run e2e/scripts/setup.sh)"
+
+"${HELM[@]}" lint "$CHART" --strict >/dev/null || { "${HELM[@]}" lint "$CHART" --strict >&2; die "helm lint"; }
+"${HELM[@]}" lint "$CHART" --strict --kube-version 1.20.2 >/dev/null ||
+    { "${HELM[@]}" lint "$CHART" --strict --kube-version 1.20.2 >&2; die "helm lint (1.20)"; }
+log "helm lint --strict clean (default and Kubernetes 1.20)"
+
+render() { "${HELM[@]}" template kubekms "$CHART" -n kubekms-system "$@"; }
+out=$(render --kube-version 1.20.2) || die "render with default values"
+grep -q '^apiVersion: policy/v1beta1$' <<<"$out" || die "Kubernetes 1.20 render must use policy/v1beta1 for the PodDisruptionBudget"
+out=$(render --set engine.replicas=3) || die "render with engine.replicas=3"
+grep -q '^apiVersion: policy/v1$' <<<"$out" || die "a current-Kubernetes render must use policy/v1 for the PodDisruptionBudget"
+grep -q '"replicas": 3' <<<"$out" || die "engine.replicas=3 not in engine.json"
+out=$(render --set engine.replicas=1) || die "render with engine.replicas=1"
+! grep -q 'kind: PodDisruptionBudget' <<<"$out" || die "engine.replicas=1 must not render a PodDisruptionBudget"
+render --set serviceMonitor.enabled=true --set serviceAccount.create=false \
+    --set 'operator.importNamespaces={payments}' >/dev/null || die "render with serviceMonitor, existing ServiceAccounts and importNamespaces"
+if render --set engine.replicas=0 >/dev/null 2>&1; then die "the schema accepted engine.replicas=0"; fi
+if render --set 'operator.importNamespaces={kubekms-system}' >/dev/null 2>&1; then
+    die "importNamespaces accepted the release namespace"
+fi
+log "renders default and variants; refuses bad values"
+log "ok"
