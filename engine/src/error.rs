@@ -133,6 +133,57 @@ impl KmsError {
         }
     }
 
+    /// The error an answer's `{"__type", "message"}` stands for: the inverse of
+    /// [`KmsError::aws_type`], so a client of the engine's HTTP API matches refusals by variant
+    /// as an in-process caller does. `__type` may carry botocore's namespace prefix
+    /// (`com.amazonaws.kms#NotFoundException`) or a `:`-suffix (as some gateways add). Both
+    /// internal variants answer `KMSInternalException` and come back as
+    /// [`KmsError::Internal`]; a type the engine never sends becomes `Internal` naming it.
+    pub fn from_aws_type(aws_type: &str, message: impl Into<String>) -> Self {
+        let name = aws_type.rsplit('#').next().unwrap_or(aws_type);
+        let name = name.split(':').next().unwrap_or(name);
+        let m = message.into();
+        match name {
+            "NotFoundException" => KmsError::NotFound(m),
+            "AlreadyExistsException" => KmsError::AlreadyExists(m),
+            "DisabledException" => KmsError::Disabled(m),
+            "KMSInvalidStateException" => KmsError::InvalidState(m),
+            "InvalidKeyUsageException" => KmsError::InvalidKeyUsage(m),
+            "ValidationException" => KmsError::Validation(m),
+            "InvalidArnException" => KmsError::InvalidArn(m),
+            "InvalidAliasNameException" => KmsError::InvalidAliasName(m),
+            "InvalidMarkerException" => KmsError::InvalidMarker(m),
+            "InvalidGrantTokenException" => KmsError::InvalidGrantToken(m),
+            "InvalidImportTokenException" => KmsError::InvalidImportToken(m),
+            "IncorrectKeyMaterialException" => KmsError::IncorrectKeyMaterial(m),
+            "IncorrectKeyException" => KmsError::IncorrectKey(m),
+            "ExpiredImportTokenException" => KmsError::ExpiredImportToken(m),
+            // Its message is fixed: the engine never says more about a bad ciphertext.
+            "InvalidCiphertextException" => KmsError::InvalidCiphertext,
+            "KMSInvalidSignatureException" => KmsError::KmsInvalidSignature(m),
+            "KMSInvalidMacException" => KmsError::KmsInvalidMac(m),
+            "LimitExceededException" => KmsError::LimitExceeded(m),
+            "MalformedPolicyDocumentException" => KmsError::MalformedPolicyDocument(m),
+            "TagException" => KmsError::Tag(m),
+            "UnsupportedOperationException" => KmsError::UnsupportedOperation(m),
+            "DependencyTimeoutException" => KmsError::DependencyTimeout(m),
+            "AccessDeniedException" => KmsError::AccessDenied(m),
+            "DryRunOperationException" => KmsError::DryRunOperation(m),
+            "ExpiredTokenException" => KmsError::ExpiredToken(m),
+            "InvalidIdentityToken" => KmsError::InvalidIdentityToken(m),
+            "IDPCommunicationError" => KmsError::IdpCommunication(m),
+            "UnrecognizedClientException" => KmsError::UnrecognizedClient(m),
+            "InvalidSignatureException" => KmsError::InvalidSignature(m),
+            "IncompleteSignature" => KmsError::IncompleteSignature(m),
+            "MissingAuthenticationTokenException" => KmsError::MissingAuthenticationToken(m),
+            "UnknownOperationException" => KmsError::UnknownOperation(m),
+            "SerializationException" => KmsError::SerializationFailure(m),
+            "RequestTimeoutException" => KmsError::RequestTimeout(m),
+            "KMSInternalException" => KmsError::Internal(m),
+            other => KmsError::Internal(format!("{}: {m}", shown(other))),
+        }
+    }
+
     /// HTTP status: AWS answers client faults with 400 and its own faults with 500.
     pub fn http_status(&self) -> u16 {
         match self {
@@ -200,4 +251,127 @@ pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
         out.push_str("...");
     }
     std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of every variant. The match makes a new variant a compile error here until it
+    /// is added to the list (and so to the round trip below).
+    fn every_variant() -> Vec<KmsError> {
+        let m = || "why".to_owned();
+        let all = vec![
+            KmsError::NotFound(m()),
+            KmsError::AlreadyExists(m()),
+            KmsError::Disabled(m()),
+            KmsError::InvalidState(m()),
+            KmsError::InvalidKeyUsage(m()),
+            KmsError::Validation(m()),
+            KmsError::InvalidArn(m()),
+            KmsError::InvalidAliasName(m()),
+            KmsError::InvalidMarker(m()),
+            KmsError::InvalidGrantToken(m()),
+            KmsError::InvalidImportToken(m()),
+            KmsError::IncorrectKeyMaterial(m()),
+            KmsError::IncorrectKey(m()),
+            KmsError::ExpiredImportToken(m()),
+            KmsError::InvalidCiphertext,
+            KmsError::KmsInvalidSignature(m()),
+            KmsError::KmsInvalidMac(m()),
+            KmsError::LimitExceeded(m()),
+            KmsError::MalformedPolicyDocument(m()),
+            KmsError::Tag(m()),
+            KmsError::UnsupportedOperation(m()),
+            KmsError::DependencyTimeout(m()),
+            KmsError::AccessDenied(m()),
+            KmsError::DryRunOperation(m()),
+            KmsError::ExpiredToken(m()),
+            KmsError::InvalidIdentityToken(m()),
+            KmsError::IdpCommunication(m()),
+            KmsError::UnrecognizedClient(m()),
+            KmsError::InvalidSignature(m()),
+            KmsError::IncompleteSignature(m()),
+            KmsError::MissingAuthenticationToken(m()),
+            KmsError::UnknownOperation(m()),
+            KmsError::SerializationFailure(m()),
+            KmsError::RequestTimeout(m()),
+            KmsError::Internal(m()),
+            KmsError::dependency("why", std::io::Error::other("disk")),
+        ];
+        for e in &all {
+            match e {
+                KmsError::NotFound(_)
+                | KmsError::AlreadyExists(_)
+                | KmsError::Disabled(_)
+                | KmsError::InvalidState(_)
+                | KmsError::InvalidKeyUsage(_)
+                | KmsError::Validation(_)
+                | KmsError::InvalidArn(_)
+                | KmsError::InvalidAliasName(_)
+                | KmsError::InvalidMarker(_)
+                | KmsError::InvalidGrantToken(_)
+                | KmsError::InvalidImportToken(_)
+                | KmsError::IncorrectKeyMaterial(_)
+                | KmsError::IncorrectKey(_)
+                | KmsError::ExpiredImportToken(_)
+                | KmsError::InvalidCiphertext
+                | KmsError::KmsInvalidSignature(_)
+                | KmsError::KmsInvalidMac(_)
+                | KmsError::LimitExceeded(_)
+                | KmsError::MalformedPolicyDocument(_)
+                | KmsError::Tag(_)
+                | KmsError::UnsupportedOperation(_)
+                | KmsError::DependencyTimeout(_)
+                | KmsError::AccessDenied(_)
+                | KmsError::DryRunOperation(_)
+                | KmsError::ExpiredToken(_)
+                | KmsError::InvalidIdentityToken(_)
+                | KmsError::IdpCommunication(_)
+                | KmsError::UnrecognizedClient(_)
+                | KmsError::InvalidSignature(_)
+                | KmsError::IncompleteSignature(_)
+                | KmsError::MissingAuthenticationToken(_)
+                | KmsError::UnknownOperation(_)
+                | KmsError::SerializationFailure(_)
+                | KmsError::RequestTimeout(_)
+                | KmsError::Internal(_)
+                | KmsError::Dependency { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_variant_comes_back_from_its_wire_form() {
+        for e in every_variant() {
+            let back = KmsError::from_aws_type(e.aws_type(), e.to_string());
+            assert_eq!(back.aws_type(), e.aws_type(), "{e:?}");
+            assert_eq!(back.to_string(), e.to_string(), "{e:?}");
+            assert_eq!(back.http_status(), e.http_status(), "{e:?}");
+            // The internal variants collapse into one; every other comes back as itself.
+            if !matches!(e, KmsError::Dependency { .. }) {
+                assert_eq!(
+                    std::mem::discriminant(&back),
+                    std::mem::discriminant(&e),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn prefixed_and_unknown_types() {
+        assert!(matches!(
+            KmsError::from_aws_type("com.amazonaws.kms#NotFoundException", "gone"),
+            KmsError::NotFound(m) if m == "gone"
+        ));
+        assert!(matches!(
+            KmsError::from_aws_type("AccessDeniedException:http://internal.amazon.com/", "no"),
+            KmsError::AccessDenied(_)
+        ));
+        let unknown = KmsError::from_aws_type("ThrottlingException", "slow down");
+        assert_eq!(unknown.aws_type(), "KMSInternalException");
+        assert_eq!(unknown.to_string(), "ThrottlingException: slow down");
+    }
 }

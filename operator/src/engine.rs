@@ -2,8 +2,10 @@
 //! Requests and answers are the `kubekms_proto::ops` types; an engine refusal comes back as
 //! [`Error::Kms`] with the engine's error, matched by variant.
 //!
-//! The engine runs in this process today, so a call is a function call; the controllers do
-//! not depend on that.
+//! Two transports behind one seam: the engine in this process (`kubekms-operator run` without
+//! `--engine-config`), where a call is a function call, and the engine in its own pods
+//! ([`crate::remote`]), where a call is a signed HTTP request whose answer and refusal decode
+//! into the same types. The controllers do not know which.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,25 +24,69 @@ use kubekms_proto::Operation;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::{Error, Result};
+use crate::remote::{CallError, RemoteEngine};
 
 /// The engine, as the operator's principal in the operator's account and region.
 #[derive(Clone)]
 pub struct EngineClient {
-    kms: Arc<Kms>,
+    transport: Transport,
+    /// Who the operator is in the engine. In-process it is the caller of every call; remotely
+    /// the engine derives the same principal from the operator's session, and this copy is
+    /// what the operator writes into key policies.
     caller: Caller,
+}
+
+#[derive(Clone)]
+enum Transport {
+    InProcess(Arc<Kms>),
+    Remote(Arc<RemoteEngine>),
+}
+
+/// One engine operation through whichever transport the client has: `$method` on the
+/// in-process engine, or `Operation::$op` over HTTP with the same request, whose answer decodes
+/// into the type the in-process method returns.
+macro_rules! call {
+    ($self:ident, $op:ident, $method:ident, $request:expr) => {{
+        let request = $request;
+        match &$self.transport {
+            Transport::InProcess(kms) => {
+                done(Operation::$op, kms.$method(&$self.caller, request).await)
+            }
+            Transport::Remote(remote) => remote
+                .call(Operation::$op, &request)
+                .await
+                .map_err(|e| failed(Operation::$op, e)),
+        }
+    }};
 }
 
 /// The most keys, rotations or tags one List call returns.
 const PAGE: i64 = 1000;
 
 impl EngineClient {
+    /// The engine in this process.
     pub fn new(kms: Arc<Kms>, caller: Caller) -> Self {
-        Self { kms, caller }
+        Self {
+            transport: Transport::InProcess(kms),
+            caller,
+        }
     }
 
-    /// The engine's feed of changed keys (see [`KeyChanged`]).
-    pub fn key_changes(&self) -> UnboundedReceiver<KeyChanged> {
-        self.kms.subscribe_key_changes()
+    /// The engine in its own pods.
+    pub fn remote(remote: Arc<RemoteEngine>, caller: Caller) -> Self {
+        Self {
+            transport: Transport::Remote(remote),
+            caller,
+        }
+    }
+
+    /// The engine's feed of changed keys (see [`KeyChanged`]); only an engine in this process
+    /// has one (a remote engine's changes are found by resyncing).
+    pub fn key_changes(&self) -> Option<UnboundedReceiver<KeyChanged>> {
+        match &self.transport {
+            Transport::InProcess(kms) => Some(kms.subscribe_key_changes()),
+            Transport::Remote(_) => None,
+        }
     }
 
     /// Who the operator is in the engine.
@@ -58,8 +104,7 @@ impl EngineClient {
     }
 
     pub async fn create_key(&self, request: CreateKeyRequest) -> Result<KeyMetadata> {
-        let out = self.kms.create_key(&self.caller, request).await;
-        done(Operation::CreateKey, out).map(|r| r.key_metadata)
+        call!(self, CreateKey, create_key, request).map(|r| r.key_metadata)
     }
 
     pub async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata> {
@@ -67,8 +112,7 @@ impl EngineClient {
             key_id: key_id.to_owned(),
             grant_tokens: None,
         };
-        let out = self.kms.describe_key(&self.caller, request).await;
-        done(Operation::DescribeKey, out).map(|r| r.key_metadata)
+        call!(self, DescribeKey, describe_key, request).map(|r| r.key_metadata)
     }
 
     /// One page of the operator's keys, from `marker` on.
@@ -77,10 +121,7 @@ impl EngineClient {
             limit: Some(PAGE),
             marker,
         };
-        done(
-            Operation::ListKeys,
-            self.kms.list_keys(&self.caller, request).await,
-        )
+        call!(self, ListKeys, list_keys, request)
     }
 
     /// A key's tags (a key has at most 50).
@@ -90,8 +131,7 @@ impl EngineClient {
             limit: Some(50),
             marker: None,
         };
-        let out = self.kms.list_resource_tags(&self.caller, request).await;
-        done(Operation::ListResourceTags, out)
+        call!(self, ListResourceTags, list_resource_tags, request)
             .map(|r| r.tags.into_iter().map(|t| (t.key, t.value)).collect())
     }
 
@@ -100,8 +140,7 @@ impl EngineClient {
             key_id: key_id.to_owned(),
             tags,
         };
-        let out = self.kms.tag_resource(&self.caller, request).await;
-        done(Operation::TagResource, out).map(drop)
+        call!(self, TagResource, tag_resource, request).map(drop)
     }
 
     pub async fn untag(&self, key_id: &str, tag_keys: Vec<String>) -> Result<()> {
@@ -109,8 +148,7 @@ impl EngineClient {
             key_id: key_id.to_owned(),
             tag_keys,
         };
-        let out = self.kms.untag_resource(&self.caller, request).await;
-        done(Operation::UntagResource, out).map(drop)
+        call!(self, UntagResource, untag_resource, request).map(drop)
     }
 
     pub async fn update_description(&self, key_id: &str, description: String) -> Result<()> {
@@ -118,19 +156,16 @@ impl EngineClient {
             key_id: key_id.to_owned(),
             description,
         };
-        let out = self.kms.update_key_description(&self.caller, request).await;
-        done(Operation::UpdateKeyDescription, out).map(drop)
+        call!(self, UpdateKeyDescription, update_key_description, request).map(drop)
     }
 
     /// EnableKey (`enabled`) or DisableKey.
     pub async fn set_enabled(&self, key_id: &str, enabled: bool) -> Result<()> {
         let request = KeyIdRequest::new(key_id);
         if enabled {
-            let out = self.kms.enable_key(&self.caller, request).await;
-            done(Operation::EnableKey, out).map(drop)
+            call!(self, EnableKey, enable_key, request).map(drop)
         } else {
-            let out = self.kms.disable_key(&self.caller, request).await;
-            done(Operation::DisableKey, out).map(drop)
+            call!(self, DisableKey, disable_key, request).map(drop)
         }
     }
 
@@ -139,24 +174,26 @@ impl EngineClient {
             key_id: key_id.to_owned(),
             pending_window_in_days: Some(days),
         };
-        let out = self.kms.schedule_key_deletion(&self.caller, request).await;
-        done(Operation::ScheduleKeyDeletion, out).map(drop)
+        call!(self, ScheduleKeyDeletion, schedule_key_deletion, request).map(drop)
     }
 
     pub async fn cancel_deletion(&self, key_id: &str) -> Result<()> {
-        let out = self
-            .kms
-            .cancel_key_deletion(&self.caller, KeyIdRequest::new(key_id))
-            .await;
-        done(Operation::CancelKeyDeletion, out).map(drop)
+        call!(
+            self,
+            CancelKeyDeletion,
+            cancel_key_deletion,
+            KeyIdRequest::new(key_id)
+        )
+        .map(drop)
     }
 
     pub async fn rotation_status(&self, key_id: &str) -> Result<GetKeyRotationStatusResponse> {
-        let out = self
-            .kms
-            .get_key_rotation_status(&self.caller, KeyIdRequest::new(key_id))
-            .await;
-        done(Operation::GetKeyRotationStatus, out)
+        call!(
+            self,
+            GetKeyRotationStatus,
+            get_key_rotation_status,
+            KeyIdRequest::new(key_id)
+        )
     }
 
     pub async fn enable_rotation(&self, key_id: &str, period_days: i64) -> Result<()> {
@@ -164,24 +201,27 @@ impl EngineClient {
             key_id: key_id.to_owned(),
             rotation_period_in_days: Some(period_days),
         };
-        let out = self.kms.enable_key_rotation(&self.caller, request).await;
-        done(Operation::EnableKeyRotation, out).map(drop)
+        call!(self, EnableKeyRotation, enable_key_rotation, request).map(drop)
     }
 
     pub async fn disable_rotation(&self, key_id: &str) -> Result<()> {
-        let out = self
-            .kms
-            .disable_key_rotation(&self.caller, KeyIdRequest::new(key_id))
-            .await;
-        done(Operation::DisableKeyRotation, out).map(drop)
+        call!(
+            self,
+            DisableKeyRotation,
+            disable_key_rotation,
+            KeyIdRequest::new(key_id)
+        )
+        .map(drop)
     }
 
     pub async fn rotate_on_demand(&self, key_id: &str) -> Result<()> {
-        let out = self
-            .kms
-            .rotate_key_on_demand(&self.caller, KeyIdRequest::new(key_id))
-            .await;
-        done(Operation::RotateKeyOnDemand, out).map(drop)
+        call!(
+            self,
+            RotateKeyOnDemand,
+            rotate_key_on_demand,
+            KeyIdRequest::new(key_id)
+        )
+        .map(drop)
     }
 
     /// The key's rotations, oldest first (the first page: at most 1,000, more than a key can
@@ -192,32 +232,34 @@ impl EngineClient {
             limit: Some(PAGE),
             marker: None,
         };
-        let out = self.kms.list_key_rotations(&self.caller, request).await;
-        done(Operation::ListKeyRotations, out).map(|r| r.rotations)
+        call!(self, ListKeyRotations, list_key_rotations, request).map(|r| r.rotations)
     }
 
     pub async fn create_alias(&self, alias_name: &str, key_id: &str) -> Result<()> {
-        let out = self
-            .kms
-            .create_alias(&self.caller, alias_target(alias_name, key_id))
-            .await;
-        done(Operation::CreateAlias, out).map(drop)
+        call!(
+            self,
+            CreateAlias,
+            create_alias,
+            alias_target(alias_name, key_id)
+        )
+        .map(drop)
     }
 
     pub async fn update_alias(&self, alias_name: &str, key_id: &str) -> Result<()> {
-        let out = self
-            .kms
-            .update_alias(&self.caller, alias_target(alias_name, key_id))
-            .await;
-        done(Operation::UpdateAlias, out).map(drop)
+        call!(
+            self,
+            UpdateAlias,
+            update_alias,
+            alias_target(alias_name, key_id)
+        )
+        .map(drop)
     }
 
     pub async fn delete_alias(&self, alias_name: &str) -> Result<()> {
         let request = DeleteAliasRequest {
             alias_name: alias_name.to_owned(),
         };
-        let out = self.kms.delete_alias(&self.caller, request).await;
-        done(Operation::DeleteAlias, out).map(drop)
+        call!(self, DeleteAlias, delete_alias, request).map(drop)
     }
 
     pub async fn parameters_for_import(
@@ -231,16 +273,16 @@ impl EngineClient {
             wrapping_algorithm,
             wrapping_key_spec,
         };
-        let out = self
-            .kms
-            .get_parameters_for_import(&self.caller, request)
-            .await;
-        done(Operation::GetParametersForImport, out)
+        call!(
+            self,
+            GetParametersForImport,
+            get_parameters_for_import,
+            request
+        )
     }
 
     pub async fn import_key_material(&self, request: ImportKeyMaterialRequest) -> Result<()> {
-        let out = self.kms.import_key_material(&self.caller, request).await;
-        done(Operation::ImportKeyMaterial, out).map(drop)
+        call!(self, ImportKeyMaterial, import_key_material, request).map(drop)
     }
 
     pub async fn key_policy(&self, key_id: &str) -> Result<String> {
@@ -248,8 +290,7 @@ impl EngineClient {
             key_id: key_id.to_owned(),
             policy_name: None,
         };
-        let out = self.kms.get_key_policy(&self.caller, request).await;
-        done(Operation::GetKeyPolicy, out).map(|r| r.policy)
+        call!(self, GetKeyPolicy, get_key_policy, request).map(|r| r.policy)
     }
 
     /// `bypass`: skip the engine's check that the operator can still put the key's policy
@@ -261,8 +302,7 @@ impl EngineClient {
             policy,
             bypass_policy_lockout_safety_check: bypass.then_some(true),
         };
-        let out = self.kms.put_key_policy(&self.caller, request).await;
-        done(Operation::PutKeyPolicy, out).map(drop)
+        call!(self, PutKeyPolicy, put_key_policy, request).map(drop)
     }
 }
 
@@ -276,4 +316,13 @@ fn alias_target(alias_name: &str, key_id: &str) -> AliasTargetRequest {
 /// An operation's answer, or the engine's refusal as [`Error::Kms`].
 fn done<T>(op: Operation, outcome: Outcome<T>) -> Result<T> {
     outcome.result.map_err(|source| Error::Kms { op, source })
+}
+
+/// A remote call's failure: the engine's refusal as [`Error::Kms`], as in-process, or the
+/// engine out of reach.
+fn failed(op: Operation, error: CallError) -> Error {
+    match error {
+        CallError::Refused(source) => Error::Kms { op, source },
+        CallError::Unreachable(source) => Error::EngineUnreachable { op, source },
+    }
 }

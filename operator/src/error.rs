@@ -21,6 +21,15 @@ pub enum Error {
         source: KmsError,
     },
 
+    /// The engine in its own pods could not be asked (or its answer not read): the operation
+    /// may or may not have happened, and the reconcile is retried.
+    #[error("engine {op}: {source}")]
+    EngineUnreachable {
+        op: Operation,
+        #[source]
+        source: crate::remote::RemoteError,
+    },
+
     /// A value the operator builds (a status, a patch) did not serialize: a bug.
     #[error("{what}: {source}")]
     Json {
@@ -66,6 +75,7 @@ impl Error {
         match self {
             Error::Kube(_) => "KubernetesApiError",
             Error::Kms { .. } | Error::Engine(_) => "EngineError",
+            Error::EngineUnreachable { .. } => "EngineUnreachable",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Config(_) | Error::Io { .. } => "ConfigError",
             Error::Json { .. } => "InternalError",

@@ -241,6 +241,7 @@ mod tests {
     fn secrets_become_keys_of_their_identity() {
         let identities = IdentityMap {
             admin_groups: vec!["system:masters".into()],
+            ..IdentityMap::default()
         };
         let good = secret(
             "ci",

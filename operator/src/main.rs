@@ -1,6 +1,8 @@
-//! `kubekms-operator run`: parse arguments, install providers, call [`run`].
+//! `kubekms-operator run | engine`: parse arguments, install providers, call [`run`] or
+//! [`engine`].
 
 use clap::{Parser, Subcommand};
+use kubekms_operator::engine_pod::{engine, EngineArgs};
 use kubekms_operator::run::{run, RunArgs};
 
 #[derive(Parser)]
@@ -16,8 +18,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the engine, its KMS API and the controllers.
+    /// Run the controllers, with the engine in this process or (--engine-config) in its own
+    /// pods.
     Run(Box<RunArgs>),
+    /// Run the key engine with its records in the cluster (the engine pods).
+    Engine(Box<EngineArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,5 +30,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = kubekms_engine::runner::init_process()?;
     match cli.command {
         Command::Run(args) => runtime.block_on(run(*args)).map_err(anyhow::Error::from),
+        Command::Engine(args) => runtime.block_on(engine(*args)).map_err(anyhow::Error::from),
     }
 }

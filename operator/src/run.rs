@@ -1,33 +1,42 @@
-//! `kubekms-operator run`: the key engine, its KMS API, its scheduled work and the controllers,
-//! in one process.
+//! `kubekms-operator run`: the controllers, and where the engine is.
+//!
+//! - Embedded (no `--engine-config`): the key engine, its KMS API and its scheduled work in
+//!   this process, called in-process; for tests and clusters without nodes for engine pods.
+//! - Remote (`--engine-config NAME`): the engine runs in its own pods (`kubekms-operator
+//!   engine`), which this operator deploys from ConfigMap NAME and calls over HTTP as its own
+//!   ServiceAccount. Controllers run only on the holder of the Lease `--lease-name`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::channel::mpsc;
+use futures::stream::BoxStream;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::Client;
+use kube::{Api, Client};
 use kubekms_crds::Key;
-use kubekms_engine::api::{self, ServerConfig};
+use kubekms_engine::api;
 use kubekms_engine::clock::SystemClock;
 use kubekms_engine::config::{self, Credentials};
-use kubekms_engine::identity::session::Sessions;
-use kubekms_engine::identity::{IdentityMap, WebIdentity};
+use kubekms_engine::identity::IdentityMap;
 use kubekms_engine::record::Scope;
-use kubekms_engine::runner::{self, Engine};
-use kubekms_engine::service::{AccountRole, Caller, Kms, Principal};
-use kubekms_engine::sigv4::Verifier;
+use kubekms_engine::runner;
+use kubekms_engine::service::{Caller, KeyChanged, Principal};
 use kubekms_engine::store::embedded::EmbeddedStore;
 use kubekms_engine::store::root_file::load_or_create_root_key;
 use kubekms_engine::store::KeyStore;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
 
 use crate::controller::{alias, key, Context};
 use crate::engine::EngineClient;
+use crate::engine_host::{self, EngineSettings, OpenedStore};
 use crate::error::{Error, Result};
-use crate::identity::KubeTokenReviewer;
-use crate::store::{root_key_from_secret, KubeStore, ROOT_KEY_SECRET};
+use crate::lease::{self, Leadership, LeaseSettings};
+use crate::remote::{RemoteEngine, RemoteSettings, DEFAULT_TOKEN_FILE};
 
 /// Where the engine keeps its records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,11 +102,48 @@ pub struct RunArgs {
     /// Address of the admin API (clock control, operator metrics); needs --test-clock.
     #[arg(long, requires = "test_clock")]
     pub admin_listen: Option<SocketAddr>,
+    /// Remote mode: the ConfigMap (in --namespace, entry `engine.json`) that describes the
+    /// engine's Deployment. The operator keeps the Deployment and Service `kubekms-engine` and
+    /// calls the engine there; account and region come from `engine.json`. Without it, the
+    /// engine runs in this process (embedded mode).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["test_clock", "data_dir", "root_key_file", "credentials"])]
+    pub engine_config: Option<String>,
+    /// Remote mode: call the engine here (`http://HOST:PORT`) instead of at the engine
+    /// Service's cluster IP.
+    #[arg(long, value_name = "URL", requires = "engine_config")]
+    pub engine_url: Option<String>,
+    /// Remote mode: the operator's projected ServiceAccount token (audience `kubekms`),
+    /// exchanged for engine credentials; read again for every exchange.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_TOKEN_FILE)]
+    pub token_file: PathBuf,
+    /// Remote mode: reconcile every Key this often, to notice changes made in the engine
+    /// (rotations, expiries, other clients), which the operator only sees in-process.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_seconds: u64,
+    /// Remote mode: the coordination.k8s.io Lease whose holder runs the controllers.
+    #[arg(long, default_value = "kubekms-operator")]
+    pub lease_name: String,
+    /// Namespaces whose Secrets ImportedMaterials may name (repeat for several). In remote mode
+    /// (the operator as a pod) only these are read, none when none are given: the chart grants
+    /// read access to exactly these. In embedded mode, none given means every namespace.
+    #[arg(long = "import-namespace", value_name = "NAMESPACE")]
+    pub import_namespaces: Vec<String>,
 }
 
 /// The principal the controllers act as in the engine.
 pub fn operator_principal(account: &str) -> String {
-    format!("arn:aws:iam::{account}:role/kubekms-operator")
+    kubekms_engine::identity::operator_role_arn(account)
+}
+
+/// The operator as the engine's caller: its principal, which may create keys, in its account
+/// and region.
+pub fn operator_caller(account: &str, region: &str) -> Caller {
+    let principal: Principal = IdentityMap::operator_principal(account);
+    Caller {
+        scope: Scope::new(account.to_owned(), region.to_owned()),
+        principal,
+        request_id: "kubekms-operator".into(),
+    }
 }
 
 /// The line printed on stdout once the listeners are bound. Tests wait for it.
@@ -108,69 +154,38 @@ pub fn ready_line(api: &str, admin: Option<&str>) -> String {
     }
 }
 
+/// The line printed on stdout by a remote-mode operator once its metrics listener is bound.
+pub fn remote_ready_line(config: &str, metrics: &str) -> String {
+    format!("kubekms operator: engine from ConfigMap {config}, metrics on {metrics}")
+}
+
 pub async fn run(args: RunArgs) -> Result<()> {
-    if args.account.len() != 12 || !args.account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::Config(format!(
-            "--account {:?} is not 12 digits",
-            args.account
-        )));
+    match args.engine_config.clone() {
+        Some(config) => run_remote(args, config).await,
+        None => run_embedded(args).await,
     }
-    if !kubekms_engine::sigv4::is_region_name(&args.region) {
-        return Err(Error::Config(format!(
-            "--region {:?} is not a region name (such as us-east-1)",
-            args.region
-        )));
-    }
+}
+
+/// The engine in this process.
+async fn run_embedded(args: RunArgs) -> Result<()> {
+    engine_host::check_scope(&args.account, &args.region)?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let clock = SystemClock::new();
-    let (store, root, kube_store) = open_store(&args, &client).await?;
-    let audit_key = kubekms_engine::audit::AuditKey::from_root(&root)?;
-    let sessions = Arc::new(Sessions::new(&root)?);
-    let kms = Kms::open(store, root, clock.clone()).await?;
-    // Other replicas' writes reach this engine through the watch, as changes the engine follows.
-    let store_watch = kube_store.map(|s| {
-        let (watch, changes) = s.watch();
-        tokio::spawn(kms.clone().follow(changes));
-        tokio::spawn(watch)
-    });
-    let credentials = load_credentials(&args)?;
-    let audit = runner::audit_log(&args.audit_log, audit_key, args.audit_max_bytes)?;
-
-    // Signatures, tokens and sessions are checked against the wall clock, not the test clock:
-    // a client signs with its own time, and moving the keys' clock forward must not make every
-    // request "expired".
-    let wall_clock = SystemClock::new();
-    let identities = IdentityMap {
+    let opened = open_store(&args, &client).await?;
+    let settings = EngineSettings {
+        namespace: args.namespace.clone(),
+        account: args.account.clone(),
         admin_groups: args.admin_groups.clone(),
+        // The operator calls the engine in-process, not with a token.
+        operator_service_account: None,
+        audit_log: args.audit_log.clone(),
+        audit_max_bytes: args.audit_max_bytes,
+        credentials: load_credentials(&args)?,
+        listen: args.listen,
     };
-    let web_identity = Arc::new(WebIdentity::new(
-        Arc::new(KubeTokenReviewer::new(client.clone())),
-        sessions,
-        identities.clone(),
-        args.account.clone(),
-        wall_clock.clone(),
-    ));
-    let verifier =
-        Arc::new(Verifier::new(credentials, wall_clock).with_sessions(web_identity.clone()));
-    let access_keys = tokio::spawn(crate::identity::watch_access_keys(
-        client.clone(),
-        args.namespace.clone(),
-        verifier.clone(),
-        identities,
-        args.account.clone(),
-    ));
-    let engine = Engine {
-        kms: kms.clone(),
-        authenticator: Box::new(verifier),
-        web_identity: Some(web_identity),
-        audit,
-        clock: clock.clone(),
-        config: ServerConfig::default(),
-        tls: None,
-    }
-    .bind(args.listen)
-    .await?;
-    let api_addr = engine.addr();
+    let engine = engine_host::host_engine(&client, settings, opened, clock.clone()).await?;
+    let kms = engine.kms.clone();
+    let api_addr = engine.bound.addr();
     let admin_listener = match args.admin_listen {
         Some(addr) => Some(api::server::bind(addr).await?),
         None => None,
@@ -179,64 +194,29 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let metrics_listener = api::server::bind(args.metrics_listen).await?;
     let metrics_addr = local_addr(&metrics_listener)?;
 
-    let caller = Caller {
-        scope: Scope::new(args.account.clone(), args.region.clone()),
-        // Creates the keys of Key resources; manages them through the documents it writes.
-        principal: Principal::new(operator_principal(&args.account))
-            .with_role(AccountRole::KeyCreator),
-        request_id: "kubekms-operator".into(),
-    };
     let ctx = Context::new(
         client.clone(),
-        EngineClient::new(kms.clone(), caller),
+        EngineClient::new(kms.clone(), operator_caller(&args.account, &args.region)),
         clock.clone(),
+        (!args.import_namespaces.is_empty()).then(|| args.import_namespaces.clone()),
     );
-
     // Reconcile-everything triggers, fired when the test clock moves.
-    let (key_tx, key_rx) = mpsc::unbounded::<()>();
-    let (alias_tx, alias_rx) = mpsc::unbounded::<()>();
-    let (import_tx, import_rx) = mpsc::unbounded::<()>();
-    let (policy_tx, policy_rx) = mpsc::unbounded::<()>();
-
+    let (triggers, receivers) = Triggers::new();
     let admin = admin_listener.map(|listener| {
         let admin = crate::admin::AdminState {
             clock: clock.clone(),
             kms: kms.clone(),
             ctx: ctx.clone(),
-            triggers: vec![
-                key_tx.clone(),
-                alias_tx.clone(),
-                policy_tx.clone(),
-                import_tx.clone(),
-            ],
+            triggers: triggers.all(),
         };
         tokio::spawn(crate::admin::serve(listener, admin))
     });
-
-    // One watch of Keys, fanned out to the controllers whose objects depend on Keys.
-    let (alias_keys_tx, alias_keys) = mpsc::unbounded::<Key>();
-    let (import_keys_tx, import_keys) = mpsc::unbounded::<Key>();
-    let (policy_keys_tx, policy_keys) = mpsc::unbounded::<Key>();
-    let keys = tokio::spawn(run_key_controller(
-        ctx.clone(),
-        key_rx,
-        vec![alias_keys_tx, import_keys_tx, policy_keys_tx],
-    ));
-    let aliases = tokio::spawn(alias::run(ctx.clone(), alias_rx, alias_keys));
-    let imports = tokio::spawn(crate::controller::import::run(
-        ctx.clone(),
-        import_rx,
-        import_keys,
-    ));
-    let policies = tokio::spawn(crate::controller::policy::run(
-        ctx.clone(),
-        policy_rx,
-        policy_keys,
-    ));
+    let key_trigger = receivers.key.boxed();
+    let controllers = spawn_controllers(&ctx, key_trigger, receivers.rest);
 
     {
         use std::io::Write;
-        let api_url = engine.endpoint();
+        let api_url = engine.bound.endpoint();
         let admin_url = admin_addr.map(|a| format!("http://{a}"));
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", ready_line(&api_url, admin_url.as_deref()));
@@ -246,35 +226,224 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(api = %api_addr, metrics = %metrics_addr, namespace = %args.namespace, "operator running");
 
     // The engine's runner: the KMS API, due work, the audit log flushed at the end.
-    engine.serve(runner::shutdown_signal()).await?;
-    keys.abort();
-    access_keys.abort();
-    metrics.abort();
-    aliases.abort();
-    imports.abort();
-    policies.abort();
-    if let Some(w) = store_watch {
-        w.abort();
+    let served = engine.serve(None, runner::shutdown_signal()).await;
+    for task in controllers {
+        task.abort();
     }
+    metrics.abort();
     if let Some(admin) = admin {
         admin.abort();
     }
-    drop((key_tx, alias_tx, policy_tx, import_tx));
+    drop(triggers);
+    served
+}
+
+/// The engine in its own pods.
+async fn run_remote(args: RunArgs, config_name: String) -> Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &args.namespace);
+    let config = crate::engine_deploy::wait_for_config(&config_maps, &config_name).await;
+    engine_host::check_scope(&config.account, &config.region)?;
+    let remote = Arc::new(
+        RemoteEngine::new(RemoteSettings {
+            endpoint: args.engine_url.clone(),
+            endpoint_fixed: args.engine_url.is_some(),
+            token_file: args.token_file.clone(),
+            account: config.account.clone(),
+            region: config.region.clone(),
+        })
+        .map_err(|e| Error::Config(e.to_string()))?,
+    );
+    let ctx = Context::new(
+        client.clone(),
+        EngineClient::remote(
+            remote.clone(),
+            operator_caller(&config.account, &config.region),
+        ),
+        SystemClock::new(),
+        Some(args.import_namespaces.clone()),
+    );
+    let metrics_listener = api::server::bind(args.metrics_listen).await?;
+    let metrics_addr = local_addr(&metrics_listener)?;
+    let metrics = tokio::spawn(crate::admin::serve_metrics(metrics_listener, ctx.clone()));
+    let leadership = Leadership::spawn(
+        client.clone(),
+        LeaseSettings {
+            namespace: args.namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: lease::identity(),
+        },
+    );
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            remote_ready_line(&config_name, &format!("http://{metrics_addr}"))
+        );
+        let _ = out.flush();
+    }
+    tracing::info!(
+        namespace = %args.namespace,
+        engine_config = %config_name,
+        engine = ?remote.endpoint(),
+        account = %config.account,
+        region = %config.region,
+        "operator running; controllers start once it leads"
+    );
+
+    let mut leader = leadership.subscribe();
+    let shutdown = runner::shutdown_signal();
+    tokio::pin!(shutdown);
+    let resync = Duration::from_secs(args.resync_seconds);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            led = leader.wait_for(|leads| *leads) => if led.is_err() { break },
+        }
+        tracing::info!("leading: starting the controllers");
+        // Another operator led meanwhile: what this one knew about engine keys may be stale.
+        ctx.key_index.reset().await;
+        let (triggers, receivers) = Triggers::new();
+        let mut term = spawn_controllers(&ctx, resync_every(resync), receivers.rest);
+        term.push(tokio::spawn(crate::engine_deploy::run(
+            ctx.clone(),
+            remote.clone(),
+            args.namespace.clone(),
+            config_name.clone(),
+            config.account.clone(),
+            config.region.clone(),
+        )));
+        let stop = tokio::select! {
+            () = &mut shutdown => true,
+            lost = leader.wait_for(|leads| !*leads) => lost.is_err(),
+        };
+        for task in term {
+            task.abort();
+        }
+        drop(triggers);
+        if stop {
+            break;
+        }
+        tracing::warn!("no longer leading: controllers stopped");
+    }
+    leadership.release().await;
+    metrics.abort();
     Ok(())
+}
+
+/// A tick every `period`, from one period from now.
+fn resync_every(period: Duration) -> BoxStream<'static, ()> {
+    let tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    futures::stream::unfold(tick, |mut tick| async move {
+        tick.tick().await;
+        Some(((), tick))
+    })
+    .boxed()
+}
+
+/// Reconcile-everything triggers, one per controller.
+struct Triggers {
+    key: mpsc::UnboundedSender<()>,
+    alias: mpsc::UnboundedSender<()>,
+    import: mpsc::UnboundedSender<()>,
+    policy: mpsc::UnboundedSender<()>,
+}
+
+struct TriggerReceivers {
+    key: mpsc::UnboundedReceiver<()>,
+    rest: OtherTriggers,
+}
+
+/// The triggers of the controllers that follow Keys.
+struct OtherTriggers {
+    alias: mpsc::UnboundedReceiver<()>,
+    import: mpsc::UnboundedReceiver<()>,
+    policy: mpsc::UnboundedReceiver<()>,
+}
+
+impl Triggers {
+    fn new() -> (Self, TriggerReceivers) {
+        let (key, key_rx) = mpsc::unbounded();
+        let (alias, alias_rx) = mpsc::unbounded();
+        let (import, import_rx) = mpsc::unbounded();
+        let (policy, policy_rx) = mpsc::unbounded();
+        (
+            Self {
+                key,
+                alias,
+                import,
+                policy,
+            },
+            TriggerReceivers {
+                key: key_rx,
+                rest: OtherTriggers {
+                    alias: alias_rx,
+                    import: import_rx,
+                    policy: policy_rx,
+                },
+            },
+        )
+    }
+
+    fn all(&self) -> Vec<mpsc::UnboundedSender<()>> {
+        vec![
+            self.key.clone(),
+            self.alias.clone(),
+            self.policy.clone(),
+            self.import.clone(),
+        ]
+    }
+}
+
+/// The four controllers, with one watch of Keys fanned out to those whose objects depend on
+/// Keys. `key_trigger` reconciles every Key when it fires.
+fn spawn_controllers(
+    ctx: &Arc<Context>,
+    key_trigger: BoxStream<'static, ()>,
+    triggers: OtherTriggers,
+) -> Vec<JoinHandle<()>> {
+    let (alias_keys_tx, alias_keys) = mpsc::unbounded::<Key>();
+    let (import_keys_tx, import_keys) = mpsc::unbounded::<Key>();
+    let (policy_keys_tx, policy_keys) = mpsc::unbounded::<Key>();
+    vec![
+        tokio::spawn(run_key_controller(
+            ctx.clone(),
+            key_trigger,
+            ctx.engine.key_changes(),
+            vec![alias_keys_tx, import_keys_tx, policy_keys_tx],
+        )),
+        tokio::spawn(alias::run(ctx.clone(), triggers.alias, alias_keys)),
+        tokio::spawn(crate::controller::import::run(
+            ctx.clone(),
+            triggers.import,
+            import_keys,
+        )),
+        tokio::spawn(crate::controller::policy::run(
+            ctx.clone(),
+            triggers.policy,
+            policy_keys,
+        )),
+    ]
 }
 
 async fn run_key_controller(
     ctx: Arc<Context>,
-    trigger: mpsc::UnboundedReceiver<()>,
+    trigger: BoxStream<'static, ()>,
+    changes: Option<UnboundedReceiver<KeyChanged>>,
     dependents: Vec<mpsc::UnboundedSender<Key>>,
 ) {
     // Keys changed in the engine by anyone (imported material, a request made with the AWS
     // CLI, scheduled rotation, expiry, the end of a deletion window, another replica):
     // reconciled as soon as each change is stored, not when their requeue comes or a whole pass
-    // of due work is over.
+    // of due work is over. Only an engine in this process reports them; a remote one is
+    // covered by the periodic resync (`trigger`).
     let scope = ctx.engine.caller().scope.clone();
-    let changes = futures::stream::unfold(ctx.engine.key_changes(), |mut rx| async {
-        rx.recv().await.map(|change| (change, rx))
+    let changes = futures::stream::iter(changes).flat_map(|rx| {
+        futures::stream::unfold(rx, |mut rx| async {
+            rx.recv().await.map(|change| (change, rx))
+        })
     });
     let lookup = ctx.clone();
     let changed_keys = changes
@@ -302,7 +471,7 @@ fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr> {
     })
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client> {
+pub(crate) async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client> {
     match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -316,12 +485,6 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<Client> {
     }
 }
 
-type OpenedStore = (
-    Arc<dyn KeyStore>,
-    kubekms_engine::crypto::RootKey,
-    Option<Arc<KubeStore>>,
-);
-
 async fn open_store(args: &RunArgs, client: &Client) -> Result<OpenedStore> {
     match args.store {
         StoreKind::Embedded => {
@@ -332,18 +495,15 @@ async fn open_store(args: &RunArgs, client: &Client) -> Result<OpenedStore> {
             runner::create_private_dir(dir)?;
             let store: Arc<dyn KeyStore> = Arc::new(EmbeddedStore::open(dir)?);
             let root = load_or_create_root_key(&dir.join("root.key"), true)?;
-            Ok((store, root, None))
+            Ok(OpenedStore {
+                store,
+                root,
+                kube: None,
+            })
         }
         StoreKind::Kubernetes => {
-            let root = match &args.root_key_file {
-                Some(path) => load_or_create_root_key(path, false)?,
-                None => {
-                    root_key_from_secret(client.clone(), &args.namespace, ROOT_KEY_SECRET, true)
-                        .await?
-                }
-            };
-            let store = Arc::new(KubeStore::new(client.clone(), &args.namespace));
-            Ok((store.clone(), root, Some(store)))
+            engine_host::kubernetes_store(client, &args.namespace, args.root_key_file.as_deref())
+                .await
         }
     }
 }
@@ -352,15 +512,7 @@ fn load_credentials(args: &RunArgs) -> Result<Credentials> {
     if let Some(dir) = &args.data_dir {
         return Ok(config::load_standalone(args.credentials.as_deref(), dir)?.credentials);
     }
-    let mut credentials = match &args.credentials {
-        Some(path) => Credentials::load_file(path)?,
-        None => Credentials::default(),
-    };
-    if let Some(c) = Credentials::from_env()? {
-        credentials.insert(c)?;
-    }
-    // None is fine: callers then come with ServiceAccount tokens or access-key Secrets.
-    Ok(credentials)
+    engine_host::credentials(args.credentials.as_deref())
 }
 
 #[cfg(test)]
@@ -381,5 +533,71 @@ mod tests {
             operator_principal("111122223333"),
             "arn:aws:iam::111122223333:role/kubekms-operator"
         );
+        assert_eq!(
+            remote_ready_line("cfg", "http://127.0.0.1:3"),
+            "kubekms operator: engine from ConfigMap cfg, metrics on http://127.0.0.1:3"
+        );
+    }
+
+    #[test]
+    fn the_operator_caller_is_the_engine_operator_principal() {
+        let caller = operator_caller("111122223333", "eu-west-1");
+        assert_eq!(caller.scope, Scope::new("111122223333", "eu-west-1"));
+        assert_eq!(
+            caller.principal.arn(),
+            "arn:aws:iam::111122223333:role/kubekms-operator"
+        );
+        assert_eq!(
+            caller.principal.role(),
+            kubekms_engine::service::AccountRole::KeyCreator
+        );
+        assert!(caller.principal.groups().is_empty());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<RunArgs, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied())).map(|c| c.run)
+    }
+
+    #[test]
+    fn remote_mode_flags() {
+        let embedded = parse(&[]).unwrap();
+        assert_eq!(embedded.engine_config, None);
+        assert_eq!(embedded.resync_seconds, 60);
+        assert_eq!(
+            embedded.token_file,
+            Path::new("/var/run/secrets/kubekms/token")
+        );
+        assert_eq!(embedded.lease_name, "kubekms-operator");
+        let remote = parse(&[
+            "--engine-config",
+            "kubekms-engine",
+            "--engine-url",
+            "http://127.0.0.1:4599",
+            "--token-file",
+            "/tmp/t",
+            "--resync-seconds",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(remote.engine_config.as_deref(), Some("kubekms-engine"));
+        assert_eq!(remote.engine_url.as_deref(), Some("http://127.0.0.1:4599"));
+        assert_eq!(remote.resync_seconds, 5);
+        // An engine URL means nothing without remote mode; the admin API and the store
+        // settings nothing with it.
+        for bad in [
+            &["--engine-url", "http://x:1"][..],
+            &["--engine-config", "c", "--test-clock"],
+            &["--engine-config", "c", "--data-dir", "/tmp/d"],
+            &["--engine-config", "c", "--resync-seconds", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -31,14 +31,45 @@ pub const DEFAULT_DURATION_SECS: u64 = 3_600;
 pub const REVIEW_CACHE_MILLIS: Millis = 30_000;
 const REVIEW_CACHE_ENTRIES: usize = 10_000;
 
+/// The role name of the principal the operator acts as in the engine.
+pub const OPERATOR_ROLE: &str = "kubekms-operator";
+
+/// The principal the operator's controllers act as: `arn:aws:iam::<account>:role/kubekms-operator`.
+pub fn operator_role_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/{OPERATOR_ROLE}")
+}
+
 /// How Kubernetes identities become principals: user names and groups as ARNs (see
 /// `kubekms_proto::principal`), members of `admin_groups` the account's administrators.
 #[derive(Clone, Debug, Default)]
 pub struct IdentityMap {
     pub admin_groups: Vec<String>,
+    /// The Kubernetes user name (`system:serviceaccount:<ns>:<name>`) of the operator's
+    /// ServiceAccount, when the operator runs apart from the engine. Its web-identity sessions
+    /// act as [`operator_role_arn`] with [`AccountRole::KeyCreator`], the principal the
+    /// embedded operator is given in-process; the key policies the operator writes name that
+    /// principal, so a remote operator manages exactly the keys an embedded one would.
+    pub operator_service_account: Option<String>,
 }
 
 impl IdentityMap {
+    /// The operator's principal in `account`.
+    pub fn operator_principal(account: &str) -> Principal {
+        Principal::new(operator_role_arn(account)).with_role(AccountRole::KeyCreator)
+    }
+
+    /// The principal a web-identity session of `username` acts as: the operator's for the
+    /// operator's ServiceAccount, [`IdentityMap::principal`] for everyone else. Only sessions
+    /// get the operator's principal: an access-key Secret naming the operator's user name
+    /// stays an ordinary member (a Secret is not a ServiceAccount token the cluster vouches
+    /// for).
+    pub fn session_principal(&self, account: &str, username: &str, groups: &[String]) -> Principal {
+        if self.operator_service_account.as_deref() == Some(username) {
+            return Self::operator_principal(account);
+        }
+        self.principal(account, username, groups)
+    }
+
     pub fn principal(&self, account: &str, username: &str, groups: &[String]) -> Principal {
         let role = if groups.iter().any(|g| self.admin_groups.contains(g)) {
             AccountRole::Administrator
@@ -159,7 +190,7 @@ impl WebIdentity {
     /// The principal a session acts as.
     pub fn principal_of(&self, identity: &SessionIdentity) -> Principal {
         self.identities
-            .principal(&identity.account, &identity.username, &identity.groups)
+            .session_principal(&identity.account, &identity.username, &identity.groups)
     }
 
     pub fn sessions(&self) -> &Sessions {

@@ -9,6 +9,7 @@ use crate::crypto::RootKey;
 
 const ACCOUNT: &str = "111122223333";
 const ROLE: &str = "arn:aws:iam::111122223333:role/kubekms";
+const OPERATOR_SA: &str = "system:serviceaccount:kubekms-system:kubekms-operator";
 
 /// A cluster that knows some tokens; `forget` deletes a ServiceAccount.
 #[derive(Default)]
@@ -50,6 +51,7 @@ fn setup() -> Setup {
         sessions,
         IdentityMap {
             admin_groups: vec!["system:masters".into()],
+            operator_service_account: Some(OPERATOR_SA.into()),
         },
         ACCOUNT,
         clock.clone(),
@@ -215,6 +217,7 @@ async fn reviews_are_cached_for_a_bounded_time() {
 fn admin_groups_make_administrators() {
     let map = IdentityMap {
         admin_groups: vec!["system:masters".into()],
+        ..IdentityMap::default()
     };
     let admin = map.principal(ACCOUNT, "alice", &["system:masters".into()]);
     assert_eq!(admin.role(), AccountRole::Administrator);
@@ -222,5 +225,132 @@ fn admin_groups_make_administrators() {
     assert_eq!(
         map.principal(ACCOUNT, "bob", &[]).role(),
         AccountRole::Member
+    );
+}
+
+#[test]
+fn the_operator_service_account_is_the_operator_principal_in_sessions_only() {
+    let map = IdentityMap {
+        admin_groups: vec!["system:masters".into()],
+        operator_service_account: Some(OPERATOR_SA.into()),
+    };
+    let sa_groups = || {
+        vec![
+            "system:serviceaccounts".to_owned(),
+            "system:serviceaccounts:kubekms-system".to_owned(),
+        ]
+    };
+    struct Case {
+        what: &'static str,
+        map: IdentityMap,
+        username: &'static str,
+        groups: Vec<String>,
+        arn: &'static str,
+        role: AccountRole,
+        groups_kept: bool,
+    }
+    let cases = [
+        Case {
+            what: "the operator's ServiceAccount",
+            map: map.clone(),
+            username: OPERATOR_SA,
+            groups: sa_groups(),
+            arn: "arn:aws:iam::111122223333:role/kubekms-operator",
+            role: AccountRole::KeyCreator,
+            groups_kept: false,
+        },
+        Case {
+            what: "the operator's ServiceAccount, even in an admin group",
+            map: map.clone(),
+            username: OPERATOR_SA,
+            groups: vec!["system:masters".into()],
+            arn: "arn:aws:iam::111122223333:role/kubekms-operator",
+            role: AccountRole::KeyCreator,
+            groups_kept: false,
+        },
+        Case {
+            what: "a namesake in another namespace",
+            map: map.clone(),
+            username: "system:serviceaccount:shop:kubekms-operator",
+            groups: sa_groups(),
+            arn: "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:kubekms-operator",
+            role: AccountRole::Member,
+            groups_kept: true,
+        },
+        Case {
+            what: "another ServiceAccount of the operator's namespace",
+            map: map.clone(),
+            username: "system:serviceaccount:kubekms-system:kubekms-engine",
+            groups: sa_groups(),
+            arn: "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:kubekms-system:kubekms-engine",
+            role: AccountRole::Member,
+            groups_kept: true,
+        },
+        Case {
+            what: "an administrator",
+            map: map.clone(),
+            username: "alice",
+            groups: vec!["system:masters".into()],
+            arn: "arn:aws:iam::111122223333:user/k8s/alice",
+            role: AccountRole::Administrator,
+            groups_kept: true,
+        },
+        Case {
+            what: "no operator ServiceAccount configured",
+            map: IdentityMap::default(),
+            username: OPERATOR_SA,
+            groups: sa_groups(),
+            arn: "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:kubekms-system:kubekms-operator",
+            role: AccountRole::Member,
+            groups_kept: true,
+        },
+    ];
+    for c in cases {
+        let p = c.map.session_principal(ACCOUNT, c.username, &c.groups);
+        assert_eq!(p.arn(), c.arn, "{}", c.what);
+        assert_eq!(p.role(), c.role, "{}", c.what);
+        assert_eq!(
+            p.groups().len(),
+            if c.groups_kept { c.groups.len() } else { 0 },
+            "{}",
+            c.what
+        );
+        // Access keys never get the operator's principal.
+        let plain = c.map.principal(ACCOUNT, c.username, &c.groups);
+        assert_ne!(plain.role(), AccountRole::KeyCreator, "{}", c.what);
+    }
+    assert_eq!(
+        IdentityMap::operator_principal(ACCOUNT),
+        Principal::new(operator_role_arn(ACCOUNT)).with_role(AccountRole::KeyCreator)
+    );
+}
+
+#[tokio::test]
+async fn the_operator_exchanges_its_token_for_the_operator_principal() {
+    let s = setup();
+    let token = jwt(now_secs(&s.clock) + 3600, 7);
+    s.cluster.known.lock().insert(
+        token.clone(),
+        ReviewedToken {
+            username: OPERATOR_SA.into(),
+            groups: vec!["system:serviceaccounts".into()],
+        },
+    );
+    let assumed = s.exchange.assume(request(&token)).await.unwrap();
+    assert_eq!(assumed.subject, OPERATOR_SA);
+    assert_eq!(assumed.principal, IdentityMap::operator_principal(ACCOUNT));
+    // And every request signed with the session's credentials acts as it.
+    let session = s
+        .exchange
+        .sessions()
+        .open(
+            &assumed.credentials.access_key_id,
+            &assumed.credentials.session_token,
+            s.clock.now_millis(),
+        )
+        .unwrap();
+    assert_eq!(
+        s.exchange.principal_of(&session.identity),
+        IdentityMap::operator_principal(ACCOUNT)
     );
 }

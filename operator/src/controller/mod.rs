@@ -45,6 +45,8 @@ pub struct Context {
     pub events: events::EventPublisher,
     pub key_index: key::KeyIndex,
     pub metrics: Metrics,
+    /// Where ImportedMaterials' Secrets may be read; `None`: every namespace.
+    pub import_namespaces: Option<Vec<String>>,
 }
 
 /// Reconcile counters, by controller.
@@ -119,7 +121,12 @@ impl prometheus_client::collector::Collector for ReconcileSnapshot {
 }
 
 impl Context {
-    pub fn new(client: Client, engine: EngineClient, clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        engine: EngineClient,
+        clock: Arc<dyn Clock>,
+        import_namespaces: Option<Vec<String>>,
+    ) -> Arc<Self> {
         let (events, writer) =
             events::EventPublisher::new(client.clone(), REPORTER, std::env::var("POD_NAME").ok());
         tokio::spawn(writer);
@@ -130,6 +137,7 @@ impl Context {
             events,
             key_index: key::KeyIndex::default(),
             metrics: Metrics::default(),
+            import_namespaces,
         })
     }
 

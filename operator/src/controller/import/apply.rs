@@ -171,11 +171,22 @@ pub(super) async fn apply(
     let (mut last_import, mut rejected) = import_marks(im);
     let valid_to = spec.valid_to.as_ref().map(|t| t.0.as_millisecond());
     let reference = &spec.material_secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret = secrets.get_opt(&reference.name).await?;
-
     // Ready as the Secret makes it, when that overrides what the key's state says.
     let mut override_ready: Option<(bool, &'static str, String)> = None;
+    let secret = if readable(ctx.import_namespaces.as_deref(), &namespace) {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        secrets.get_opt(&reference.name).await?
+    } else {
+        override_ready = Some((
+            false,
+            reason::SECRET_NOT_READABLE,
+            format!(
+                "the operator may not read Secrets in namespace {namespace}: list it in the \
+                 chart's operator.importNamespaces (--import-namespace)"
+            ),
+        ));
+        None
+    };
     match secret_contents(secret.as_ref(), reference) {
         Ok(None) => {}
         Err(message) => override_ready = Some((false, reason::SECRET_INCOMPLETE, message)),
@@ -449,4 +460,9 @@ pub(super) async fn cleanup(im: &ImportedMaterial, ctx: &Context) -> Result<Acti
             .set(&ctx.clock, &namespace, &im.spec.key_ref.name, None);
     }
     Ok(Action::await_change())
+}
+
+/// Whether the operator reads Secrets in `namespace` (`allowed` `None`: in every namespace).
+fn readable(allowed: Option<&[String]>, namespace: &str) -> bool {
+    allowed.is_none_or(|allowed| allowed.iter().any(|ns| ns == namespace))
 }

@@ -59,6 +59,8 @@ pub mod reason {
     pub const IMPORT_REJECTED: &str = "ImportRejected";
     pub const AWAITING_MATERIAL: &str = "AwaitingMaterial";
     pub const SECRET_INCOMPLETE: &str = "SecretIncomplete";
+    /// The operator may not read Secrets in the ImportedMaterial's namespace.
+    pub const SECRET_NOT_READABLE: &str = "SecretNotReadable";
     pub const EXPIRING_SOON: &str = "ExpiringSoon";
     pub const EXPIRED: &str = "Expired";
     pub const VALID_TO_PASSED: &str = "ValidToPassed";
@@ -179,16 +181,33 @@ pub async fn run(
     keys: futures::channel::mpsc::UnboundedReceiver<Key>,
 ) {
     use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
     let imports: Api<ImportedMaterial> = Api::all(ctx.client.clone());
-    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    // One watch of every namespace's Secrets, or one per namespace the operator may read.
+    let secret_apis: Vec<Api<Secret>> = match &ctx.import_namespaces {
+        None => vec![Api::all(ctx.client.clone())],
+        Some(namespaces) => namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect(),
+    };
+    let secrets = futures::stream::select_all(
+        secret_apis
+            .into_iter()
+            .map(|api| {
+                watcher::watcher(api, secret_watch_config())
+                    .touched_objects()
+                    .boxed()
+            })
+            // No namespace to watch: a stream that never ends, like a quiet watch.
+            .chain(std::iter::once(futures::stream::pending().boxed())),
+    );
     let controller = Controller::new(imports, watcher::Config::default().any_semantic());
     let by_key = controller.store();
     let by_secret = controller.store();
     controller
         .watches_stream(keys.map(Ok), move |k: Key| imports_of_key(&by_key, &k))
-        .watches(secrets, secret_watch_config(), move |s: Secret| {
-            imports_of_secret(&by_secret, &s)
-        })
+        .watches_stream(secrets, move |s: Secret| imports_of_secret(&by_secret, &s))
         .reconcile_all_on(trigger)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -151,6 +151,12 @@ impl KeyIndex {
             .and_then(|m| m.get(&(namespace.to_owned(), name.to_owned())).cloned()))
     }
 
+    /// Forget everything: the next lookup scans the engine again (after another operator may
+    /// have made keys).
+    pub async fn reset(&self) {
+        *self.inner.lock().await = None;
+    }
+
     pub async fn insert(&self, namespace: &str, name: &str, key_id: &str) {
         if let Some(map) = self.inner.lock().await.as_mut() {
             map.insert((namespace.to_owned(), name.to_owned()), key_id.to_owned());

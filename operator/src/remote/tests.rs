@@ -1,0 +1,534 @@
+//! The remote transport against a real engine on loopback: the operator's token exchanged for
+//! a session that acts as the operator's principal, typed answers, refusals by variant; and the
+//! pieces (STS XML, error bodies, retry rules) on their own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use kubekms_engine::audit::AuditLog;
+use kubekms_engine::config::Credentials;
+use kubekms_engine::crypto::RootKey;
+use kubekms_engine::identity::session::Sessions;
+use kubekms_engine::identity::{IdentityMap, ReviewedToken, TokenReviewer, WebIdentity};
+use kubekms_engine::runner::Engine;
+use kubekms_engine::service::Kms;
+use kubekms_engine::sigv4::Verifier;
+use kubekms_engine::store::memory::MemoryStore;
+use kubekms_proto::ops::CreateKeyRequest;
+use kubekms_proto::vocab::KeyState;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::engine::EngineClient;
+use crate::error::Error;
+
+const ACCOUNT: &str = "111122223333";
+const REGION: &str = "eu-west-1";
+const OPERATOR_SA: &str = "system:serviceaccount:kubekms-system:kubekms-operator";
+
+/// A cluster that knows some tokens.
+#[derive(Default)]
+struct FakeCluster {
+    known: Mutex<HashMap<String, ReviewedToken>>,
+    reviews: AtomicUsize,
+}
+
+#[async_trait]
+impl TokenReviewer for FakeCluster {
+    async fn review(&self, token: &str) -> kubekms_engine::Result<ReviewedToken> {
+        self.reviews.fetch_add(1, Ordering::SeqCst);
+        self.known
+            .lock()
+            .get(token)
+            .cloned()
+            .ok_or_else(|| KmsError::InvalidIdentityToken("token not accepted".into()))
+    }
+}
+
+/// A JWT-shaped token valid for an hour, distinct per `n`.
+fn jwt(n: u32) -> String {
+    let exp = SystemClock::new().now_millis() / 1000 + 3600;
+    let claims = format!(r#"{{"exp":{exp},"aud":["kubekms"],"n":{n}}}"#);
+    format!("e30.{}.sig", B64URL.encode(claims))
+}
+
+struct Harness {
+    cluster: Arc<FakeCluster>,
+    url: String,
+    dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let clock = SystemClock::new();
+        let root = RootKey::from_bytes(&[7u8; 32]).unwrap();
+        let sessions = Arc::new(Sessions::new(&root).unwrap());
+        let kms = Kms::open(Arc::new(MemoryStore::new()), root, clock.clone())
+            .await
+            .unwrap();
+        let cluster = Arc::new(FakeCluster::default());
+        let web = Arc::new(WebIdentity::new(
+            cluster.clone(),
+            sessions,
+            IdentityMap {
+                admin_groups: vec!["system:masters".into()],
+                operator_service_account: Some(OPERATOR_SA.into()),
+            },
+            ACCOUNT,
+            clock.clone(),
+        ));
+        let verifier =
+            Verifier::new(Credentials::default(), clock.clone()).with_sessions(web.clone());
+        let bound = Engine {
+            kms: kms.clone(),
+            authenticator: Box::new(verifier),
+            web_identity: Some(web),
+            audit: AuditLog::disabled(),
+            clock,
+            config: Default::default(),
+            tls: None,
+        }
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+        let url = bound.endpoint();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(bound.serve(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            cluster,
+            url,
+            dir: tempfile::tempdir().unwrap(),
+            stop: Some(stop),
+        }
+    }
+
+    /// A token file holding a token the cluster knows as `username`.
+    fn token_file(&self, n: u32, username: &str) -> PathBuf {
+        let token = jwt(n);
+        self.cluster.known.lock().insert(
+            token.clone(),
+            ReviewedToken {
+                username: username.into(),
+                groups: vec!["system:serviceaccounts".into()],
+            },
+        );
+        let path = self.dir.path().join(format!("token-{n}"));
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        path
+    }
+
+    fn remote(&self, token_file: PathBuf) -> Arc<RemoteEngine> {
+        Arc::new(
+            RemoteEngine::new(RemoteSettings {
+                endpoint: Some(self.url.clone()),
+                endpoint_fixed: true,
+                token_file,
+                account: ACCOUNT.into(),
+                region: REGION.into(),
+            })
+            .unwrap(),
+        )
+    }
+
+    fn client(&self, token_file: PathBuf) -> EngineClient {
+        EngineClient::remote(
+            self.remote(token_file),
+            crate::run::operator_caller(ACCOUNT, REGION),
+        )
+    }
+}
+
+fn create_request(client: &EngineClient, description: &str) -> CreateKeyRequest {
+    CreateKeyRequest {
+        description: Some(description.into()),
+        policy: Some(client.default_key_policy().to_string()),
+        ..CreateKeyRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn the_operator_manages_keys_over_http_as_its_principal() {
+    let h = Harness::start().await;
+    let client = h.client(h.token_file(1, OPERATOR_SA));
+    // Only the operator's principal (KeyCreator) may create a key: a member would be refused.
+    let created = client
+        .create_key(create_request(&client, "made remotely"))
+        .await
+        .unwrap();
+    assert!(created
+        .arn
+        .starts_with("arn:aws:kms:eu-west-1:111122223333:key/"));
+    let described = client.describe_key(&created.key_id).await.unwrap();
+    assert_eq!(described.description, "made remotely");
+    assert_eq!(described.key_state, KeyState::Enabled);
+    client
+        .tag(
+            &created.key_id,
+            vec![kubekms_proto::ops::Tag {
+                key: "kubekms.io/name".into(),
+                value: "k".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client.tags(&created.key_id).await.unwrap()["kubekms.io/name"],
+        "k"
+    );
+    client.set_enabled(&created.key_id, false).await.unwrap();
+    assert_eq!(
+        client
+            .describe_key(&created.key_id)
+            .await
+            .unwrap()
+            .key_state,
+        KeyState::Disabled
+    );
+    let listed = client.list_keys(None).await.unwrap();
+    assert!(listed.keys.iter().any(|k| k.key_id == created.key_id));
+    // One exchange for all those calls.
+    assert_eq!(h.cluster.reviews.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn refusals_come_back_as_the_engines_variants() {
+    let h = Harness::start().await;
+    let client = h.client(h.token_file(2, OPERATOR_SA));
+    let missing = client
+        .describe_key("1234abcd-12ab-34cd-56ef-1234567890ab")
+        .await
+        .unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+    assert!(matches!(
+        missing,
+        Error::Kms {
+            op: Operation::DescribeKey,
+            source: KmsError::NotFound(_)
+        }
+    ));
+    let created = client
+        .create_key(create_request(&client, "x"))
+        .await
+        .unwrap();
+    client.schedule_deletion(&created.key_id, 7).await.unwrap();
+    let refused = client.set_enabled(&created.key_id, true).await.unwrap_err();
+    assert!(
+        matches!(refused.engine_error(), Some(KmsError::InvalidState(_))),
+        "{refused}"
+    );
+    let bad_alias = client
+        .create_alias("not-an-alias", &created.key_id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            bad_alias.engine_error(),
+            Some(KmsError::InvalidAliasName(_) | KmsError::Validation(_))
+        ),
+        "{bad_alias}"
+    );
+}
+
+#[tokio::test]
+async fn another_service_account_is_not_the_operator() {
+    let h = Harness::start().await;
+    let client = h.client(h.token_file(3, "system:serviceaccount:shop:orders"));
+    let refused = client
+        .create_key(create_request(&client, "x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused.engine_error(), Some(KmsError::AccessDenied(_))),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_the_cluster_refuses_is_an_unreachable_engine_naming_why() {
+    let h = Harness::start().await;
+    let path = h.dir.path().join("unknown");
+    std::fs::write(&path, jwt(4)).unwrap();
+    let client = h.client(path.clone());
+    let err = client.describe_key("k").await.unwrap_err();
+    let Error::EngineUnreachable {
+        source: RemoteError::Exchange { source },
+        ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert!(matches!(source, KmsError::InvalidIdentityToken(_)), "{err}");
+    assert_eq!(err.reason(), "EngineUnreachable");
+    // Calls right after fail at once with it, without asking the cluster again...
+    let again = client.describe_key("k").await.unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Error::EngineUnreachable {
+                source: RemoteError::RecentExchangeFailure(_),
+                ..
+            }
+        ),
+        "{again}"
+    );
+    assert_eq!(h.cluster.reviews.load(Ordering::SeqCst), 1);
+    // ...and a little later the (now good) token is exchanged.
+    let good = h.token_file(40, OPERATOR_SA);
+    std::fs::rename(good, &path).unwrap();
+    tokio::time::sleep(EXCHANGE_RETRY_AFTER).await;
+    client.list_keys(None).await.unwrap();
+    // A missing token file names the file.
+    let err = h
+        .client(h.dir.path().join("absent"))
+        .describe_key("k")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("absent"), "{err}");
+}
+
+#[tokio::test]
+async fn the_token_file_is_read_again_for_each_exchange() {
+    let h = Harness::start().await;
+    let path = h.token_file(5, OPERATOR_SA);
+    let remote = h.remote(path.clone());
+    let client = EngineClient::remote(remote.clone(), crate::run::operator_caller(ACCOUNT, REGION));
+    client.list_keys(None).await.unwrap();
+    // kubelet rotates the token; the old one stops being accepted.
+    let old = std::fs::read_to_string(&path).unwrap();
+    let rotated = h.token_file(6, OPERATOR_SA);
+    std::fs::rename(&rotated, &path).unwrap();
+    h.cluster.known.lock().remove(old.trim());
+    // The session in hand goes on working until it is renewed; a renewal reads the new file.
+    remote.session.lock().await.current = None;
+    client.list_keys(None).await.unwrap();
+    assert_eq!(h.cluster.reviews.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_or_unreachable_engine_is_reported_as_such() {
+    let remote = RemoteEngine::new(RemoteSettings {
+        endpoint: None,
+        endpoint_fixed: false,
+        token_file: "/nonexistent".into(),
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+    })
+    .unwrap();
+    let answer: Result<kubekms_proto::ops::Empty, CallError> =
+        remote.call(Operation::ListKeys, &()).await;
+    assert!(matches!(
+        answer,
+        Err(CallError::Unreachable(RemoteError::NoEndpoint))
+    ));
+
+    // Nothing listens there: a connect error, never sent, so tried twice and reported.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    remote
+        .set_endpoint(&format!("http://127.0.0.1:{port}"))
+        .unwrap();
+    // The exchange is what reaches the engine first; it needs a token.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("t");
+    std::fs::write(&token, jwt(7)).unwrap();
+    let remote = RemoteEngine::new(RemoteSettings {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        endpoint_fixed: true,
+        token_file: token,
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+    })
+    .unwrap();
+    let answer: Result<kubekms_proto::ops::Empty, CallError> =
+        remote.call(Operation::ListKeys, &()).await;
+    let Err(CallError::Unreachable(e @ RemoteError::Transport { .. })) = answer else {
+        panic!("expected a transport error");
+    };
+    assert!(e.never_sent(), "{e}");
+}
+
+#[test]
+fn endpoints_are_plain_http_host_and_port() {
+    let e = Endpoint::parse("http://10.0.0.7:4599").unwrap();
+    assert_eq!(e.host, "10.0.0.7:4599");
+    assert_eq!(e.uri.to_string(), "http://10.0.0.7:4599/");
+    let e = Endpoint::parse("http://[fd00::7]:4599/").unwrap();
+    assert_eq!(e.host, "[fd00::7]:4599");
+    for bad in [
+        "https://x:1",
+        "10.0.0.7:4599",
+        "http://x:1/path",
+        "http://x:1/?q",
+        "",
+    ] {
+        assert!(Endpoint::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_fixed_endpoint_is_not_replaced_by_the_services() {
+    let remote = RemoteEngine::new(RemoteSettings {
+        endpoint: Some("http://127.0.0.1:1".into()),
+        endpoint_fixed: true,
+        token_file: "/t".into(),
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+    })
+    .unwrap();
+    remote.set_endpoint("http://10.0.0.7:4599").unwrap();
+    assert_eq!(remote.endpoint().as_deref(), Some("http://127.0.0.1:1/"));
+    let remote = RemoteEngine::new(RemoteSettings {
+        endpoint: None,
+        endpoint_fixed: false,
+        token_file: "/t".into(),
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+    })
+    .unwrap();
+    remote.set_endpoint("http://10.0.0.7:4599").unwrap();
+    assert_eq!(remote.endpoint().as_deref(), Some("http://10.0.0.7:4599/"));
+}
+
+const ASSUMED: &str = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+    <AssumeRoleWithWebIdentityResult>\
+    <SubjectFromWebIdentityToken>system:serviceaccount:kubekms-system:kubekms-operator</SubjectFromWebIdentityToken>\
+    <Credentials><SessionToken>KKS1a&amp;b</SessionToken><SecretAccessKey>s&lt;cret</SecretAccessKey>\
+    <Expiration>2030-01-01T01:00:00Z</Expiration><AccessKeyId>ASIAX</AccessKeyId></Credentials>\
+    </AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
+
+#[test]
+fn sessions_are_read_from_the_sts_answer_and_renewed_early() {
+    // 2030-01-01T00:00:00Z, an hour before the expiry.
+    let issued: Millis = 1_893_456_000_000;
+    let s = parse_assumed(ASSUMED, issued).unwrap();
+    assert_eq!(s.access_key_id, "ASIAX");
+    assert_eq!(&*s.secret_access_key, "s<cret");
+    assert_eq!(&*s.session_token, "KKS1a&b");
+    assert_eq!(s.expiration, issued + 3_600_000);
+    assert_eq!(s.refresh_at, s.expiration - 5 * 60_000);
+    // A session of four minutes is renewed halfway.
+    let short = parse_assumed(ASSUMED, s.expiration - 240_000).unwrap();
+    assert_eq!(short.refresh_at, s.expiration - 120_000);
+    assert!(parse_assumed("<x/>", issued).is_err());
+    let bad_time = ASSUMED.replace("2030-01-01T01:00:00Z", "tomorrow");
+    assert!(parse_assumed(&bad_time, issued)
+        .err()
+        .unwrap()
+        .contains("tomorrow"));
+}
+
+#[test]
+fn sts_refusals_become_the_engines_errors() {
+    let xml = |code: &str| {
+        format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
+             <Message>a &quot;b&quot;</Message></Error></ErrorResponse>"
+        )
+    };
+    let code = |c: &str| sts_error(&xml(c)).unwrap();
+    assert!(
+        matches!(code("InvalidIdentityToken"), KmsError::InvalidIdentityToken(m) if m == "a \"b\"")
+    );
+    assert!(matches!(
+        code("ExpiredTokenException"),
+        KmsError::ExpiredToken(_)
+    ));
+    assert!(matches!(
+        code("IDPCommunicationError"),
+        KmsError::IdpCommunication(_)
+    ));
+    assert!(matches!(code("ValidationError"), KmsError::Validation(_)));
+    assert!(matches!(code("AccessDenied"), KmsError::AccessDenied(_)));
+    assert!(matches!(
+        code("InvalidAction"),
+        KmsError::UnsupportedOperation(_)
+    ));
+    assert!(matches!(code("InternalFailure"), KmsError::Internal(_)));
+    // Not an STS error at all: not the engine's refusal.
+    assert!(sts_error("<html>404 page not found</html>").is_none());
+    assert!(sts_error("").is_none());
+}
+
+#[test]
+fn error_bodies_decode_into_variants_and_others_are_unreachable() {
+    let answer = |status: StatusCode, body: &str| Answer {
+        status,
+        body: Bytes::from(body.to_owned()),
+    };
+    let refused = answer(
+        StatusCode::BAD_REQUEST,
+        r#"{"__type":"NotFoundException","message":"Key 'x' does not exist"}"#,
+    )
+    .refusal();
+    assert!(
+        matches!(refused, CallError::Refused(KmsError::NotFound(m)) if m == "Key 'x' does not exist")
+    );
+    let capital = answer(
+        StatusCode::BAD_REQUEST,
+        r#"{"__type":"com.amazonaws.kms#DisabledException","Message":"off"}"#,
+    )
+    .refusal();
+    assert!(matches!(capital, CallError::Refused(KmsError::Disabled(m)) if m == "off"));
+    let proxy = answer(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>").refusal();
+    assert!(matches!(
+        proxy,
+        CallError::Unreachable(RemoteError::Undecodable { status: 502, .. })
+    ));
+    let garbled: Result<kubekms_proto::ops::KeyMetadataResponse, _> =
+        answer(StatusCode::OK, "{}").decode();
+    assert!(matches!(
+        garbled,
+        Err(CallError::Unreachable(RemoteError::Undecodable { .. }))
+    ));
+}
+
+#[test]
+fn only_operations_that_may_run_twice_are_retried_after_they_may_have_arrived() {
+    for op in [
+        Operation::DescribeKey,
+        Operation::ListKeys,
+        Operation::PutKeyPolicy,
+        Operation::EnableKey,
+        Operation::TagResource,
+    ] {
+        assert!(idempotent(op), "{op}");
+    }
+    for op in [
+        Operation::CreateKey,
+        Operation::CreateAlias,
+        Operation::DeleteAlias,
+        Operation::RotateKeyOnDemand,
+        Operation::ScheduleKeyDeletion,
+        Operation::CancelKeyDeletion,
+        Operation::ImportKeyMaterial,
+    ] {
+        assert!(!idempotent(op), "{op}");
+    }
+}
+
+#[test]
+fn xml_text_unescapes() {
+    assert_eq!(
+        xml_text("<a>x&amp;y&lt;&gt;&apos;&quot;&z</a>", "a").as_deref(),
+        Some("x&y<>'\"&z")
+    );
+    assert_eq!(xml_text("<a>x</a>", "b"), None);
+    assert_eq!(xml_text("<a>x", "a"), None);
+}
