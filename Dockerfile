@@ -13,6 +13,7 @@ COPY . .
 RUN RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --locked --release --target x86_64-unknown-linux-gnu \
       --bin kubekms-engine --bin kubekms-operator \
+ && strip target/x86_64-unknown-linux-gnu/release/kubekms-engine target/x86_64-unknown-linux-gnu/release/kubekms-operator \
  && mkdir -p /out/tmp && chmod 1777 /out/tmp
 
 FROM scratch

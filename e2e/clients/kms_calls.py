@@ -3,14 +3,16 @@
 environment) and the endpoints from AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL_KMS. Nothing here
 signs or builds a request by hand.
 
-Reads a JSON list of calls on stdin: {"op": "encrypt", "args": {...}}, where argument values
+Reads a JSON list of calls on stdin (or from $KMS_CALLS): {"op": "encrypt", "args": {...}}, where argument values
 under "b64:" are base64 for bytes. The op "__credentials__" prints the session's credentials.
-Prints one JSON object: {"identity": ARN or null, "identityError": code or null,
+A call with "keep": NAME keeps its answer's "field" (default CiphertextBlob, base64) in
+"kept". Prints one JSON object: {"identity": ARN or null, "identityError": code or null,
 "results": [null for success, or the AWS error code, per call], "credentials": {...}}.
 """
 
 import base64
 import json
+import os
 import sys
 
 import boto3
@@ -31,10 +33,11 @@ def code_of(error):
 
 
 def main():
-    calls = json.load(sys.stdin)
+    # A pod has no stdin to read from: it gets its calls in KMS_CALLS.
+    calls = json.loads(os.environ["KMS_CALLS"]) if "KMS_CALLS" in os.environ else json.load(sys.stdin)
     config = Config(retries={"max_attempts": 1, "mode": "standard"})
     session = boto3.session.Session()
-    out = {"identity": None, "identityError": None, "results": [], "credentials": None}
+    out = {"identity": None, "identityError": None, "results": [], "credentials": None, "kept": {}}
     try:
         out["identity"] = session.client("sts", config=config).get_caller_identity()["Arn"]
     except ClientError as e:
@@ -51,7 +54,12 @@ def main():
             out["results"].append(None)
             continue
         try:
-            getattr(kms, call["op"])(**decode(call.get("args", {})))
+            response = getattr(kms, call["op"])(**decode(call.get("args", {})))
+            if "keep" in call:
+                value = response[call.get("field", "CiphertextBlob")]
+                if isinstance(value, bytes):
+                    value = base64.b64encode(value).decode()
+                out["kept"][call["keep"]] = value
             out["results"].append(None)
         except ClientError as e:
             out["results"].append(code_of(e))

@@ -61,9 +61,13 @@ log "building ${BINARIES[*]} (release, static, $TRIPLE)"
 RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$TARGET_DIR" \
     cargo build --release --target "$TRIPLE" "${packages[@]}" >&2
 
+# The release profile keeps line tables for profiling; the image does not need them.
+stage="$TARGET_DIR/image-stage"
+mkdir -p "$stage"
 files=()
 for b in "${BINARIES[@]}"; do
-    files+=("$TARGET_DIR/$TRIPLE/release/$b:/usr/local/bin/$b:0755")
+    strip -o "$stage/$b" "$TARGET_DIR/$TRIPLE/release/$b"
+    files+=("$stage/$b:/usr/local/bin/$b:0755")
 done
 python3 "$ROOT/e2e/scripts/oci-image.py" --name "$IMAGE" --output "$OUTPUT" \
     --user "$IMAGE_USER" --entrypoint "$ENTRYPOINT" --dir tmp \

@@ -229,6 +229,9 @@ readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 cgroupDriver: cgroupfs
+# A cgroup tree of this cluster's own: another local cluster's kubelet would otherwise take
+# these pods' cgroups for orphans of its own and remove them.
+cgroupRoot: /$NETNS
 failSwapOn: false
 protectKernelDefaults: false
 serializeImagePulls: false
@@ -243,6 +246,8 @@ authorization: {mode: AlwaysAllow}
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# No resolver for pods: the host's would be outside the namespace, and there is no cluster DNS.
+resolvConf: ""
 EOF
 }
 
@@ -308,10 +313,19 @@ EOF
     # containerd's shims keep their sockets under /run/containerd/s whatever the config says;
     # remember whether that directory is ours to remove at stop.
     [[ -e /run/containerd ]] || touch "$DIR/run/created-run-containerd"
+    # The kubelet of 1.20 writes container logs under /var/log/pods and links them from
+    # /var/log/containers, wherever its root directory is.
+    [[ -e /var/log/pods ]] || touch "$DIR/run/created-var-log-pods"
+    [[ -e /var/log/containers ]] || touch "$DIR/run/created-var-log-containers"
     launch containerd containerd --config "$DIR/containerd/config.toml"
     wait_until "containerd" ctr -a "$(sock)" version || die "containerd did not start (see $DIR/logs/containerd.log)"
     pause_image
 
+    # The kubelet's cgroup root must exist in every hierarchy before it starts.
+    local h
+    for h in /sys/fs/cgroup/*/; do
+        [[ -L "${h%/}" ]] || mkdir -p "$h$NETNS" 2>/dev/null || true
+    done
     log "starting kubelet ($NODE_NAME)"
     launch kubelet "$BIN/kubelet" --config "$DIR/kubelet/config.yaml" \
         --kubeconfig "$DIR/cp/kubelet.kubeconfig" \
@@ -351,7 +365,7 @@ unmount_all() {
 # The cgroups the kubelet and runc made (cgroupfs driver): empty once every pod is gone.
 remove_cgroups() {
     local d
-    for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+    for d in /sys/fs/cgroup/*/"$NETNS" /sys/fs/cgroup/"$NETNS"; do
         [[ -d "$d" ]] || continue
         find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
         [[ -d "$d" ]] && log "could not remove $d (processes left in it?)"
@@ -375,7 +389,7 @@ stop_containers() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     local procs
-    for procs in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/kubepods; do
+    for procs in /sys/fs/cgroup/pids/"$NETNS" /sys/fs/cgroup/"$NETNS"; do
         [[ -d "$procs" ]] || continue
         find "$procs" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do
             kill -KILL "$pid" 2>/dev/null || true
@@ -406,10 +420,16 @@ do_stop() {
     fi
     unmount_all
     remove_cgroups
-    if [[ -f "$DIR/run/created-run-containerd" ]]; then
-        rm -rf /run/containerd
-        rm -f "$DIR/run/created-run-containerd"
-    fi
+    # Directories the node made outside DIR, removed when this cluster made them and no other
+    # local cluster's containerd or kubelet still uses them.
+    local created mark
+    for created in /run/containerd /var/log/pods /var/log/containers; do
+        mark="$DIR/run/created-$(echo "${created#/}" | tr / -)"
+        if [[ -f "$mark" ]] && ! pgrep -x containerd >/dev/null && ! pgrep -x kubelet >/dev/null; then
+            rm -rf "$created"
+        fi
+        rm -f "$mark"
+    done
     restore_sysctls
     # Deleting the namespace removes its interfaces (dummy, bridge, veths), routes and every
     # iptables rule the kubelet and kube-proxy wrote there.

@@ -308,7 +308,10 @@ EOF
         # restarts) would remove it, so pods would stay Pending. Aggregator routing makes the
         # API server dial a webhook Service's endpoints itself (no kube-proxy on its path).
         node_flags=(--disable-admission-plugins TaintNodesByCondition --enable-aggregator-routing=true
-            --kubelet-client-certificate "$pki/kubelet-client.crt" --kubelet-client-key "$pki/kubelet-client.key")
+            --kubelet-client-certificate "$pki/kubelet-client.crt" --kubelet-client-key "$pki/kubelet-client.key"
+            # Reach the kubelet (logs, exec) at the node's address: looking its name up would
+            # ask the host's resolver, outside the namespace.
+            --kubelet-preferred-address-types InternalIP)
     fi
     # Admission: the defaults of 1.20 are fine without nodes; the ServiceAccount
     # plug-in only matters for pods, which never run here.

@@ -1,66 +1,124 @@
 #!/usr/bin/env bash
-# `make run`: the product. The operator (which embeds the key engine and serves the KMS API)
-# runs against the cluster in KUBECONFIG / ~/.kube/config when one answers, and otherwise
-# against a local control plane started here (etcd + kube-apiserver + kube-controller-manager).
+# `make run`: the product. The Helm chart charts/kubekms installed with the real Helm engine
+# (e2e/scripts/helm.py), the operator and the key engine running as pods:
+#   - on the cluster in KUBECONFIG / ~/.kube/config when one answers (the image must then come
+#     from a registry: KUBEKMS_IMAGE_REPOSITORY=registry.example.com/kubekms, pushed by you);
+#   - otherwise on a local one-node cluster started here (e2e/scripts/cluster.sh) with the image
+#     built by `make image` loaded into its node.
+# Then examples/ applied, the KMS API forwarded to the host, and what to try printed.
 #
-# Environment: DATA_DIR (credentials, audit log; default ~/.local/share/kubekms),
-# KUBEKMS_NAMESPACE (default kubekms-system), KUBEKMS_LISTEN (default 127.0.0.1:4599),
-# KUBEKMS_STANDALONE=1 to run the engine alone with its embedded store, no Kubernetes at all.
+# Environment: DATA_DIR (default ~/.local/share/kubekms; the local cluster lives in
+# DATA_DIR/cluster), KUBEKMS_NAMESPACE (default kubekms-system), KUBEKMS_KMS_PORT (default
+# 4599: the host port of the KMS API), KUBEKMS_STANDALONE=1 to run the engine alone with its
+# embedded store, no Kubernetes at all. Extra arguments go to `helm upgrade --install`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SCRIPTS="$ROOT/e2e/scripts"
 TARGET="${CARGO_TARGET_DIR:-/root/.cache/kubekms-target}"
+VENV="${KUBEKMS_VENV:-/root/.cache/kubekms-venv}"
 DATA_DIR="${DATA_DIR:-$HOME/.local/share/kubekms}"
 NAMESPACE="${KUBEKMS_NAMESPACE:-kubekms-system}"
-LISTEN="${KUBEKMS_LISTEN:-127.0.0.1:4599}"
+KMS_PORT="${KUBEKMS_KMS_PORT:-4599}"
+RELEASE=kubekms
 mkdir -p "$DATA_DIR"
 
 log() { echo "[kubekms] $*" >&2; }
+die() {
+    log "$*"
+    exit 1
+}
 
 if [[ "${KUBEKMS_STANDALONE:-0}" == "1" ]]; then
-    exec "$TARGET/release/kubekms-engine" standalone --data-dir "$DATA_DIR" --listen "$LISTEN" "$@"
+    cargo build --release -p kubekms-engine --bin kubekms-engine >&2
+    exec "$TARGET/release/kubekms-engine" standalone --data-dir "$DATA_DIR" \
+        --listen "127.0.0.1:$KMS_PORT" "$@"
 fi
+
+helm() { "$VENV/bin/python" "$SCRIPTS/helm.py" "$@"; }
 
 cluster_answers() {
     timeout 10 kubectl version --request-timeout=5s >/dev/null 2>&1
 }
 
+chart_args=()
+LOCAL=0
 if [[ -n "${KUBECONFIG:-}" || -f "$HOME/.kube/config" ]] && cluster_answers; then
     log "using the cluster of ${KUBECONFIG:-$HOME/.kube/config}"
+    [[ -n "${KUBEKMS_IMAGE_REPOSITORY:-}" ]] ||
+        die "set KUBEKMS_IMAGE_REPOSITORY to where you pushed the image (docker build -t REPO:TAG . && docker push REPO:TAG)"
+    chart_args+=(--set "image.repository=$KUBEKMS_IMAGE_REPOSITORY")
 else
-    CP_DIR="${KUBEKMS_CP_DIR:-$DATA_DIR/control-plane}"
-    log "no cluster configured: starting a local control plane in $CP_DIR"
-    "$SCRIPTS/build-control-plane.sh" >/dev/null
-    "$SCRIPTS/control-plane.sh" start "$CP_DIR"
-    export KUBECONFIG="$CP_DIR/kubeconfig"
-    log "local control plane up; stop it with: e2e/scripts/control-plane.sh stop $CP_DIR"
+    LOCAL=1
+    CLUSTER_DIR="$DATA_DIR/cluster"
+    log "no cluster configured: starting a one-node cluster in $CLUSTER_DIR"
+    "$SCRIPTS/cluster.sh" start "$CLUSTER_DIR" >/dev/null
+    export KUBECONFIG="$CLUSTER_DIR/kubeconfig"
+    log "loading the image into the node"
+    export KUBEKMS_CLUSTER_DIR="$CLUSTER_DIR"
+    "$SCRIPTS/cluster.sh" load "$TARGET/kubekms-image.tar" >/dev/null
 fi
 
-kubectl apply -f "$ROOT/crds/kubekms.io.yaml" >&2
-kubectl get namespace "$NAMESPACE" >/dev/null 2>&1 || kubectl create namespace "$NAMESPACE" >&2
-
-# The operator keeps its generated KMS API credentials in DATA_DIR/credentials.json; the root
-# key lives in the cluster (Secret kubekms-root-key in the namespace).
-"$TARGET/release/kubekms-operator" run --namespace "$NAMESPACE" --listen "$LISTEN" \
-    --kubeconfig "$KUBECONFIG" --store kubernetes --data-dir "$DATA_DIR" \
-    --audit-log "$DATA_DIR/audit.log" "$@" &
-operator=$!
-trap 'kill -TERM "$operator" 2>/dev/null || true' INT TERM
-for _ in $(seq 300); do
-    [[ -f "$DATA_DIR/credentials.json" ]] && break
-    kill -0 "$operator" 2>/dev/null || { wait "$operator"; exit $?; }
-    sleep 0.1
+log "helm upgrade --install $RELEASE charts/kubekms -n $NAMESPACE"
+helm upgrade --install "$RELEASE" "$ROOT/charts/kubekms" -n "$NAMESPACE" --create-namespace \
+    --set 'operator.importNamespaces={default}' "${chart_args[@]}" "$@" \
+    --wait --timeout 300s >/dev/null
+log "waiting for the engine pods (the operator creates them)"
+for _ in $(seq 120); do
+    kubectl -n "$NAMESPACE" get deployment kubekms-engine >/dev/null 2>&1 && break
+    sleep 1
 done
-read -r AKID SECRET < <(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["credentials"][0]; print(c["accessKeyId"], c["secretAccessKey"])' "$DATA_DIR/credentials.json")
+kubectl -n "$NAMESPACE" rollout status deployment/kubekms-engine --timeout=180s >&2
+kubectl -n "$NAMESPACE" get pods -o wide >&2
+
+kubectl get serviceaccount app -n default >/dev/null 2>&1 ||
+    kubectl create serviceaccount app -n default >/dev/null
+kubectl apply -n default -f "$ROOT/examples/key.yaml" -f "$ROOT/examples/alias.yaml" \
+    -f "$ROOT/examples/keypolicy.yaml" -f "$ROOT/examples/sign-key.yaml" >&2
+kubectl -n default wait --for=condition=Ready kmskey/orders kmskey/release-signing --timeout=120s >&2
+
+ENDPOINT="http://127.0.0.1:$KMS_PORT"
+if [[ $LOCAL -eq 1 ]]; then
+    ip=$(kubectl -n "$NAMESPACE" get service kubekms-engine -o jsonpath='{.spec.clusterIP}')
+    "$SCRIPTS/cluster.sh" forward kms "$KMS_PORT" "$ip:4599" 2>/dev/null
+fi
+
+# An administrator's access key for the host (the engine reads access-key Secrets of its
+# namespace; whoever may write Secrets there may mint identities). Made once, kept in DATA_DIR.
+creds="$DATA_DIR/admin-access-key"
+if ! kubectl -n "$NAMESPACE" get secret make-run-admin >/dev/null 2>&1 || [[ ! -f "$creds" ]]; then
+    akid="AKIA$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr a-f A-F | head -c 16)"
+    secret=$(head -c 30 /dev/urandom | base64 | tr -d '/+=' | head -c 40)
+    kubectl -n "$NAMESPACE" delete secret make-run-admin --ignore-not-found >/dev/null
+    kubectl -n "$NAMESPACE" create secret generic make-run-admin --type kubekms.io/access-key \
+        --from-literal accessKeyId="$akid" --from-literal secretAccessKey="$secret" \
+        --from-literal user=make-run-admin --from-literal groups=system:masters >/dev/null
+    (umask 077 && printf '%s %s\n' "$akid" "$secret" >"$creds")
+fi
+read -r AKID SECRET <"$creds"
+
+token="$DATA_DIR/app.token"
+kubectl create token app -n default --audience kubekms --duration 1h >"$token"
 cat <<MSG
-kubekms: KMS API on http://$LISTEN (namespace $NAMESPACE, keys kept in the cluster)
-export KUBECONFIG=$KUBECONFIG AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1
-kubectl apply -f examples/key.yaml -f examples/alias.yaml && kubectl get kmskey,kmsalias
-aws kms encrypt --endpoint-url http://$LISTEN --key-id alias/default/orders --plaintext fileb://examples/key.yaml
-# As a ServiceAccount (the key policy decides; the steps are in examples/keypolicy.yaml):
-kubectl create serviceaccount app && kubectl apply -f examples/keypolicy.yaml
-kubectl create token app --audience kubekms > /tmp/app.token
-env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_ROLE_ARN=arn:aws:iam::111122223333:role/kubekms AWS_WEB_IDENTITY_TOKEN_FILE=/tmp/app.token AWS_ENDPOINT_URL=http://$LISTEN aws kms encrypt --key-id alias/default/orders --plaintext fileb://examples/key.yaml --encryption-context app=orders
+
+kubekms is running: operator and key engine pods in namespace $NAMESPACE.
+$(if [[ $LOCAL -eq 1 ]]; then
+    echo "KMS API (the engine Service, forwarded): $ENDPOINT"
+    echo "Stop everything with: e2e/scripts/cluster.sh stop $CLUSTER_DIR"
+else
+    echo "KMS API: kubectl -n $NAMESPACE port-forward svc/kubekms-engine $KMS_PORT:4599, then $ENDPOINT"
+fi)
+
+Try:
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get pods -n $NAMESPACE; kubectl get kmskey,kmsalias -A
+  # As an administrator (the access key in Secret $NAMESPACE/make-run-admin):
+  AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_REGION=us-east-1 \\
+      $VENV/bin/aws kms list-keys --endpoint-url $ENDPOINT
+  # As the ServiceAccount default/app (examples/keypolicy.yaml lets it use the key with app=orders):
+  export AWS_ROLE_ARN=arn:aws:iam::111122223333:role/kubekms AWS_WEB_IDENTITY_TOKEN_FILE=$token \\
+         AWS_ENDPOINT_URL=$ENDPOINT AWS_REGION=us-east-1
+  $VENV/bin/aws kms encrypt --key-id alias/default/orders --plaintext fileb://examples/key.yaml \\
+      --encryption-context app=orders --query CiphertextBlob --output text
+  $VENV/bin/aws sts get-caller-identity
 MSG
-wait "$operator"

@@ -31,6 +31,8 @@ pub struct AppAnswer {
     pub results: Vec<Option<String>>,
     /// The session's credentials, when a call asked for them (`__credentials__`).
     pub credentials: Option<Value>,
+    /// Answers' fields the calls asked to keep (`"keep": NAME`), as text (bytes in base64).
+    pub kept: std::collections::BTreeMap<String, String>,
 }
 
 /// The Python of the project's venv (`KUBEKMS_VENV`, default /root/.cache/kubekms-venv).
@@ -98,12 +100,13 @@ pub async fn run_as(identity: &AppIdentity, endpoint: &str, calls: &Value) -> Re
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "kms_calls.py printed {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })?;
+    parse_answer(&out.stdout)
+}
+
+/// What `kms_calls.py` printed, read (a pod's log holds the same line).
+pub fn parse_answer(stdout: &[u8]) -> Result<AppAnswer> {
+    let v: Value = serde_json::from_slice(stdout)
+        .with_context(|| format!("kms_calls.py printed {:?}", String::from_utf8_lossy(stdout)))?;
     let text = |name: &str| v[name].as_str().map(str::to_owned);
     Ok(AppAnswer {
         identity: text("identity"),
@@ -115,6 +118,14 @@ pub async fn run_as(identity: &AppIdentity, endpoint: &str, calls: &Value) -> Re
             .map(|r| r.as_str().map(str::to_owned))
             .collect(),
         credentials: Some(v["credentials"].clone()).filter(|c| !c.is_null()),
+        kept: v["kept"]
+            .as_object()
+            .map(|kept| {
+                kept.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

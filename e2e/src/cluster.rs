@@ -30,6 +30,10 @@ fn control_plane_script() -> PathBuf {
     crate_dir().join("scripts/control-plane.sh")
 }
 
+fn node_cluster_script() -> PathBuf {
+    crate_dir().join("scripts/cluster.sh")
+}
+
 /// Runs in its own process group so a Ctrl-C aimed at the test run does not kill it before it
 /// has cleaned up. It blocks on a pipe whose only writer is the test process: the kernel closes
 /// that pipe when the process exits (normally, by panic, abort or SIGKILL), and then the
@@ -47,13 +51,16 @@ for f in "$dir"/operators/*.pid; do
     rm -f "$f"
 done
 "$script" stop "$dir" >/dev/null 2>&1 || true
-[ -n "$keep" ] || rm -rf "$dir"
+# --one-file-system: never follow a mount the stop could not undo.
+[ -n "$keep" ] || rm -rf --one-file-system "$dir"
 "#;
 
 /// The local control plane (etcd, kube-apiserver, kube-controller-manager) with the kubekms
 /// CRDs installed. Get it with [`cluster`].
 pub struct Cluster {
     dir: PathBuf,
+    /// `control-plane.sh` (no node) or `cluster.sh` (a node that runs pods).
+    script: PathBuf,
     kubeconfig: PathBuf,
     // Never written to and never closed by us: its closing at process exit is the watchdog's
     // signal.
@@ -83,6 +90,32 @@ impl Cluster {
     /// [`Cluster::stop`] or when this process ends however it ends; `dir` is removed then
     /// unless `keep`.
     pub fn start_in(dir: PathBuf, keep: bool) -> Result<Self> {
+        Self::start_with(control_plane_script(), dir, keep, &[])
+    }
+
+    /// A one-node cluster that runs pods (`e2e/scripts/cluster.sh`) in `dir`, in a network
+    /// namespace named after this process, its API server forwarded to a free port of the
+    /// host's loopback; stopped like [`Cluster::start_in`]'s. The CRDs are not installed: the
+    /// chart brings them.
+    pub fn start_node_in(dir: PathBuf, keep: bool) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("picking a free port for the API server's forwarder")?
+            .port()
+            .to_string();
+        let netns = format!("kubekms-e2e-{}", std::process::id());
+        Self::start_with(
+            node_cluster_script(),
+            dir,
+            keep,
+            &[
+                ("KUBEKMS_NETNS", netns.as_str()),
+                ("KUBEKMS_CLUSTER_API_PORT", port.as_str()),
+            ],
+        )
+    }
+
+    fn start_with(script: PathBuf, dir: PathBuf, keep: bool, env: &[(&str, &str)]) -> Result<Self> {
         std::fs::create_dir_all(dir.join("operators"))
             .with_context(|| format!("creating {}", dir.display()))?;
         let keep = if keep { "1" } else { "" };
@@ -93,7 +126,7 @@ impl Cluster {
             .arg(WATCHDOG)
             .arg("kubekms-e2e-watchdog")
             .arg(&dir)
-            .arg(control_plane_script())
+            .arg(&script)
             .arg(keep)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -110,26 +143,32 @@ impl Cluster {
         let cluster = Self {
             kubeconfig: dir.join("kubeconfig"),
             dir,
+            script,
             _watchdog: Mutex::new(watchdog_stdin),
         };
 
-        let out = Command::new(control_plane_script())
+        let out = Command::new(&cluster.script)
             .arg("start")
             .arg(&cluster.dir)
             .env_remove("KUBEKMS_CP_DIR")
+            .env_remove("KUBEKMS_CLUSTER_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
-            .context("running e2e/scripts/control-plane.sh")?;
+            .with_context(|| format!("running {}", cluster.script.display()))?;
         if !out.status.success() {
             bail!(
-                "`e2e/scripts/control-plane.sh start {}` failed ({}); was `make setup` run?\n{}",
+                "`{} start {}` failed ({}); was `make setup` run?\n{}",
+                cluster.script.display(),
                 cluster.dir.display(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             );
         }
 
-        install_crds(|args| cluster.kubectl_sync(args, None))?;
+        if cluster.script == control_plane_script() {
+            install_crds(|args| cluster.kubectl_sync(args, None))?;
+        }
         Ok(cluster)
     }
 
@@ -208,14 +247,40 @@ impl Cluster {
     /// The pid of a control-plane process (`etcd`, `kube-apiserver`,
     /// `kube-controller-manager`), from the script's pid files.
     pub fn pid_of(&self, name: &str) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("run").join(format!("{name}.pid")))
+        let run = if self.script == control_plane_script() {
+            self.dir.join("run")
+        } else {
+            self.dir.join("cp/run")
+        };
+        std::fs::read_to_string(run.join(format!("{name}.pid")))
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
 
+    /// `e2e/scripts/cluster.sh SUBCOMMAND ARGS...` for this cluster (a node cluster's `exec`,
+    /// `load`, `forward`): its stdout, or an error carrying its stderr.
+    pub fn node_script(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(node_cluster_script())
+            .args(args)
+            .env("KUBEKMS_CLUSTER_DIR", &self.dir)
+            .env_remove("KUBEKMS_NETNS")
+            .stdin(Stdio::null())
+            .output()
+            .context("running e2e/scripts/cluster.sh")?;
+        if !out.status.success() {
+            bail!(
+                "`cluster.sh {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Stop the control plane now (the watchdog's stop at exit then finds nothing to do).
     pub fn stop(&self) {
-        let _ = Command::new(control_plane_script())
+        let _ = Command::new(&self.script)
             .arg("stop")
             .arg(&self.dir)
             .stdin(Stdio::null())

@@ -15,6 +15,7 @@
 pub mod app;
 pub mod cluster;
 pub mod env;
+pub mod node;
 pub mod operator;
 
 pub use cluster::{cluster, repo_root, Cluster};
