@@ -257,6 +257,20 @@ impl Cluster {
             .and_then(|s| s.trim().parse().ok())
     }
 
+    /// [`Cluster::node_script`] without blocking the runtime.
+    pub async fn node_script_async(&self, args: &[&str]) -> Result<String> {
+        let out = tokio::process::Command::new(node_cluster_script())
+            .args(args)
+            .env("KUBEKMS_CLUSTER_DIR", &self.dir)
+            .env_remove("KUBEKMS_NETNS")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running e2e/scripts/cluster.sh")?;
+        script_result(args, out)
+    }
+
     /// `e2e/scripts/cluster.sh SUBCOMMAND ARGS...` for this cluster (a node cluster's `exec`,
     /// `load`, `forward`): its stdout, or an error carrying its stderr.
     pub fn node_script(&self, args: &[&str]) -> Result<String> {
@@ -267,15 +281,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .context("running e2e/scripts/cluster.sh")?;
-        if !out.status.success() {
-            bail!(
-                "`cluster.sh {}` failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        script_result(args, out)
     }
 
     /// Stop the control plane now (the watchdog's stop at exit then finds nothing to do).
@@ -343,4 +349,17 @@ fn kubectl_result(args: &[&str], out: std::process::Output) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         )
     }
+}
+
+fn script_result(args: &[&str], out: std::process::Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "`cluster.sh {}` failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -19,6 +19,9 @@ pub const NAMESPACE: &str = "kubekms-system";
 pub const OPERATOR: &str = "kubekms-operator";
 pub const ENGINE: &str = "kubekms-engine";
 pub const ROOT_KEY_SECRET: &str = "kubekms-root-key";
+/// The engine pods' admin port with the chart's `engine.testClock` (the operator's
+/// `engine_deploy::config::ADMIN_PORT`).
+pub const ENGINE_ADMIN_PORT: u16 = 4600;
 
 /// The image archive `make image` (e2e/scripts/build-image.sh) writes: `KUBEKMS_IMAGE_TAR`,
 /// else `$CARGO_TARGET_DIR/kubekms-image.tar`.
@@ -115,8 +118,14 @@ pub async fn wait_rolled_out(cluster: &Cluster, name: &str, timeout: Duration) -
     .await
 }
 
-/// The names of the Running pods of a component (`engine` or `operator`).
-pub async fn pods_of(cluster: &Cluster, component: &str) -> Result<Vec<String>> {
+/// A Running pod that is not being deleted.
+pub struct RunningPod {
+    pub name: String,
+    pub ip: String,
+}
+
+/// The Running pods of a component (`engine` or `operator`) that are not being deleted.
+pub async fn running_pods(cluster: &Cluster, component: &str) -> Result<Vec<RunningPod>> {
     let out = cluster
         .kubectl(
             &[
@@ -129,12 +138,37 @@ pub async fn pods_of(cluster: &Cluster, component: &str) -> Result<Vec<String>> 
                 "--field-selector",
                 "status.phase=Running",
                 "-o",
-                "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+                "json",
             ],
             None,
         )
         .await?;
-    Ok(out.lines().map(str::to_owned).collect())
+    let list: serde_json::Value = serde_json::from_str(&out).context("kubectl get pods -o json")?;
+    Ok(list["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|pod| {
+            Some(RunningPod {
+                name: pod["metadata"]["name"].as_str()?.to_owned(),
+                ip: pod["status"]["podIP"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+        })
+        .collect())
+}
+
+/// The names of [`running_pods`].
+pub async fn pods_of(cluster: &Cluster, component: &str) -> Result<Vec<String>> {
+    Ok(running_pods(cluster, component)
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect())
 }
 
 /// `kubectl auth can-i VERB RESOURCE --as IDENTITY` in the release namespace.
@@ -214,4 +248,56 @@ pub fn dump(cluster: &Cluster) -> String {
     out += "\n--- events ---\n";
     out += &run(&["-n", NAMESPACE, "get", "events", "--sort-by=.lastTimestamp"]);
     out
+}
+
+/// An `aws-sdk-kms` client as an application holds it: static or session credentials, the
+/// SDK's standard retries (what an app gets by default), `endpoint`.
+pub fn kms_client(
+    endpoint: &str,
+    access_key_id: &str,
+    secret_access_key: &str,
+    session_token: Option<String>,
+) -> aws_sdk_kms::Client {
+    use aws_sdk_kms::config::timeout::TimeoutConfig;
+    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(crate::REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(
+            access_key_id,
+            secret_access_key,
+            session_token,
+            None,
+            "kubekms-e2e",
+        ))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+/// Moves the clock of the engine pod at `ip` forward by `by` (engine.testClock); the pod runs
+/// its due work before answering. Called from inside the cluster's network namespace.
+pub async fn advance_engine_clock(cluster: &Cluster, ip: &str, by: Duration) -> Result<String> {
+    let url = format!("http://{ip}:{ENGINE_ADMIN_PORT}/admin/clock/advance");
+    let millis = by.as_millis().to_string();
+    let out = cluster
+        .node_script_async(&[
+            "exec",
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "POST",
+            "--data",
+            &millis,
+            &url,
+        ])
+        .await?;
+    Ok(out)
 }

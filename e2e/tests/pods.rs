@@ -16,6 +16,7 @@ const READY: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_chart_on_a_node() -> Result<()> {
+    let before = MachineState::read(None)?;
     let cluster = tokio::task::spawn_blocking(node::start_node).await??;
     let result = phases(&cluster).await;
     if let Err(e) = &result {
@@ -25,7 +26,80 @@ async fn the_chart_on_a_node() -> Result<()> {
         );
     }
     cluster.stop();
-    result
+    result?;
+    // The stop put the machine back as it found it.
+    let after = MachineState::read(Some(cluster.dir()))?;
+    ensure!(
+        after.sysctls == before.sysctls,
+        "kernel settings before {:?}, after the stop {:?}",
+        before.sysctls,
+        after.sysctls
+    );
+    ensure!(after.mounts.is_empty(), "left mounted: {:?}", after.mounts);
+    ensure!(
+        after.processes.is_empty(),
+        "left running: {:?}",
+        after.processes
+    );
+    ensure!(
+        after.netns_gone,
+        "the cluster's network namespace still exists after the stop"
+    );
+    Ok(())
+}
+
+/// What a cluster's stop must leave as it was.
+struct MachineState {
+    sysctls: Vec<String>,
+    /// Mounts under the cluster's directory.
+    mounts: Vec<String>,
+    /// Processes whose command line names the cluster's directory.
+    processes: Vec<String>,
+    /// This test process's network namespace no longer exists.
+    netns_gone: bool,
+}
+
+impl MachineState {
+    fn read(dir: Option<&std::path::Path>) -> Result<Self> {
+        let sysctls = [
+            "kernel/panic",
+            "kernel/panic_on_oops",
+            "vm/overcommit_memory",
+        ]
+        .iter()
+        .map(|k| {
+            std::fs::read_to_string(format!("/proc/sys/{k}"))
+                .map(|v| format!("{k}={}", v.trim()))
+                .with_context(|| format!("reading /proc/sys/{k}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+        let (mut mounts, mut processes) = (Vec::new(), Vec::new());
+        if let Some(dir) = dir {
+            let dir = format!("{}/", dir.display());
+            let table = std::fs::read_to_string("/proc/self/mounts")?;
+            mounts = table
+                .lines()
+                .filter_map(|l| l.split(' ').nth(1))
+                .filter(|m| m.starts_with(&dir))
+                .map(str::to_owned)
+                .collect();
+            for entry in std::fs::read_dir("/proc")?.flatten() {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.contains(&dir) {
+                    processes.push(cmdline);
+                }
+            }
+        }
+        let netns = format!("kubekms-e2e-{}", std::process::id());
+        let netns_gone = !std::path::Path::new("/var/run/netns").join(netns).exists();
+        Ok(Self {
+            sysctls,
+            mounts,
+            processes,
+            netns_gone,
+        })
+    }
 }
 
 async fn phases(cluster: &Cluster) -> Result<()> {
@@ -34,11 +108,15 @@ async fn phases(cluster: &Cluster) -> Result<()> {
     schema_refuses_bad_values(cluster).await?;
     let endpoint = examples_ready(cluster).await?;
     let ciphertext = encrypt_from_host_and_pod(cluster, &endpoint).await?;
+    engine_pod_killed_during_a_stream(cluster, &endpoint).await?;
     upgrade_rolls_out(cluster).await?;
+    rotation_wave_rotates_each_key_once(cluster, &endpoint).await?;
     uninstall_keeps_keys(cluster, &ciphertext).await?;
     Ok(())
 }
 
+/// `helm install` with the engine pods' test clock (the rotation wave moves it) and import
+/// Secrets readable in `default`.
 async fn install(cluster: &Cluster) -> Result<()> {
     node::helm(
         cluster,
@@ -51,6 +129,8 @@ async fn install(cluster: &Cluster) -> Result<()> {
             "--create-namespace",
             "--set",
             "operator.importNamespaces={default}",
+            "--set",
+            "engine.testClock=true",
             "--wait",
             "--timeout",
             "180s",
@@ -61,12 +141,12 @@ async fn install(cluster: &Cluster) -> Result<()> {
     // The operator creates the engine's Deployment; Helm waited only for the operator.
     node::wait_rolled_out(cluster, OPERATOR, READY).await?;
     node::wait_rolled_out(cluster, ENGINE, READY).await?;
-    let engines = node::pods_of(cluster, "engine").await?;
-    ensure!(
-        engines.len() == 2,
-        "the chart's default is 2 engine pods; running: {engines:?}"
-    );
-    Ok(())
+    // The chart's default is two engine pods (those of an earlier install may still be
+    // terminating).
+    wait_for("2 engine pods running", READY, || async {
+        Ok((node::pods_of(cluster, "engine").await?.len() == 2).then_some(()))
+    })
+    .await
 }
 
 /// Only the engine may read the root key; the operator reads no Secret of its namespace.
@@ -296,6 +376,118 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
     Ok(ciphertext)
 }
 
+/// A stream of Encrypt calls from four clients while an engine pod is deleted: the Service
+/// keeps answering, at most the killed pod's in-flight calls fail (the SDK retries what it
+/// may), and every acknowledged ciphertext decrypts afterwards.
+async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    // The session credentials default/app's SDK holds after its web-identity exchange.
+    let dir = tempfile::tempdir()?;
+    let token = app::token_file(cluster, dir.path(), "default", "app", "kubekms").await?;
+    let answer = app::run_as(
+        &AppIdentity::WebIdentity { token_file: token },
+        endpoint,
+        &json!([{ "op": "__credentials__" }]),
+    )
+    .await?;
+    let creds = answer.credentials.context("no session credentials")?;
+    let text = |k: &str| creds[k].as_str().map(str::to_owned).context(k.to_owned());
+    let kms = node::kms_client(
+        endpoint,
+        &text("accessKeyId")?,
+        &text("secretAccessKey")?,
+        Some(text("sessionToken")?),
+    );
+    let engines = node::pods_of(cluster, "engine").await?;
+    ensure!(engines.len() >= 2, "engine pods: {engines:?}");
+
+    const WORKERS: usize = 4;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (kms, stop) = (kms.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let plaintext = format!("record {w}-{i}").into_bytes();
+                let out = kms
+                    .encrypt()
+                    .key_id("alias/default/orders")
+                    .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext.clone()))
+                    .encryption_context("app", "orders")
+                    .send()
+                    .await;
+                match out.map(|o| o.ciphertext_blob) {
+                    Ok(Some(blob)) => acked.push((plaintext, blob)),
+                    Ok(None) => failed.push("an answer without CiphertextBlob".to_owned()),
+                    Err(e) => {
+                        failed.push(format!("{}", aws_sdk_kms::error::DisplayErrorContext(e)))
+                    }
+                }
+            }
+            (acked, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster
+        .kubectl(
+            &[
+                "-n",
+                NAMESPACE,
+                "delete",
+                "pod",
+                &engines[0],
+                "--wait=false",
+            ],
+            None,
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut failed) = (Vec::new(), Vec::new());
+    for worker in workers {
+        let (a, f) = worker.await?;
+        acked.extend(a);
+        failed.extend(f);
+    }
+    eprintln!(
+        "stream across the deletion of {}: {} acknowledged, {} failed",
+        engines[0],
+        acked.len(),
+        failed.len()
+    );
+    ensure!(
+        acked.len() >= 100,
+        "only {} calls were acknowledged in 7.5 s",
+        acked.len()
+    );
+    ensure!(
+        failed.len() <= WORKERS,
+        "{} calls failed (at most the {WORKERS} in flight may): {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    for (plaintext, blob) in &acked {
+        let out = kms
+            .decrypt()
+            .ciphertext_blob(blob.clone())
+            .encryption_context("app", "orders")
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_kms::error::DisplayErrorContext(e)))
+            .context("decrypting an acknowledged ciphertext")?;
+        ensure!(
+            out.plaintext.as_ref().map(|p| p.as_ref()) == Some(plaintext.as_slice()),
+            "an acknowledged ciphertext decrypted to something else"
+        );
+    }
+    node::wait_rolled_out(cluster, ENGINE, READY).await
+}
+
 /// `helm upgrade` with more engine replicas rolls out; the keys stay.
 async fn upgrade_rolls_out(cluster: &Cluster) -> Result<()> {
     node::helm(
@@ -331,6 +523,105 @@ async fn upgrade_rolls_out(cluster: &Cluster) -> Result<()> {
     })
     .await?;
     node::wait_rolled_out(cluster, ENGINE, READY).await
+}
+
+/// Twelve Keys with yearly rotation; then every engine replica's clock moves past their
+/// rotation date at the same moment, so all three run the due work at once (and the Lease
+/// holder's loop too): each key is rotated exactly once.
+async fn rotation_wave_rotates_each_key_once(cluster: &Cluster, endpoint: &str) -> Result<()> {
+    const KEYS: usize = 12;
+    let (akid, secret) = ("AKIAE2EWAVEADMIN0001", "e2e-wave-administrator-secret");
+    let access_key = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubekms.io/access-key",
+        "metadata": { "name": "e2e-wave-admin", "namespace": NAMESPACE },
+        "stringData": { "accessKeyId": akid, "secretAccessKey": secret,
+            "user": "e2e-wave-admin", "groups": "system:masters" },
+    });
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&access_key.to_string()))
+        .await?;
+    cluster
+        .kubectl(&["create", "namespace", "wave"], None)
+        .await?;
+    let keys: Vec<serde_json::Value> = (0..KEYS)
+        .map(|i| {
+            json!({
+                "apiVersion": "kubekms.io/v1alpha1", "kind": "Key",
+                "metadata": { "name": format!("wave-{i}"), "namespace": "wave" },
+                "spec": { "keySpec": "SYMMETRIC_DEFAULT", "enabled": true,
+                    "rotation": { "enabled": true, "periodDays": 365 } },
+            })
+        })
+        .collect();
+    let list = json!({ "apiVersion": "v1", "kind": "List", "items": keys });
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&list.to_string()))
+        .await?;
+    let key_ids = wait_for("the wave's Keys Ready", READY, || async {
+        let out = cluster
+            .kubectl(
+                &[
+                    "-n",
+                    "wave",
+                    "get",
+                    "kmskey",
+                    "-o",
+                    "jsonpath={range .items[*]}{.status.keyId} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+                ],
+                None,
+            )
+            .await?;
+        let ready: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_suffix(" True").map(str::to_owned))
+            .filter(|id| !id.is_empty())
+            .collect();
+        Ok((ready.len() == KEYS).then_some(ready))
+    })
+    .await?;
+
+    let admin = node::kms_client(endpoint, akid, secret, None);
+    wait_for(
+        "the engine accepting the access-key Secret",
+        READY,
+        || async { Ok(admin.list_keys().send().await.ok().map(drop)) },
+    )
+    .await?;
+    let ips: Vec<String> = node::running_pods(cluster, "engine")
+        .await?
+        .into_iter()
+        .map(|p| p.ip)
+        .collect();
+    ensure!(ips.len() == 3, "engine pods: {ips:?}");
+    let year_and_a_day = Duration::from_secs(366 * 24 * 3600);
+    let advanced = futures::future::join_all(
+        ips.iter()
+            .map(|ip| node::advance_engine_clock(cluster, ip, year_and_a_day)),
+    )
+    .await;
+    for (ip, result) in ips.iter().zip(advanced) {
+        result.with_context(|| format!("advancing the clock of the engine pod at {ip}"))?;
+    }
+    // Each replica ran its due work before answering; the Lease holder's loop may still be
+    // mid-pass, so give it a second pass before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut counts = Vec::new();
+    for id in &key_ids {
+        let rotations = admin
+            .list_key_rotations()
+            .key_id(id)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_kms::error::DisplayErrorContext(e)))?
+            .rotations
+            .unwrap_or_default();
+        counts.push(rotations.len());
+    }
+    ensure!(
+        counts.iter().all(|&n| n == 1),
+        "rotations per key after one due date passed on three replicas at once: {counts:?}"
+    );
+    Ok(())
 }
 
 /// `helm uninstall` keeps the CRDs and the keys' Secrets; installing again serves the same

@@ -38,6 +38,35 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
     }
 }
 
+/// The engine pods' admin API (`kubekms-operator engine --test-clock`): the clock, and moving
+/// it forward with this replica's due work run at once.
+pub fn clock_router(clock: Arc<SystemClock>, kms: Arc<Kms>) -> Router {
+    Router::new()
+        .route(
+            "/admin/clock",
+            get(|State((clock, _)): State<(Arc<SystemClock>, Arc<Kms>)>| async move {
+                json_answer(clock_json(&clock))
+            }),
+        )
+        .route(
+            "/admin/clock/advance",
+            post(
+                |State((clock, kms)): State<(Arc<SystemClock>, Arc<Kms>)>, body: String| async move {
+                    advance(&clock, &kms, &body).await
+                },
+            ),
+        )
+        .with_state((clock, kms))
+}
+
+fn json_answer(body: String) -> axum::response::Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 fn clock_json(clock: &SystemClock) -> String {
     format!(
         "{{\"nowMillis\":{},\"offsetMillis\":{}}}\n",
@@ -57,6 +86,17 @@ async fn show_clock(State(state): State<AdminState>) -> impl IntoResponse {
 /// expiries) runs before this answers, and every object is reconciled again, so the effect
 /// shows in the cluster within moments.
 async fn advance_clock(State(state): State<AdminState>, body: String) -> axum::response::Response {
+    let answer = advance(&state.clock, &state.kms, &body).await;
+    if answer.status().is_success() {
+        for trigger in &state.triggers {
+            let _ = trigger.unbounded_send(());
+        }
+    }
+    answer
+}
+
+/// Moves `clock` forward by `body` milliseconds and runs `kms`'s due work before answering.
+async fn advance(clock: &SystemClock, kms: &Kms, body: &str) -> axum::response::Response {
     let by: i64 = match body.trim().parse() {
         Ok(ms) if ms >= 0 => ms,
         _ => {
@@ -67,23 +107,16 @@ async fn advance_clock(State(state): State<AdminState>, body: String) -> axum::r
                 .into_response()
         }
     };
-    state.clock.advance(by);
-    if let Err(e) = state.kms.run_due_work().await {
+    clock.advance(by);
+    if let Err(e) = kms.run_due_work().await {
         tracing::warn!(error = %e, "due work after a clock advance failed; the next tick retries");
-    }
-    for trigger in &state.triggers {
-        let _ = trigger.unbounded_send(());
     }
     tracing::info!(
         by_millis = by,
-        offset = state.clock.offset(),
+        offset = clock.offset(),
         "test clock advanced"
     );
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        clock_json(&state.clock),
-    )
-        .into_response()
+    json_answer(clock_json(clock))
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

@@ -71,6 +71,13 @@ pub struct EngineArgs {
     /// The coordination.k8s.io Lease whose holder runs the due work.
     #[arg(long, default_value = SCHEDULER_LEASE)]
     pub lease_name: String,
+    /// For tests: let POST /admin/clock/advance on --admin-listen move this replica's clock
+    /// forward (and run its due work at once, Lease or not, so tests can make replicas race).
+    #[arg(long)]
+    pub test_clock: bool,
+    /// Address of the admin API; needs --test-clock.
+    #[arg(long, requires = "test_clock")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// The line printed on stdout once the listener is bound. Tests wait for it.
@@ -113,7 +120,20 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
         credentials: engine_host::credentials(None)?,
         listen: args.listen,
     };
-    let hosted = engine_host::host_engine(&client, settings, opened, SystemClock::new()).await?;
+    let clock = SystemClock::new();
+    let hosted = engine_host::host_engine(&client, settings, opened, clock.clone()).await?;
+    let admin = match (args.test_clock, args.admin_listen) {
+        (true, Some(addr)) => {
+            let listener = kubekms_engine::api::server::bind(addr).await?;
+            let router = crate::admin::clock_router(clock.clone(), hosted.kms.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::warn!(error = %e, "admin listener stopped");
+                }
+            }))
+        }
+        _ => None,
+    };
     let leadership = Leadership::spawn(
         client,
         LeaseSettings {
@@ -138,6 +158,9 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
     let served = hosted
         .serve(Some(leadership.subscribe()), runner::shutdown_signal())
         .await;
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     leadership.release().await;
     served
 }

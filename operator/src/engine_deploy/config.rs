@@ -51,7 +51,14 @@ pub struct EngineConfig {
     /// `RUST_LOG` of the engine pods.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// For tests only: each engine pod's clock can be moved forward through an admin port
+    /// ([`ADMIN_PORT`]) so that rotations, deletion windows and expiries fall due at once.
+    #[serde(default)]
+    pub test_clock: bool,
 }
+
+/// The engine pods' admin port, open only with `testClock`.
+pub const ADMIN_PORT: u16 = 4600;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub enum PullPolicy {

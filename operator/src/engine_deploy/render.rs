@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::config::{audit_dir, AntiAffinity, EngineConfig};
+use super::config::{audit_dir, AntiAffinity, EngineConfig, ADMIN_PORT};
 
 /// The name of the engine's Deployment and Service.
 pub const ENGINE_NAME: &str = "kubekms-engine";
@@ -129,6 +129,10 @@ pub fn engine_args(config: &EngineConfig) -> Vec<String> {
     ));
     args.push(format!("--audit-log={}", config.audit));
     args.push(format!("--lease-name={SCHEDULER_LEASE}"));
+    if config.test_clock {
+        args.push("--test-clock".to_owned());
+        args.push(format!("--admin-listen=0.0.0.0:{ADMIN_PORT}"));
+    }
     args
 }
 
@@ -235,12 +239,21 @@ pub fn deployment(config: &EngineConfig, owner: &Owner) -> Deployment {
                 ..EnvVar::default()
             },
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some(PORT_NAME.to_owned()),
-            container_port: i32::from(config.port),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(
+            std::iter::once(ContainerPort {
+                name: Some(PORT_NAME.to_owned()),
+                container_port: i32::from(config.port),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            })
+            .chain(config.test_clock.then(|| ContainerPort {
+                name: Some("admin".to_owned()),
+                container_port: i32::from(ADMIN_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            }))
+            .collect(),
+        ),
         readiness_probe: Some(healthz(0, 5)),
         liveness_probe: Some(healthz(10, 10)),
         resources: config.resources.clone(),

@@ -448,3 +448,34 @@ fn a_config_map_without_the_entry_is_an_error() {
     };
     assert_eq!(config_of(&cm).unwrap().account, "111122223333");
 }
+
+#[test]
+fn the_test_clock_is_off_unless_asked_for_and_then_opens_the_admin_port() {
+    let off = deployment(&EngineConfig::parse(MINIMAL).unwrap(), &owner());
+    let container = &pod_spec(&off).containers[0];
+    assert!(!container
+        .args
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--test-clock" || a.starts_with("--admin-listen")));
+    assert_eq!(container.ports.as_ref().unwrap().len(), 1);
+
+    let with = MINIMAL.replace('}', ", \"testClock\": true}");
+    let on = deployment(&EngineConfig::parse(&with).unwrap(), &owner());
+    let container = &pod_spec(&on).containers[0];
+    let args = container.args.as_ref().unwrap();
+    assert!(args.contains(&"--test-clock".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&format!("--admin-listen=0.0.0.0:{}", config::ADMIN_PORT)),
+        "{args:?}"
+    );
+    let ports: Vec<i32> = container
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, [4599, i32::from(config::ADMIN_PORT)]);
+}
