@@ -113,11 +113,11 @@ Try:
   export KUBECONFIG=$KUBECONFIG
   kubectl get pods -n $NAMESPACE; kubectl get kmskey,kmsalias -A
   # As an administrator (the access key in Secret $NAMESPACE/make-run-admin):
-  AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_REGION=us-east-1 \\
+  AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1 \\
       $VENV/bin/aws kms list-keys --endpoint-url $ENDPOINT
   # As the ServiceAccount default/app (examples/keypolicy.yaml lets it use the key with app=orders):
   export AWS_ROLE_ARN=arn:aws:iam::111122223333:role/kubekms AWS_WEB_IDENTITY_TOKEN_FILE=$token \\
-         AWS_ENDPOINT_URL=$ENDPOINT AWS_REGION=us-east-1
+         AWS_ENDPOINT_URL=$ENDPOINT AWS_DEFAULT_REGION=us-east-1
   $VENV/bin/aws kms encrypt --key-id alias/default/orders --plaintext fileb://examples/key.yaml \\
       --encryption-context app=orders --query CiphertextBlob --output text
   $VENV/bin/aws sts get-caller-identity
