@@ -86,6 +86,20 @@ pub fn chart() -> String {
         .into_owned()
 }
 
+/// `kubectl -n NAMESPACE get RESOURCE... -o jsonpath=PATH`, trimmed.
+pub async fn jsonpath(
+    cluster: &Cluster,
+    namespace: &str,
+    resource: &[&str],
+    path: &str,
+) -> Result<String> {
+    let output = format!("jsonpath={path}");
+    let mut args = vec!["-n", namespace, "get"];
+    args.extend_from_slice(resource);
+    args.extend(["-o", output.as_str()]);
+    Ok(cluster.kubectl(&args, None).await?.trim().to_owned())
+}
+
 /// Waits until Deployment `name` exists and all its wanted replicas run the current template
 /// and are Ready.
 pub async fn wait_rolled_out(cluster: &Cluster, name: &str, timeout: Duration) -> Result<()> {
@@ -93,19 +107,12 @@ pub async fn wait_rolled_out(cluster: &Cluster, name: &str, timeout: Duration) -
         &format!("Deployment {name} rolled out"),
         timeout,
         || async {
-            let out = cluster
-            .kubectl(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "deployment",
-                    name,
-                    "-o",
-                    "jsonpath={.spec.replicas} {.status.updatedReplicas} {.status.readyReplicas} \
-                     {.status.replicas} {.metadata.generation} {.status.observedGeneration}",
-                ],
-                None,
+            let out = jsonpath(
+                cluster,
+                NAMESPACE,
+                &["deployment", name],
+                "{.spec.replicas} {.status.updatedReplicas} {.status.readyReplicas} \
+             {.status.replicas} {.metadata.generation} {.status.observedGeneration}",
             )
             .await?;
             let f: Vec<&str> = out.split_whitespace().collect();
@@ -192,24 +199,17 @@ pub async fn can_i(cluster: &Cluster, identity: &str, verb: &str, resource: &str
 
 /// The engine Service's cluster IP (reachable only inside the cluster's network namespace).
 pub async fn engine_service_ip(cluster: &Cluster) -> Result<String> {
-    let ip = cluster
-        .kubectl(
-            &[
-                "-n",
-                NAMESPACE,
-                "get",
-                "service",
-                ENGINE,
-                "-o",
-                "jsonpath={.spec.clusterIP}",
-            ],
-            None,
-        )
-        .await?;
-    if ip.trim().is_empty() {
+    let ip = jsonpath(
+        cluster,
+        NAMESPACE,
+        &["service", ENGINE],
+        "{.spec.clusterIP}",
+    )
+    .await?;
+    if ip.is_empty() {
         bail!("Service {ENGINE} has no cluster IP");
     }
-    Ok(ip.trim().to_owned())
+    Ok(ip)
 }
 
 /// Serves `target` (an address inside the cluster's namespace) on a free port of the host's

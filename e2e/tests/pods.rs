@@ -218,21 +218,14 @@ async fn examples_ready(cluster: &Cluster) -> Result<String> {
         .await?;
     for key in ["orders", "release-signing"] {
         wait_for(&format!("Key {key} Ready"), READY, || async move {
-            let status = cluster
-                .kubectl(
-                    &[
-                        "-n",
-                        "default",
-                        "get",
-                        "kmskey",
-                        key,
-                        "-o",
-                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                    ],
-                    None,
-                )
-                .await?;
-            Ok((status.trim() == "True").then_some(()))
+            let status = node::jsonpath(
+                cluster,
+                "default",
+                &["kmskey", key],
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            )
+            .await?;
+            Ok((status == "True").then_some(()))
         })
         .await?;
     }
@@ -336,21 +329,13 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
         .kubectl(&["apply", "-f", "-"], Some(&pod.to_string()))
         .await?;
     let phase = wait_for("pod app-client finished", READY, || async {
-        let phase = cluster
-            .kubectl(
-                &[
-                    "-n",
-                    "default",
-                    "get",
-                    "pod",
-                    "app-client",
-                    "-o",
-                    "jsonpath={.status.phase}",
-                ],
-                None,
-            )
-            .await?;
-        let phase = phase.trim().to_owned();
+        let phase = node::jsonpath(
+            cluster,
+            "default",
+            &["pod", "app-client"],
+            "{.status.phase}",
+        )
+        .await?;
         Ok(matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase))
     })
     .await?;
@@ -505,21 +490,14 @@ async fn upgrade_rolls_out(cluster: &Cluster) -> Result<()> {
     )
     .await?;
     wait_for("3 engine replicas wanted", READY, || async {
-        let wanted = cluster
-            .kubectl(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "deployment",
-                    ENGINE,
-                    "-o",
-                    "jsonpath={.spec.replicas}",
-                ],
-                None,
-            )
-            .await?;
-        Ok((wanted.trim() == "3").then_some(()))
+        let wanted = node::jsonpath(
+            cluster,
+            NAMESPACE,
+            &["deployment", ENGINE],
+            "{.spec.replicas}",
+        )
+        .await?;
+        Ok((wanted == "3").then_some(()))
     })
     .await?;
     node::wait_rolled_out(cluster, ENGINE, READY).await
@@ -558,19 +536,14 @@ async fn rotation_wave_rotates_each_key_once(cluster: &Cluster, endpoint: &str) 
         .kubectl(&["apply", "-f", "-"], Some(&list.to_string()))
         .await?;
     let key_ids = wait_for("the wave's Keys Ready", READY, || async {
-        let out = cluster
-            .kubectl(
-                &[
-                    "-n",
-                    "wave",
-                    "get",
-                    "kmskey",
-                    "-o",
-                    "jsonpath={range .items[*]}{.status.keyId} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
-                ],
-                None,
-            )
-            .await?;
+        let out = node::jsonpath(
+            cluster,
+            "wave",
+            &["kmskey"],
+            "{range .items[*]}{.status.keyId} \
+             {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        )
+        .await?;
         let ready: Vec<String> = out
             .lines()
             .filter_map(|l| l.strip_suffix(" True").map(str::to_owned))

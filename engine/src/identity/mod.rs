@@ -279,5 +279,7 @@ fn jwt_expiry(token: &str) -> Result<Millis> {
     Ok(exp.saturating_mul(1000))
 }
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,9 @@
 //! The web-identity exchange against a fake cluster: which tokens it accepts, what it issues,
 //! and how long a review is trusted.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
+use super::testing::{jwt, FakeTokenReviewer as FakeCluster};
 use super::*;
 use crate::clock::SystemClock;
 use crate::crypto::RootKey;
@@ -10,31 +11,6 @@ use crate::crypto::RootKey;
 const ACCOUNT: &str = "111122223333";
 const ROLE: &str = "arn:aws:iam::111122223333:role/kubekms";
 const OPERATOR_SA: &str = "system:serviceaccount:kubekms-system:kubekms-operator";
-
-/// A cluster that knows some tokens; `forget` deletes a ServiceAccount.
-#[derive(Default)]
-struct FakeCluster {
-    known: Mutex<HashMap<String, ReviewedToken>>,
-    reviews: AtomicUsize,
-}
-
-#[async_trait]
-impl TokenReviewer for FakeCluster {
-    async fn review(&self, token: &str) -> Result<ReviewedToken> {
-        self.reviews.fetch_add(1, Ordering::SeqCst);
-        self.known
-            .lock()
-            .get(token)
-            .cloned()
-            .ok_or_else(|| KmsError::InvalidIdentityToken("token not accepted".into()))
-    }
-}
-
-/// A JWT-shaped token expiring at `exp` (seconds), distinct per `n`.
-fn jwt(exp: u64, n: u32) -> String {
-    let claims = serde_json::json!({"exp": exp, "aud": ["kubekms"], "n": n});
-    format!("e30.{}.sig", B64URL.encode(claims.to_string()))
-}
 
 struct Setup {
     cluster: Arc<FakeCluster>,

@@ -2,24 +2,20 @@
 //! a session that acts as the operator's principal, typed answers, refusals by variant; and the
 //! pieces (STS XML, error bodies, retry rules) on their own.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use base64::Engine as _;
 use kubekms_engine::audit::AuditLog;
 use kubekms_engine::config::Credentials;
 use kubekms_engine::crypto::RootKey;
 use kubekms_engine::identity::session::Sessions;
-use kubekms_engine::identity::{IdentityMap, ReviewedToken, TokenReviewer, WebIdentity};
+use kubekms_engine::identity::testing::{self, FakeTokenReviewer as FakeCluster};
+use kubekms_engine::identity::{IdentityMap, ReviewedToken, WebIdentity};
 use kubekms_engine::runner::Engine;
 use kubekms_engine::service::Kms;
 use kubekms_engine::sigv4::Verifier;
 use kubekms_engine::store::memory::MemoryStore;
 use kubekms_proto::ops::CreateKeyRequest;
 use kubekms_proto::vocab::KeyState;
-use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::*;
@@ -30,30 +26,10 @@ const ACCOUNT: &str = "111122223333";
 const REGION: &str = "eu-west-1";
 const OPERATOR_SA: &str = "system:serviceaccount:kubekms-system:kubekms-operator";
 
-/// A cluster that knows some tokens.
-#[derive(Default)]
-struct FakeCluster {
-    known: Mutex<HashMap<String, ReviewedToken>>,
-    reviews: AtomicUsize,
-}
-
-#[async_trait]
-impl TokenReviewer for FakeCluster {
-    async fn review(&self, token: &str) -> kubekms_engine::Result<ReviewedToken> {
-        self.reviews.fetch_add(1, Ordering::SeqCst);
-        self.known
-            .lock()
-            .get(token)
-            .cloned()
-            .ok_or_else(|| KmsError::InvalidIdentityToken("token not accepted".into()))
-    }
-}
-
 /// A JWT-shaped token valid for an hour, distinct per `n`.
 fn jwt(n: u32) -> String {
-    let exp = SystemClock::new().now_millis() / 1000 + 3600;
-    let claims = format!(r#"{{"exp":{exp},"aud":["kubekms"],"n":{n}}}"#);
-    format!("e30.{}.sig", B64URL.encode(claims))
+    let now = u64::try_from(SystemClock::new().now_millis() / 1000).unwrap_or(0);
+    testing::jwt(now + 3600, n)
 }
 
 struct Harness {
