@@ -36,9 +36,15 @@ DIR="${KUBEKMS_CLUSTER_DIR:-/tmp/kubekms-cluster}"
 if [[ "$CMD" =~ ^(start|stop|status|env)$ && $# -gt 0 ]]; then
     DIR="$1"
 fi
-# The namespace's name: $KUBEKMS_NETNS, else the one DIR's running cluster was started with.
-NETNS="${KUBEKMS_NETNS:-$(sed -n 's/^KUBEKMS_NETNS=//p' "$DIR/env" 2>/dev/null || true)}"
-NETNS="${NETNS:-kubekms}"
+# The namespace's name. `start` takes $KUBEKMS_NETNS (default kubekms) and records it in
+# DIR/run/netns before making anything; every other command reads that record, so stopping one
+# cluster can never touch another's namespace, processes or cgroups.
+RECORDED_NETNS=$(cat "$DIR/run/netns" 2>/dev/null || true)
+if [[ "$CMD" == start ]]; then
+    NETNS="${KUBEKMS_NETNS:-kubekms}"
+else
+    NETNS="${RECORDED_NETNS:-${KUBEKMS_NETNS:-}}"
+fi
 NODE_IP=10.77.0.1
 NODE_NAME=kubekms-node
 POD_SUBNET=10.88.0.0/24
@@ -166,7 +172,11 @@ make_netns() {
     in_ns sysctl -q -w net.ipv4.ip_forward=1
     # Pod → Service → pod on the same bridge needs bridged traffic to pass iptables (per
     # namespace on current kernels).
-    modprobe br_netfilter 2>/dev/null || true
+    if [[ ! -e /sys/module/br_netfilter ]] && command -v modprobe >/dev/null &&
+        modprobe br_netfilter 2>/dev/null; then
+        # Loading it changes how every bridge on the host filters; unloaded at stop.
+        touch "$DIR/run/loaded-br_netfilter"
+    fi
     if [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
         in_ns sysctl -q -w net.bridge.bridge-nf-call-iptables=1 || true
     fi
@@ -285,9 +295,16 @@ do_start() {
         echo "export KUBECONFIG=$DIR/kubeconfig"
         return 0
     fi
+    if [[ -n "$RECORDED_NETNS" && "$RECORDED_NETNS" != "$NETNS" ]]; then
+        # What an earlier start in DIR left, under its own name.
+        NETNS="$RECORDED_NETNS" do_stop quiet
+    fi
     do_stop quiet
     find_tools
     mkdir -p "$DIR/logs" "$DIR/run"
+    echo "$NETNS" >"$DIR/run/netns"
+    # A start that fails half-way (an error, a `die`, a timeout) leaves nothing running.
+    trap 'log "start failed; cleaning up"; do_stop quiet' EXIT
     save_sysctls
     make_netns
 
@@ -345,6 +362,7 @@ EOF
         --v "${KUBEKMS_CP_VERBOSITY:-1}"
     wait_until "node $NODE_NAME Ready" node_ready ||
         die "the node did not become Ready (see $DIR/logs/kubelet.log)"
+    trap - EXIT
     log "ready: node $NODE_NAME; KUBECONFIG=$DIR/kubeconfig (API server on 127.0.0.1:$HOST_API_PORT)"
     echo "export KUBECONFIG=$DIR/kubeconfig"
 }
@@ -389,6 +407,7 @@ stop_containers() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     local procs
+    [[ -n "$NETNS" ]] || return 0
     for procs in /sys/fs/cgroup/pids/"$NETNS" /sys/fs/cgroup/"$NETNS"; do
         [[ -d "$procs" ]] || continue
         find "$procs" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do
@@ -403,6 +422,11 @@ do_stop() {
         [[ -n "$quiet" ]] || log "nothing to stop in $DIR"
         return 0
     }
+    if [[ -z "$NETNS" ]]; then
+        # No record of which namespace DIR's cluster used: stop what the pid files name, and
+        # nothing by name (another cluster may run under the default one).
+        log "no network namespace recorded in $DIR/run/netns; stopping by pid files only"
+    fi
     local f name
     for f in "$DIR"/run/fwd-*.pid; do
         [[ -e "$f" ]] || continue
@@ -415,11 +439,16 @@ do_stop() {
     stop_containers
     stop_pid containerd
     stop_containers
-    if [[ -e "/var/run/netns/$NETNS" && -f "$DIR/cp/env" ]]; then
-        in_ns "$SCRIPT_DIR/control-plane.sh" stop "$DIR/cp" >/dev/null 2>&1 || true
+    # By pid files: works with or without the namespace.
+    if [[ -d "$DIR/cp/run" ]]; then
+        "$SCRIPT_DIR/control-plane.sh" stop "$DIR/cp" >/dev/null 2>&1 || true
     fi
     unmount_all
-    remove_cgroups
+    [[ -z "$NETNS" ]] || remove_cgroups
+    if [[ -f "$DIR/run/loaded-br_netfilter" ]]; then
+        modprobe -r br_netfilter 2>/dev/null || log "could not unload br_netfilter"
+        rm -f "$DIR/run/loaded-br_netfilter"
+    fi
     # Directories the node made outside DIR, removed when this cluster made them and no other
     # local cluster's containerd or kubelet still uses them.
     local created mark
@@ -433,7 +462,7 @@ do_stop() {
     restore_sysctls
     # Deleting the namespace removes its interfaces (dummy, bridge, veths), routes and every
     # iptables rule the kubelet and kube-proxy wrote there.
-    if [[ -e "/var/run/netns/$NETNS" ]]; then
+    if [[ -n "$NETNS" && -e "/var/run/netns/$NETNS" ]]; then
         ip netns delete "$NETNS"
     fi
     [[ -n "$quiet" ]] || log "stopped; nothing of the cluster runs (data kept in $DIR)"
@@ -449,7 +478,7 @@ do_status() {
             rc=3
         fi
     done
-    if [[ -e "/var/run/netns/$NETNS" && -f "$DIR/cp/env" ]]; then
+    if [[ -n "$NETNS" && -e "/var/run/netns/$NETNS" && -f "$DIR/cp/env" ]]; then
         in_ns "$SCRIPT_DIR/control-plane.sh" status "$DIR/cp" | sed 's/^/control plane: /' || rc=3
     else
         echo "control plane: stopped"

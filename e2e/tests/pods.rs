@@ -167,6 +167,26 @@ async fn least_privilege(cluster: &Cluster) -> Result<()> {
         !node::can_i(cluster, &sa(OPERATOR), "list", "secrets").await?,
         "the operator's ServiceAccount can list Secrets in {NAMESPACE}"
     );
+    // It changes only the engine's own Deployment and Service, never deletes them, and cannot
+    // take the engine's scheduling Lease.
+    for (verb, resource, allowed) in [
+        ("patch", "deployment/kubekms-engine", true),
+        ("patch", "deployment/another", false),
+        ("delete", "deployment/kubekms-engine", false),
+        ("patch", "service/another", false),
+        ("update", "lease/kubekms-operator", true),
+        ("update", "lease/kubekms-engine-scheduler", false),
+    ] {
+        ensure!(
+            node::can_i(cluster, &sa(OPERATOR), verb, resource).await? == allowed,
+            "the operator's ServiceAccount {} {verb} {resource}",
+            if allowed { "cannot" } else { "can" }
+        );
+    }
+    ensure!(
+        !node::can_i(cluster, &sa(ENGINE), "update", "lease/kubekms-operator").await?,
+        "the engine's ServiceAccount can take the operator's Lease"
+    );
     ensure!(
         !node::can_i(cluster, &sa("default"), "get", &root_key).await?,
         "the namespace's default ServiceAccount can read the root key"

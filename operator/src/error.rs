@@ -46,6 +46,10 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// The Lease election task ended: the operator can no longer tell whether it leads.
+    #[error("the leader election stopped")]
+    ElectionStopped,
+
     #[error("engine: {0}")]
     Engine(#[from] KmsError),
 
@@ -78,6 +82,7 @@ impl Error {
             Error::EngineUnreachable { .. } => "EngineUnreachable",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Config(_) | Error::Io { .. } => "ConfigError",
+            Error::ElectionStopped => "ElectionStopped",
             Error::Json { .. } => "InternalError",
         }
     }

@@ -39,11 +39,6 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 /// outside a pod `<hostname>_<pid>`: two processes on one machine (tests, a developer running
 /// two replicas) must not share an identity, or both would renew "their" Lease.
 pub fn identity() -> String {
-    if let Ok(pod) = std::env::var("POD_NAME") {
-        if !pod.is_empty() {
-            return pod;
-        }
-    }
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -51,9 +46,17 @@ pub fn identity() -> String {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
                 .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown-host".to_owned());
-    format!("{host}_{}", std::process::id())
+        });
+    identity_from(std::env::var("POD_NAME").ok(), host, std::process::id())
+}
+
+/// The pod's name when there is one (unique in the namespace); otherwise host and process, so
+/// two processes on one machine never share an identity.
+fn identity_from(pod: Option<String>, host: Option<String>, pid: u32) -> String {
+    match pod.filter(|p| !p.is_empty()) {
+        Some(pod) => pod,
+        None => format!("{}_{pid}", host.as_deref().unwrap_or("unknown-host")),
+    }
 }
 
 /// Which Lease, and who is asking for it.
@@ -139,11 +142,15 @@ async fn elect(
                 .min(ROUND_TIMEOUT),
             None => ROUND_TIMEOUT,
         };
+        // The renewal counts from when it was sent, not answered: the API server may have
+        // committed it at once and the answer arrived late, and the others' view of expiry
+        // starts from the commit.
+        let sent = Instant::now();
         let attempt =
             tokio::time::timeout(budget, acquire_or_renew(&api, &settings, &mut observed)).await;
         let leads = match attempt {
             Ok(Ok(leads)) => {
-                renewed = leads.then(Instant::now);
+                renewed = leads.then_some(sent);
                 leads
             }
             Ok(Err(e)) => {
@@ -370,9 +377,10 @@ mod tests {
 
     #[test]
     fn identity_prefers_the_pod_name() {
-        // Outside a pod (as in this test) it is unique per process.
-        if std::env::var("POD_NAME").is_err() {
-            assert!(identity().ends_with(&format!("_{}", std::process::id())));
-        }
+        let pod = |p: &str| Some(p.to_owned());
+        assert_eq!(identity_from(pod("engine-1"), pod("node"), 7), "engine-1");
+        assert_eq!(identity_from(pod(""), pod("node"), 7), "node_7");
+        assert_eq!(identity_from(None, pod("node"), 7), "node_7");
+        assert_eq!(identity_from(None, None, 7), "unknown-host_7");
     }
 }

@@ -364,7 +364,10 @@ impl RemoteEngine {
         }
         if let Some((at, why)) = &slot.failed {
             if at.elapsed() < EXCHANGE_RETRY_AFTER {
-                return Err(RemoteError::RecentExchangeFailure(why.clone()));
+                return match slot.current.as_ref().filter(|s| now < s.expiration) {
+                    Some(still_valid) => Ok(still_valid.clone()),
+                    None => Err(RemoteError::RecentExchangeFailure(why.clone())),
+                };
             }
         }
         match self.assume_role().await {
@@ -381,7 +384,15 @@ impl RemoteEngine {
             }
             Err(e) => {
                 slot.failed = Some((std::time::Instant::now(), e.to_string()));
-                Err(e)
+                // A refresh that failed (a TokenReview hiccup) leaves the current session in
+                // use while it has time left; the next call past the retry pause tries again.
+                match slot.current.as_ref().filter(|s| now < s.expiration) {
+                    Some(still_valid) => {
+                        tracing::warn!(error = %e, "refreshing the engine session failed; using the current one");
+                        Ok(still_valid.clone())
+                    }
+                    None => Err(e),
+                }
             }
         }
     }

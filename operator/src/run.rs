@@ -300,7 +300,9 @@ async fn run_remote(args: RunArgs, config_name: String) -> Result<()> {
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            led = leader.wait_for(|leads| *leads) => if led.is_err() { break },
+            led = leader.wait_for(|leads| *leads) => if led.is_err() {
+                return Err(Error::ElectionStopped);
+            },
         }
         tracing::info!("leading: starting the controllers");
         // Another operator led meanwhile: what this one knew about engine keys may be stale.
@@ -316,15 +318,17 @@ async fn run_remote(args: RunArgs, config_name: String) -> Result<()> {
             config.region.clone(),
         )));
         let stop = tokio::select! {
-            () = &mut shutdown => true,
-            lost = leader.wait_for(|leads| !*leads) => lost.is_err(),
+            () = &mut shutdown => Ok(true),
+            lost = leader.wait_for(|leads| !*leads) => lost.map(|_| false),
         };
         for task in term {
             task.abort();
         }
         drop(triggers);
-        if stop {
-            break;
+        match stop {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(_) => return Err(Error::ElectionStopped),
         }
         tracing::warn!("no longer leading: controllers stopped");
     }

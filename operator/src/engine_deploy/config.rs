@@ -201,7 +201,7 @@ impl EngineConfig {
             _ => {
                 return Err(ConfigError::new(
                     "audit",
-                    "must be '-' (stdout), 'off', or an absolute file path below a directory",
+                    "must be '-' (stdout), 'off', or a file path under /var/log/",
                 ))
             }
         }
@@ -221,9 +221,10 @@ impl EngineConfig {
 }
 
 /// The directory an audit log file path is in (mounted as a volume: the root filesystem is
-/// read-only), if the path is absolute and not in `/`.
+/// read-only), if the path is under `/var/log/`: a volume mounted anywhere else could hide the
+/// image's own files (`/usr/local/bin`, `/etc`).
 pub fn audit_dir(path: &str) -> Option<&str> {
-    if !path.starts_with('/') || path.ends_with('/') || path.contains("/../") {
+    if !path.starts_with("/var/log/") || path.ends_with('/') || path.contains("/../") {
         return None;
     }
     let (dir, file) = path.rsplit_once('/')?;

@@ -406,6 +406,11 @@ fn bad_settings_are_errors_naming_the_member() {
         (with("audit", Some(json!("relative.log"))), "audit"),
         (with("audit", Some(json!("/audit.log"))), "audit"),
         (
+            with("audit", Some(json!("/usr/local/bin/audit.log"))),
+            "audit",
+        ),
+        (with("audit", Some(json!("/var/log/../etc/x"))), "audit"),
+        (
             with("podAntiAffinity", Some(json!("sometimes"))),
             "podAntiAffinity",
         ),

@@ -11,7 +11,7 @@ use kubekms_proto::vocab::{OriginType, RotationType};
 use serde_json::json;
 
 use super::super::{condition, current, requeue_at, time_from_millis, write_status, Context};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 use super::*;
 
@@ -128,10 +128,17 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                 }
                 None => {
                     let policy = ctx.engine.default_key_policy().to_string();
-                    let md = ctx
+                    let created = ctx
                         .engine
                         .create_key(create_key_request(spec, &namespace, &name, &uid, policy))
-                        .await?;
+                        .await;
+                    if let Err(Error::EngineUnreachable { .. }) = &created {
+                        // The request may have been carried out with its answer lost (a
+                        // timeout): the next reconcile scans the engine again, finds the key by
+                        // its tags and adopts it instead of making a second one.
+                        ctx.key_index.reset().await;
+                    }
+                    let md = created?;
                     // From here a retry finds the key in the index and adopts it, so the id
                     // need not reach status before the rest of this reconcile: one status
                     // write per new Key instead of two (the API server is what bounds a
