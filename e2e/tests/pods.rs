@@ -381,7 +381,7 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
     Ok(ciphertext)
 }
 
-/// A stream of Encrypt calls from four clients while an engine pod is deleted: the Service
+/// A stream of Encrypt and Decrypt calls from four clients while an engine pod is deleted: the Service
 /// keeps answering, at most the killed pod's in-flight calls fail (the SDK retries what it
 /// may), and every acknowledged ciphertext decrypts afterwards.
 async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) -> Result<()> {
@@ -415,7 +415,7 @@ async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) ->
         let (kms, stop) = (kms.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             let (mut acked, mut failed) = (Vec::new(), Vec::new());
-            let mut i = 0u64;
+            let (mut i, mut decrypted) = (0u64, 0usize);
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let plaintext = format!("record {w}-{i}").into_bytes();
@@ -433,8 +433,25 @@ async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) ->
                         failed.push(format!("{}", aws_sdk_kms::error::DisplayErrorContext(e)))
                     }
                 }
+                // Every other call a Decrypt of the last acknowledged ciphertext, so the
+                // stream is of both.
+                if let Some((expected, blob)) = acked.last().filter(|_| i % 2 == 0) {
+                    let out = kms
+                        .decrypt()
+                        .ciphertext_blob(blob.clone())
+                        .encryption_context("app", "orders")
+                        .send()
+                        .await;
+                    match out.map(|o| o.plaintext) {
+                        Ok(Some(p)) if p.as_ref() == expected.as_slice() => decrypted += 1,
+                        Ok(_) => failed.push("Decrypt answered another plaintext".to_owned()),
+                        Err(e) => {
+                            failed.push(format!("{}", aws_sdk_kms::error::DisplayErrorContext(e)))
+                        }
+                    }
+                }
             }
-            (acked, failed)
+            (acked, failed, decrypted)
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -453,17 +470,22 @@ async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) ->
         .await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop.store(true, Ordering::Relaxed);
-    let (mut acked, mut failed) = (Vec::new(), Vec::new());
+    let (mut acked, mut failed, mut decrypted) = (Vec::new(), Vec::new(), 0);
     for worker in workers {
-        let (a, f) = worker.await?;
+        let (a, f, d) = worker.await?;
         acked.extend(a);
         failed.extend(f);
+        decrypted += d;
     }
     eprintln!(
-        "stream across the deletion of {}: {} acknowledged, {} failed",
+        "stream across the deletion of {}: {} encrypted, {decrypted} decrypted, {} failed",
         engines[0],
         acked.len(),
         failed.len()
+    );
+    ensure!(
+        decrypted >= 50,
+        "only {decrypted} Decrypt calls succeeded in the stream"
     );
     ensure!(
         acked.len() >= 100,
