@@ -110,6 +110,7 @@ async fn phases(cluster: &Cluster) -> Result<()> {
     let ciphertext = encrypt_from_host_and_pod(cluster, &endpoint).await?;
     engine_pod_killed_during_a_stream(cluster, &endpoint).await?;
     upgrade_rolls_out(cluster).await?;
+    operator_fails_over(cluster).await?;
     rotation_wave_rotates_each_key_once(cluster, &endpoint).await?;
     uninstall_keeps_keys(cluster, &ciphertext).await?;
     Ok(())
@@ -237,17 +238,7 @@ async fn examples_ready(cluster: &Cluster) -> Result<String> {
         )
         .await?;
     for key in ["orders", "release-signing"] {
-        wait_for(&format!("Key {key} Ready"), READY, || async move {
-            let status = node::jsonpath(
-                cluster,
-                "default",
-                &["kmskey", key],
-                "{.status.conditions[?(@.type==\"Ready\")].status}",
-            )
-            .await?;
-            Ok((status == "True").then_some(()))
-        })
-        .await?;
+        key_ready(cluster, "default", key).await?;
     }
     let ip = node::engine_service_ip(cluster).await?;
     node::forward(cluster, "kms", &format!("{ip}:4599"))
@@ -543,6 +534,83 @@ async fn upgrade_rolls_out(cluster: &Cluster) -> Result<()> {
     })
     .await?;
     node::wait_rolled_out(cluster, ENGINE, READY).await
+}
+
+/// Two operator replicas: one holds the Lease and acts; when its pod is deleted the other
+/// takes over, and a Key applied afterwards becomes Ready.
+async fn operator_fails_over(cluster: &Cluster) -> Result<()> {
+    node::helm(
+        cluster,
+        &[
+            "upgrade",
+            RELEASE,
+            &node::chart(),
+            "-n",
+            NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "operator.replicas=2",
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+    )
+    .await?;
+    node::wait_rolled_out(cluster, OPERATOR, READY).await?;
+    let leader = wait_for("an operator holding the Lease", READY, || async {
+        let who = node::jsonpath(
+            cluster,
+            NAMESPACE,
+            &["lease", OPERATOR],
+            "{.spec.holderIdentity}",
+        )
+        .await?;
+        let running = node::pods_of(cluster, "operator").await?;
+        Ok(running.contains(&who).then_some(who))
+    })
+    .await?;
+    cluster
+        .kubectl(
+            &["-n", NAMESPACE, "delete", "pod", &leader, "--wait=false"],
+            None,
+        )
+        .await?;
+    let next = wait_for("another operator taking the Lease", READY, || async {
+        let who = node::jsonpath(
+            cluster,
+            NAMESPACE,
+            &["lease", OPERATOR],
+            "{.spec.holderIdentity}",
+        )
+        .await?;
+        Ok((!who.is_empty() && who != leader).then_some(who))
+    })
+    .await?;
+    eprintln!("operator Lease: {leader} -> {next}");
+    let key = json!({
+        "apiVersion": "kubekms.io/v1alpha1", "kind": "Key",
+        "metadata": { "name": "after-failover", "namespace": "default" },
+        "spec": { "keySpec": "SYMMETRIC_DEFAULT", "enabled": true },
+    });
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&key.to_string()))
+        .await?;
+    key_ready(cluster, "default", "after-failover").await
+}
+
+/// Waits until Key `namespace/name` is Ready.
+async fn key_ready(cluster: &Cluster, namespace: &str, name: &str) -> Result<()> {
+    wait_for(&format!("Key {namespace}/{name} Ready"), READY, || async {
+        let status = node::jsonpath(
+            cluster,
+            namespace,
+            &["kmskey", name],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        )
+        .await?;
+        Ok((status == "True").then_some(()))
+    })
+    .await
 }
 
 /// Twelve Keys with yearly rotation; then every engine replica's clock moves past their
