@@ -300,6 +300,14 @@ do_start() {
         NETNS="$RECORDED_NETNS" do_stop quiet
     fi
     do_stop quiet
+    # The kubelet of 1.20 keeps every pod's log under /var/log/pods, whatever its root
+    # directory, and deletes the logs of pods it does not know: two node clusters on one machine
+    # would delete each other's. One at a time.
+    local other
+    if other=$(pgrep -x kubelet); then
+        die "another local cluster's kubelet runs (pid $(echo $other)); stop that cluster first \
+(e2e/scripts/cluster.sh stop DIR): two kubelets delete each other's pod logs"
+    fi
     find_tools
     mkdir -p "$DIR/logs" "$DIR/run"
     echo "$NETNS" >"$DIR/run/netns"

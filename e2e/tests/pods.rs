@@ -201,20 +201,7 @@ async fn schema_refuses_bad_values(cluster: &Cluster) -> Result<()> {
         ("region=Mars-1", "does not match pattern"),
         ("engnie.replicas=3", "additional properties"),
     ] {
-        let out = node::helm(
-            cluster,
-            &[
-                "upgrade",
-                RELEASE,
-                &node::chart(),
-                "-n",
-                NAMESPACE,
-                "--reuse-values",
-                "--set",
-                set,
-            ],
-        )
-        .await;
+        let out = upgrade(cluster, set, false).await;
         match out {
             Ok(_) => bail!("helm upgrade --set {set} was accepted"),
             Err(e) if format!("{e:#}").contains(says) => {}
@@ -508,20 +495,7 @@ async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) ->
 
 /// `helm upgrade` with more engine replicas rolls out; the keys stay.
 async fn upgrade_rolls_out(cluster: &Cluster) -> Result<()> {
-    node::helm(
-        cluster,
-        &[
-            "upgrade",
-            RELEASE,
-            &node::chart(),
-            "-n",
-            NAMESPACE,
-            "--reuse-values",
-            "--set",
-            "engine.replicas=3",
-        ],
-    )
-    .await?;
+    upgrade(cluster, "engine.replicas=3", false).await?;
     wait_for("3 engine replicas wanted", READY, || async {
         let wanted = node::jsonpath(
             cluster,
@@ -539,23 +513,7 @@ async fn upgrade_rolls_out(cluster: &Cluster) -> Result<()> {
 /// Two operator replicas: one holds the Lease and acts; when its pod is deleted the other
 /// takes over, and a Key applied afterwards becomes Ready.
 async fn operator_fails_over(cluster: &Cluster) -> Result<()> {
-    node::helm(
-        cluster,
-        &[
-            "upgrade",
-            RELEASE,
-            &node::chart(),
-            "-n",
-            NAMESPACE,
-            "--reuse-values",
-            "--set",
-            "operator.replicas=2",
-            "--wait",
-            "--timeout",
-            "180s",
-        ],
-    )
-    .await?;
+    upgrade(cluster, "operator.replicas=2", true).await?;
     node::wait_rolled_out(cluster, OPERATOR, READY).await?;
     let leader = wait_for("an operator holding the Lease", READY, || async {
         let who = node::jsonpath(
@@ -746,4 +704,24 @@ async fn uninstall_keeps_keys(cluster: &Cluster, ciphertext: &str) -> Result<()>
         answer.identity_error
     );
     Ok(())
+}
+
+/// `helm upgrade` of the release with its values kept and `set` changed; `wait` for its
+/// Deployments to be Ready.
+async fn upgrade(cluster: &Cluster, set: &str, wait: bool) -> Result<String> {
+    let chart = node::chart();
+    let mut args = vec![
+        "upgrade",
+        RELEASE,
+        chart.as_str(),
+        "-n",
+        NAMESPACE,
+        "--reuse-values",
+        "--set",
+        set,
+    ];
+    if wait {
+        args.extend(["--wait", "--timeout", "180s"]);
+    }
+    node::helm(cluster, &args).await
 }
