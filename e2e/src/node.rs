@@ -250,17 +250,18 @@ pub fn dump(cluster: &Cluster) -> String {
     out
 }
 
-/// An `aws-sdk-kms` client as an application holds it: static or session credentials, the
-/// SDK's standard retries (what an app gets by default), `endpoint`.
+/// An `aws-sdk-kms` client for `endpoint` with static or session credentials. `retry`:
+/// `None` for the SDK's standard retries (what an application gets by default).
 pub fn kms_client(
     endpoint: &str,
     access_key_id: &str,
     secret_access_key: &str,
     session_token: Option<String>,
+    retry: Option<aws_sdk_kms::config::retry::RetryConfig>,
 ) -> aws_sdk_kms::Client {
     use aws_sdk_kms::config::timeout::TimeoutConfig;
     use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_kms::Config::builder()
+    let mut config = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(crate::REGION))
         .endpoint_url(endpoint)
@@ -276,9 +277,33 @@ pub fn kms_client(
                 .connect_timeout(Duration::from_secs(5))
                 .operation_timeout(Duration::from_secs(30))
                 .build(),
-        )
-        .build();
-    aws_sdk_kms::Client::from_conf(config)
+        );
+    if let Some(retry) = retry {
+        config = config.retry_config(retry);
+    }
+    aws_sdk_kms::Client::from_conf(config.build())
+}
+
+/// `helm install` of the release with `sets` (`KEY=VALUE` each), waiting for the operator,
+/// and then for the engine Deployment the operator creates (Helm waits only for its own).
+pub async fn install(cluster: &Cluster, sets: &[&str], timeout: Duration) -> Result<()> {
+    let chart = chart();
+    let wait = format!("{}s", timeout.as_secs());
+    let mut args = vec![
+        "install",
+        RELEASE,
+        chart.as_str(),
+        "-n",
+        NAMESPACE,
+        "--create-namespace",
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(["--wait", "--timeout", wait.as_str()]);
+    helm(cluster, &args).await.context("helm install")?;
+    wait_rolled_out(cluster, OPERATOR, timeout).await?;
+    wait_rolled_out(cluster, ENGINE, timeout).await
 }
 
 /// Moves the clock of the engine pod at `ip` forward by `by` (engine.testClock); the pod runs

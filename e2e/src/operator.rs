@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_kms::config::retry::RetryConfig;
-use aws_sdk_kms::config::timeout::TimeoutConfig;
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cluster::{repo_root, Cluster};
@@ -196,26 +194,13 @@ impl Operator {
     /// A KMS client signed with the operator's credentials. Retries are off so every failure
     /// shows as it happened.
     pub fn kms(&self) -> aws_sdk_kms::Client {
-        let config = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new(
-                &self.access_key_id,
-                &self.secret_access_key,
-                None,
-                None,
-                "kubekms-e2e",
-            ))
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_timeout(Duration::from_secs(30))
-                    .build(),
-            )
-            .build();
-        aws_sdk_kms::Client::from_conf(config)
+        crate::node::kms_client(
+            &self.endpoint,
+            &self.access_key_id,
+            &self.secret_access_key,
+            None,
+            Some(RetryConfig::disabled()),
+        )
     }
 
     /// Moves the operator's clock (engine and controllers) forward. The operator runs the due

@@ -119,29 +119,15 @@ async fn phases(cluster: &Cluster) -> Result<()> {
 /// `helm install` with the engine pods' test clock (the rotation wave moves it) and import
 /// Secrets readable in `default`.
 async fn install(cluster: &Cluster) -> Result<()> {
-    node::helm(
+    node::install(
         cluster,
         &[
-            "install",
-            RELEASE,
-            &node::chart(),
-            "-n",
-            NAMESPACE,
-            "--create-namespace",
-            "--set",
             "operator.importNamespaces={default}",
-            "--set",
             "engine.testClock=true",
-            "--wait",
-            "--timeout",
-            "180s",
         ],
+        READY,
     )
-    .await
-    .context("helm install")?;
-    // The operator creates the engine's Deployment; Helm waited only for the operator.
-    node::wait_rolled_out(cluster, OPERATOR, READY).await?;
-    node::wait_rolled_out(cluster, ENGINE, READY).await?;
+    .await?;
     // The chart's default is two engine pods (those of an earlier install may still be
     // terminating).
     wait_for("2 engine pods running", READY, || async {
@@ -382,6 +368,7 @@ async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) ->
         &text("accessKeyId")?,
         &text("secretAccessKey")?,
         Some(text("sessionToken")?),
+        None,
     );
     let engines = node::pods_of(cluster, "engine").await?;
     ensure!(engines.len() >= 2, "engine pods: {engines:?}");
@@ -621,7 +608,7 @@ async fn rotation_wave_rotates_each_key_once(cluster: &Cluster, endpoint: &str) 
     })
     .await?;
 
-    let admin = node::kms_client(endpoint, akid, secret, None);
+    let admin = node::kms_client(endpoint, akid, secret, None, None);
     wait_for(
         "the engine accepting the access-key Secret",
         READY,

@@ -75,11 +75,8 @@ fn clock_json(clock: &SystemClock) -> String {
     )
 }
 
-async fn show_clock(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        clock_json(&state.clock),
-    )
+async fn show_clock(State(state): State<AdminState>) -> axum::response::Response {
+    json_answer(clock_json(&state.clock))
 }
 
 /// Body: the milliseconds to move forward. The engine's due work (deletions, rotations,
