@@ -285,7 +285,6 @@ start_forward() {
     done
     launch_host "fwd-$name-host" socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" \
         "UNIX-CONNECT:$DIR/run/$name.sock"
-    echo "$name $port $target" >>"$DIR/run/forwards"
 }
 
 do_start() {
@@ -441,7 +440,7 @@ do_stop() {
         name=$(basename "$f" .pid)
         stop_pid "$name"
     done
-    rm -f "$DIR/run/forwards" "$DIR"/run/*.sock
+    rm -f "$DIR"/run/*.sock
     stop_pid kube-proxy
     stop_pid kubelet
     stop_containers
