@@ -4,6 +4,7 @@
 #   make run     the product: a local one-node cluster, the image, the Helm chart, pods Ready
 #   make bench   run the engine benchmark
 #   make scale-bench   the operator at 1,000 and 10,000 Keys on the local control plane
+#   make pods-bench    10,000 Keys, a rotation wave and Encrypt through the Service, as pods
 #
 # Builds are cached outside the clone so fresh clones (CI) reuse them.
 export CARGO_TARGET_DIR ?= /root/.cache/kubekms-target
@@ -18,7 +19,7 @@ SCRIPTS := e2e/scripts
 .PHONY: test setup fmt clippy cargo-test python-tests smoke chart image \
 	control-plane control-plane-start control-plane-stop control-plane-status \
 	cluster-start cluster-stop cluster-status \
-	build-release run bench scale-bench
+	build-release run bench scale-bench pods-bench
 
 ## test: setup, formatting, lints, the chart's checks, the image, unit/integration/e2e tests
 ## (the e2e tests on a one-node cluster load the image), Python e2e tests, control-plane smoke test
@@ -100,3 +101,9 @@ scale-bench: setup
 	$(CARGO) build --release -p kubekms-operator --bin kubekms-operator
 	$(CARGO) run --release -p kubekms-bench --bin kubekms-scale-bench -- \
 		--operator-bin $(CARGO_TARGET_DIR)/release/kubekms-operator $(ARGS)
+
+## pods-bench: the product as pods on a one-node cluster (the image, the chart): 10,000 Keys
+## until Ready, a rotation wave, the operator's RSS, Encrypt through the engine Service and
+## straight to a pod under wrk (kubekms-pods-bench; figures in BENCHMARKS.md)
+pods-bench: setup image
+	$(CARGO) run --release -p kubekms-bench --bin kubekms-pods-bench -- $(ARGS)

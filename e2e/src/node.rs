@@ -284,6 +284,36 @@ pub fn kms_client(
     aws_sdk_kms::Client::from_conf(config.build())
 }
 
+/// An administrator (group `system:masters`) by an access-key Secret in the release's
+/// namespace, in the shape the engine reads (`type: kubekms.io/access-key`): a client for
+/// `endpoint` signing with it, returned once the engines accept it.
+pub async fn administrator(
+    cluster: &Cluster,
+    name: &str,
+    access_key_id: &str,
+    secret_access_key: &str,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<aws_sdk_kms::Client> {
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubekms.io/access-key",
+        "metadata": { "name": name, "namespace": NAMESPACE },
+        "stringData": { "accessKeyId": access_key_id, "secretAccessKey": secret_access_key,
+            "user": name, "groups": "system:masters" },
+    });
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&secret.to_string()))
+        .await?;
+    let client = kms_client(endpoint, access_key_id, secret_access_key, None, None);
+    wait_for(
+        &format!("the engines accepting access key {access_key_id}"),
+        timeout,
+        || async { Ok(client.list_keys().send().await.ok().map(drop)) },
+    )
+    .await?;
+    Ok(client)
+}
+
 /// `helm install` of the release with `sets` (`KEY=VALUE` each), waiting for the operator,
 /// and then for the engine Deployment the operator creates (Helm waits only for its own).
 pub async fn install(cluster: &Cluster, sets: &[&str], timeout: Duration) -> Result<()> {

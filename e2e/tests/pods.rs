@@ -564,15 +564,6 @@ async fn key_ready(cluster: &Cluster, namespace: &str, name: &str) -> Result<()>
 async fn rotation_wave_rotates_each_key_once(cluster: &Cluster, endpoint: &str) -> Result<()> {
     const KEYS: usize = 12;
     let (akid, secret) = ("AKIAE2EWAVEADMIN0001", "e2e-wave-administrator-secret");
-    let access_key = json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubekms.io/access-key",
-        "metadata": { "name": "e2e-wave-admin", "namespace": NAMESPACE },
-        "stringData": { "accessKeyId": akid, "secretAccessKey": secret,
-            "user": "e2e-wave-admin", "groups": "system:masters" },
-    });
-    cluster
-        .kubectl(&["apply", "-f", "-"], Some(&access_key.to_string()))
-        .await?;
     cluster
         .kubectl(&["create", "namespace", "wave"], None)
         .await?;
@@ -608,13 +599,8 @@ async fn rotation_wave_rotates_each_key_once(cluster: &Cluster, endpoint: &str) 
     })
     .await?;
 
-    let admin = node::kms_client(endpoint, akid, secret, None, None);
-    wait_for(
-        "the engine accepting the access-key Secret",
-        READY,
-        || async { Ok(admin.list_keys().send().await.ok().map(drop)) },
-    )
-    .await?;
+    let admin =
+        node::administrator(cluster, "e2e-wave-admin", akid, secret, endpoint, READY).await?;
     let ips: Vec<String> = node::running_pods(cluster, "engine")
         .await?
         .into_iter()

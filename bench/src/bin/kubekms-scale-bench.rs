@@ -19,14 +19,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures::{StreamExt, TryStreamExt};
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::api::PostParams;
 use kube::Api;
+use kubekms_bench::keys::{apply_keys, count_above, count_ready, wait_all_ready, watch_keys, Seen};
+use kubekms_bench::procfs::{cpu_seconds, vm_hwm_mb, wall_seconds, Cpu};
+use kubekms_bench::report::{seconds, verdict};
 use kubekms_crds::Key;
 use kubekms_e2e::cluster::Cluster;
 use kubekms_e2e::operator::{http_request, operator_binary, wait_ready};
@@ -40,6 +40,8 @@ const BASELINE_NAMESPACE: &str = "bench-alone";
 const OPERATOR_NAMESPACE: &str = "kubekms";
 const ACCOUNT: &str = "111122223333";
 const DAY_MS: u64 = 86_400_000;
+/// The field manager of the bench's applies.
+const MANAGER: &str = "kubekms-scale-bench";
 
 struct Options {
     keys: Vec<usize>,
@@ -131,17 +133,6 @@ struct Figures {
     cpu_apply_alone: Cpu,
 }
 
-/// CPU seconds spent in a phase.
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    operator: f64,
-    apiserver: f64,
-    etcd: f64,
-    controller_manager: f64,
-    bench: f64,
-    wall: f64,
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let opts = parse_args()?;
@@ -199,22 +190,15 @@ async fn run_one(cp: &Cluster, operator_bin: &Path, n: usize, opts: &Options) ->
     };
 
     let keys: Api<Key> = Api::namespaced(client.clone(), KEY_NAMESPACE);
-    let seen = Arc::new(Mutex::new(HashMap::<String, (bool, i32)>::new()));
+    let seen = Seen::default();
     let watch = tokio::spawn(watch_keys(keys.clone(), seen.clone()));
-    let count = |min_version: i32| {
-        let seen = seen.lock().map_err(|_| anyhow!("watch state poisoned"))?;
-        Ok::<_, anyhow::Error>(
-            seen.values()
-                .filter(|(ready, v)| *ready && *v >= min_version)
-                .count(),
-        )
-    };
+    let count = |min_version: i32| count_ready(&seen, min_version);
 
     // Apply.
     let procs = pids(cp, pid);
     let cpu0 = cpu_sample(&procs);
     let started = Instant::now();
-    apply_keys(&keys, n, opts.apply_concurrency).await?;
+    apply_keys(&keys, n, opts.apply_concurrency, MANAGER).await?;
     figures.apply = Some(started.elapsed());
     eprintln!(
         "  applied {n} Keys in {:.1} s",
@@ -222,30 +206,18 @@ async fn run_one(cp: &Cluster, operator_bin: &Path, n: usize, opts: &Options) ->
     );
 
     // Ready.
-    let mut last_report = Instant::now();
-    loop {
-        let ready = count(1)?;
-        figures.ready_count = ready;
-        if ready >= n {
-            figures.ready = Some(started.elapsed());
-            break;
+    let alive = || {
+        if operator.is_running() {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "the operator died; log: {}",
+                operator.log.display()
+            ))
         }
-        if !operator.is_running() {
-            bail!("the operator died; log: {}", operator.log.display());
-        }
-        if started.elapsed() > opts.timeout {
-            eprintln!("  timed out: {ready}/{n} Ready");
-            break;
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!(
-                "  {ready}/{n} Ready after {:.0} s",
-                started.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    (figures.ready_count, figures.ready) =
+        wait_all_ready(&seen, n, started, opts.timeout, alive).await?;
     figures.cpu_ready = cpu_sample(&procs).since(&cpu0);
     figures.rss_ready_mb = vm_hwm_mb(pid)?;
     figures.reconciles_ready = operator.key_reconciles().await.unwrap_or(0);
@@ -257,7 +229,7 @@ async fn run_one(cp: &Cluster, operator_bin: &Path, n: usize, opts: &Options) ->
     );
 
     figures.events_ready = operator.events_drained(started, opts.timeout).await;
-    eprintln!("  events written after {}", secs(figures.events_ready));
+    eprintln!("  events written after {}", seconds(figures.events_ready));
 
     // The rotation wave: every key falls due at the same moment.
     if figures.ready.is_some() {
@@ -309,12 +281,7 @@ async fn run_one(cp: &Cluster, operator_bin: &Path, n: usize, opts: &Options) ->
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         figures.cpu_rotation = cpu_sample(&procs).since(&cpu1);
-        figures.over_rotated = seen
-            .lock()
-            .map_err(|_| anyhow!("watch state poisoned"))?
-            .values()
-            .filter(|(_, v)| *v > 2)
-            .count();
+        figures.over_rotated = count_above(&seen, 2)?;
         figures.reconciles_rotation = operator
             .key_reconciles()
             .await
@@ -331,7 +298,10 @@ async fn run_one(cp: &Cluster, operator_bin: &Path, n: usize, opts: &Options) ->
             started.elapsed().as_secs_f64()
         );
         figures.events_rotation = operator.events_drained(started, opts.timeout).await;
-        eprintln!("  events written after {}", secs(figures.events_rotation));
+        eprintln!(
+            "  events written after {}",
+            seconds(figures.events_rotation)
+        );
     }
     figures.rss_peak_mb = vm_hwm_mb(pid)?;
     watch.abort();
@@ -356,7 +326,7 @@ async fn run_one(cp: &Cluster, operator_bin: &Path, n: usize, opts: &Options) ->
         let alone: Api<Key> = Api::namespaced(client.clone(), BASELINE_NAMESPACE);
         let cpu0 = cpu_sample(&procs);
         let started = Instant::now();
-        apply_keys(&alone, n, opts.apply_concurrency).await?;
+        apply_keys(&alone, n, opts.apply_concurrency, MANAGER).await?;
         figures.apply_alone = Some(started.elapsed());
         figures.cpu_apply_alone = cpu_sample(&procs).since(&cpu0);
         eprintln!(
@@ -406,120 +376,6 @@ async fn writes_by_resource(client: &kube::Client) -> Result<Vec<(String, u64)>>
     Ok(sorted)
 }
 
-/// Server-side apply of `n` Key manifests (`bench-00000`...), `concurrency` at a time.
-async fn apply_keys(keys: &Api<Key>, n: usize, concurrency: usize) -> Result<()> {
-    let params = PatchParams::apply("kubekms-scale-bench").force();
-    let applied: Vec<Result<()>> = futures::stream::iter(0..n)
-        .map(|i| {
-            let keys = keys.clone();
-            let params = params.clone();
-            async move {
-                let name = format!("bench-{i:05}");
-                let manifest = serde_json::json!({
-                    "apiVersion": "kubekms.io/v1alpha1",
-                    "kind": "Key",
-                    "metadata": { "name": name },
-                    "spec": {
-                        "keySpec": "SYMMETRIC_DEFAULT",
-                        "rotation": { "enabled": true, "periodDays": 90 },
-                    },
-                });
-                keys.patch(&name, &params, &Patch::Apply(&manifest))
-                    .await
-                    .map(|_| ())
-                    .with_context(|| format!("applying Key {name}"))
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    applied.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(())
-}
-
-/// Keeps `seen` (name → (Ready for the current generation, current key version)) in step with
-/// the cluster.
-async fn watch_keys(keys: Api<Key>, seen: Arc<Mutex<HashMap<String, (bool, i32)>>>) {
-    let stream = watcher(keys, watcher::Config::default().any_semantic());
-    futures::pin_mut!(stream);
-    loop {
-        let event = match stream.try_next().await {
-            Ok(Some(e)) => e,
-            Ok(None) => return,
-            Err(e) => {
-                eprintln!("  (watch: {e}; retrying)");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let Ok(mut seen) = seen.lock() else { return };
-        match event {
-            watcher::Event::Apply(k) | watcher::Event::InitApply(k) => {
-                let ready = k.status.as_ref().is_some_and(|s| {
-                    s.observed_generation == k.metadata.generation
-                        && s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                });
-                let version = k
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.current_key_version)
-                    .unwrap_or(0);
-                seen.insert(k.metadata.name.unwrap_or_default(), (ready, version));
-            }
-            watcher::Event::Delete(k) => {
-                seen.remove(k.metadata.name.as_deref().unwrap_or_default());
-            }
-            watcher::Event::Init | watcher::Event::InitDone => {}
-        }
-    }
-}
-
-fn mb(kb: f64) -> f64 {
-    kb / 1024.0
-}
-
-fn vm_hwm_mb(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))?;
-    Ok(mb(kb))
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on; `getconf` says so without unsafe.
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 struct Pids {
     operator: u32,
     apiserver: Option<u32>,
@@ -534,25 +390,18 @@ fn cpu_sample(p: &Pids) -> Cpu {
         etcd: p.etcd.map_or(0.0, cpu_seconds),
         controller_manager: p.controller_manager.map_or(0.0, cpu_seconds),
         bench: cpu_seconds(std::process::id()),
-        wall: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        wall: wall_seconds(),
+        ..Cpu::default()
     }
 }
 
-impl Cpu {
-    fn since(&self, earlier: &Cpu) -> Cpu {
-        Cpu {
-            operator: self.operator - earlier.operator,
-            apiserver: self.apiserver - earlier.apiserver,
-            etcd: self.etcd - earlier.etcd,
-            controller_manager: self.controller_manager - earlier.controller_manager,
-            bench: self.bench - earlier.bench,
-            wall: self.wall - earlier.wall,
-        }
-    }
+/// How this benchmark prints a phase's CPU.
+trait ShowCpu {
+    fn show_control_plane(&self) -> String;
+    fn show(&self) -> String;
+}
 
+impl ShowCpu for Cpu {
     fn show_control_plane(&self) -> String {
         format!(
             "{:.0}/{:.0}/{:.0} of {:.0}",
@@ -570,21 +419,6 @@ impl Cpu {
             self.bench,
             self.wall
         )
-    }
-}
-
-fn secs(d: Option<Duration>) -> String {
-    d.map_or_else(
-        || "not reached".to_owned(),
-        |d| format!("{:.1}", d.as_secs_f64()),
-    )
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "MISSED"
     }
 }
 
@@ -615,8 +449,8 @@ fn print_table(results: &[Figures]) {
         println!(
             "| {} | {} | {}{} | {} | {:.1} ({:.1}) | {} | {} | {}{} | {} | {} | {}/{} | {}/{} | {} | {} | {} | {} |",
             f.keys,
-            secs(f.apply),
-            secs(f.ready),
+            seconds(f.apply),
+            seconds(f.ready),
             if f.ready.is_none() {
                 format!(" ({}/{})", f.ready_count, f.keys)
             } else {
@@ -629,8 +463,8 @@ fn print_table(results: &[Figures]) {
                 format!("≤ {TARGET_RSS_MB:.0} MB"),
                 f.rss_peak_mb <= TARGET_RSS_MB
             ),
-            secs(f.due_work),
-            secs(f.rotated),
+            seconds(f.due_work),
+            seconds(f.rotated),
             if f.rotated.is_none() {
                 format!(" ({}/{})", f.rotated_count, f.keys)
             } else {
@@ -638,13 +472,13 @@ fn print_table(results: &[Figures]) {
             },
             target(format!("≤ {} s", TARGET_ROTATION.as_secs()), rotation_met),
             f.over_rotated,
-            secs(f.events_ready),
-            secs(f.events_rotation),
+            seconds(f.events_ready),
+            seconds(f.events_rotation),
             f.reconciles_ready,
             f.reconciles_rotation,
             f.cpu_ready.show(),
             f.cpu_rotation.show(),
-            secs(f.apply_alone),
+            seconds(f.apply_alone),
             if f.apply_alone.is_some() {
                 f.cpu_apply_alone.show_control_plane()
             } else {
