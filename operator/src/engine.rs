@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::stream::{BoxStream, Stream, StreamExt};
 use kubekms_engine::service::{Caller, KeyChanged, Kms, Outcome};
+use kubekms_proto::changes::{ListKeyChangesRequest, MAX_WAIT_SECONDS};
 use kubekms_proto::ops::{
     AliasTargetRequest, CreateKeyRequest, DeleteAliasRequest, DescribeKeyRequest,
     EnableKeyRotationRequest, GetKeyPolicyRequest, GetKeyRotationStatusResponse,
@@ -21,7 +23,6 @@ use kubekms_proto::ops::{
 };
 use kubekms_proto::vocab::{WrappingAlgorithm, WrappingKeySpec};
 use kubekms_proto::Operation;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::{Error, Result};
 use crate::remote::{CallError, RemoteEngine};
@@ -80,12 +81,23 @@ impl EngineClient {
         }
     }
 
-    /// The engine's feed of changed keys (see [`KeyChanged`]); only an engine in this process
-    /// has one (a remote engine's changes are found by resyncing).
-    pub fn key_changes(&self) -> Option<UnboundedReceiver<KeyChanged>> {
+    /// The engine's feed of changed keys in the operator's scope, whoever changed them (a
+    /// request from any client, due work, another engine replica). In-process it is the
+    /// engine's subscription; remotely a long poll (`kubekms_proto::changes`) that says
+    /// [`KeyFeed::Resync`] when it may have missed changes. Runs until dropped.
+    pub fn key_changes(&self) -> BoxStream<'static, KeyFeed> {
+        let scope = self.caller.scope.clone();
         match &self.transport {
-            Transport::InProcess(kms) => Some(kms.subscribe_key_changes()),
-            Transport::Remote(_) => None,
+            Transport::InProcess(kms) => {
+                let changes = kms.subscribe_key_changes();
+                futures::stream::unfold(changes, |mut rx| async {
+                    rx.recv().await.map(|change| (change, rx))
+                })
+                .filter(move |change: &KeyChanged| std::future::ready(change.scope == scope))
+                .map(|change| KeyFeed::Changed(change.key_id.to_string()))
+                .boxed()
+            }
+            Transport::Remote(remote) => poll_key_changes(remote.clone()).boxed(),
         }
     }
 
@@ -304,6 +316,66 @@ impl EngineClient {
         };
         call!(self, PutKeyPolicy, put_key_policy, request).map(drop)
     }
+}
+
+/// What the engine's feed of changed keys says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyFeed {
+    /// The engine key with this id changed.
+    Changed(String),
+    /// Changes may have been missed (the poll reached another engine replica, or fell further
+    /// behind than the engine keeps): every Key should be read again.
+    Resync,
+}
+
+/// After a failed poll, the next one waits this long (the engine restarting, say).
+const FEED_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The remote engine's changed keys, by long poll. The first answer only sets the position:
+/// the controllers read every Key when they start anyway.
+fn poll_key_changes(remote: Arc<RemoteEngine>) -> impl Stream<Item = KeyFeed> + Send {
+    struct Poll {
+        remote: Arc<RemoteEngine>,
+        position: Option<String>,
+    }
+    let start = Poll {
+        remote,
+        position: None,
+    };
+    futures::stream::unfold(start, |mut poll| async move {
+        loop {
+            let request = ListKeyChangesRequest {
+                position: poll.position.clone(),
+                wait_seconds: Some(MAX_WAIT_SECONDS),
+                limit: None,
+            };
+            match poll.remote.list_key_changes(&request).await {
+                Ok(answer) => {
+                    let first = poll.position.is_none();
+                    poll.position = Some(answer.position);
+                    let mut feed: Vec<KeyFeed> =
+                        answer.key_ids.into_iter().map(KeyFeed::Changed).collect();
+                    if !answer.complete && !first {
+                        tracing::info!("the engine's change feed may have skipped changes: reading every Key again");
+                        feed.insert(0, KeyFeed::Resync);
+                    }
+                    if !feed.is_empty() {
+                        return Some((futures::stream::iter(feed), poll));
+                    }
+                }
+                Err(CallError::Refused(e)) => {
+                    // Policy or identity trouble: the resync still covers what it misses.
+                    tracing::warn!(error = %e, "the engine refused the poll for changed keys");
+                    tokio::time::sleep(FEED_RETRY).await;
+                }
+                Err(CallError::Unreachable(e)) => {
+                    tracing::debug!(error = %e, "polling the engine for changed keys");
+                    tokio::time::sleep(FEED_RETRY).await;
+                }
+            }
+        }
+    })
+    .flatten()
 }
 
 fn alias_target(alias_name: &str, key_id: &str) -> AliasTargetRequest {

@@ -23,7 +23,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use kubekms_engine::clock::{Clock, Millis, SystemClock};
 use kubekms_engine::KmsError;
-use kubekms_proto::sigv4::sign_kms_request_with_session;
+use kubekms_proto::changes::{
+    ListKeyChangesRequest, ListKeyChangesResponse, LIST_KEY_CHANGES_TARGET,
+};
+use kubekms_proto::sigv4::{sign_json_request, TARGET_PREFIX};
 use kubekms_proto::Operation;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
@@ -180,9 +183,16 @@ struct Session {
     refresh_at: Millis,
 }
 
-/// The engine over HTTP. Cheap to share; one connection pool for every call.
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The engine over HTTP. Cheap to share; one connection pool for the calls, and one
+/// connection of its own for the long poll of changed keys.
 pub struct RemoteEngine {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
+    /// The long poll's: it keeps one idle connection, so successive polls reach the same
+    /// engine replica (behind a Service, a connection stays with the pod it reached), whose
+    /// positions mean something only to itself.
+    feed_http: HttpClient,
     endpoint: RwLock<Option<Endpoint>>,
     endpoint_fixed: bool,
     token_file: PathBuf,
@@ -210,17 +220,20 @@ impl RemoteEngine {
             .as_deref()
             .map(Endpoint::parse)
             .transpose()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let http_client = |max_idle: usize| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+            connector.set_nodelay(true);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(max_idle)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(connector)
+        };
         Ok(Self {
-            http,
+            http: http_client(POOL_MAX_IDLE),
+            feed_http: http_client(1),
             endpoint: RwLock::new(endpoint),
             endpoint_fixed: settings.endpoint_fixed,
             token_file: settings.token_file,
@@ -263,6 +276,33 @@ impl RemoteEngine {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        let target = format!("{TARGET_PREFIX}{op}");
+        self.call_target(&self.http, &target, idempotent(op), request)
+            .await
+    }
+
+    /// kubekms's long poll for changed keys (`kubekms_proto::changes`), on its own connection.
+    pub async fn list_key_changes(
+        &self,
+        request: &ListKeyChangesRequest,
+    ) -> Result<ListKeyChangesResponse, CallError> {
+        self.call_target(&self.feed_http, LIST_KEY_CHANGES_TARGET, true, request)
+            .await
+    }
+
+    /// [`RemoteEngine::call`] for the whole `X-Amz-Target` `target`, over `http`;
+    /// `idempotent`: whether the request may be sent again when it may have arrived.
+    async fn call_target<Req, Resp>(
+        &self,
+        http: &HttpClient,
+        target: &str,
+        idempotent: bool,
+        request: &Req,
+    ) -> Result<Resp, CallError>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
         let body = Bytes::from(
             serde_json::to_vec(request).map_err(|e| RemoteError::Request(e.to_string()))?,
         );
@@ -270,19 +310,17 @@ impl RemoteEngine {
         let mut retried_transport = false;
         loop {
             let session = self.session().await?;
-            match self.send(op, body.clone(), &session).await {
+            match self.send(http, target, body.clone(), &session).await {
                 Ok(answer) => return answer.decode(),
                 Err(CallError::Refused(KmsError::ExpiredToken(_))) if !retried_session => {
                     retried_session = true;
                     self.forget(&session).await;
                 }
                 Err(CallError::Unreachable(e))
-                    if !retried_transport
-                        && e.is_transport()
-                        && (e.never_sent() || idempotent(op)) =>
+                    if !retried_transport && e.is_transport() && (e.never_sent() || idempotent) =>
                 {
                     retried_transport = true;
-                    tracing::debug!(%op, error = %e, "engine call failed; trying once more");
+                    tracing::debug!(%target, error = %e, "engine call failed; trying once more");
                 }
                 Err(e) => return Err(e),
             }
@@ -292,7 +330,8 @@ impl RemoteEngine {
     /// One signed request; a refusal comes back as `Refused`.
     async fn send(
         &self,
-        op: Operation,
+        http: &HttpClient,
+        target: &str,
         body: Bytes,
         session: &Session,
     ) -> Result<Answer, CallError> {
@@ -301,13 +340,13 @@ impl RemoteEngine {
             .read()
             .clone()
             .ok_or(RemoteError::NoEndpoint)?;
-        let headers = sign_kms_request_with_session(
+        let headers = sign_json_request(
             &session.access_key_id,
             &session.secret_access_key,
             Some(&session.session_token),
             &self.region,
             &endpoint.host,
-            op.name(),
+            target,
             &body,
             self.clock.now_millis(),
         );
@@ -320,7 +359,7 @@ impl RemoteEngine {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| RemoteError::Request(e.to_string()))?;
-        let answer = self.exchange_http(&endpoint, request).await?;
+        let answer = self.exchange_http(http, &endpoint, request).await?;
         if answer.status == StatusCode::OK {
             return Ok(answer);
         }
@@ -330,13 +369,13 @@ impl RemoteEngine {
     /// Send `request` and read the whole answer, within [`REQUEST_TIMEOUT`].
     async fn exchange_http(
         &self,
+        http: &HttpClient,
         endpoint: &Endpoint,
         request: Request<Full<Bytes>>,
     ) -> Result<Answer, RemoteError> {
         let work = async {
             let response =
-                self.http
-                    .request(request)
+                http.request(request)
                     .await
                     .map_err(|source| RemoteError::Transport {
                         endpoint: endpoint.uri.to_string(),
@@ -450,7 +489,7 @@ impl RemoteEngine {
             .header(CONTENT_TYPE, FORM_CONTENT_TYPE)
             .body(Full::new(Bytes::from(form.as_bytes().to_vec())))
             .map_err(|e| RemoteError::Request(e.to_string()))?;
-        let answer = self.exchange_http(&endpoint, request).await?;
+        let answer = self.exchange_http(&self.http, &endpoint, request).await?;
         let issued = self.clock.now_millis();
         let text = std::str::from_utf8(&answer.body).map_err(|_| RemoteError::Undecodable {
             status: answer.status.as_u16(),

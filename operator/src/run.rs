@@ -24,15 +24,14 @@ use kubekms_engine::config::{self, Credentials};
 use kubekms_engine::identity::IdentityMap;
 use kubekms_engine::record::Scope;
 use kubekms_engine::runner;
-use kubekms_engine::service::{Caller, KeyChanged, Principal};
+use kubekms_engine::service::{Caller, Principal};
 use kubekms_engine::store::embedded::EmbeddedStore;
 use kubekms_engine::store::root_file::load_or_create_root_key;
 use kubekms_engine::store::KeyStore;
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
 use crate::controller::{alias, key, Context};
-use crate::engine::EngineClient;
+use crate::engine::{EngineClient, KeyFeed};
 use crate::engine_host::{self, EngineSettings, OpenedStore};
 use crate::error::{Error, Result};
 use crate::lease::{self, Leadership, LeaseSettings};
@@ -116,9 +115,11 @@ pub struct RunArgs {
     /// exchanged for engine credentials; read again for every exchange.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_TOKEN_FILE)]
     pub token_file: PathBuf,
-    /// Remote mode: reconcile every Key this often, to notice changes made in the engine
-    /// (rotations, expiries, other clients), which the operator only sees in-process.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Remote mode: reconcile every Key this often. The engine's feed of changed keys wakes a
+    /// Key as soon as it changes (a rotation, an expiry, another client's request); the resync
+    /// is the safety net for what the feed cannot promise (it says when it may have missed
+    /// changes, and then every Key is reconciled at once).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
     /// Remote mode: the coordination.k8s.io Lease whose holder runs the controllers.
     #[arg(long, default_value = "kubekms-operator")]
@@ -415,7 +416,6 @@ fn spawn_controllers(
         tokio::spawn(run_key_controller(
             ctx.clone(),
             key_trigger,
-            ctx.engine.key_changes(),
             vec![alias_keys_tx, import_keys_tx, policy_keys_tx],
         )),
         tokio::spawn(alias::run(ctx.clone(), triggers.alias, alias_keys)),
@@ -435,28 +435,28 @@ fn spawn_controllers(
 async fn run_key_controller(
     ctx: Arc<Context>,
     trigger: BoxStream<'static, ()>,
-    changes: Option<UnboundedReceiver<KeyChanged>>,
     dependents: Vec<mpsc::UnboundedSender<Key>>,
 ) {
     // Keys changed in the engine by anyone (imported material, a request made with the AWS
     // CLI, scheduled rotation, expiry, the end of a deletion window, another replica):
-    // reconciled as soon as each change is stored, not when their requeue comes or a whole pass
-    // of due work is over. Only an engine in this process reports them; a remote one is
-    // covered by the periodic resync (`trigger`).
-    let scope = ctx.engine.caller().scope.clone();
-    let changes = futures::stream::iter(changes).flat_map(|rx| {
-        futures::stream::unfold(rx, |mut rx| async {
-            rx.recv().await.map(|change| (change, rx))
-        })
+    // reconciled as soon as the engine reports each change, not when their requeue comes or
+    // a whole pass of due work is over. When the feed may have missed changes, every Key is
+    // reconciled, as at a resync (`trigger`).
+    let refs = key::KeyRefs::default();
+    let (missed_tx, missed) = mpsc::unbounded::<()>();
+    let lookup = refs.clone();
+    let changed_keys = ctx.engine.key_changes().filter_map(move |feed| {
+        let found = match feed {
+            KeyFeed::Changed(key_id) => lookup.get(&key_id),
+            KeyFeed::Resync => {
+                let _ = missed_tx.unbounded_send(());
+                None
+            }
+        };
+        std::future::ready(found)
     });
-    let lookup = ctx.clone();
-    let changed_keys = changes
-        .filter(move |change| std::future::ready(change.scope == scope))
-        .filter_map(move |change| {
-            let ctx = lookup.clone();
-            async move { key::key_of_engine_key(&ctx, &change.key_id.to_string()).await }
-        });
-    key::controller(ctx.client.clone(), dependents)
+    let trigger = futures::stream::select(trigger, missed);
+    key::controller(ctx.client.clone(), refs, dependents)
         .reconcile_all_on(trigger)
         .reconcile_on(changed_keys)
         .run(key::reconcile, key::error_policy, ctx)
@@ -573,7 +573,7 @@ mod tests {
     fn remote_mode_flags() {
         let embedded = parse(&[]).unwrap();
         assert_eq!(embedded.engine_config, None);
-        assert_eq!(embedded.resync_seconds, 60);
+        assert_eq!(embedded.resync_seconds, 600);
         assert_eq!(
             embedded.token_file,
             Path::new("/var/run/secrets/kubekms/token")

@@ -401,7 +401,8 @@ impl KubeStore {
         }
     }
 
-    /// A write lost a race: load the winner's version into the engine.
+    /// Load the cluster's version of record `name` into the engine (after a write lost a race,
+    /// or to catch up with a record another replica just wrote).
     async fn refresh(&self, name: &str) {
         if self.follower.lock().is_none() {
             return;
@@ -607,6 +608,17 @@ impl KeyStore for KubeStore {
     async fn delete_key(&self, _scope: &Scope, key_id: KeyId) -> Result<()> {
         self.remove(key_secret_name(&key_id.to_string()), Identity::Key(key_id))
             .await
+    }
+
+    async fn catch_up_key(&self, key_id: KeyId) -> Result<bool> {
+        let name = key_secret_name(&key_id.to_string());
+        self.refresh(&name).await;
+        Ok(self
+            .seen
+            .lock()
+            .await
+            .get(&name)
+            .is_some_and(|s| !s.deleted))
     }
 
     async fn put_alias(&self, alias: &AliasRecord) -> Result<()> {

@@ -4,10 +4,12 @@
 //! - [`operation`]: the one list of operations and of the policy actions they need;
 //! - [`ops`]: each operation's typed request and response, whose derived serde form is the
 //!   AWS JSON 1.1 wire form;
-//! - [`sigv4`]: the AWS Signature Version 4 signer.
+//! - [`sigv4`]: the AWS Signature Version 4 signer;
+//! - [`changes`]: kubekms's own long poll for changed keys (not an AWS operation).
 //!
 //! It depends on no server or Kubernetes crate.
 
+pub mod changes;
 pub mod codec;
 pub mod operation;
 pub mod ops;

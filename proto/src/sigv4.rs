@@ -313,10 +313,36 @@ pub fn sign_kms_request_with_session(
     now: Millis,
 ) -> Vec<(String, String)> {
     let target = format!("{TARGET_PREFIX}{operation}");
+    sign_json_request(
+        access_key_id,
+        secret_access_key,
+        session_token,
+        region,
+        host,
+        &target,
+        body,
+        now,
+    )
+}
+
+/// [`sign_kms_request_with_session`] with the whole `X-Amz-Target` given: for kubekms's own
+/// operation beyond AWS KMS's (`crate::changes::LIST_KEY_CHANGES_TARGET`), signed for service
+/// `kms` like the rest.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_json_request(
+    access_key_id: &str,
+    secret_access_key: &str,
+    session_token: Option<&str>,
+    region: &str,
+    host: &str,
+    target: &str,
+    body: &[u8],
+    now: Millis,
+) -> Vec<(String, String)> {
     let mut base = vec![
         ("host", host),
         ("content-type", CONTENT_TYPE_JSON),
-        ("x-amz-target", target.as_str()),
+        ("x-amz-target", target),
     ];
     if let Some(token) = session_token {
         base.push((SECURITY_TOKEN_HEADER, token));

@@ -14,6 +14,7 @@ use axum::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Span;
 
+use kubekms_proto::changes::LIST_KEY_CHANGES_TARGET;
 pub use kubekms_proto::sigv4::CONTENT_TYPE_JSON;
 use kubekms_proto::sigv4::TARGET_PREFIX;
 use kubekms_proto::Operation;
@@ -62,13 +63,23 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let op = target
-        .strip_prefix(TARGET_PREFIX)
-        .and_then(Operation::from_name);
+    let named = if target == LIST_KEY_CHANGES_TARGET {
+        Some(Named::KeyChanges)
+    } else {
+        target
+            .strip_prefix(TARGET_PREFIX)
+            .and_then(Operation::from_name)
+            .map(Named::Kms)
+    };
+    let op = match named {
+        Some(Named::Kms(op)) => Some(op),
+        _ => None,
+    };
     // The target is the client's, unauthenticated: logged (and echoed) only in a bounded,
     // printable form.
-    let operation: Cow<'_, str> = match op {
-        Some(op) => Cow::Borrowed(op.name()),
+    let operation: Cow<'_, str> = match named {
+        Some(Named::Kms(op)) => Cow::Borrowed(op.name()),
+        Some(Named::KeyChanges) => Cow::Borrowed(KEY_CHANGES_OPERATION),
         None => shown(target.strip_prefix(TARGET_PREFIX).unwrap_or(target)),
     };
     span.record("operation", &*operation);
@@ -94,7 +105,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
                 "Credential should be scoped to correct service: 'kms'.".into(),
             )));
         }
-        let Some(op) = op else {
+        let Some(named) = named else {
             principal = Some(who.principal);
             return Err(HttpError::from(KmsError::UnknownOperation(
                 if target.is_empty() {
@@ -116,7 +127,16 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
             principal: who.principal,
             request_id: request_id.clone(),
         };
-        let answer = json::dispatch(&state.kms, &caller, op, &body).await;
+        let answer = match named {
+            Named::Kms(op) => {
+                let dispatch = || json::dispatch(&state.kms, &caller, op, &body);
+                state
+                    .kms
+                    .with_catch_up(dispatch, |answer| answer.result.is_err())
+                    .await
+            }
+            Named::KeyChanges => json::list_key_changes(&state.kms, &caller, &body).await,
+        };
         principal = Some(caller.principal);
         keys = answer.keys;
         context_keys = answer.context_keys;
@@ -157,6 +177,10 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, &e, &request_id)
         }
     };
+    // A long poll's time is its wait, not the engine's: not in the latency figures.
+    if named == Some(Named::KeyChanges) {
+        return response;
+    }
     state.metrics.record(
         op,
         Outcome::from_status(response.status().as_u16()),
@@ -169,6 +193,17 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
     response
 }
+
+/// What a request's `X-Amz-Target` names: an AWS KMS operation, or kubekms's own long poll for
+/// changed keys (`kubekms_proto::changes`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Named {
+    Kms(Operation),
+    KeyChanges,
+}
+
+/// The audit log's name for the long poll.
+const KEY_CHANGES_OPERATION: &str = "ListKeyChanges";
 
 /// What SigV4 covers of a request whose body has been read.
 pub(super) fn signed<'a>(

@@ -109,6 +109,11 @@ macro_rules! call {
     };
 }
 
+/// kubekms's long poll for changed keys (`kubekms_proto::changes`) on a JSON body.
+pub async fn list_key_changes(kms: &Kms, caller: &Caller, body: &[u8]) -> Answer {
+    call!(kms.list_key_changes(caller, body))
+}
+
 /// Run `op` on a JSON body.
 pub async fn dispatch(kms: &Kms, caller: &Caller, op: Operation, body: &[u8]) -> Answer {
     use Operation as Op;

@@ -870,3 +870,68 @@ async fn an_unwritable_audit_log_fails_requests_and_refuses_them_before_they_act
     }
     assert_eq!(key_count().await, 1, "a refused CreateKey created a key");
 }
+
+#[tokio::test]
+async fn changed_keys_are_answered_to_a_long_poll_signed_like_any_request() {
+    use kubekms_proto::changes::LIST_KEY_CHANGES_TARGET;
+    let h = harness().await;
+    let poll = |body: String| {
+        let headers = kubekms_proto::sigv4::sign_json_request(
+            AKID,
+            SECRET,
+            None,
+            "us-east-1",
+            "localhost",
+            LIST_KEY_CHANGES_TARGET,
+            body.as_bytes(),
+            h.clock.now_millis(),
+        );
+        let mut req = Request::post("/");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.body(Body::from(body)).unwrap()
+    };
+    let (_, _, created) = h.call(h.signed("CreateKey", b"{}")).await;
+    let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+
+    let (status, _, first) = h.call(poll("{}".into())).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["Complete"], false, "no position: start from here");
+    let position = first["Position"].as_str().unwrap().to_owned();
+
+    // A poll that waits, answered by a change made while it waits.
+    let waiting = {
+        let state = h.state.clone();
+        let req = poll(serde_json::json!({ "Position": position, "WaitSeconds": 20 }).to_string());
+        tokio::spawn(async move { router(state).oneshot(req).await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let disable = format!(r#"{{"KeyId":"{key_id}"}}"#);
+    let (status, _, _) = h.call(h.signed("DisableKey", disable.as_bytes())).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("answered at the change, not after 20 s")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(page["Complete"], true, "{page}");
+    assert_eq!(page["KeyIds"], serde_json::json!([key_id]), "{page}");
+
+    let (status, _, refused) = h.call(poll(r#"{"WaitSeconds":21}"#.into())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&refused, "ValidationException");
+    let operations: Vec<String> = h
+        .audit_lines()
+        .iter()
+        .map(|l| l["operation"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        operations.iter().filter(|o| *o == "ListKeyChanges").count() == 3,
+        "{operations:?}"
+    );
+}

@@ -31,12 +31,15 @@ use crate::store::KeyStore;
 
 mod aliases;
 mod authorize;
+mod catch_up;
+mod changes;
 pub mod checks;
 mod crypto_ops;
 mod import;
 mod keys;
 
 pub use authorize::{AccessRequest, AllowAll, Authorizer, KeyAccess, KeyPolicies};
+pub use changes::{ChangeLog, CHANGE_LOG_CAPACITY};
 
 /// The engine's pluggable parts, each behind its seam.
 pub struct Backends {
@@ -379,7 +382,15 @@ pub struct Kms {
     due_work: tokio::sync::Mutex<()>,
     /// Subscribers to [`KeyChanged`]; closed ones are dropped when the next change is sent.
     key_watchers: Mutex<Vec<UnboundedSender<KeyChanged>>>,
+    /// The same changes, kept for clients that poll for them over the network.
+    change_log: ChangeLog,
+    /// Store lookups for keys another replica may have just written, at most this many at once
+    /// (see `catch_up`).
+    catch_up_slots: tokio::sync::Semaphore,
 }
+
+/// Store lookups in flight at once for keys a request did not find (see `catch_up`).
+const CATCH_UP_SLOTS: usize = 4;
 
 impl Kms {
     /// Load every record from the store and prepare the keys, with the default [`Backends`]:
@@ -425,6 +436,8 @@ impl Kms {
             alias_lock: tokio::sync::Mutex::new(()),
             due_work: tokio::sync::Mutex::new(()),
             key_watchers: Mutex::new(Vec::new()),
+            change_log: ChangeLog::new(CHANGE_LOG_CAPACITY),
+            catch_up_slots: tokio::sync::Semaphore::new(CATCH_UP_SLOTS),
         }))
     }
 
@@ -476,6 +489,7 @@ impl Kms {
         self.key_watchers
             .lock()
             .retain(|tx| tx.send(change.clone()).is_ok());
+        self.change_log.push(change);
     }
 
     /// Resolve a KeyId parameter: key id, key ARN, and (when `allow_alias`) alias name or alias
@@ -520,11 +534,13 @@ impl Kms {
         } else {
             Uuid::parse_str(key_id).map_err(|_| not_found())?
         };
-        let entry = tables
-            .keys
-            .get(&id)
-            .filter(|e| e.record.scope == ctx.scope)
-            .ok_or_else(not_found)?;
+        let Some(entry) = tables.keys.get(&id) else {
+            catch_up::missed(id);
+            return Err(not_found());
+        };
+        if entry.record.scope != ctx.scope {
+            return Err(not_found());
+        }
         if self.deletion_due(&entry.record) {
             return Err(not_found());
         }
@@ -633,9 +649,11 @@ impl Kms {
     /// Look a key up by the id inside a ciphertext blob.
     pub(crate) fn by_uuid(&self, ctx: &Caller, id: &Uuid) -> Option<Arc<KeyEntry>> {
         let tables = self.tables.read();
-        tables
-            .keys
-            .get(id)
+        let Some(entry) = tables.keys.get(id) else {
+            catch_up::missed(*id);
+            return None;
+        };
+        Some(entry)
             .filter(|e| e.record.scope == ctx.scope && !self.deletion_due(&e.record))
             .cloned()
     }

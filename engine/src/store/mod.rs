@@ -54,4 +54,14 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn delete_key(&self, scope: &Scope, key_id: KeyId) -> Result<()>;
     async fn put_alias(&self, alias: &AliasRecord) -> Result<()>;
     async fn delete_alias(&self, scope: &Scope, name: &str) -> Result<()>;
+
+    /// Look in the store for a key this engine does not hold: another replica may have
+    /// written it a moment ago, before this replica's watch brought it. True when the store
+    /// had it and the engine now holds it (a shared store reports it through its change stream
+    /// and returns once the engine has applied it). A store only this engine writes has nothing
+    /// the engine lacks.
+    async fn catch_up_key(&self, key_id: KeyId) -> Result<bool> {
+        let _ = key_id;
+        Ok(false)
+    }
 }

@@ -182,6 +182,37 @@ async fn the_operator_manages_keys_over_http_as_its_principal() {
 }
 
 #[tokio::test]
+async fn the_operator_hears_of_changed_keys_by_long_poll() {
+    use crate::engine::KeyFeed;
+    use futures::StreamExt;
+    let h = Harness::start().await;
+    let client = h.client(h.token_file(1, OPERATOR_SA));
+    let key = client
+        .create_key(create_request(&client, "watched"))
+        .await
+        .unwrap()
+        .key_id;
+    // Polled from now on, as the controller polls it: the first poll only takes a position.
+    let (tx, mut feed) = tokio::sync::mpsc::unbounded_channel();
+    let polling = tokio::spawn(client.key_changes().for_each(move |change| {
+        let _ = tx.send(change);
+        std::future::ready(())
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.set_enabled(&key, false).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+        .await
+        .expect("the change arrives long before the poll's 20 s wait ends");
+    assert_eq!(heard, Some(KeyFeed::Changed(key.clone())));
+    client.set_enabled(&key, true).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+        .await
+        .unwrap();
+    assert_eq!(heard, Some(KeyFeed::Changed(key)));
+    polling.abort();
+}
+
+#[tokio::test]
 async fn refusals_come_back_as_the_engines_variants() {
     let h = Harness::start().await;
     let client = h.client(h.token_file(2, OPERATOR_SA));

@@ -71,6 +71,9 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     // once, so a retry adopts it rather than making a second key.
     // Set when the Created event already announced the rotation this reconcile enables.
     let mut just_created_rotation = false;
+    // Set when this reconcile created the engine key: its tags are the ones asked for and it
+    // has no rotations yet, so neither is read back (two engine calls fewer per new Key).
+    let mut just_created = false;
     let mut md = match previous.and_then(|s| s.key_id.clone()) {
         Some(id) => match ctx.engine.describe_key(&id).await {
             Ok(md) => md,
@@ -144,6 +147,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                     // write per new Key instead of two (the API server is what bounds a
                     // wave of new Keys).
                     ctx.key_index.insert(&namespace, &name, &md.key_id).await;
+                    just_created = true;
                     let rotation = match spec.rotation.as_ref().filter(|r| r.enabled) {
                         Some(r) if rotatable(spec) => {
                             just_created_rotation = true;
@@ -177,7 +181,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
             problem.clone(),
         )
         .await;
-        let observed = observe(ctx, spec, &md, None).await?;
+        let observed = observe(ctx, spec, &md, None, History::Read).await?;
         let status = compute_status(
             previous,
             spec,
@@ -217,7 +221,11 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
         updated.push("description");
     }
     let want_tags = desired_tags(spec, &namespace, &name, &uid);
-    let have_tags = ctx.engine.tags(&key_id).await?;
+    let have_tags = if just_created {
+        want_tags.clone()
+    } else {
+        ctx.engine.tags(&key_id).await?
+    };
     let stale: Vec<String> = have_tags
         .keys()
         .filter(|k| !want_tags.contains_key(*k))
@@ -354,7 +362,12 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     } else {
         md
     };
-    let observed = observe(ctx, spec, &md, rotation_status).await?;
+    let history = if just_created && !rotated_on_demand {
+        History::None
+    } else {
+        History::Read
+    };
+    let observed = observe(ctx, spec, &md, rotation_status, history).await?;
     let now = ctx.now();
     let status = compute_status(previous, spec, generation, &observed, None, now);
     if let Some(prev) = previous {
@@ -395,6 +408,13 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     Ok(Action::requeue(requeue_at(next_due(&observed), now)))
 }
 
+/// Whether a key's rotations must be read, or are known to be none (a key just created).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum History {
+    Read,
+    None,
+}
+
 /// Read the rest of the engine's view of a key; `rotation_status`, when given, is a current
 /// GetKeyRotationStatus answer for it.
 async fn observe(
@@ -402,6 +422,7 @@ async fn observe(
     spec: &KeySpec,
     md: &Metadata,
     rotation_status: Option<GetKeyRotationStatusResponse>,
+    history: History,
 ) -> Result<Observed> {
     let mut observed = Observed {
         key_id: md.key_id.clone(),
@@ -426,7 +447,11 @@ async fn observe(
             .next_rotation_date
             .filter(|_| rs.key_rotation_enabled)
             .map(|t| t.millis());
-        if let Some(last) = ctx.engine.rotations(&md.key_id).await?.last() {
+        let rotations = match history {
+            History::Read => ctx.engine.rotations(&md.key_id).await?,
+            History::None => Vec::new(),
+        };
+        if let Some(last) = rotations.last() {
             observed.last_rotation = Some(last.rotation_date.millis());
             observed.last_rotation_automatic = last.rotation_type == RotationType::Automatic;
         }
@@ -462,7 +487,7 @@ pub(super) async fn cleanup(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<
             .await?;
         ctx.engine.describe_key(&key_id).await?
     };
-    let observed = observe(ctx, &key.spec, &md, None).await?;
+    let observed = observe(ctx, &key.spec, &md, None, History::Read).await?;
     let when = observed
         .deletion_date
         .map(|d| time_from_millis(d).0.to_string())

@@ -63,6 +63,7 @@ pub fn controller_config() -> kube::runtime::controller::Config {
 /// otherwise cost a reconcile each.
 pub fn controller(
     client: kube::Client,
+    refs: KeyRefs,
     dependents: Vec<futures::channel::mpsc::UnboundedSender<Key>>,
 ) -> Controller<Key> {
     use futures::TryStreamExt;
@@ -75,6 +76,7 @@ pub fn controller(
     .modify(|key| key.managed_fields_mut().clear())
     .reflect(writer)
     .inspect_ok(move |event| {
+        refs.observe(event);
         let touched = match event {
             watcher::Event::Apply(k) | watcher::Event::InitApply(k) | watcher::Event::Delete(k) => {
                 k
@@ -125,6 +127,37 @@ pub mod reason {
     pub const KEY_MISSING: &str = "KeyMissing";
     pub const PENDING_IMPORT: &str = "PendingImport";
     pub const PENDING_DELETION: &str = "PendingDeletion";
+}
+
+/// The Key whose `status.keyId` is each engine key id, kept from the operator's one Key
+/// watch: a change the engine reports by key id wakes its Key without asking the engine whose
+/// key it is.
+#[derive(Clone, Default)]
+pub struct KeyRefs(Arc<parking_lot::RwLock<HashMap<String, reflector::ObjectRef<Key>>>>);
+
+impl KeyRefs {
+    /// The Key that holds engine key `key_id`, if one does.
+    pub fn get(&self, key_id: &str) -> Option<reflector::ObjectRef<Key>> {
+        self.0.read().get(key_id).cloned()
+    }
+
+    fn observe(&self, event: &watcher::Event<Key>) {
+        let (key, gone) = match event {
+            watcher::Event::Apply(k) | watcher::Event::InitApply(k) => (k, false),
+            watcher::Event::Delete(k) => (k, true),
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
+        let Some(key_id) = key.status.as_ref().and_then(|s| s.key_id.as_deref()) else {
+            return;
+        };
+        let this = reflector::ObjectRef::from_obj(key);
+        let mut refs = self.0.write();
+        if !gone {
+            refs.insert(key_id.to_owned(), this);
+        } else if refs.get(key_id) == Some(&this) {
+            refs.remove(key_id);
+        }
+    }
 }
 
 /// Engine keys by the namespace and name of the Key that made them, from their tags. Built on
@@ -196,15 +229,6 @@ async fn scan(ctx: &Context) -> Result<HashMap<(String, String), String>> {
     }
     tracing::info!(keys = out.len(), "indexed engine keys made by Key objects");
     Ok(out)
-}
-
-/// The Key that made the engine key `key_id`, from the key's tags; `None` for a key no Key
-/// made (or one that is gone).
-pub async fn key_of_engine_key(ctx: &Context, key_id: &str) -> Option<reflector::ObjectRef<Key>> {
-    let tags = ctx.engine.tags(key_id).await.ok()?;
-    let namespace = tags.get(TAG_NAMESPACE)?;
-    let name = tags.get(TAG_NAME)?;
-    Some(reflector::ObjectRef::new(name).within(namespace))
 }
 
 pub async fn reconcile(key: Arc<Key>, ctx: Arc<Context>) -> Result<Action> {
@@ -466,6 +490,30 @@ mod tests {
             .annotations_mut()
             .insert(ROTATE_ANNOTATION.into(), "now".into());
         assert_ne!(reconcile_trigger(&rotate), base, "a rotation request");
+    }
+
+    #[test]
+    fn key_refs_follow_the_status_key_id_and_deletions() {
+        let refs = KeyRefs::default();
+        let mut key = Key::new("orders", KeySpec::default());
+        key.metadata.namespace = Some("shop".into());
+        refs.observe(&watcher::Event::Apply(key.clone()));
+        assert!(refs.0.read().is_empty(), "no key id in status yet");
+        key.status = Some(KeyStatus {
+            key_id: Some("id-1".into()),
+            ..KeyStatus::default()
+        });
+        refs.observe(&watcher::Event::InitApply(key.clone()));
+        let found = refs.get("id-1").unwrap();
+        assert_eq!(found.name, "orders");
+        assert_eq!(found.namespace.as_deref(), Some("shop"));
+        // Another Key deleted with a stale copy naming the same id leaves the holder alone.
+        let mut other = key.clone();
+        other.metadata.name = Some("old".into());
+        refs.observe(&watcher::Event::Delete(other));
+        assert!(refs.get("id-1").is_some());
+        refs.observe(&watcher::Event::Delete(key));
+        assert!(refs.get("id-1").is_none());
     }
 
     #[test]
