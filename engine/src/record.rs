@@ -137,6 +137,11 @@ pub struct KeyRecord {
     pub import: Option<ImportState>,
     pub tags: BTreeMap<String, String>,
     pub policy: String,
+    /// Counts the writes of this record (1 when created; 0 in records written before it was
+    /// kept). Replicas write a record only over the version they read, so it only grows: a
+    /// client told of revision n can tell an answer from a replica that has not seen it yet.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl KeyRecord {

@@ -14,12 +14,13 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use kubekms_engine::service::{Caller, KeyChanged, Kms, Outcome};
 use kubekms_proto::changes::{ListKeyChangesRequest, MAX_WAIT_SECONDS};
 use kubekms_proto::ops::{
-    AliasTargetRequest, CreateKeyRequest, DeleteAliasRequest, DescribeKeyRequest,
+    AliasTargetRequest, CreateKeyRequest, DeleteAliasRequest, DescribeExtra, DescribeKeyRequest,
     EnableKeyRotationRequest, GetKeyPolicyRequest, GetKeyRotationStatusResponse,
     GetParametersForImportRequest, GetParametersForImportResponse, ImportKeyMaterialRequest,
     KeyIdRequest, KeyMetadata, ListKeyRotationsRequest, ListKeysRequest, ListKeysResponse,
-    ListResourceTagsRequest, PutKeyPolicyRequest, RotationsListEntry, ScheduleKeyDeletionRequest,
-    Tag, TagResourceRequest, UntagResourceRequest, UpdateKeyDescriptionRequest,
+    ListResourceTagsRequest, PutKeyPolicyRequest, RotationState, RotationsListEntry,
+    ScheduleKeyDeletionRequest, Tag, TagResourceRequest, UntagResourceRequest,
+    UpdateKeyDescriptionRequest,
 };
 use kubekms_proto::vocab::{WrappingAlgorithm, WrappingKeySpec};
 use kubekms_proto::Operation;
@@ -94,7 +95,11 @@ impl EngineClient {
                     rx.recv().await.map(|change| (change, rx))
                 })
                 .filter(move |change: &KeyChanged| std::future::ready(change.scope == scope))
-                .map(|change| KeyFeed::Changed(change.key_id.to_string()))
+                // One engine: every answer after the change shows it.
+                .map(|change| KeyFeed::Changed {
+                    key_id: change.key_id.to_string(),
+                    revision: None,
+                })
                 .boxed()
             }
             Transport::Remote(remote) => poll_key_changes(remote.clone()).boxed(),
@@ -123,8 +128,30 @@ impl EngineClient {
         let request = DescribeKeyRequest {
             key_id: key_id.to_owned(),
             grant_tokens: None,
+            include: None,
         };
         call!(self, DescribeKey, describe_key, request).map(|r| r.key_metadata)
+    }
+
+    /// A key's metadata, tags and rotation state in one DescribeKey (the engine's
+    /// `KubekmsInclude`): read from one record on one replica, so they agree with each other
+    /// and with the record's revision.
+    pub async fn describe_key_whole(&self, key_id: &str) -> Result<Described> {
+        let request = DescribeKeyRequest {
+            key_id: key_id.to_owned(),
+            grant_tokens: None,
+            include: Some(vec![DescribeExtra::Tags, DescribeExtra::Rotation]),
+        };
+        call!(self, DescribeKey, describe_key, request).map(|r| Described {
+            metadata: r.key_metadata,
+            tags: r
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| (t.key, t.value))
+                .collect(),
+            rotation: r.rotation,
+        })
     }
 
     /// One page of the operator's keys, from `marker` on.
@@ -318,11 +345,25 @@ impl EngineClient {
     }
 }
 
+/// A key as [`EngineClient::describe_key_whole`] reads it.
+#[derive(Clone, Debug)]
+pub struct Described {
+    pub metadata: KeyMetadata,
+    pub tags: BTreeMap<String, String>,
+    /// `None` for a key that does not rotate.
+    pub rotation: Option<RotationState>,
+}
+
 /// What the engine's feed of changed keys says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyFeed {
-    /// The engine key with this id changed.
-    Changed(String),
+    /// The engine key `key_id` changed; its record is at `revision` or later (`None`: not
+    /// known, or the key is gone). An answer about the key from a replica that shows an
+    /// older revision has not seen the change yet.
+    Changed {
+        key_id: String,
+        revision: Option<u64>,
+    },
     /// Changes may have been missed (the poll reached another engine replica, or fell further
     /// behind than the engine keeps): every Key should be read again.
     Resync,
@@ -353,8 +394,14 @@ fn poll_key_changes(remote: Arc<RemoteEngine>) -> impl Stream<Item = KeyFeed> + 
                 Ok(answer) => {
                     let first = poll.position.is_none();
                     poll.position = Some(answer.position);
-                    let mut feed: Vec<KeyFeed> =
-                        answer.key_ids.into_iter().map(KeyFeed::Changed).collect();
+                    let mut feed: Vec<KeyFeed> = answer
+                        .changes
+                        .into_iter()
+                        .map(|c| KeyFeed::Changed {
+                            key_id: c.key_id,
+                            revision: c.revision,
+                        })
+                        .collect();
                     if !answer.complete && !first {
                         tracing::info!("the engine's change feed may have skipped changes: reading every Key again");
                         feed.insert(0, KeyFeed::Resync);

@@ -445,9 +445,16 @@ async fn run_key_controller(
     let refs = key::KeyRefs::default();
     let (missed_tx, missed) = mpsc::unbounded::<()>();
     let lookup = refs.clone();
+    let feed_ctx = ctx.clone();
     let changed_keys = ctx.engine.key_changes().filter_map(move |feed| {
         let found = match feed {
-            KeyFeed::Changed(key_id) => lookup.get(&key_id),
+            KeyFeed::Changed { key_id, revision } => {
+                let found = lookup.get(&key_id);
+                if let (Some(_), Some(revision)) = (&found, revision) {
+                    feed_ctx.awaited.announce(&key_id, revision);
+                }
+                found
+            }
             KeyFeed::Resync => {
                 let _ = missed_tx.unbounded_send(());
                 None

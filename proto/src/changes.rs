@@ -18,7 +18,7 @@ pub const LIST_KEY_CHANGES_TARGET: &str = "KubekmsService.ListKeyChanges";
 /// The longest wait a request may ask for, within a client's usual 30 s request timeout.
 pub const MAX_WAIT_SECONDS: u32 = 20;
 
-/// The most key ids one answer carries; more changes wait for the next request.
+/// The most keys one answer carries; more changes wait for the next request.
 pub const MAX_KEY_IDS: u32 = 1000;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,11 +36,23 @@ pub struct ListKeyChangesRequest {
     pub limit: Option<u32>,
 }
 
+/// A key that changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyChange {
+    pub key_id: String,
+    /// The key record's revision after its latest change in this answer (DescribeKey's
+    /// `KeyMetadata.KubekmsRevision`); absent once the key is gone. An answer that shows an
+    /// older revision came from a replica that has not seen the change yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ListKeyChangesResponse {
-    /// Ids of the keys that changed (each once), oldest change first.
-    pub key_ids: Vec<String>,
+    /// The keys that changed (each once), oldest change first.
+    pub changes: Vec<KeyChange>,
     /// Where to ask from next.
     pub position: String,
     /// False when changes before `key_ids` may have been missed: the request's position was
@@ -65,9 +77,12 @@ mod tests {
             serde_json::to_string(&request).unwrap(),
             r#"{"Position":"p","WaitSeconds":20}"#
         );
-        let answer: ListKeyChangesResponse =
-            serde_json::from_str(r#"{"KeyIds":["k"],"Position":"q","Complete":true}"#).unwrap();
-        assert_eq!(answer.key_ids, vec!["k".to_owned()]);
+        let answer: ListKeyChangesResponse = serde_json::from_str(
+            r#"{"Changes":[{"KeyId":"k","Revision":3},{"KeyId":"gone"}],"Position":"q","Complete":true}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.changes[0].revision, Some(3));
+        assert_eq!(answer.changes[1].revision, None);
         assert!(answer.complete);
     }
 }

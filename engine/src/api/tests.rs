@@ -920,7 +920,9 @@ async fn changed_keys_are_answered_to_a_long_poll_signed_like_any_request() {
         .unwrap();
     let page: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(page["Complete"], true, "{page}");
-    assert_eq!(page["KeyIds"], serde_json::json!([key_id]), "{page}");
+    // Revision 2: created, then disabled.
+    let changed = serde_json::json!([{ "KeyId": key_id, "Revision": 2 }]);
+    assert_eq!(page["Changes"], changed, "{page}");
 
     let (status, _, refused) = h.call(poll(r#"{"WaitSeconds":21}"#.into())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

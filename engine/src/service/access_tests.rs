@@ -467,3 +467,42 @@ async fn put_key_policy_answers_the_caller_before_judging_the_document() {
     let (kind, _) = error(h.call("DescribeKey", json!({"KeyId": key})).await);
     assert_eq!(kind, "AccessDeniedException");
 }
+
+#[tokio::test]
+async fn describe_key_answers_tags_and_rotation_only_with_their_own_permissions() {
+    let h = harness().await;
+    let key = key_with(
+        &h,
+        vec![json!({"Effect": "Allow", "Principal": {"AWS": SHOP},
+            "Action": ["kms:DescribeKey"], "Resource": "*"})],
+    )
+    .await;
+    let whole = json!({"KeyId": key, "KubekmsInclude": ["Tags", "Rotation"]});
+    let answer = h.call("DescribeKey", whole.clone()).await.unwrap();
+    assert_eq!(answer["KeyMetadata"]["KubekmsRevision"], 1, "{answer}");
+    assert_eq!(answer["KubekmsTags"], json!([]), "{answer}");
+    assert_eq!(
+        answer["KubekmsRotation"]["Status"]["KeyRotationEnabled"],
+        false
+    );
+    assert!(answer["KubekmsRotation"].get("LastRotation").is_none());
+    h.call("RotateKeyOnDemand", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    let answer = h.call("DescribeKey", whole.clone()).await.unwrap();
+    assert_eq!(answer["KeyMetadata"]["KubekmsRevision"], 2);
+    assert_eq!(
+        answer["KubekmsRotation"]["LastRotation"]["RotationType"],
+        "ON_DEMAND"
+    );
+
+    // A member who may only describe the key gets the metadata, but not the rest.
+    let app = member(APP, &[SHOP]);
+    let plain = h
+        .call_as(&app, "DescribeKey", json!({"KeyId": key}))
+        .await
+        .unwrap();
+    assert!(plain.get("KubekmsTags").is_none() && plain.get("KubekmsRotation").is_none());
+    let (kind, _) = error(h.call_as(&app, "DescribeKey", whole).await);
+    assert_eq!(kind, "AccessDeniedException");
+}

@@ -3,11 +3,11 @@
 //! wait for the next one. Fed by the same calls that feed [`Kms::subscribe_key_changes`], so a
 //! change made here, by due work, or by another replica (seen through the store watch) is in it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use kubekms_proto::changes::{
-    ListKeyChangesRequest, ListKeyChangesResponse, MAX_KEY_IDS, MAX_WAIT_SECONDS,
+    KeyChange, ListKeyChangesRequest, ListKeyChangesResponse, MAX_KEY_IDS, MAX_WAIT_SECONDS,
 };
 use kubekms_proto::Action;
 use parking_lot::Mutex;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::{Caller, KeyChanged, Kms, Outcome};
 use crate::error::{KmsError, Result};
+use crate::record::KeyId;
 
 /// How many changes are kept. A rotation wave of 10,000 keys fits twice; a client further
 /// behind than this re-reads every key, which is what it would do without the log.
@@ -35,7 +36,22 @@ pub struct ChangeLog {
 struct Entries {
     /// The sequence number the next change gets (the first is 1).
     next: u64,
-    changes: VecDeque<(u64, KeyChanged)>,
+    changes: VecDeque<Logged>,
+}
+
+/// A change, its place in the log, and the key record's revision after it (none once the key
+/// is gone).
+struct Logged {
+    seq: u64,
+    change: KeyChanged,
+    revision: Option<u64>,
+}
+
+/// A change as a page reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub change: KeyChanged,
+    pub revision: Option<u64>,
 }
 
 /// What a position says about this log.
@@ -50,7 +66,7 @@ enum Since {
 /// Changes after a position, with the position after them.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Page {
-    pub changes: Vec<KeyChanged>,
+    pub changes: Vec<Change>,
     pub position: String,
     pub complete: bool,
 }
@@ -68,7 +84,7 @@ impl ChangeLog {
         }
     }
 
-    pub fn push(&self, change: KeyChanged) {
+    pub fn push(&self, change: KeyChanged, revision: Option<u64>) {
         {
             let mut inner = self.inner.lock();
             let seq = inner.next;
@@ -76,7 +92,11 @@ impl ChangeLog {
             if inner.changes.len() == self.capacity {
                 inner.changes.pop_front();
             }
-            inner.changes.push_back((seq, change));
+            inner.changes.push_back(Logged {
+                seq,
+                change,
+                revision,
+            });
         }
         self.appended.notify_waiters();
     }
@@ -104,7 +124,7 @@ impl ChangeLog {
     ) -> Page {
         let inner = self.inner.lock();
         let last = inner.next - 1;
-        let oldest_kept = inner.changes.front().map_or(inner.next, |(seq, _)| *seq);
+        let oldest_kept = inner.changes.front().map_or(inner.next, |l| l.seq);
         let after = match self.since(position) {
             // Also refused: a position past the end (not one this log handed out).
             Since::Sequence(seq) if seq + 1 >= oldest_kept && seq <= last => seq,
@@ -116,17 +136,25 @@ impl ChangeLog {
                 }
             }
         };
-        let mut changes = Vec::new();
-        let mut seen = HashSet::new();
+        // Each key once, at its first place, with its latest revision.
+        let mut changes: Vec<Change> = Vec::new();
+        let mut index: HashMap<KeyId, usize> = HashMap::new();
         let mut reached = after;
-        for (seq, change) in inner.changes.iter().filter(|(seq, _)| *seq > after) {
-            if keep(change) && seen.insert(change.key_id) {
-                if changes.len() == limit {
-                    break;
+        for logged in inner.changes.iter().filter(|l| l.seq > after) {
+            if keep(&logged.change) {
+                match index.get(&logged.change.key_id) {
+                    Some(&i) => changes[i].revision = logged.revision,
+                    None if changes.len() == limit => break,
+                    None => {
+                        index.insert(logged.change.key_id, changes.len());
+                        changes.push(Change {
+                            change: logged.change.clone(),
+                            revision: logged.revision,
+                        });
+                    }
                 }
-                changes.push(change.clone());
             }
-            reached = *seq;
+            reached = logged.seq;
         }
         Page {
             changes,
@@ -205,7 +233,14 @@ impl Kms {
             .wait(req.position.as_deref(), limit, wait, keep)
             .await;
         Outcome::keyless(Ok(ListKeyChangesResponse {
-            key_ids: page.changes.iter().map(|c| c.key_id.to_string()).collect(),
+            changes: page
+                .changes
+                .iter()
+                .map(|c| KeyChange {
+                    key_id: c.change.key_id.to_string(),
+                    revision: c.revision,
+                })
+                .collect(),
             position: page.position,
             complete: page.complete,
         }))
@@ -215,7 +250,19 @@ impl Kms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{KeyId, Scope};
+    use crate::record::Scope;
+
+    fn push(log: &ChangeLog, n: u128) {
+        log.push(change(n), Some(n as u64));
+    }
+
+    /// What a page says of key `n` at revision `revision`.
+    fn at(n: u128, revision: u64) -> Change {
+        Change {
+            change: change(n),
+            revision: Some(revision),
+        }
+    }
 
     fn change(n: u128) -> KeyChanged {
         KeyChanged {
@@ -233,12 +280,12 @@ mod tests {
         let first = log.page(None, 100, |_| true);
         assert!(!first.complete);
         assert!(first.changes.is_empty());
-        log.push(change(1));
-        log.push(change(2));
-        log.push(change(1));
+        log.push(change(1), Some(1));
+        log.push(change(2), Some(1));
+        log.push(change(1), Some(2));
         let page = log.page(Some(&first.position), 100, |_| true);
         assert!(page.complete);
-        assert_eq!(page.changes, vec![change(1), change(2)]);
+        assert_eq!(page.changes, vec![at(1, 2), at(2, 1)]);
         let again = log.page(Some(&page.position), 100, |_| true);
         assert!(again.complete);
         assert!(again.changes.is_empty());
@@ -250,12 +297,12 @@ mod tests {
         let log = ChangeLog::new(10);
         let start = log.page(None, 100, |_| true).position;
         for n in 1..=5 {
-            log.push(change(n));
+            push(&log, n);
         }
         let page = log.page(Some(&start), 2, |_| true);
-        assert_eq!(page.changes, vec![change(1), change(2)]);
+        assert_eq!(page.changes, vec![at(1, 1), at(2, 2)]);
         let rest = log.page(Some(&page.position), 100, |_| true);
-        assert_eq!(rest.changes, vec![change(3), change(4), change(5)]);
+        assert_eq!(rest.changes, vec![at(3, 3), at(4, 4), at(5, 5)]);
     }
 
     #[test]
@@ -265,7 +312,7 @@ mod tests {
         let start = log.page(None, 100, |_| true).position;
         let foreign = other.page(None, 100, |_| true).position;
         for n in 1..=5 {
-            log.push(change(n));
+            push(&log, n);
         }
         for position in [
             foreign.as_str(),
@@ -281,17 +328,17 @@ mod tests {
         let from_two = format!("{}.2", log.epoch);
         let page = log.page(Some(&from_two), 100, |_| true);
         assert!(page.complete);
-        assert_eq!(page.changes, vec![change(3), change(4), change(5)]);
+        assert_eq!(page.changes, vec![at(3, 3), at(4, 4), at(5, 5)]);
     }
 
     #[test]
     fn changes_the_caller_may_not_see_are_skipped_but_passed() {
         let log = ChangeLog::new(10);
         let start = log.page(None, 100, |_| true).position;
-        log.push(change(1));
-        log.push(change(2));
+        push(&log, 1);
+        push(&log, 2);
         let page = log.page(Some(&start), 100, |c| c.key_id == change(2).key_id);
-        assert_eq!(page.changes, vec![change(2)]);
+        assert_eq!(page.changes, vec![at(2, 2)]);
         assert!(log
             .page(Some(&page.position), 100, |_| true)
             .changes
@@ -316,11 +363,15 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        writer.push(change(7));
+        writer.push(change(7), None);
         let page = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("woken by the change")
             .unwrap();
-        assert_eq!(page.changes, vec![change(7)]);
+        let gone = Change {
+            change: change(7),
+            revision: None,
+        };
+        assert_eq!(page.changes, vec![gone]);
     }
 }

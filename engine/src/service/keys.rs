@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kubekms_proto::ops::{
-    CreateKeyRequest, DescribeKeyRequest, Empty, EnableKeyRotationRequest, GetKeyPolicyRequest,
-    GetKeyPolicyResponse, GetKeyRotationStatusResponse, KeyIdRequest, KeyIdResponse, KeyListEntry,
-    KeyMetadata, KeyMetadataResponse, ListKeyPoliciesRequest, ListKeyPoliciesResponse,
-    ListKeyRotationsRequest, ListKeyRotationsResponse, ListKeysRequest, ListKeysResponse,
-    ListResourceTagsRequest, ListResourceTagsResponse, PutKeyPolicyRequest, RotationsListEntry,
-    ScheduleKeyDeletionRequest, ScheduleKeyDeletionResponse, Tag, TagResourceRequest,
-    UntagResourceRequest, UpdateKeyDescriptionRequest,
+    CreateKeyRequest, DescribeExtra, DescribeKeyRequest, Empty, EnableKeyRotationRequest,
+    GetKeyPolicyRequest, GetKeyPolicyResponse, GetKeyRotationStatusResponse, KeyIdRequest,
+    KeyIdResponse, KeyListEntry, KeyMetadata, KeyMetadataResponse, ListKeyPoliciesRequest,
+    ListKeyPoliciesResponse, ListKeyRotationsRequest, ListKeyRotationsResponse, ListKeysRequest,
+    ListKeysResponse, ListResourceTagsRequest, ListResourceTagsResponse, PutKeyPolicyRequest,
+    RotationState, RotationsListEntry, ScheduleKeyDeletionRequest, ScheduleKeyDeletionResponse,
+    Tag, TagResourceRequest, UntagResourceRequest, UpdateKeyDescriptionRequest,
 };
 use kubekms_proto::{Action, Timestamp};
 
@@ -66,6 +66,7 @@ impl Kms {
             }),
             multi_region: false,
             current_version: r.versions.last().map(|v| v.version),
+            revision: Some(r.revision),
         }
     }
 
@@ -88,9 +89,7 @@ impl Kms {
             };
             let _guard = self.key_lock(record.key_id).lock().await;
             let entry = self.commit_key(None, record, initial).await?;
-            Ok(KeyMetadataResponse {
-                key_metadata: self.metadata(&entry),
-            })
+            Ok(KeyMetadataResponse::metadata(self.metadata(&entry)))
         }
         .await;
         // The new key is named in the audit log once its request is valid and allowed.
@@ -175,6 +174,7 @@ impl Kms {
             import: None,
             tags,
             policy,
+            revision: 0,
         };
         // Before the (slow) material generation.
         if let Some(days) = rotation_days {
@@ -196,9 +196,21 @@ impl Kms {
             Aliases::Allowed,
             None
         ));
-        let response = KeyMetadataResponse {
-            key_metadata: self.metadata(&entry),
-        };
+        let mut response = KeyMetadataResponse::metadata(self.metadata(&entry));
+        let include = req.include.unwrap_or_default();
+        if include.contains(&DescribeExtra::Tags) {
+            attempt!(self.authorize_entry(caller, Action::ListResourceTags, &entry, None));
+            response.tags = Some(tags_of(&entry.record));
+        }
+        if include.contains(&DescribeExtra::Rotation) {
+            for action in [Action::GetKeyRotationStatus, Action::ListKeyRotations] {
+                attempt!(self.authorize_entry(caller, action, &entry, None));
+            }
+            response.rotation = rotates(&entry.record).then(|| RotationState {
+                status: rotation_status(&entry),
+                last_rotation: rotations(&entry).pop().map(|(_, r)| r),
+            });
+        }
         Outcome::on(&entry, Ok(response))
     }
 
@@ -440,14 +452,8 @@ impl Kms {
             Aliases::Refused,
             None
         ));
-        let r = &entry.record;
-        let result = if rotates(r) {
-            Ok(GetKeyRotationStatusResponse {
-                key_id: entry.arn().to_owned(),
-                key_rotation_enabled: r.rotation.is_some(),
-                rotation_period_in_days: r.rotation.as_ref().map(|rot| rot.period_days),
-                next_rotation_date: r.rotation.as_ref().map(|rot| Timestamp(rot.next_rotation)),
-            })
+        let result = if rotates(&entry.record) {
+            Ok(rotation_status(&entry))
         } else {
             Err(KmsError::UnsupportedOperation(format!(
                 "{} does not support automatic rotation",
@@ -536,26 +542,7 @@ impl Kms {
                     entry.arn()
                 )));
             }
-            let rotations: Vec<(u32, RotationsListEntry)> = r
-                .versions
-                .iter()
-                .filter(|v| v.rotation_type != RotationType::Initial)
-                .map(|v| {
-                    (
-                        v.version,
-                        RotationsListEntry {
-                            key_id: entry.arn().to_owned(),
-                            rotation_date: Timestamp(v.created),
-                            rotation_type: if v.rotation_type == RotationType::OnDemand {
-                                kubekms_proto::vocab::RotationType::OnDemand
-                            } else {
-                                kubekms_proto::vocab::RotationType::Automatic
-                            },
-                            key_material_id: format!("{:08}", v.version),
-                        },
-                    )
-                })
-                .collect();
+            let rotations = rotations(&entry);
             let (page, next_marker) = checks::paginate(
                 rotations,
                 req.limit,
@@ -610,15 +597,7 @@ impl Kms {
             Aliases::Refused,
             None
         ));
-        let tags: Vec<Tag> = entry
-            .record
-            .tags
-            .iter()
-            .map(|(k, v)| Tag {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect();
+        let tags = tags_of(&entry.record);
         let result = checks::paginate(tags, req.limit, req.marker.as_deref(), 50, 50, |t| {
             t.key.clone()
         })
@@ -824,4 +803,52 @@ pub(super) fn default_policy(account: &str) -> String {
         }]
     })
     .to_string()
+}
+
+/// GetKeyRotationStatus's answer for a key that rotates.
+fn rotation_status(entry: &KeyEntry) -> GetKeyRotationStatusResponse {
+    let rotation = entry.record.rotation.as_ref();
+    GetKeyRotationStatusResponse {
+        key_id: entry.arn().to_owned(),
+        key_rotation_enabled: rotation.is_some(),
+        rotation_period_in_days: rotation.map(|rot| rot.period_days),
+        next_rotation_date: rotation.map(|rot| Timestamp(rot.next_rotation)),
+    }
+}
+
+/// The key's rotations, oldest first, with the version each made.
+fn rotations(entry: &KeyEntry) -> Vec<(u32, RotationsListEntry)> {
+    entry
+        .record
+        .versions
+        .iter()
+        .filter(|v| v.rotation_type != RotationType::Initial)
+        .map(|v| {
+            (
+                v.version,
+                RotationsListEntry {
+                    key_id: entry.arn().to_owned(),
+                    rotation_date: Timestamp(v.created),
+                    rotation_type: if v.rotation_type == RotationType::OnDemand {
+                        kubekms_proto::vocab::RotationType::OnDemand
+                    } else {
+                        kubekms_proto::vocab::RotationType::Automatic
+                    },
+                    key_material_id: format!("{:08}", v.version),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A key's tags as the API lists them.
+fn tags_of(record: &KeyRecord) -> Vec<Tag> {
+    record
+        .tags
+        .iter()
+        .map(|(k, v)| Tag {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
 }

@@ -489,7 +489,15 @@ impl Kms {
         self.key_watchers
             .lock()
             .retain(|tx| tx.send(change.clone()).is_ok());
-        self.change_log.push(change);
+        // Called once the change is in the tables: the revision is the changed record's, none
+        // for a key that is gone.
+        let revision = self
+            .tables
+            .read()
+            .keys
+            .get(&key_id.uuid())
+            .map(|e| e.record.revision);
+        self.change_log.push(change, revision);
     }
 
     /// Resolve a KeyId parameter: key id, key ARN, and (when `allow_alias`) alias name or alias
@@ -722,9 +730,11 @@ impl Kms {
     pub(crate) async fn commit_key(
         &self,
         base: Option<&KeyEntry>,
-        record: KeyRecord,
+        mut record: KeyRecord,
         new_version: Option<(u32, Arc<dyn KeyHandle>)>,
     ) -> Result<Arc<KeyEntry>> {
+        let read = base.map_or(record.revision, |b| b.record.revision.max(record.revision));
+        record.revision = read + 1;
         let mut versions = base.map(|b| b.versions.clone()).unwrap_or_default();
         versions.retain(|v, _| record.versions.iter().any(|kv| kv.version == *v));
         if let Some((version, prepared)) = new_version {

@@ -323,6 +323,7 @@ mod tests {
             import: None,
             tags: BTreeMap::from([("team".to_string(), "a".to_string())]),
             policy: "{}".to_string(),
+            revision: 1,
         }
     }
 

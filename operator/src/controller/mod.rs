@@ -44,6 +44,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     pub events: events::EventPublisher,
     pub key_index: key::KeyIndex,
+    /// Engine key revisions the change feed announced (see [`key::AwaitedRevisions`]).
+    pub awaited: key::AwaitedRevisions,
     pub metrics: Metrics,
     /// Where ImportedMaterials' Secrets may be read; `None`: every namespace.
     pub import_namespaces: Option<Vec<String>>,
@@ -136,6 +138,7 @@ impl Context {
             clock,
             events,
             key_index: key::KeyIndex::default(),
+            awaited: key::AwaitedRevisions::default(),
             metrics: Metrics::default(),
             import_namespaces,
         })

@@ -203,12 +203,17 @@ async fn the_operator_hears_of_changed_keys_by_long_poll() {
     let heard = tokio::time::timeout(Duration::from_secs(10), feed.recv())
         .await
         .expect("the change arrives long before the poll's 20 s wait ends");
-    assert_eq!(heard, Some(KeyFeed::Changed(key.clone())));
+    // Revision 2: created, then disabled.
+    let changed = |revision| KeyFeed::Changed {
+        key_id: key.clone(),
+        revision: Some(revision),
+    };
+    assert_eq!(heard, Some(changed(2)));
     client.set_enabled(&key, true).await.unwrap();
     let heard = tokio::time::timeout(Duration::from_secs(10), feed.recv())
         .await
         .unwrap();
-    assert_eq!(heard, Some(KeyFeed::Changed(key)));
+    assert_eq!(heard, Some(changed(3)));
     polling.abort();
 }
 

@@ -62,6 +62,53 @@ pub struct CreateKeyRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct KeyMetadataResponse {
     pub key_metadata: KeyMetadata,
+    /// Not in AWS: the key's tags, when DescribeKey's `KubekmsInclude` asked for them.
+    #[serde(
+        rename = "KubekmsTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tags: Option<Vec<Tag>>,
+    /// Not in AWS: the key's rotation state, when DescribeKey's `KubekmsInclude` asked for it
+    /// (absent for a key that does not rotate).
+    #[serde(
+        rename = "KubekmsRotation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rotation: Option<RotationState>,
+}
+
+impl KeyMetadataResponse {
+    /// An answer with the metadata only (CreateKey's, a plain DescribeKey's).
+    pub fn metadata(key_metadata: KeyMetadata) -> Self {
+        Self {
+            key_metadata,
+            tags: None,
+            rotation: None,
+        }
+    }
+}
+
+/// What DescribeKey's `KubekmsInclude` may ask for besides the metadata, read with it from one
+/// record: a client keeping resources in step with the engine gets a consistent view in one
+/// call. Each part needs the permission of the operation that would read it on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DescribeExtra {
+    /// The tags (`kms:ListResourceTags`).
+    Tags,
+    /// The rotation status and the latest rotation (`kms:GetKeyRotationStatus` and
+    /// `kms:ListKeyRotations`).
+    Rotation,
+}
+
+/// GetKeyRotationStatus's answer and ListKeyRotations's last entry, together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RotationState {
+    pub status: GetKeyRotationStatusResponse,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<RotationsListEntry>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,6 +151,13 @@ pub struct KeyMetadata {
         skip_serializing_if = "Option::is_none"
     )]
     pub current_version: Option<u32>,
+    /// Not in AWS: how many times the key's record was written (`kubekms_proto::changes`).
+    #[serde(
+        rename = "KubekmsRevision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub revision: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +166,13 @@ pub struct DescribeKeyRequest {
     pub key_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_tokens: Option<GrantTokens>,
+    /// Not in AWS: also answer these (see [`DescribeExtra`]).
+    #[serde(
+        rename = "KubekmsInclude",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub include: Option<Vec<DescribeExtra>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

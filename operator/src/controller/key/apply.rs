@@ -6,12 +6,16 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use kubekms_crds::{condition as condition_type, Key, KeySpec, KeyState};
-use kubekms_proto::ops::{GetKeyRotationStatusResponse, Tag};
+use kubekms_proto::ops::Tag;
 use kubekms_proto::vocab::{OriginType, RotationType};
 use serde_json::json;
 
 use super::super::{condition, current, requeue_at, time_from_millis, write_status, Context};
+use crate::engine::Described;
 use crate::error::{Error, Result};
+
+/// How soon a reconcile that read a key older than the change that woke it reads it again.
+const STALE_READ_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 use super::*;
 
@@ -68,15 +72,14 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     }
 
     // The engine key: recorded, adopted, or created. A created key is in the key index at
-    // once, so a retry adopts it rather than making a second key.
-    // Set when the Created event already announced the rotation this reconcile enables.
-    let mut just_created_rotation = false;
-    // Set when this reconcile created the engine key: its tags are the ones asked for and it
-    // has no rotations yet, so neither is read back (two engine calls fewer per new Key).
+    // once, so a retry adopts it rather than making a second key. Read whole (metadata, tags,
+    // rotation) in one call.
+    // Set when this reconcile created the engine key: its tags and rotation are the ones asked
+    // for, so they are not compared, and the key is read once, at the end.
     let mut just_created = false;
-    let mut md = match previous.and_then(|s| s.key_id.clone()) {
-        Some(id) => match ctx.engine.describe_key(&id).await {
-            Ok(md) => md,
+    let described = match previous.and_then(|s| s.key_id.clone()) {
+        Some(id) => match ctx.engine.describe_key_whole(&id).await {
+            Ok(described) => described,
             Err(e) if e.is_not_found() => {
                 let message = format!(
                     "engine key {id} no longer exists (its deletion window ended or it was \
@@ -108,8 +111,8 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
         },
         None => {
             let adopted = match ctx.key_index.lookup(ctx, &namespace, &name).await? {
-                Some(id) => match ctx.engine.describe_key(&id).await {
-                    Ok(md) => Some(md),
+                Some(id) => match ctx.engine.describe_key_whole(&id).await {
+                    Ok(described) => Some(described),
                     Err(e) if e.is_not_found() => {
                         ctx.key_index.remove(&namespace, &name, &id).await;
                         None
@@ -118,8 +121,9 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                 },
                 None => None,
             };
-            let md = match adopted {
-                Some(md) => {
+            match adopted {
+                Some(described) => {
+                    let md = &described.metadata;
                     ctx.event(
                         key,
                         EventType::Normal,
@@ -127,7 +131,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                         format!("adopted engine key {} ({})", md.arn, md.key_state),
                     )
                     .await;
-                    md
+                    described
                 }
                 None => {
                     let policy = ctx.engine.default_key_policy().to_string();
@@ -150,7 +154,6 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                     just_created = true;
                     let rotation = match spec.rotation.as_ref().filter(|r| r.enabled) {
                         Some(r) if rotatable(spec) => {
-                            just_created_rotation = true;
                             format!(", rotating every {} days", r.period_days)
                         }
                         _ => String::new(),
@@ -165,13 +168,22 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                         ),
                     )
                     .await;
-                    md
+                    Described {
+                        metadata: md,
+                        tags: desired_tags(spec, &namespace, &name, &uid),
+                        rotation: None,
+                    }
                 }
-            };
-            md
+            }
         }
     };
-    let key_id = md.key_id.clone();
+    let key_id = described.metadata.key_id.clone();
+    // Woken by a change the replica that answered has not seen yet: its view is older than
+    // the status may already show. Read again shortly rather than act on it.
+    if ctx.awaited.behind(&key_id, described.metadata.revision) {
+        return Ok(Action::requeue(STALE_READ_RETRY));
+    }
+    let mut md = described.metadata.clone();
 
     if let Some(problem) = immutable_mismatch(spec, &md) {
         ctx.event(
@@ -181,7 +193,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
             problem.clone(),
         )
         .await;
-        let observed = observe(ctx, spec, &md, None, History::Read).await?;
+        let observed = observe(spec, &described);
         let status = compute_status(
             previous,
             spec,
@@ -195,9 +207,10 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     }
 
     let mut acted = false;
-    // Whether `md` may no longer be what the engine holds (this reconcile changed the key), so
-    // the status needs a fresh DescribeKey. A Key in step with its engine key costs one.
-    let mut md_stale = false;
+    // Whether the key may no longer be what `described` shows (this reconcile changed it, or
+    // created it), so the status needs a fresh read. A Key in step with its engine key costs
+    // one DescribeKey.
+    let mut md_stale = just_created;
     if md.key_state == KeyState::PendingDeletion {
         ctx.engine.cancel_deletion(&key_id).await?;
         ctx.event(
@@ -221,11 +234,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
         updated.push("description");
     }
     let want_tags = desired_tags(spec, &namespace, &name, &uid);
-    let have_tags = if just_created {
-        want_tags.clone()
-    } else {
-        ctx.engine.tags(&key_id).await?
-    };
+    let have_tags = &described.tags;
     let stale: Vec<String> = have_tags
         .keys()
         .filter(|k| !want_tags.contains_key(*k))
@@ -279,12 +288,12 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     }
 
     // The engine changes rotation only on an Enabled key; a Disabled one catches up once it
-    // is enabled again.
+    // is enabled again. A key just created got its rotation with CreateKey.
     let mut rotated_on_demand = false;
-    // The rotation status read here, while nothing has changed it since: `observe` reuses it.
-    let mut rotation_status = None;
-    if rotatable(spec) && md.key_state == KeyState::Enabled {
-        let rs = ctx.engine.rotation_status(&key_id).await?;
+    let rotation = described.rotation.as_ref().map(|r| &r.status);
+    if let Some(rs) =
+        rotation.filter(|_| rotatable(spec) && md.key_state == KeyState::Enabled && !just_created)
+    {
         match spec.rotation.as_ref().filter(|r| r.enabled) {
             Some(r)
                 if !rs.key_rotation_enabled
@@ -294,19 +303,18 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                 ctx.engine
                     .enable_rotation(&key_id, i64::from(r.period_days))
                     .await?;
-                // A new key's Created event said so already: one event write fewer per Key.
-                if !just_created_rotation {
-                    ctx.event(
-                        key,
-                        EventType::Normal,
-                        reason::ROTATION_ENABLED,
-                        format!("{} rotates every {} days", md.arn, r.period_days),
-                    )
-                    .await;
-                }
+                md_stale = true;
+                ctx.event(
+                    key,
+                    EventType::Normal,
+                    reason::ROTATION_ENABLED,
+                    format!("{} rotates every {} days", md.arn, r.period_days),
+                )
+                .await;
             }
             None if rs.key_rotation_enabled => {
                 ctx.engine.disable_rotation(&key_id).await?;
+                md_stale = true;
                 ctx.event(
                     key,
                     EventType::Normal,
@@ -315,9 +323,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                 )
                 .await;
             }
-            // Unchanged: what was read is still what the engine holds (an on-demand rotation
-            // below does not change it either).
-            _ => rotation_status = Some(rs),
+            _ => {}
         }
     }
 
@@ -357,17 +363,13 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
         .await?;
     }
 
-    let md = if md_stale {
-        ctx.engine.describe_key(&key_id).await?
+    let described = if md_stale {
+        ctx.engine.describe_key_whole(&key_id).await?
     } else {
-        md
+        described
     };
-    let history = if just_created && !rotated_on_demand {
-        History::None
-    } else {
-        History::Read
-    };
-    let observed = observe(ctx, spec, &md, rotation_status, history).await?;
+    let md = &described.metadata;
+    let observed = observe(spec, &described);
     let now = ctx.now();
     let status = compute_status(previous, spec, generation, &observed, None, now);
     if let Some(prev) = previous {
@@ -408,22 +410,9 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     Ok(Action::requeue(requeue_at(next_due(&observed), now)))
 }
 
-/// Whether a key's rotations must be read, or are known to be none (a key just created).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum History {
-    Read,
-    None,
-}
-
-/// Read the rest of the engine's view of a key; `rotation_status`, when given, is a current
-/// GetKeyRotationStatus answer for it.
-async fn observe(
-    ctx: &Context,
-    spec: &KeySpec,
-    md: &Metadata,
-    rotation_status: Option<GetKeyRotationStatusResponse>,
-    history: History,
-) -> Result<Observed> {
+/// The engine's view of a key, as status shows it.
+fn observe(spec: &KeySpec, described: &Described) -> Observed {
+    let md = &described.metadata;
     let mut observed = Observed {
         key_id: md.key_id.clone(),
         arn: md.arn.clone(),
@@ -435,28 +424,23 @@ async fn observe(
         deletion_date: md.deletion_date.map(|t| t.millis()),
         valid_to: md.valid_to.map(|t| t.millis()),
     };
-    if rotatable(spec)
-        && md.origin == OriginType::AwsKms
-        && md.key_spec == kubekms_crds::KmsKeySpec::SymmetricDefault
-    {
-        let rs = match rotation_status {
-            Some(rs) => rs,
-            None => ctx.engine.rotation_status(&md.key_id).await?,
-        };
-        observed.next_rotation = rs
+    let rotation = described.rotation.as_ref().filter(|_| {
+        rotatable(spec)
+            && md.origin == OriginType::AwsKms
+            && md.key_spec == kubekms_crds::KmsKeySpec::SymmetricDefault
+    });
+    if let Some(rotation) = rotation {
+        let status = &rotation.status;
+        observed.next_rotation = status
             .next_rotation_date
-            .filter(|_| rs.key_rotation_enabled)
+            .filter(|_| status.key_rotation_enabled)
             .map(|t| t.millis());
-        let rotations = match history {
-            History::Read => ctx.engine.rotations(&md.key_id).await?,
-            History::None => Vec::new(),
-        };
-        if let Some(last) = rotations.last() {
+        if let Some(last) = &rotation.last_rotation {
             observed.last_rotation = Some(last.rotation_date.millis());
             observed.last_rotation_automatic = last.rotation_type == RotationType::Automatic;
         }
     }
-    Ok(observed)
+    observed
 }
 
 pub(super) async fn cleanup(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Action> {
@@ -470,24 +454,25 @@ pub(super) async fn cleanup(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<
             None => return Ok(Action::await_change()),
         },
     };
-    let md = match ctx.engine.describe_key(&key_id).await {
-        Ok(md) => md,
+    let described = match ctx.engine.describe_key_whole(&key_id).await {
+        Ok(described) => described,
         Err(e) if e.is_not_found() => {
             ctx.key_index.remove(&namespace, &name, &key_id).await;
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e),
     };
-    let md = if md.key_state == KeyState::PendingDeletion {
-        md
+    let described = if described.metadata.key_state == KeyState::PendingDeletion {
+        described
     } else {
         let days = deletion_window(&key.spec);
         ctx.engine
             .schedule_deletion(&key_id, i64::from(days))
             .await?;
-        ctx.engine.describe_key(&key_id).await?
+        ctx.engine.describe_key_whole(&key_id).await?
     };
-    let observed = observe(ctx, &key.spec, &md, None, History::Read).await?;
+    let md = &described.metadata;
+    let observed = observe(&key.spec, &described);
     let when = observed
         .deletion_date
         .map(|d| time_from_millis(d).0.to_string())

@@ -160,6 +160,36 @@ impl KeyRefs {
     }
 }
 
+/// Revisions the engine's change feed announced that a Key's reconcile has not yet seen. The
+/// reads of a reconcile go through the engine Service to any replica, and a replica follows
+/// the others' writes a moment late: a reconcile woken by a change can read the key as it was
+/// before it. It then tries again shortly instead of writing that older state.
+#[derive(Default)]
+pub struct AwaitedRevisions(parking_lot::Mutex<HashMap<String, u64>>);
+
+impl AwaitedRevisions {
+    /// The feed said engine key `key_id` is at `revision` or later.
+    pub fn announce(&self, key_id: &str, revision: u64) {
+        let mut awaited = self.0.lock();
+        let entry = awaited.entry(key_id.to_owned()).or_insert(revision);
+        *entry = (*entry).max(revision);
+    }
+
+    /// Whether an answer at `revision` (`None`: the engine keeps none) is older than what
+    /// the feed announced for `key_id`; once it is not, the announcement is forgotten.
+    pub fn behind(&self, key_id: &str, revision: Option<u64>) -> bool {
+        let mut awaited = self.0.lock();
+        let Some(&want) = awaited.get(key_id) else {
+            return false;
+        };
+        if revision.is_some_and(|seen| seen < want) {
+            return true;
+        }
+        awaited.remove(key_id);
+        false
+    }
+}
+
 /// Engine keys by the namespace and name of the Key that made them, from their tags. Built on
 /// first use with one scan of the engine (ListKeys + ListResourceTags), then kept up to date by
 /// this controller, so finding a key to adopt costs no scan per Key.
@@ -454,6 +484,7 @@ mod tests {
             mac_algorithms: Default::default(),
             multi_region: false,
             current_version: Some(1),
+            revision: Some(1),
         };
         assert_eq!(immutable_mismatch(&spec, &md), None);
         let ecc = Metadata {
@@ -514,6 +545,19 @@ mod tests {
         assert!(refs.get("id-1").is_some());
         refs.observe(&watcher::Event::Delete(key));
         assert!(refs.get("id-1").is_none());
+    }
+
+    #[test]
+    fn a_read_older_than_the_announced_revision_is_behind_until_one_catches_up() {
+        let awaited = AwaitedRevisions::default();
+        assert!(!awaited.behind("k", Some(1)), "nothing announced");
+        awaited.announce("k", 3);
+        awaited.announce("k", 2);
+        assert!(awaited.behind("k", Some(2)));
+        assert!(!awaited.behind("k", Some(3)));
+        assert!(!awaited.behind("k", Some(1)), "forgotten once seen");
+        awaited.announce("k", 5);
+        assert!(!awaited.behind("k", None), "an engine without revisions");
     }
 
     #[test]
