@@ -317,12 +317,16 @@ pub fn deployment(config: &EngineConfig, owner: &Owner) -> Deployment {
     }
 }
 
-/// The engine's Service: a cluster IP in front of every ready replica.
+/// The engine's Service: a cluster IP in front of every ready replica, each client staying
+/// with one replica. Replicas follow each other's writes a moment late; with client-IP
+/// affinity a client (the operator above all, whose change feed and reads must come from the
+/// same view) sees one replica's view, which only moves forward, until that replica goes.
 pub fn service(config: &EngineConfig, owner: &Owner) -> Service {
     Service {
         metadata: object_meta(owner),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
+            session_affinity: Some("ClientIP".to_owned()),
             selector: Some(selector_labels(owner)),
             ports: Some(vec![ServicePort {
                 name: Some(PORT_NAME.to_owned()),

@@ -142,6 +142,8 @@ fn a_port_other_than_the_default_goes_everywhere() {
     assert_eq!(port.port, 8443);
     assert_eq!(port.name.as_deref(), Some("kms"));
     assert_eq!(port.target_port, Some(IntOrString::String("kms".into())));
+    let spec = s.spec.as_ref().unwrap();
+    assert_eq!(spec.session_affinity.as_deref(), Some("ClientIP"));
 }
 
 #[test]
