@@ -12,6 +12,10 @@
 //! A service account's segment is its Kubernetes user name, so an authenticated identity (a
 //! TokenReview answer) maps to its principals without a lookup.
 
+/// The audience of the ServiceAccount tokens the engine takes (projected into the operator's
+/// and injected pods).
+pub const TOKEN_AUDIENCE: &str = "kubekms";
+
 /// The prefix of a service account's Kubernetes user name.
 pub const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
 

@@ -1,1 +1,12 @@
-//! Filled in by the Kubernetes control-plane issue.
+//! kubekms's admission side: what a pod that opts in gets (its KMS identity for the stock AWS
+//! SDKs, and its data keys as ciphertext through the agent), decided by pure functions over
+//! typed values; the HTTP layer that serves the API server only decodes and encodes.
+//!
+//! - [`annotations`]: the annotation API, read into a typed request with every problem named;
+//! - [`mutate`]: the JSON patch for a pod that opted in.
+
+pub mod annotations;
+pub mod error;
+pub mod mutate;
+
+pub use error::{Error, Result};

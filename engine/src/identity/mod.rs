@@ -21,7 +21,7 @@ use crate::service::{AccountRole, Principal};
 use session::{SessionCredentials, SessionIdentity, Sessions};
 
 /// The audience projected ServiceAccount tokens must be issued for.
-pub const AUDIENCE: &str = "kubekms";
+pub const AUDIENCE: &str = kubekms_proto::principal::TOKEN_AUDIENCE;
 /// Session lengths STS allows, and its default.
 pub const MIN_DURATION_SECS: u64 = 900;
 pub const MAX_DURATION_SECS: u64 = 43_200;

@@ -1,0 +1,587 @@
+//! Admission of a Pod that opted in, as a pure function: the pod, what its annotations asked
+//! for ([`crate::annotations::Injection`]), the data keys' ciphertexts already found or made,
+//! and the injector's settings go in; a JSON patch comes out. No I/O here: the HTTP layer
+//! decodes the AdmissionReview and finds the ciphertexts, this decides what changes.
+//!
+//! What an opted-in pod gets:
+//! - **Its identity for the stock AWS SDKs**: a projected ServiceAccount token (audience
+//!   `kubekms`, renewed by the kubelet) mounted read-only in every container, and
+//!   `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`, `AWS_ENDPOINT_URL_KMS`,
+//!   `AWS_ENDPOINT_URL_STS` and `AWS_REGION`, except where the container sets them already.
+//! - **Its data keys, as ciphertext only**: the agent as the first init container, given the
+//!   ciphertexts (never a plaintext key) in its configuration; a memory-backed `emptyDir` it
+//!   writes the keys to, mounted read-only in the app's containers; and
+//!   `KUBEKMS_DATA_KEY_<NAME>` naming each key's file.
+//! - In sidecar mode, for a pod that restarts its containers (not a Job's), the agent also as
+//!   a container serving decryption on localhost (`KUBEKMS_AGENT_URL`). A pod that runs to
+//!   completion gets the init container only, so the agent never keeps a Job from finishing.
+
+use std::collections::BTreeMap;
+
+use json_patch::Patch;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::annotations::{Injection, Mode};
+use crate::error::{Error, Result};
+use kubekms_proto::principal::TOKEN_AUDIENCE;
+
+/// Set on a pod once injected: a second admission of the same pod (a reinvocation) changes
+/// nothing.
+pub const INJECTED: &str = "kubekms.io/injected";
+/// The token volume and where it is mounted.
+pub const TOKEN_VOLUME: &str = "kubekms-token";
+pub const TOKEN_DIR: &str = "/var/run/secrets/kubekms";
+pub const TOKEN_FILE: &str = "token";
+/// How long a projected token lives before the kubelet renews it.
+pub const TOKEN_SECONDS: i64 = 3600;
+/// The data-key volume and where it is mounted.
+pub const DATA_KEY_VOLUME: &str = "kubekms-data-keys";
+pub const DATA_KEY_DIR: &str = "/var/run/kubekms";
+/// The agent's containers.
+pub const AGENT_INIT: &str = "kubekms-agent-init";
+pub const AGENT_SIDECAR: &str = "kubekms-agent";
+/// Where the sidecar serves, inside the pod.
+pub const AGENT_PORT: u16 = 4610;
+/// The agent's configuration (JSON: [`AgentConfig`]).
+pub const AGENT_CONFIG_ENV: &str = "KUBEKMS_AGENT_CONFIG";
+/// The user the agent runs as when the pod names none.
+pub const AGENT_DEFAULT_USER: i64 = 65532;
+
+/// How this injector is set up (from the chart).
+#[derive(Clone, Debug)]
+pub struct InjectorSettings {
+    /// The project's image (it holds the agent).
+    pub image: String,
+    /// The engine's KMS and STS endpoint as pods reach it.
+    pub engine_url: String,
+    pub region: String,
+    /// The role pods assume with their token (`arn:aws:iam::<account>:role/...`).
+    pub role_arn: String,
+}
+
+/// A data key ready to inject: every generation's ciphertext, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataKeyCiphertexts {
+    pub name: String,
+    pub file: String,
+    pub keys: Vec<KeyringEntry>,
+}
+
+/// One generation of a data key as the agent decrypts it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyringEntry {
+    /// `<name>-<generation>`, the id the keyring file gives it.
+    pub id: String,
+    pub generation: u32,
+    /// Base64 of GenerateDataKeyWithoutPlaintext's CiphertextBlob.
+    pub ciphertext: String,
+    /// The encryption context it was made under (binds it to namespace, ServiceAccount, name).
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+/// What the agent is told (env [`AGENT_CONFIG_ENV`]): where to write and what to decrypt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    pub dir: String,
+    pub data_keys: Vec<DataKeyCiphertexts>,
+}
+
+/// The patch for `pod`, or `None` when it is to be admitted as it is (injected already, or
+/// no spec to change).
+pub fn mutate(
+    pod: &Pod,
+    injection: &Injection,
+    data_keys: &[DataKeyCiphertexts],
+    settings: &InjectorSettings,
+) -> Result<Option<Patch>> {
+    let annotations = pod.metadata.annotations.as_ref();
+    if annotations.is_some_and(|a| a.contains_key(INJECTED)) {
+        return Ok(None);
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(None);
+    };
+    let mut ops = Ops::default();
+    let with_keys = !data_keys.is_empty();
+
+    // Volumes.
+    let mut volumes = vec![token_volume()];
+    if with_keys {
+        volumes.push(json!({
+            "name": DATA_KEY_VOLUME,
+            "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" },
+        }));
+    }
+    ops.append("/spec/volumes", spec.volumes.is_some(), volumes);
+
+    // The app's containers: identity, data-key mounts and their env.
+    let sidecar = injection.mode == Mode::Sidecar && restarts(spec);
+    let mut extra_env = Vec::new();
+    for key in data_keys {
+        extra_env.push(env(
+            &format!("KUBEKMS_DATA_KEY_{}", env_name(&key.name)),
+            &format!("{DATA_KEY_DIR}/{}", key.file),
+        ));
+    }
+    if sidecar {
+        extra_env.push(env(
+            "KUBEKMS_AGENT_URL",
+            &format!("http://127.0.0.1:{AGENT_PORT}"),
+        ));
+    }
+    for (i, container) in spec.containers.iter().enumerate() {
+        let base = format!("/spec/containers/{i}");
+        wire_container(&mut ops, &base, container, settings, &extra_env, with_keys);
+    }
+    // The user's own init containers too: the agent runs before them, so they may use the
+    // keys as well.
+    for (i, container) in spec.init_containers.iter().flatten().enumerate() {
+        // Before the agent is put in front of them (operations apply in order).
+        let base = format!("/spec/initContainers/{i}");
+        wire_container(&mut ops, &base, container, settings, &extra_env, with_keys);
+    }
+
+    // The agent.
+    let user = app_user(pod);
+    if with_keys {
+        let config = AgentConfig {
+            dir: DATA_KEY_DIR.to_owned(),
+            data_keys: data_keys.to_vec(),
+        };
+        let init = agent_container(AGENT_INIT, "init", &config, settings, user);
+        match &spec.init_containers {
+            // First, so the keys are there for every container after it.
+            Some(_) => ops.add("/spec/initContainers/0", init),
+            None => ops.add("/spec/initContainers", json!([init])),
+        }
+        if sidecar {
+            let serve = agent_container(AGENT_SIDECAR, "serve", &config, settings, user);
+            ops.add("/spec/containers/-", serve);
+        }
+    }
+
+    // Marked, so a reinvocation leaves it.
+    match annotations {
+        Some(_) => ops.add(
+            &format!("/metadata/annotations/{}", escape(INJECTED)),
+            json!("true"),
+        ),
+        None => ops.add("/metadata/annotations", json!({ INJECTED: "true" })),
+    }
+    ops.into_patch().map(Some)
+}
+
+/// JSON patch operations (RFC 6902), built in order.
+#[derive(Default)]
+struct Ops(Vec<Value>);
+
+impl Ops {
+    fn add(&mut self, path: &str, value: Value) {
+        self.0
+            .push(json!({ "op": "add", "path": path, "value": value }));
+    }
+
+    fn into_patch(self) -> Result<Patch> {
+        serde_json::from_value(Value::Array(self.0)).map_err(Error::Patch)
+    }
+
+    /// Append `items` to the array at `path`, creating it when it is not there.
+    fn append(&mut self, path: &str, exists: bool, items: Vec<Value>) {
+        if items.is_empty() {
+            return;
+        }
+        if exists {
+            for item in items {
+                self.add(&format!("{path}/-"), item);
+            }
+        } else {
+            self.add(path, Value::Array(items));
+        }
+    }
+}
+
+/// Identity env and mounts for one of the app's containers (at JSON pointer `base`), leaving
+/// whatever it sets itself.
+fn wire_container(
+    ops: &mut Ops,
+    base: &str,
+    container: &Container,
+    settings: &InjectorSettings,
+    extra_env: &[Value],
+    with_keys: bool,
+) {
+    let has_env = |name: &str| container.env.iter().flatten().any(|e| e.name == name);
+    let env: Vec<Value> = identity_env(settings)
+        .into_iter()
+        .chain(extra_env.iter().cloned())
+        .filter(|e| e["name"].as_str().is_some_and(|name| !has_env(name)))
+        .collect();
+    ops.append(&format!("{base}/env"), container.env.is_some(), env);
+    let mounted = |path: &str| {
+        container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == path)
+    };
+    let mut mounts = Vec::new();
+    if !mounted(TOKEN_DIR) {
+        mounts.push(json!({ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }));
+    }
+    if with_keys && !mounted(DATA_KEY_DIR) {
+        mounts
+            .push(json!({ "name": DATA_KEY_VOLUME, "mountPath": DATA_KEY_DIR, "readOnly": true }));
+    }
+    ops.append(
+        &format!("{base}/volumeMounts"),
+        container.volume_mounts.is_some(),
+        mounts,
+    );
+}
+
+/// What makes a stock AWS SDK act as the pod's ServiceAccount at the engine.
+fn identity_env(settings: &InjectorSettings) -> Vec<Value> {
+    vec![
+        env(
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            &format!("{TOKEN_DIR}/{TOKEN_FILE}"),
+        ),
+        env("AWS_ROLE_ARN", &settings.role_arn),
+        env("AWS_ENDPOINT_URL_KMS", &settings.engine_url),
+        env("AWS_ENDPOINT_URL_STS", &settings.engine_url),
+        env("AWS_REGION", &settings.region),
+    ]
+}
+
+fn env(name: &str, value: &str) -> Value {
+    json!({ "name": name, "value": value })
+}
+
+fn token_volume() -> Value {
+    json!({
+        "name": TOKEN_VOLUME,
+        "projected": { "sources": [ { "serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE,
+            "expirationSeconds": TOKEN_SECONDS,
+            "path": TOKEN_FILE,
+        } } ] },
+    })
+}
+
+/// The agent: the project's image, as the pod's identity, least privilege.
+fn agent_container(
+    name: &str,
+    command: &str,
+    config: &AgentConfig,
+    settings: &InjectorSettings,
+    user: i64,
+) -> Value {
+    // Strings and numbers only: it always encodes.
+    let config = serde_json::to_value(config).unwrap_or_default().to_string();
+    let mut env = identity_env(settings);
+    env.push(json!({ "name": AGENT_CONFIG_ENV, "value": config }));
+    let mut container = json!({
+        "name": name,
+        "image": settings.image,
+        "command": ["/usr/local/bin/kubekms-agent", command],
+        "env": env,
+        "volumeMounts": [
+            { "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true },
+            { "name": DATA_KEY_VOLUME, "mountPath": DATA_KEY_DIR },
+        ],
+        "resources": {
+            "requests": { "cpu": "10m", "memory": "16Mi" },
+            "limits": { "memory": "64Mi" },
+        },
+        "securityContext": {
+            "runAsUser": user,
+            "runAsNonRoot": user != 0,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] },
+        },
+    });
+    if command == "serve" {
+        container["ports"] = json!([{ "name": "kubekms-agent", "containerPort": AGENT_PORT }]);
+    }
+    container
+}
+
+/// The user the app's first container runs as (its own setting, else the pod's), so the key
+/// files the agent writes (mode 0400) are the app's to read; [`AGENT_DEFAULT_USER`] otherwise.
+fn app_user(pod: &Pod) -> i64 {
+    let spec = pod.spec.as_ref();
+    spec.and_then(|s| s.containers.first())
+        .and_then(|c| c.security_context.as_ref())
+        .and_then(|c| c.run_as_user)
+        .or_else(|| {
+            spec.and_then(|s| s.security_context.as_ref())
+                .and_then(|c| c.run_as_user)
+        })
+        .unwrap_or(AGENT_DEFAULT_USER)
+}
+
+/// Whether the pod's containers are restarted when they end (not a Job's pod).
+fn restarts(spec: &PodSpec) -> bool {
+    spec.restart_policy.as_deref().is_none_or(|p| p == "Always")
+}
+
+/// `db-main` → `DB_MAIN`.
+fn env_name(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}
+
+/// A JSON pointer token (RFC 6901).
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::annotations::parse;
+
+    fn settings() -> InjectorSettings {
+        InjectorSettings {
+            image: "localhost/kubekms:0.1.0".into(),
+            engine_url: "http://10.0.0.10:4599".into(),
+            region: "us-east-1".into(),
+            role_arn: "arn:aws:iam::111122223333:role/kubekms-workload".into(),
+        }
+    }
+
+    fn pod(json: Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn injection(pod: &Pod) -> Injection {
+        parse(pod.metadata.annotations.as_ref().unwrap())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn data_key(name: &str, file: &str, generations: u32) -> DataKeyCiphertexts {
+        DataKeyCiphertexts {
+            name: name.into(),
+            file: file.into(),
+            keys: (1..=generations)
+                .map(|g| KeyringEntry {
+                    id: format!("{name}-{g}"),
+                    generation: g,
+                    ciphertext: format!("Y2lwaGVy{g}"),
+                    encryption_context: BTreeMap::from([(
+                        "kubekms:data-key".to_owned(),
+                        name.to_owned(),
+                    )]),
+                })
+                .collect(),
+        }
+    }
+
+    /// The pod after the patch.
+    fn patched(pod: &Pod, patch: &Patch) -> Value {
+        let mut doc = serde_json::to_value(pod).unwrap();
+        json_patch::patch(&mut doc, patch).unwrap();
+        doc
+    }
+
+    fn env_of(container: &Value) -> BTreeMap<String, String> {
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    e["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identity_only_wires_every_container_and_keeps_what_it_sets() {
+        let pod = pod(json!({
+            "metadata": { "name": "app", "annotations": { "kubekms.io/inject": "true" } },
+            "spec": { "containers": [
+                { "name": "app", "image": "app", "env": [ { "name": "AWS_REGION", "value": "eu-west-1" } ] },
+                { "name": "helper", "image": "helper",
+                  "volumeMounts": [ { "name": "data", "mountPath": "/data" } ] },
+            ] },
+        }));
+        let patch = mutate(&pod, &injection(&pod), &[], &settings())
+            .unwrap()
+            .unwrap();
+        let out = patched(&pod, &patch);
+        assert_eq!(out["metadata"]["annotations"][INJECTED], "true");
+        assert_eq!(out["spec"]["volumes"][0]["name"], TOKEN_VOLUME);
+        let token = &out["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+        assert_eq!(token["audience"], "kubekms");
+        assert_eq!(token["expirationSeconds"], TOKEN_SECONDS);
+        let app = env_of(&out["spec"]["containers"][0]);
+        assert_eq!(
+            app["AWS_REGION"], "eu-west-1",
+            "the pod's own value is kept"
+        );
+        assert_eq!(
+            app["AWS_WEB_IDENTITY_TOKEN_FILE"],
+            "/var/run/secrets/kubekms/token"
+        );
+        assert_eq!(app["AWS_ENDPOINT_URL_KMS"], "http://10.0.0.10:4599");
+        assert_eq!(app["AWS_ENDPOINT_URL_STS"], "http://10.0.0.10:4599");
+        assert_eq!(
+            app["AWS_ROLE_ARN"],
+            "arn:aws:iam::111122223333:role/kubekms-workload"
+        );
+        let helper = &out["spec"]["containers"][1];
+        assert_eq!(env_of(helper)["AWS_REGION"], "us-east-1");
+        assert_eq!(helper["volumeMounts"][0]["mountPath"], "/data");
+        assert_eq!(helper["volumeMounts"][1]["mountPath"], TOKEN_DIR);
+        assert_eq!(helper["volumeMounts"][1]["readOnly"], true);
+        assert!(
+            out["spec"]["initContainers"].is_null(),
+            "no data keys, no agent"
+        );
+        // A second admission of the patched pod changes nothing.
+        let again: Pod = serde_json::from_value(out).unwrap();
+        assert!(mutate(&again, &injection(&again), &[], &settings())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn data_keys_reach_the_pod_as_ciphertext_through_the_agent_first_of_the_init_containers() {
+        let pod = pod(json!({
+            "metadata": { "name": "app", "annotations": {
+                "kubekms.io/inject": "true",
+                "kubekms.io/data-key.db-main": "orders; file=db.key; generation=2",
+            } },
+            "spec": {
+                "securityContext": { "runAsUser": 1000 },
+                "initContainers": [ { "name": "migrate", "image": "app" } ],
+                "containers": [ { "name": "app", "image": "app" } ],
+                "volumes": [ { "name": "data", "emptyDir": {} } ],
+            },
+        }));
+        let keys = [data_key("db-main", "db.key", 2)];
+        let patch = mutate(&pod, &injection(&pod), &keys, &settings())
+            .unwrap()
+            .unwrap();
+        let out = patched(&pod, &patch);
+        let volumes = out["spec"]["volumes"].as_array().unwrap();
+        assert_eq!(volumes.len(), 3);
+        assert_eq!(volumes[2]["name"], DATA_KEY_VOLUME);
+        assert_eq!(volumes[2]["emptyDir"]["medium"], "Memory");
+
+        let init = out["spec"]["initContainers"].as_array().unwrap();
+        assert_eq!(init[0]["name"], AGENT_INIT, "the agent runs first");
+        assert_eq!(init[1]["name"], "migrate");
+        assert_eq!(
+            init[0]["command"],
+            json!(["/usr/local/bin/kubekms-agent", "init"])
+        );
+        assert_eq!(
+            init[0]["securityContext"]["runAsUser"], 1000,
+            "the app's user"
+        );
+        assert_eq!(init[0]["securityContext"]["readOnlyRootFilesystem"], true);
+        let config: Value = serde_json::from_str(&env_of(&init[0])[AGENT_CONFIG_ENV]).unwrap();
+        assert_eq!(config["dir"], DATA_KEY_DIR);
+        assert_eq!(config["dataKeys"][0]["keys"][1]["id"], "db-main-2");
+        assert_eq!(config["dataKeys"][0]["keys"][1]["ciphertext"], "Y2lwaGVy2");
+        assert_eq!(
+            env_of(&init[1])["KUBEKMS_DATA_KEY_DB_MAIN"],
+            "/var/run/kubekms/db.key"
+        );
+
+        let app = &out["spec"]["containers"][0];
+        assert_eq!(
+            env_of(app)["KUBEKMS_DATA_KEY_DB_MAIN"],
+            "/var/run/kubekms/db.key"
+        );
+        let mounts = app["volumeMounts"].as_array().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m["mountPath"] == DATA_KEY_DIR && m["readOnly"] == true));
+        assert_eq!(
+            out["spec"]["containers"].as_array().unwrap().len(),
+            1,
+            "init mode: no sidecar"
+        );
+    }
+
+    #[test]
+    fn a_sidecar_serves_only_in_pods_that_restart_their_containers() {
+        let annotations = json!({
+            "kubekms.io/inject": "true",
+            "kubekms.io/inject-mode": "sidecar",
+            "kubekms.io/data-key.db": "orders",
+        });
+        let long_running = pod(json!({
+            "metadata": { "annotations": annotations },
+            "spec": { "containers": [ { "name": "app", "image": "app" } ] },
+        }));
+        let keys = [data_key("db", "db", 1)];
+        let out = patched(
+            &long_running,
+            &mutate(&long_running, &injection(&long_running), &keys, &settings())
+                .unwrap()
+                .unwrap(),
+        );
+        let containers = out["spec"]["containers"].as_array().unwrap();
+        assert_eq!(containers[1]["name"], AGENT_SIDECAR);
+        assert_eq!(containers[1]["ports"][0]["containerPort"], AGENT_PORT);
+        assert_eq!(
+            env_of(&containers[0])["KUBEKMS_AGENT_URL"],
+            "http://127.0.0.1:4610"
+        );
+        assert_eq!(out["spec"]["initContainers"][0]["name"], AGENT_INIT);
+
+        let job = pod(json!({
+            "metadata": { "annotations": annotations },
+            "spec": { "restartPolicy": "Never", "containers": [ { "name": "app", "image": "app" } ] },
+        }));
+        let out = patched(
+            &job,
+            &mutate(&job, &injection(&job), &keys, &settings())
+                .unwrap()
+                .unwrap(),
+        );
+        assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
+        assert_eq!(out["spec"]["initContainers"][0]["name"], AGENT_INIT);
+        assert!(!env_of(&out["spec"]["containers"][0]).contains_key("KUBEKMS_AGENT_URL"));
+    }
+
+    #[test]
+    fn no_plaintext_and_no_default_user_root() {
+        let pod = pod(json!({
+            "metadata": { "annotations": {
+                "kubekms.io/inject": "true", "kubekms.io/data-key.db": "orders" } },
+            "spec": { "containers": [ { "name": "app", "image": "app" } ] },
+        }));
+        let keys = [data_key("db", "db", 1)];
+        let out = patched(
+            &pod,
+            &mutate(&pod, &injection(&pod), &keys, &settings())
+                .unwrap()
+                .unwrap(),
+        );
+        let agent = &out["spec"]["initContainers"][0];
+        assert_eq!(agent["securityContext"]["runAsUser"], AGENT_DEFAULT_USER);
+        assert_eq!(agent["securityContext"]["runAsNonRoot"], true);
+        // The agent's configuration names ciphertexts and files, and nothing else.
+        let config: Value = serde_json::from_str(&env_of(agent)[AGENT_CONFIG_ENV]).unwrap();
+        let entry = config["dataKeys"][0]["keys"][0].as_object().unwrap();
+        let mut fields: Vec<&str> = entry.keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["ciphertext", "encryptionContext", "generation", "id"]
+        );
+    }
+}
