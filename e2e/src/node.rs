@@ -336,6 +336,47 @@ pub async fn install(cluster: &Cluster, sets: &[&str], timeout: Duration) -> Res
     wait_rolled_out(cluster, ENGINE, timeout).await
 }
 
+/// The engine pod's count of successful `operation` calls, from its `/metrics` (read from
+/// inside the cluster's network namespace).
+pub async fn engine_successes(cluster: &Cluster, ip: &str, operation: &str) -> Result<u64> {
+    let url = format!("http://{ip}:4599/metrics");
+    let text = cluster
+        .node_script_async(&["exec", "curl", "-sS", "--fail", &url])
+        .await?;
+    let series =
+        format!("kubekms_requests_total{{operation=\"{operation}\",outcome=\"success\"}} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
+}
+
+/// The engine pod whose `operation` count grows over `window` while a client calls through
+/// the Service (client-IP affinity keeps a client with one replica): the one serving it.
+pub async fn engine_serving(
+    cluster: &Cluster,
+    operation: &str,
+    window: Duration,
+) -> Result<RunningPod> {
+    let pods = running_pods(cluster, "engine").await?;
+    let mut before = Vec::new();
+    for pod in &pods {
+        before.push(engine_successes(cluster, &pod.ip, operation).await?);
+    }
+    tokio::time::sleep(window).await;
+    let mut serving = Vec::new();
+    for (pod, then) in pods.into_iter().zip(before) {
+        if engine_successes(cluster, &pod.ip, operation).await? > then {
+            serving.push(pod);
+        }
+    }
+    match serving.len() {
+        1 => serving.pop().context("one pod"),
+        n => bail!("{n} engine pods answered {operation} calls in {window:?}; expected one"),
+    }
+}
+
 /// Moves the clock of the engine pod at `ip` forward by `by` (engine.testClock); the pod runs
 /// its due work before answering. Called from inside the cluster's network namespace.
 pub async fn advance_engine_clock(cluster: &Cluster, ip: &str, by: Duration) -> Result<String> {

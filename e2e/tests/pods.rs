@@ -345,9 +345,10 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
     Ok(ciphertext)
 }
 
-/// A stream of Encrypt and Decrypt calls from four clients while an engine pod is deleted: the Service
-/// keeps answering, at most the killed pod's in-flight calls fail (the SDK retries what it
-/// may), and every acknowledged ciphertext decrypts afterwards.
+/// A stream of Encrypt and Decrypt calls from four clients while the engine pod serving them
+/// (client-IP affinity keeps them with one) is deleted: the Service keeps answering from the
+/// other, at most the killed pod's in-flight calls fail (the SDK retries what it may), and
+/// every acknowledged ciphertext decrypts afterwards.
 async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -419,7 +420,7 @@ async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) ->
             (acked, failed, decrypted)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let serving = node::engine_serving(cluster, "Encrypt", Duration::from_millis(1500)).await?;
     cluster
         .kubectl(
             &[
@@ -427,7 +428,7 @@ async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) ->
                 NAMESPACE,
                 "delete",
                 "pod",
-                &engines[0],
+                &serving.name,
                 "--wait=false",
             ],
             None,
@@ -444,7 +445,7 @@ async fn engine_pod_killed_during_a_stream(cluster: &Cluster, endpoint: &str) ->
     }
     eprintln!(
         "stream across the deletion of {}: {} encrypted, {decrypted} decrypted, {} failed",
-        engines[0],
+        serving.name,
         acked.len(),
         failed.len()
     );

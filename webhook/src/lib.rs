@@ -3,10 +3,12 @@
 //! typed values; the HTTP layer that serves the API server only decodes and encodes.
 //!
 //! - [`annotations`]: the annotation API, read into a typed request with every problem named;
-//! - [`mutate`]: the JSON patch for a pod that opted in.
+//! - [`mutate`]: the JSON patch for a pod that opted in;
+//! - [`validate`]: the verdict on a Key, Alias, KeyPolicy or ImportedMaterial.
 
 pub mod annotations;
 pub mod error;
 pub mod mutate;
+pub mod validate;
 
 pub use error::{Error, Result};

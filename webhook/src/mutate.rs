@@ -351,7 +351,7 @@ mod tests {
             image: "localhost/kubekms:0.1.0".into(),
             engine_url: "http://10.0.0.10:4599".into(),
             region: "us-east-1".into(),
-            role_arn: "arn:aws:iam::111122223333:role/kubekms-workload".into(),
+            role_arn: "arn:aws:iam::111122223333:role/kubekms".into(),
         }
     }
 
@@ -436,7 +436,7 @@ mod tests {
         assert_eq!(app["AWS_ENDPOINT_URL_STS"], "http://10.0.0.10:4599");
         assert_eq!(
             app["AWS_ROLE_ARN"],
-            "arn:aws:iam::111122223333:role/kubekms-workload"
+            "arn:aws:iam::111122223333:role/kubekms"
         );
         let helper = &out["spec"]["containers"][1];
         assert_eq!(env_of(helper)["AWS_REGION"], "us-east-1");
