@@ -5,11 +5,14 @@
 //! - [`ops`]: each operation's typed request and response, whose derived serde form is the
 //!   AWS JSON 1.1 wire form;
 //! - [`sigv4`]: the AWS Signature Version 4 signer;
-//! - [`changes`]: kubekms's own long poll for changed keys (not an AWS operation).
+//! - [`changes`]: kubekms's own long poll for changed keys (not an AWS operation);
+//! - `client` (feature `client`): a client of the engine's HTTP API with web-identity sessions.
 //!
 //! It depends on no server or Kubernetes crate.
 
 pub mod changes;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod codec;
 pub mod operation;
 pub mod ops;

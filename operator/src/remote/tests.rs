@@ -2,9 +2,13 @@
 //! a session that acts as the operator's principal, typed answers, refusals by variant; and the
 //! pieces (STS XML, error bodies, retry rules) on their own.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use kubekms_engine::audit::AuditLog;
+use kubekms_engine::clock::{Clock, SystemClock};
 use kubekms_engine::config::Credentials;
 use kubekms_engine::crypto::RootKey;
 use kubekms_engine::identity::session::Sessions;
@@ -284,7 +288,10 @@ async fn a_token_the_cluster_refuses_is_an_unreachable_engine_naming_why() {
     else {
         panic!("{err}");
     };
-    assert!(matches!(source, KmsError::InvalidIdentityToken(_)), "{err}");
+    assert!(
+        matches!(refused(source.clone()), KmsError::InvalidIdentityToken(_)),
+        "{err}"
+    );
     assert_eq!(err.reason(), "EngineUnreachable");
     // Calls right after fail at once with it, without asking the cluster again...
     let again = client.describe_key("k").await.unwrap_err();
@@ -302,7 +309,7 @@ async fn a_token_the_cluster_refuses_is_an_unreachable_engine_naming_why() {
     // ...and a little later the (now good) token is exchanged.
     let good = h.token_file(40, OPERATOR_SA);
     std::fs::rename(good, &path).unwrap();
-    tokio::time::sleep(EXCHANGE_RETRY_AFTER).await;
+    tokio::time::sleep(kubekms_proto::client::EXCHANGE_RETRY_AFTER).await;
     client.list_keys(None).await.unwrap();
     // A missing token file names the file.
     let err = h
@@ -326,7 +333,7 @@ async fn the_token_file_is_read_again_for_each_exchange() {
     std::fs::rename(&rotated, &path).unwrap();
     h.cluster.known.lock().remove(old.trim());
     // The session in hand goes on working until it is renewed; a renewal reads the new file.
-    remote.session.lock().await.current = None;
+    remote.forget_session().await;
     client.list_keys(None).await.unwrap();
     assert_eq!(h.cluster.reviews.load(Ordering::SeqCst), 2);
 }
@@ -377,170 +384,41 @@ async fn an_unknown_or_unreachable_engine_is_reported_as_such() {
 }
 
 #[test]
-fn endpoints_are_plain_http_host_and_port() {
-    let e = Endpoint::parse("http://10.0.0.7:4599").unwrap();
-    assert_eq!(e.host, "10.0.0.7:4599");
-    assert_eq!(e.uri.to_string(), "http://10.0.0.7:4599/");
-    let e = Endpoint::parse("http://[fd00::7]:4599/").unwrap();
-    assert_eq!(e.host, "[fd00::7]:4599");
-    for bad in [
-        "https://x:1",
-        "10.0.0.7:4599",
-        "http://x:1/path",
-        "http://x:1/?q",
-        "",
-    ] {
-        assert!(Endpoint::parse(bad).is_err(), "{bad}");
-    }
-}
-
-#[test]
-fn a_fixed_endpoint_is_not_replaced_by_the_services() {
-    let remote = RemoteEngine::new(RemoteSettings {
-        endpoint: Some("http://127.0.0.1:1".into()),
-        endpoint_fixed: true,
-        token_file: "/t".into(),
-        account: ACCOUNT.into(),
-        region: REGION.into(),
-    })
-    .unwrap();
-    remote.set_endpoint("http://10.0.0.7:4599").unwrap();
-    assert_eq!(remote.endpoint().as_deref(), Some("http://127.0.0.1:1/"));
-    let remote = RemoteEngine::new(RemoteSettings {
-        endpoint: None,
-        endpoint_fixed: false,
-        token_file: "/t".into(),
-        account: ACCOUNT.into(),
-        region: REGION.into(),
-    })
-    .unwrap();
-    remote.set_endpoint("http://10.0.0.7:4599").unwrap();
-    assert_eq!(remote.endpoint().as_deref(), Some("http://10.0.0.7:4599/"));
-}
-
-const ASSUMED: &str = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
-    <AssumeRoleWithWebIdentityResult>\
-    <SubjectFromWebIdentityToken>system:serviceaccount:kubekms-system:kubekms-operator</SubjectFromWebIdentityToken>\
-    <Credentials><SessionToken>KKS1a&amp;b</SessionToken><SecretAccessKey>s&lt;cret</SecretAccessKey>\
-    <Expiration>2030-01-01T01:00:00Z</Expiration><AccessKeyId>ASIAX</AccessKeyId></Credentials>\
-    </AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
-
-#[test]
-fn sessions_are_read_from_the_sts_answer_and_renewed_early() {
-    // 2030-01-01T00:00:00Z, an hour before the expiry.
-    let issued: Millis = 1_893_456_000_000;
-    let s = parse_assumed(ASSUMED, issued).unwrap();
-    assert_eq!(s.access_key_id, "ASIAX");
-    assert_eq!(&*s.secret_access_key, "s<cret");
-    assert_eq!(&*s.session_token, "KKS1a&b");
-    assert_eq!(s.expiration, issued + 3_600_000);
-    assert_eq!(s.refresh_at, s.expiration - 5 * 60_000);
-    // A session of four minutes is renewed halfway.
-    let short = parse_assumed(ASSUMED, s.expiration - 240_000).unwrap();
-    assert_eq!(short.refresh_at, s.expiration - 120_000);
-    assert!(parse_assumed("<x/>", issued).is_err());
-    let bad_time = ASSUMED.replace("2030-01-01T01:00:00Z", "tomorrow");
-    assert!(parse_assumed(&bad_time, issued)
-        .err()
-        .unwrap()
-        .contains("tomorrow"));
-}
-
-#[test]
-fn sts_refusals_become_the_engines_errors() {
-    let xml = |code: &str| {
-        format!(
-            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
-             <Message>a &quot;b&quot;</Message></Error></ErrorResponse>"
-        )
+fn refusals_become_the_engines_errors_sts_names_included() {
+    let refusal = |aws_type: &str| Refusal {
+        aws_type: aws_type.into(),
+        message: "m".into(),
     };
-    let code = |c: &str| sts_error(&xml(c)).unwrap();
-    assert!(
-        matches!(code("InvalidIdentityToken"), KmsError::InvalidIdentityToken(m) if m == "a \"b\"")
-    );
     assert!(matches!(
-        code("ExpiredTokenException"),
+        refused(refusal("InvalidIdentityToken")),
+        KmsError::InvalidIdentityToken(m) if m == "m"
+    ));
+    assert!(matches!(
+        refused(refusal("ExpiredTokenException")),
         KmsError::ExpiredToken(_)
     ));
     assert!(matches!(
-        code("IDPCommunicationError"),
+        refused(refusal("IDPCommunicationError")),
         KmsError::IdpCommunication(_)
     ));
-    assert!(matches!(code("ValidationError"), KmsError::Validation(_)));
-    assert!(matches!(code("AccessDenied"), KmsError::AccessDenied(_)));
     assert!(matches!(
-        code("InvalidAction"),
+        refused(refusal("ValidationError")),
+        KmsError::Validation(_)
+    ));
+    assert!(matches!(
+        refused(refusal("AccessDenied")),
+        KmsError::AccessDenied(_)
+    ));
+    assert!(matches!(
+        refused(refusal("InvalidAction")),
         KmsError::UnsupportedOperation(_)
     ));
-    assert!(matches!(code("InternalFailure"), KmsError::Internal(_)));
-    // Not an STS error at all: not the engine's refusal.
-    assert!(sts_error("<html>404 page not found</html>").is_none());
-    assert!(sts_error("").is_none());
-}
-
-#[test]
-fn error_bodies_decode_into_variants_and_others_are_unreachable() {
-    let answer = |status: StatusCode, body: &str| Answer {
-        status,
-        body: Bytes::from(body.to_owned()),
-    };
-    let refused = answer(
-        StatusCode::BAD_REQUEST,
-        r#"{"__type":"NotFoundException","message":"Key 'x' does not exist"}"#,
-    )
-    .refusal();
-    assert!(
-        matches!(refused, CallError::Refused(KmsError::NotFound(m)) if m == "Key 'x' does not exist")
-    );
-    let capital = answer(
-        StatusCode::BAD_REQUEST,
-        r#"{"__type":"com.amazonaws.kms#DisabledException","Message":"off"}"#,
-    )
-    .refusal();
-    assert!(matches!(capital, CallError::Refused(KmsError::Disabled(m)) if m == "off"));
-    let proxy = answer(StatusCode::BAD_GATEWAY, "<html>bad gateway</html>").refusal();
     assert!(matches!(
-        proxy,
-        CallError::Unreachable(RemoteError::Undecodable { status: 502, .. })
+        refused(refusal("com.amazonaws.kms#DisabledException")),
+        KmsError::Disabled(_)
     ));
-    let garbled: Result<kubekms_proto::ops::KeyMetadataResponse, _> =
-        answer(StatusCode::OK, "{}").decode();
     assert!(matches!(
-        garbled,
-        Err(CallError::Unreachable(RemoteError::Undecodable { .. }))
+        refused(refusal("InternalFailure")),
+        KmsError::Internal(_)
     ));
-}
-
-#[test]
-fn only_operations_that_may_run_twice_are_retried_after_they_may_have_arrived() {
-    for op in [
-        Operation::DescribeKey,
-        Operation::ListKeys,
-        Operation::PutKeyPolicy,
-        Operation::EnableKey,
-        Operation::TagResource,
-    ] {
-        assert!(idempotent(op), "{op}");
-    }
-    for op in [
-        Operation::CreateKey,
-        Operation::CreateAlias,
-        Operation::DeleteAlias,
-        Operation::RotateKeyOnDemand,
-        Operation::ScheduleKeyDeletion,
-        Operation::CancelKeyDeletion,
-        Operation::ImportKeyMaterial,
-    ] {
-        assert!(!idempotent(op), "{op}");
-    }
-}
-
-#[test]
-fn xml_text_unescapes() {
-    assert_eq!(
-        xml_text("<a>x&amp;y&lt;&gt;&apos;&quot;&z</a>", "a").as_deref(),
-        Some("x&y<>'\"&z")
-    );
-    assert_eq!(xml_text("<a>x</a>", "b"), None);
-    assert_eq!(xml_text("<a>x", "a"), None);
 }
