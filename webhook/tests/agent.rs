@@ -6,22 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use kubekms_engine::audit::AuditLog;
 use kubekms_engine::clock::{Clock, SystemClock};
-use kubekms_engine::config::Credentials;
-use kubekms_engine::crypto::RootKey;
-use kubekms_engine::identity::session::Sessions;
-use kubekms_engine::identity::testing::{self, FakeTokenReviewer};
-use kubekms_engine::identity::{IdentityMap, ReviewedToken, WebIdentity};
+use kubekms_engine::identity::testing::{self, LoopbackEngine};
+use kubekms_engine::identity::{IdentityMap, ReviewedToken};
 use kubekms_engine::record::Scope;
-use kubekms_engine::runner::Engine;
-use kubekms_engine::service::{Caller, Kms, Principal};
-use kubekms_engine::sigv4::Verifier;
-use kubekms_engine::store::memory::MemoryStore;
+use kubekms_engine::service::{Caller, Principal};
 use kubekms_proto::ops::{CreateKeyRequest, DecryptRequest, GenerateDataKeyRequest};
 use kubekms_proto::principal::service_account_arn;
 use kubekms_proto::vocab::DataKeySpec;
@@ -31,60 +23,16 @@ use serde_json::json;
 const ACCOUNT: &str = "111122223333";
 const REGION: &str = "us-east-1";
 
-/// An engine serving on loopback until dropped.
-struct Running {
-    kms: Arc<Kms>,
-    cluster: Arc<FakeTokenReviewer>,
-    url: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn engine() -> Running {
-    let clock = SystemClock::new();
-    let root = RootKey::from_bytes(&[9u8; 32]).unwrap();
-    let sessions = Arc::new(Sessions::new(&root).unwrap());
-    let kms = Kms::open(Arc::new(MemoryStore::new()), root, clock.clone())
-        .await
-        .unwrap();
-    let cluster = Arc::new(FakeTokenReviewer::default());
-    let web = Arc::new(WebIdentity::new(
-        cluster.clone(),
-        sessions,
-        IdentityMap {
-            admin_groups: vec!["system:masters".into()],
-            operator_service_account: None,
-        },
-        ACCOUNT,
-        clock.clone(),
-    ));
-    let verifier = Verifier::new(Credentials::default(), clock.clone()).with_sessions(web.clone());
-    let bound = Engine {
-        kms: kms.clone(),
-        authenticator: Box::new(verifier),
-        web_identity: Some(web),
-        audit: AuditLog::disabled(),
-        clock,
-        config: Default::default(),
-        tls: None,
-    }
-    .bind("127.0.0.1:0".parse().unwrap())
-    .await
-    .unwrap();
-    let url = bound.endpoint();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(bound.serve(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        kms,
-        cluster,
-        url,
-        _stop: stop,
-    }
+async fn engine() -> LoopbackEngine {
+    let identities = IdentityMap {
+        admin_groups: vec!["system:masters".into()],
+        operator_service_account: None,
+    };
+    LoopbackEngine::start(identities, ACCOUNT).await.unwrap()
 }
 
 /// A token file the cluster knows as ServiceAccount `shop/<name>`.
-fn token_file(e: &Running, dir: &Path, name: &str, n: u32) -> PathBuf {
+fn token_file(e: &LoopbackEngine, dir: &Path, name: &str, n: u32) -> PathBuf {
     let now = u64::try_from(SystemClock::new().now_millis() / 1000).unwrap();
     let token = testing::jwt(now + 3600, n);
     e.cluster.known.lock().insert(

@@ -38,3 +38,63 @@ pub fn jwt(exp: u64, n: u32) -> String {
     let claims = format!(r#"{{"exp":{exp},"aud":["kubekms"],"n":{n}}}"#);
     format!("e30.{}.sig", B64URL.encode(claims))
 }
+
+/// A real engine for other crates' tests: a memory store, key policies enforced, the KMS and
+/// STS API on a loopback port, and web identity reviewed by a [`FakeTokenReviewer`]. Serves
+/// until dropped.
+pub struct LoopbackEngine {
+    pub kms: std::sync::Arc<crate::service::Kms>,
+    pub cluster: std::sync::Arc<FakeTokenReviewer>,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl LoopbackEngine {
+    /// With ServiceAccounts mapped by `identities`, in `account`.
+    pub async fn start(identities: super::IdentityMap, account: &str) -> Result<Self> {
+        use std::sync::Arc;
+        let clock = crate::clock::SystemClock::new();
+        let root = crate::crypto::RootKey::from_bytes(&crate::crypto::RootKey::generate()?)?;
+        let sessions = Arc::new(super::session::Sessions::new(&root)?);
+        let kms = crate::service::Kms::open(
+            Arc::new(crate::store::memory::MemoryStore::new()),
+            root,
+            clock.clone(),
+        )
+        .await?;
+        let cluster = Arc::new(FakeTokenReviewer::default());
+        let web = Arc::new(super::WebIdentity::new(
+            cluster.clone(),
+            sessions,
+            identities,
+            account,
+            clock.clone(),
+        ));
+        let verifier =
+            crate::sigv4::Verifier::new(crate::config::Credentials::default(), clock.clone())
+                .with_sessions(web.clone());
+        let bound = crate::runner::Engine {
+            kms: kms.clone(),
+            authenticator: Box::new(verifier),
+            web_identity: Some(web),
+            audit: crate::audit::AuditLog::disabled(),
+            clock,
+            config: Default::default(),
+            tls: None,
+        }
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await?;
+        let url = bound.endpoint();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(bound.serve(async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            kms,
+            cluster,
+            url,
+            _stop: stop,
+        })
+    }
+}

@@ -7,20 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubekms_engine::audit::AuditLog;
 use kubekms_engine::clock::{Clock, SystemClock};
-use kubekms_engine::config::Credentials;
-use kubekms_engine::crypto::RootKey;
-use kubekms_engine::identity::session::Sessions;
-use kubekms_engine::identity::testing::{self, FakeTokenReviewer as FakeCluster};
-use kubekms_engine::identity::{IdentityMap, ReviewedToken, WebIdentity};
-use kubekms_engine::runner::Engine;
-use kubekms_engine::service::Kms;
-use kubekms_engine::sigv4::Verifier;
-use kubekms_engine::store::memory::MemoryStore;
+use kubekms_engine::identity::testing::{self, FakeTokenReviewer as FakeCluster, LoopbackEngine};
+use kubekms_engine::identity::{IdentityMap, ReviewedToken};
 use kubekms_proto::ops::CreateKeyRequest;
 use kubekms_proto::vocab::KeyState;
-use tokio::sync::oneshot;
 
 use super::*;
 use crate::engine::EngineClient;
@@ -37,63 +28,29 @@ fn jwt(n: u32) -> String {
 }
 
 struct Harness {
+    /// Serves until the harness is dropped.
+    _engine: LoopbackEngine,
     cluster: Arc<FakeCluster>,
     url: String,
     dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
 }
 
 impl Harness {
     async fn start() -> Self {
-        let clock = SystemClock::new();
-        let root = RootKey::from_bytes(&[7u8; 32]).unwrap();
-        let sessions = Arc::new(Sessions::new(&root).unwrap());
-        let kms = Kms::open(Arc::new(MemoryStore::new()), root, clock.clone())
-            .await
-            .unwrap();
-        let cluster = Arc::new(FakeCluster::default());
-        let web = Arc::new(WebIdentity::new(
-            cluster.clone(),
-            sessions,
+        let engine = LoopbackEngine::start(
             IdentityMap {
                 admin_groups: vec!["system:masters".into()],
                 operator_service_account: Some(OPERATOR_SA.into()),
             },
             ACCOUNT,
-            clock.clone(),
-        ));
-        let verifier =
-            Verifier::new(Credentials::default(), clock.clone()).with_sessions(web.clone());
-        let bound = Engine {
-            kms: kms.clone(),
-            authenticator: Box::new(verifier),
-            web_identity: Some(web),
-            audit: AuditLog::disabled(),
-            clock,
-            config: Default::default(),
-            tls: None,
-        }
-        .bind("127.0.0.1:0".parse().unwrap())
+        )
         .await
         .unwrap();
-        let url = bound.endpoint();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(bound.serve(async {
-            let _ = stopped.await;
-        }));
         Self {
-            cluster,
-            url,
+            cluster: engine.cluster.clone(),
+            url: engine.url.clone(),
+            _engine: engine,
             dir: tempfile::tempdir().unwrap(),
-            stop: Some(stop),
         }
     }
 
