@@ -110,4 +110,17 @@ if [[ ${#need[@]} -gt 0 ]]; then
 else
     log "venv $VENV has boto3 awscli aws-encryption-sdk moto[server] cryptography pytest helm-python-sdk"
 fi
+# The build cache outside the clone grows with every build (cargo keeps every old test binary
+# and its incremental state); a full disk makes the local cluster's kubelet evict every pod.
+# Below 20 GiB free, drop what cargo rebuilds on its own: incremental state, and workspace
+# artifacts not touched for a day.
+if [[ -n "${CARGO_TARGET_DIR:-}" && -d "$CARGO_TARGET_DIR" ]]; then
+    free_kib=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')
+    if (( ${free_kib:-0} < 20 * 1024 * 1024 )); then
+        log "less than 20 GiB free: trimming the build cache in $CARGO_TARGET_DIR"
+        rm -rf "$CARGO_TARGET_DIR"/*/incremental "$CARGO_TARGET_DIR"/*/*/incremental
+        find "$CARGO_TARGET_DIR"/*/deps -maxdepth 1 -mtime +0 \
+            \( -name 'kubekms_*' -o -name 'libkubekms_*' \) -delete 2>/dev/null || true
+    fi
+fi
 log "done"

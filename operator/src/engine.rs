@@ -405,6 +405,9 @@ fn poll_key_changes(remote: Arc<RemoteEngine>) -> impl Stream<Item = KeyFeed> + 
                     if !answer.complete && !first {
                         tracing::info!("the engine's change feed may have skipped changes: reading every Key again");
                         feed.insert(0, KeyFeed::Resync);
+                        // Polls that keep reaching other replicas (no affinity on the way)
+                        // would otherwise reconcile every Key in a tight loop.
+                        tokio::time::sleep(FEED_RETRY).await;
                     }
                     if !feed.is_empty() {
                         return Some((futures::stream::iter(feed), poll));

@@ -418,7 +418,7 @@ impl KubeStore {
             Err(e) => tracing::warn!(
                 secret = %format!("{}/{name}", self.namespace),
                 error = %e,
-                "cannot refresh a record after a conflicting write"
+                "cannot read a record from the cluster"
             ),
         }
     }

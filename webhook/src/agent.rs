@@ -26,6 +26,17 @@ pub const RETRY_FOR: Duration = Duration::from_secs(120);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
+/// A refusal that says the engine could not do it now, not that it will not: tried again.
+fn passing(refusal: &Refusal) -> bool {
+    [
+        "KMSInternalException",
+        "DependencyTimeoutException",
+        "ThrottlingException",
+    ]
+    .iter()
+    .any(|name| refusal.is(name))
+}
+
 /// What the agent was told (the injector's [`crate::mutate::AgentConfig`], read back).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,7 +175,9 @@ async fn decrypt(
                     key: answer.plaintext,
                 })
             }
-            Err(CallError::Refused(refusal)) => {
+            Err(CallError::Refused(refusal))
+                if !passing(&refusal) || started.elapsed() >= RETRY_FOR =>
+            {
                 return Err(AgentError::Refused {
                     name: data_key.name.clone(),
                     id: entry.id.clone(),
@@ -178,9 +191,10 @@ async fn decrypt(
                     source: Box::new(source),
                 })
             }
-            Err(CallError::Unreachable(e)) => {
+            Err(e) => {
                 eprintln!(
-                    "kubekms-agent: the engine is not reachable yet ({e}); trying again in {} ms",
+                    "kubekms-agent: data key {:?}: {e}; trying again in {} ms",
+                    data_key.name,
                     backoff.as_millis()
                 );
                 tokio::time::sleep(backoff).await;

@@ -108,7 +108,14 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<Injection>
     }
     let mode = match annotations.get(INJECT_MODE).map(String::as_str) {
         None | Some("init") => Mode::Init,
-        Some("sidecar") => Mode::Sidecar,
+        // The agent's `serve` (the sidecar's decryption endpoint) is not written yet: refuse
+        // rather than inject a container that cannot run.
+        Some("sidecar") => {
+            problems.push(format!(
+                "{INJECT_MODE}: \"sidecar\" is not available yet; use \"init\" (the default)"
+            ));
+            Mode::Init
+        }
         Some(other) => {
             problems.push(format!(
                 "{INJECT_MODE} must be \"init\" or \"sidecar\", not {other:?}"
@@ -300,11 +307,15 @@ mod tests {
             }
         );
         assert_eq!(parsed.data_keys["salt"].size.bytes(), 48);
-        let sidecar = parse(&annotations(&[(INJECT, "true"), (INJECT_MODE, "sidecar")]))
+        let identity_only = parse(&annotations(&[(INJECT, "true"), (INJECT_MODE, "init")]))
             .unwrap()
             .unwrap();
-        assert_eq!(sidecar.mode, Mode::Sidecar);
-        assert!(sidecar.data_keys.is_empty(), "identity only");
+        assert!(identity_only.data_keys.is_empty());
+        let sidecar = parse(&annotations(&[(INJECT, "true"), (INJECT_MODE, "sidecar")]));
+        assert!(
+            sidecar.unwrap_err()[0].contains("\"sidecar\" is not available yet"),
+            "until the agent serves"
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! encrypted under an earlier generation stays decryptable after a data-key rotation.
 //!
 //! Both files are written whole or not at all (a temporary file in the same directory, synced,
-//! then renamed over the old one), readable by their owner only (mode 0400): an app that reads
-//! while the sidecar refreshes sees the old set or the new, never half of one. Key bytes live
+//! then renamed over the old one), readable by their owner only (mode 0400), the keyring
+//! before the current key: a reader never sees half a file, and a current key it reads is in
+//! the keyring it reads after. Key bytes live
 //! in zeroizing buffers and are never formatted into anything but these files.
 
 use std::io::Write;
@@ -49,12 +50,13 @@ pub fn write(dir: &Path, file: &str, keys: &[HeldKey]) -> Result<(), KeyringErro
         .ok_or_else(|| KeyringError::Empty {
             file: file.to_owned(),
         })?;
-    replace(dir, file, &current.key)?;
+    // The keyring first: a reader that sees the new current key finds it in the keyring.
     replace(
         dir,
         &format!("{file}{KEYRING_SUFFIX}"),
         keyring_json(current, keys).as_bytes(),
-    )
+    )?;
+    replace(dir, file, &current.key)
 }
 
 /// `{"current": id, "keys": [{"id", "generation", "key": base64}, ...]}`, oldest first.

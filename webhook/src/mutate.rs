@@ -46,8 +46,6 @@ pub const AGENT_SIDECAR: &str = "kubekms-agent";
 pub const AGENT_PORT: u16 = 4610;
 /// The agent's configuration (JSON: [`AgentConfig`]).
 pub const AGENT_CONFIG_ENV: &str = "KUBEKMS_AGENT_CONFIG";
-/// The user the agent runs as when the pod names none.
-pub const AGENT_DEFAULT_USER: i64 = 65532;
 
 /// How this injector is set up (from the chart).
 #[derive(Clone, Debug)]
@@ -120,7 +118,7 @@ pub fn mutate(
     ops.append("/spec/volumes", spec.volumes.is_some(), volumes);
 
     // The app's containers: identity, data-key mounts and their env.
-    let sidecar = injection.mode == Mode::Sidecar && restarts(spec);
+    let sidecar = injection.mode == Mode::Sidecar && restarts(spec) && with_keys;
     let mut extra_env = Vec::new();
     for key in data_keys {
         extra_env.push(env(
@@ -147,8 +145,8 @@ pub fn mutate(
     }
 
     // The agent.
-    let user = app_user(pod);
     if with_keys {
+        let user = app_user(pod).ok_or(Error::NoRunAsUser)?;
         let config = AgentConfig {
             dir: DATA_KEY_DIR.to_owned(),
             data_keys: data_keys.to_vec(),
@@ -312,9 +310,10 @@ fn agent_container(
     container
 }
 
-/// The user the app's first container runs as (its own setting, else the pod's), so the key
-/// files the agent writes (mode 0400) are the app's to read; [`AGENT_DEFAULT_USER`] otherwise.
-fn app_user(pod: &Pod) -> i64 {
+/// The user the app's first container runs as (its own setting, else the pod's): the agent
+/// runs as it, so the key files it writes (mode 0400) are the app's to read. `None` when the
+/// spec does not say (the image's USER decides, which admission cannot see).
+fn app_user(pod: &Pod) -> Option<i64> {
     let spec = pod.spec.as_ref();
     spec.and_then(|s| s.containers.first())
         .and_then(|c| c.security_context.as_ref())
@@ -323,7 +322,6 @@ fn app_user(pod: &Pod) -> i64 {
             spec.and_then(|s| s.security_context.as_ref())
                 .and_then(|c| c.run_as_user)
         })
-        .unwrap_or(AGENT_DEFAULT_USER)
 }
 
 /// Whether the pod's containers are restarted when they end (not a Job's pod).
@@ -515,21 +513,30 @@ mod tests {
         );
     }
 
+    /// Sidecar mode, which the annotations refuse until the agent serves.
+    fn sidecar() -> Injection {
+        let mut injection = parse(&BTreeMap::from([
+            ("kubekms.io/inject".to_owned(), "true".to_owned()),
+            ("kubekms.io/data-key.db".to_owned(), "orders".to_owned()),
+        ]))
+        .unwrap()
+        .unwrap();
+        injection.mode = Mode::Sidecar;
+        injection
+    }
+
     #[test]
     fn a_sidecar_serves_only_in_pods_that_restart_their_containers() {
-        let annotations = json!({
-            "kubekms.io/inject": "true",
-            "kubekms.io/inject-mode": "sidecar",
-            "kubekms.io/data-key.db": "orders",
-        });
+        let annotations = json!({ "kubekms.io/inject": "true" });
         let long_running = pod(json!({
             "metadata": { "annotations": annotations },
-            "spec": { "containers": [ { "name": "app", "image": "app" } ] },
+            "spec": { "securityContext": { "runAsUser": 1000 },
+                      "containers": [ { "name": "app", "image": "app" } ] },
         }));
         let keys = [data_key("db", "db", 1)];
         let out = patched(
             &long_running,
-            &mutate(&long_running, &injection(&long_running), &keys, &settings())
+            &mutate(&long_running, &sidecar(), &keys, &settings())
                 .unwrap()
                 .unwrap(),
         );
@@ -544,11 +551,12 @@ mod tests {
 
         let job = pod(json!({
             "metadata": { "annotations": annotations },
-            "spec": { "restartPolicy": "Never", "containers": [ { "name": "app", "image": "app" } ] },
+            "spec": { "restartPolicy": "Never", "securityContext": { "runAsUser": 1000 },
+                      "containers": [ { "name": "app", "image": "app" } ] },
         }));
         let out = patched(
             &job,
-            &mutate(&job, &injection(&job), &keys, &settings())
+            &mutate(&job, &sidecar(), &keys, &settings())
                 .unwrap()
                 .unwrap(),
         );
@@ -558,13 +566,21 @@ mod tests {
     }
 
     #[test]
-    fn no_plaintext_and_no_default_user_root() {
-        let pod = pod(json!({
-            "metadata": { "annotations": {
-                "kubekms.io/inject": "true", "kubekms.io/data-key.db": "orders" } },
+    fn no_plaintext_and_the_agent_runs_as_the_apps_user_or_the_pod_is_refused() {
+        let annotations = json!({
+            "kubekms.io/inject": "true", "kubekms.io/data-key.db": "orders" });
+        let unknown_user = pod(json!({
+            "metadata": { "annotations": annotations },
             "spec": { "containers": [ { "name": "app", "image": "app" } ] },
         }));
         let keys = [data_key("db", "db", 1)];
+        let refused = mutate(&unknown_user, &injection(&unknown_user), &keys, &settings());
+        assert!(matches!(refused, Err(Error::NoRunAsUser)));
+        let pod = pod(json!({
+            "metadata": { "annotations": annotations },
+            "spec": { "containers": [ { "name": "app", "image": "app",
+                "securityContext": { "runAsUser": 2000 } } ] },
+        }));
         let out = patched(
             &pod,
             &mutate(&pod, &injection(&pod), &keys, &settings())
@@ -572,7 +588,7 @@ mod tests {
                 .unwrap(),
         );
         let agent = &out["spec"]["initContainers"][0];
-        assert_eq!(agent["securityContext"]["runAsUser"], AGENT_DEFAULT_USER);
+        assert_eq!(agent["securityContext"]["runAsUser"], 2000);
         assert_eq!(agent["securityContext"]["runAsNonRoot"], true);
         // The agent's configuration names ciphertexts and files, and nothing else.
         let config: Value = serde_json::from_str(&env_of(agent)[AGENT_CONFIG_ENV]).unwrap();

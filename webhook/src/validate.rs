@@ -28,6 +28,16 @@ pub fn review(request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
 
 fn problems(request: &AdmissionRequest<DynamicObject>) -> Result<(), Vec<String>> {
     let object = request.object.as_ref();
+    // An update that leaves the spec alone (a finalizer removed, an annotation, the status) or
+    // comes during deletion is let through: an object made before a rule existed must still
+    // be deletable and annotatable.
+    if request.operation == Operation::Update {
+        let deleting = object.is_some_and(|o| o.metadata.deletion_timestamp.is_some());
+        let spec = |o: Option<&DynamicObject>| o.map(|o| o.data.get("spec").cloned());
+        if deleting || spec(object) == spec(request.old_object.as_ref()) {
+            return Ok(());
+        }
+    }
     match request.kind.kind.as_str() {
         "Key" => {
             let key: Key = decode(object)?;
@@ -140,6 +150,16 @@ mod tests {
             message.contains("spec.keyRefs: list at least one Key name"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn updates_that_leave_the_spec_alone_pass_even_for_an_invalid_object() {
+        let mut invalid = key(json!({ "keySpec": "ECC_NIST_P256", "keyUsage": "ENCRYPT_DECRYPT" }));
+        assert!(denied(&review(&request("Key", "CREATE", invalid.clone(), None))).is_some());
+        let old = invalid.clone();
+        invalid["metadata"]["annotations"] = json!({ "team": "payments" });
+        let annotated = review(&request("Key", "UPDATE", invalid, Some(old)));
+        assert_eq!(denied(&annotated), None);
     }
 
     #[test]

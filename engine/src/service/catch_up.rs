@@ -36,8 +36,9 @@ pub(super) fn missed(id: Uuid) {
 
 impl Kms {
     /// Run `request`; if `failed` says it failed and it looked up keys this engine does not
-    /// hold, ask the store for them and run it once more if any was found. A failed request
-    /// changed nothing, so running it again is safe. Store lookups are bounded: when
+    /// hold, ask the store for them and run it once more if any was found. A request that
+    /// missed a key failed at that lookup, before it changed anything, so running it again
+    /// is safe. Store lookups are bounded: when
     /// [`Kms::catch_up_slots`] are all taken the failure stands (a client naming random key
     /// ids cannot make the engine hammer the store).
     pub async fn with_catch_up<T, F, Fut>(&self, request: F, failed: impl Fn(&T) -> bool) -> T

@@ -127,7 +127,8 @@ impl ChangeLog {
         let oldest_kept = inner.changes.front().map_or(inner.next, |l| l.seq);
         let after = match self.since(position) {
             // Also refused: a position past the end (not one this log handed out).
-            Since::Sequence(seq) if seq + 1 >= oldest_kept && seq <= last => seq,
+            // `oldest_kept` is at least 1; `seq` is the client's and may be any number.
+            Since::Sequence(seq) if seq >= oldest_kept - 1 && seq <= last => seq,
             _ => {
                 return Page {
                     changes: Vec::new(),

@@ -53,6 +53,15 @@ pub struct Refusal {
     pub message: String,
 }
 
+impl Refusal {
+    /// Whether this is the error `name`, however the type is decorated (botocore's
+    /// `namespace#` prefix, a gateway's `:` suffix).
+    pub fn is(&self, name: &str) -> bool {
+        let bare = self.aws_type.rsplit('#').next().unwrap_or_default();
+        bare.split(':').next() == Some(name)
+    }
+}
+
 /// Why a call did not get the engine's answer. The engine's refusals are not among these:
 /// they are [`Refusal`]s.
 #[derive(Debug, thiserror::Error)]
@@ -312,9 +321,7 @@ impl KmsClient {
             let session = self.session().await?;
             match self.send(http, target, body.clone(), &session).await {
                 Ok(answer) => return answer.decode(),
-                Err(CallError::Refused(r))
-                    if r.aws_type == "ExpiredTokenException" && !retried_session =>
-                {
+                Err(CallError::Refused(r)) if r.is("ExpiredTokenException") && !retried_session => {
                     retried_session = true;
                     self.forget(&session).await;
                 }

@@ -152,3 +152,15 @@ fn xml_text_unescapes() {
     assert_eq!(xml_text("<a>x</a>", "b"), None);
     assert_eq!(xml_text("<a>x", "a"), None);
 }
+
+#[test]
+fn a_refusal_is_known_by_its_bare_name() {
+    let refusal = |t: &str| Refusal {
+        aws_type: t.into(),
+        message: String::new(),
+    };
+    assert!(refusal("ExpiredTokenException").is("ExpiredTokenException"));
+    assert!(refusal("com.amazonaws.kms#ExpiredTokenException").is("ExpiredTokenException"));
+    assert!(refusal("ExpiredTokenException:http://internal").is("ExpiredTokenException"));
+    assert!(!refusal("ExpiredToken").is("ExpiredTokenException"));
+}

@@ -81,6 +81,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
         Some(id) => match ctx.engine.describe_key_whole(&id).await {
             Ok(described) => described,
             Err(e) if e.is_not_found() => {
+                ctx.awaited.forget(&id);
                 let message = format!(
                     "engine key {id} no longer exists (its deletion window ended or it was \
                      deleted outside Kubernetes); delete and re-create this Key for a new one"
@@ -221,6 +222,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
         )
         .await;
         acted = true;
+        md_stale = true;
         md = ctx.engine.describe_key(&key_id).await?;
     }
 

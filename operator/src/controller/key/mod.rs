@@ -165,28 +165,42 @@ impl KeyRefs {
 /// the others' writes a moment late: a reconcile woken by a change can read the key as it was
 /// before it. It then tries again shortly instead of writing that older state.
 #[derive(Default)]
-pub struct AwaitedRevisions(parking_lot::Mutex<HashMap<String, u64>>);
+pub struct AwaitedRevisions(parking_lot::Mutex<HashMap<String, (u64, std::time::Instant)>>);
+
+/// How long a reconcile waits for an announced revision before it takes what it reads: a
+/// replica's watch catches up in well under a second; one that never does (it cannot load the
+/// record) must not keep a Key requeueing forever.
+pub const AWAIT_REVISION_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl AwaitedRevisions {
     /// The feed said engine key `key_id` is at `revision` or later.
     pub fn announce(&self, key_id: &str, revision: u64) {
         let mut awaited = self.0.lock();
-        let entry = awaited.entry(key_id.to_owned()).or_insert(revision);
-        *entry = (*entry).max(revision);
+        let now = std::time::Instant::now();
+        let entry = awaited.entry(key_id.to_owned()).or_insert((revision, now));
+        if revision > entry.0 {
+            *entry = (revision, now);
+        }
     }
 
     /// Whether an answer at `revision` (`None`: the engine keeps none) is older than what
-    /// the feed announced for `key_id`; once it is not, the announcement is forgotten.
+    /// the feed announced for `key_id`; once it is not (or the wait is over), the
+    /// announcement is forgotten.
     pub fn behind(&self, key_id: &str, revision: Option<u64>) -> bool {
         let mut awaited = self.0.lock();
-        let Some(&want) = awaited.get(key_id) else {
+        let Some(&(want, since)) = awaited.get(key_id) else {
             return false;
         };
-        if revision.is_some_and(|seen| seen < want) {
+        if revision.is_some_and(|seen| seen < want) && since.elapsed() < AWAIT_REVISION_FOR {
             return true;
         }
         awaited.remove(key_id);
         false
+    }
+
+    /// Forget what was announced for a key that is gone.
+    pub fn forget(&self, key_id: &str) {
+        self.0.lock().remove(key_id);
     }
 }
 
@@ -558,6 +572,9 @@ mod tests {
         assert!(!awaited.behind("k", Some(1)), "forgotten once seen");
         awaited.announce("k", 5);
         assert!(!awaited.behind("k", None), "an engine without revisions");
+        awaited.announce("k", 7);
+        awaited.forget("k");
+        assert!(!awaited.behind("k", Some(1)), "forgotten with its key");
     }
 
     #[test]
