@@ -133,29 +133,59 @@ pub mod reason {
 /// watch: a change the engine reports by key id wakes its Key without asking the engine whose
 /// key it is.
 #[derive(Clone, Default)]
-pub struct KeyRefs(Arc<parking_lot::RwLock<HashMap<String, reflector::ObjectRef<Key>>>>);
+pub struct KeyRefs(Arc<parking_lot::RwLock<Refs>>);
+
+#[derive(Default)]
+struct Refs {
+    by_key_id: HashMap<String, reflector::ObjectRef<Key>>,
+    /// The other way, so a Key whose id changed or that was deleted leaves no stale entry.
+    key_id_of: HashMap<reflector::ObjectRef<Key>, String>,
+    /// Filled during a (re)list and swapped in when it is done, so Keys deleted while the
+    /// watch was down drop out.
+    relisting: Option<Box<Refs>>,
+}
+
+impl Refs {
+    fn set(&mut self, this: reflector::ObjectRef<Key>, key_id: Option<&str>) {
+        if let Some(old) = self.key_id_of.remove(&this) {
+            self.by_key_id.remove(&old);
+        }
+        if let Some(key_id) = key_id {
+            self.by_key_id.insert(key_id.to_owned(), this.clone());
+            self.key_id_of.insert(this, key_id.to_owned());
+        }
+    }
+}
 
 impl KeyRefs {
     /// The Key that holds engine key `key_id`, if one does.
     pub fn get(&self, key_id: &str) -> Option<reflector::ObjectRef<Key>> {
-        self.0.read().get(key_id).cloned()
+        self.0.read().by_key_id.get(key_id).cloned()
     }
 
     fn observe(&self, event: &watcher::Event<Key>) {
-        let (key, gone) = match event {
-            watcher::Event::Apply(k) | watcher::Event::InitApply(k) => (k, false),
-            watcher::Event::Delete(k) => (k, true),
-            watcher::Event::Init | watcher::Event::InitDone => return,
-        };
-        let Some(key_id) = key.status.as_ref().and_then(|s| s.key_id.as_deref()) else {
-            return;
-        };
-        let this = reflector::ObjectRef::from_obj(key);
+        let key_id = |k: &Key| k.status.as_ref().and_then(|s| s.key_id.clone());
         let mut refs = self.0.write();
-        if !gone {
-            refs.insert(key_id.to_owned(), this);
-        } else if refs.get(key_id) == Some(&this) {
-            refs.remove(key_id);
+        match event {
+            watcher::Event::Init => refs.relisting = Some(Box::default()),
+            watcher::Event::InitApply(k) => {
+                let this = reflector::ObjectRef::from_obj(k);
+                let id = key_id(k);
+                match refs.relisting.as_mut() {
+                    Some(fresh) => fresh.set(this, id.as_deref()),
+                    None => refs.set(this, id.as_deref()),
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(fresh) = refs.relisting.take() {
+                    *refs = *fresh;
+                }
+            }
+            watcher::Event::Apply(k) => {
+                let id = key_id(k);
+                refs.set(reflector::ObjectRef::from_obj(k), id.as_deref());
+            }
+            watcher::Event::Delete(k) => refs.set(reflector::ObjectRef::from_obj(k), None),
         }
     }
 }
@@ -543,7 +573,10 @@ mod tests {
         let mut key = Key::new("orders", KeySpec::default());
         key.metadata.namespace = Some("shop".into());
         refs.observe(&watcher::Event::Apply(key.clone()));
-        assert!(refs.0.read().is_empty(), "no key id in status yet");
+        assert!(
+            refs.0.read().by_key_id.is_empty(),
+            "no key id in status yet"
+        );
         key.status = Some(KeyStatus {
             key_id: Some("id-1".into()),
             ..KeyStatus::default()
@@ -557,8 +590,25 @@ mod tests {
         other.metadata.name = Some("old".into());
         refs.observe(&watcher::Event::Delete(other));
         assert!(refs.get("id-1").is_some());
-        refs.observe(&watcher::Event::Delete(key));
+        // A new id replaces the old one.
+        let mut moved = key.clone();
+        moved.status.as_mut().unwrap().key_id = Some("id-2".into());
+        refs.observe(&watcher::Event::Apply(moved.clone()));
         assert!(refs.get("id-1").is_none());
+        assert_eq!(refs.get("id-2").unwrap().name, "orders");
+        refs.observe(&watcher::Event::Delete(moved.clone()));
+        assert!(refs.get("id-2").is_none());
+        // A relist that no longer shows a Key drops it once the list is done.
+        refs.observe(&watcher::Event::Apply(moved.clone()));
+        refs.observe(&watcher::Event::Init);
+        assert!(refs.get("id-2").is_some(), "kept while relisting");
+        refs.observe(&watcher::Event::InitApply(key.clone()));
+        refs.observe(&watcher::Event::InitDone);
+        assert!(
+            refs.get("id-2").is_none(),
+            "deleted while the watch was down"
+        );
+        assert!(refs.get("id-1").is_some());
     }
 
     #[test]
