@@ -19,6 +19,37 @@ use crate::record::KeyId;
 
 /// At most this many keys are looked for per request (ReEncrypt looks up two).
 const MAX_PER_REQUEST: usize = 2;
+/// How long a request waits for a lookup slot before its miss stands.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+/// Store lookups allowed per second. Keys another replica wrote within its watch's lag are
+/// rare; this many a second is far above that and far below what would load the store.
+pub const LOOKUPS_PER_SECOND: u32 = 50;
+
+/// A budget of store lookups per second.
+pub(super) struct LookupBudget {
+    window: parking_lot::Mutex<(std::time::Instant, u32)>,
+}
+
+impl LookupBudget {
+    pub(super) fn new() -> Self {
+        Self {
+            window: parking_lot::Mutex::new((std::time::Instant::now(), 0)),
+        }
+    }
+
+    /// One lookup from this second's budget, if any is left.
+    fn take(&self) -> bool {
+        let mut window = self.window.lock();
+        if window.0.elapsed() >= std::time::Duration::from_secs(1) {
+            *window = (std::time::Instant::now(), 0);
+        }
+        if window.1 >= LOOKUPS_PER_SECOND {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+}
 
 tokio::task_local! {
     static MISSED: RefCell<Vec<Uuid>>;
@@ -38,9 +69,13 @@ impl Kms {
     /// Run `request`; if `failed` says it failed and it looked up keys this engine does not
     /// hold, ask the store for them and run it once more if any was found. A request that
     /// missed a key failed at that lookup, before it changed anything, so running it again
-    /// is safe. Store lookups are bounded: when
-    /// [`Kms::catch_up_slots`] are all taken the failure stands (a client naming random key
-    /// ids cannot make the engine hammer the store).
+    /// is safe.
+    ///
+    /// Store lookups are bounded, so a client naming random key ids cannot make the engine
+    /// hammer the store: a few at once (a request waits briefly for its turn, and then first
+    /// checks whether another request's lookup brought the key already, so a burst of
+    /// requests for one new key costs at most a lookup per slot, and usually one), and a
+    /// budget per second beyond which a miss stands.
     pub async fn with_catch_up<T, F, Fut>(&self, request: F, failed: impl Fn(&T) -> bool) -> T
     where
         F: Fn() -> Fut,
@@ -55,11 +90,20 @@ impl Kms {
         if missed.is_empty() || !failed(&answer) {
             return answer;
         }
-        let Ok(_slot) = self.catch_up_slots.try_acquire() else {
+        let Ok(Ok(_slot)) = tokio::time::timeout(SLOT_WAIT, self.catch_up_slots.acquire()).await
+        else {
             return answer;
         };
         let mut found = false;
         for id in missed {
+            if self.tables.read().keys.contains_key(&id) {
+                found = true;
+                continue;
+            }
+            if !self.catch_up_budget.take() {
+                tracing::debug!("key lookup budget spent this second: the miss stands");
+                continue;
+            }
             match self.store.catch_up_key(KeyId::from_uuid(id)).await {
                 Ok(true) => found = true,
                 Ok(false) => {}
@@ -210,5 +254,32 @@ mod tests {
         let answer = call(&reader, Operation::DescribeKey, alias, true).await;
         assert!(matches!(answer.result, Err(crate::KmsError::NotFound(_))));
         assert_eq!(store.lookups.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_burst_for_one_new_key_costs_one_lookup_and_random_ids_a_bounded_number() {
+        let shared = Arc::new(MemoryStore::new());
+        let writer = open(shared.clone()).await;
+        let (reader, store) = lagging_replica(&shared).await;
+        let created = ok(call(&writer, Operation::CreateKey, json!({}), false).await);
+        let key_id = created["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned();
+        let describe = json!({ "KeyId": key_id });
+        let burst: Vec<_> = (0..8)
+            .map(|_| call(&reader, Operation::DescribeKey, describe.clone(), true))
+            .collect();
+        for answer in futures_util::future::join_all(burst).await {
+            ok(answer);
+        }
+        // This store answers without waiting, so the first lookup is done before the next
+        // request has its slot: it finds the key held and looks no further.
+        assert_eq!(store.lookups.load(Ordering::SeqCst), 1);
+
+        // Ids no one wrote: at most a second's budget of lookups, the rest answered at once.
+        for _ in 0..(LOOKUPS_PER_SECOND + 20) {
+            let unknown = json!({ "KeyId": uuid::Uuid::new_v4().to_string() });
+            let answer = call(&reader, Operation::DescribeKey, unknown, true).await;
+            assert!(matches!(answer.result, Err(crate::KmsError::NotFound(_))));
+        }
+        assert!(store.lookups.load(Ordering::SeqCst) <= 1 + 2 * LOOKUPS_PER_SECOND as usize);
     }
 }

@@ -387,6 +387,7 @@ pub struct Kms {
     /// Store lookups for keys another replica may have just written, at most this many at once
     /// (see `catch_up`).
     catch_up_slots: tokio::sync::Semaphore,
+    catch_up_budget: catch_up::LookupBudget,
 }
 
 /// Store lookups in flight at once for keys a request did not find (see `catch_up`).
@@ -438,6 +439,7 @@ impl Kms {
             key_watchers: Mutex::new(Vec::new()),
             change_log: ChangeLog::new(CHANGE_LOG_CAPACITY),
             catch_up_slots: tokio::sync::Semaphore::new(CATCH_UP_SLOTS),
+            catch_up_budget: catch_up::LookupBudget::new(),
         }))
     }
 
