@@ -15,10 +15,9 @@ use kubekms_engine::service::{Caller, KeyChanged, Kms, Outcome};
 use kubekms_proto::changes::{ListKeyChangesRequest, MAX_WAIT_SECONDS};
 use kubekms_proto::ops::{
     AliasTargetRequest, CreateKeyRequest, DeleteAliasRequest, DescribeExtra, DescribeKeyRequest,
-    EnableKeyRotationRequest, GetKeyPolicyRequest, GetKeyRotationStatusResponse,
-    GetParametersForImportRequest, GetParametersForImportResponse, ImportKeyMaterialRequest,
-    KeyIdRequest, KeyMetadata, ListKeyRotationsRequest, ListKeysRequest, ListKeysResponse,
-    ListResourceTagsRequest, PutKeyPolicyRequest, RotationState, RotationsListEntry,
+    EnableKeyRotationRequest, GetKeyPolicyRequest, GetParametersForImportRequest,
+    GetParametersForImportResponse, ImportKeyMaterialRequest, KeyIdRequest, KeyMetadata,
+    ListKeysRequest, ListKeysResponse, ListResourceTagsRequest, PutKeyPolicyRequest, RotationState,
     ScheduleKeyDeletionRequest, Tag, TagResourceRequest, UntagResourceRequest,
     UpdateKeyDescriptionRequest,
 };
@@ -226,15 +225,6 @@ impl EngineClient {
         .map(drop)
     }
 
-    pub async fn rotation_status(&self, key_id: &str) -> Result<GetKeyRotationStatusResponse> {
-        call!(
-            self,
-            GetKeyRotationStatus,
-            get_key_rotation_status,
-            KeyIdRequest::new(key_id)
-        )
-    }
-
     pub async fn enable_rotation(&self, key_id: &str, period_days: i64) -> Result<()> {
         let request = EnableKeyRotationRequest {
             key_id: key_id.to_owned(),
@@ -261,17 +251,6 @@ impl EngineClient {
             KeyIdRequest::new(key_id)
         )
         .map(drop)
-    }
-
-    /// The key's rotations, oldest first (the first page: at most 1,000, more than a key can
-    /// have in its on-demand limit plus decades of yearly rotations).
-    pub async fn rotations(&self, key_id: &str) -> Result<Vec<RotationsListEntry>> {
-        let request = ListKeyRotationsRequest {
-            key_id: key_id.to_owned(),
-            limit: Some(PAGE),
-            marker: None,
-        };
-        call!(self, ListKeyRotations, list_key_rotations, request).map(|r| r.rotations)
     }
 
     pub async fn create_alias(&self, alias_name: &str, key_id: &str) -> Result<()> {

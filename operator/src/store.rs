@@ -610,6 +610,10 @@ impl KeyStore for KubeStore {
             .await
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn catch_up_key(&self, key_id: KeyId) -> Result<bool> {
         let name = key_secret_name(&key_id.to_string());
         self.refresh(&name).await;

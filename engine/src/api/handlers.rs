@@ -71,10 +71,6 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
             .and_then(Operation::from_name)
             .map(Named::Kms)
     };
-    let op = match named {
-        Some(Named::Kms(op)) => Some(op),
-        _ => None,
-    };
     // The target is the client's, unauthenticated: logged (and echoed) only in a bounded,
     // printable form.
     let operation: Cow<'_, str> = match named {
@@ -180,7 +176,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     // A long poll's time is its wait, not the engine's: not in the latency figures.
     if named != Some(Named::KeyChanges) {
         state.metrics.record(
-            op,
+            named.and_then(Named::operation),
             Outcome::from_status(response.status().as_u16()),
             started.elapsed(),
         );
@@ -199,6 +195,15 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
 enum Named {
     Kms(Operation),
     KeyChanges,
+}
+
+impl Named {
+    fn operation(self) -> Option<Operation> {
+        match self {
+            Named::Kms(op) => Some(op),
+            Named::KeyChanges => None,
+        }
+    }
 }
 
 /// The audit log's name for the long poll.

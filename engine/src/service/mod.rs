@@ -483,7 +483,8 @@ impl Kms {
         rx
     }
 
-    fn key_changed(&self, scope: &Scope, key_id: KeyId) {
+    /// `revision`: the changed record's, none for a key that is gone.
+    fn key_changed(&self, scope: &Scope, key_id: KeyId, revision: Option<u64>) {
         let change = KeyChanged {
             scope: scope.clone(),
             key_id,
@@ -491,14 +492,6 @@ impl Kms {
         self.key_watchers
             .lock()
             .retain(|tx| tx.send(change.clone()).is_ok());
-        // Called once the change is in the tables: the revision is the changed record's, none
-        // for a key that is gone.
-        let revision = self
-            .tables
-            .read()
-            .keys
-            .get(&key_id.uuid())
-            .map(|e| e.record.revision);
         self.change_log.push(change, revision);
     }
 
@@ -735,8 +728,8 @@ impl Kms {
         mut record: KeyRecord,
         new_version: Option<(u32, Arc<dyn KeyHandle>)>,
     ) -> Result<Arc<KeyEntry>> {
-        let read = base.map_or(record.revision, |b| b.record.revision.max(record.revision));
-        record.revision = read + 1;
+        // Every record committed was cloned from the one it changes (a new key's starts at 0).
+        record.revision += 1;
         let mut versions = base.map(|b| b.versions.clone()).unwrap_or_default();
         versions.retain(|v, _| record.versions.iter().any(|kv| kv.version == *v));
         if let Some((version, prepared)) = new_version {
@@ -747,7 +740,11 @@ impl Kms {
         let entry = Arc::new(KeyEntry::new(record, versions, policy));
         let replaced = self.tables.write().keys.insert(entry.uuid(), entry.clone());
         if replaced.is_some() {
-            self.key_changed(&entry.record.scope, entry.record.key_id);
+            self.key_changed(
+                &entry.record.scope,
+                entry.record.key_id,
+                Some(entry.record.revision),
+            );
         }
         Ok(entry)
     }
@@ -869,7 +866,7 @@ impl Kms {
         self.store.delete_key(&record.scope, record.key_id).await?;
         let id = record.key_id.uuid();
         self.tables.write().keys.remove(&id);
-        self.key_changed(&record.scope, record.key_id);
+        self.key_changed(&record.scope, record.key_id, None);
         tracing::info!(key = %record.arn(), "key deleted at the end of its waiting period");
         Ok(())
     }
@@ -923,7 +920,8 @@ impl Kms {
             existing.as_deref(),
         )?);
         self.tables.write().keys.insert(id, entry.clone());
-        self.key_changed(&entry.record.scope, entry.record.key_id);
+        let revision = Some(entry.record.revision);
+        self.key_changed(&entry.record.scope, entry.record.key_id, revision);
         Ok(())
     }
 
@@ -932,7 +930,7 @@ impl Kms {
     pub fn forget_key(&self, key_id: KeyId) {
         let removed = self.tables.write().keys.remove(&key_id.uuid());
         if let Some(entry) = removed {
-            self.key_changed(&entry.record.scope, entry.record.key_id);
+            self.key_changed(&entry.record.scope, entry.record.key_id, None);
         }
     }
 

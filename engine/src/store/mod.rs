@@ -55,6 +55,13 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn put_alias(&self, alias: &AliasRecord) -> Result<()>;
     async fn delete_alias(&self, scope: &Scope, name: &str) -> Result<()>;
 
+    /// Whether other engine replicas write this store too, so this engine may not hold yet
+    /// what they wrote (see [`KeyStore::catch_up_key`]). A store only this engine writes says
+    /// no, and its requests skip the catch-up bookkeeping altogether.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Look in the store for a key this engine does not hold: another replica may have
     /// written it a moment ago, before this replica's watch brought it. True when the store
     /// had it and the engine now holds it (a shared store reports it through its change stream
