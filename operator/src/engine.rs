@@ -110,12 +110,14 @@ impl EngineClient {
         &self.caller
     }
 
-    /// The key policy of a Key no KeyPolicy covers: the account's administrators and this
-    /// operator (see `controller::policy`).
-    pub fn default_key_policy(&self) -> serde_json::Value {
+    /// The key policy of a Key in `namespace` no KeyPolicy covers: the account's
+    /// administrators, this operator and the namespace's injected data keys (see
+    /// `controller::policy`).
+    pub fn default_key_policy(&self, namespace: &str) -> serde_json::Value {
         crate::controller::policy::default_document(crate::controller::policy::Managers {
             account: &self.caller.scope.account,
             operator: self.caller.principal.arn(),
+            namespace,
         })
     }
 

@@ -34,6 +34,8 @@ pub struct EngineSettings {
     pub admin_groups: Vec<String>,
     /// The Kubernetes user name of the operator's ServiceAccount, when the operator runs apart.
     pub operator_service_account: Option<String>,
+    /// The Kubernetes user name of the injection webhook's ServiceAccount.
+    pub webhook_service_account: Option<String>,
     /// `--audit-log`: a file, `-` or `off`.
     pub audit_log: String,
     pub audit_max_bytes: u64,
@@ -140,6 +142,7 @@ pub async fn host_engine(
     let identities = IdentityMap {
         admin_groups: settings.admin_groups,
         operator_service_account: settings.operator_service_account,
+        webhook_service_account: settings.webhook_service_account,
     };
     let web_identity = Arc::new(WebIdentity::new(
         Arc::new(KubeTokenReviewer::new(client.clone())),

@@ -62,6 +62,10 @@ pub struct EngineArgs {
     /// arn:aws:iam::<account>:role/kubekms-operator, which may create keys.
     #[arg(long, value_name = "NAME")]
     pub operator_service_account: Option<String>,
+    /// The ServiceAccount (in --namespace) of the injection webhook: its web identity is
+    /// arn:aws:iam::<account>:role/kubekms-webhook, which key policies let make data keys.
+    #[arg(long, value_name = "NAME")]
+    pub webhook_service_account: Option<String>,
     /// Audit log: a file, `-` for stdout, or `off`.
     #[arg(long, default_value = "-")]
     pub audit_log: String,
@@ -86,11 +90,11 @@ pub fn ready_line(api: &str) -> String {
 }
 
 /// The Kubernetes user name of ServiceAccount `name` in `namespace`.
-pub fn service_account_user(namespace: &str, name: &str) -> Result<String> {
+pub fn service_account_user(flag: &str, namespace: &str, name: &str) -> Result<String> {
     if !is_dns_subdomain(name) {
         return Err(Error::Config(format!(
-            "--operator-service-account {name:?} is not a ServiceAccount name (give the name \
-             only; it is in --namespace)"
+            "--{flag} {name:?} is not a ServiceAccount name (give the name only; it is in \
+             --namespace)"
         )));
     }
     Ok(format!("{SERVICE_ACCOUNT_USER_PREFIX}{namespace}:{name}"))
@@ -106,7 +110,12 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
     let operator = args
         .operator_service_account
         .as_deref()
-        .map(|name| service_account_user(&args.namespace, name))
+        .map(|name| service_account_user("operator-service-account", &args.namespace, name))
+        .transpose()?;
+    let webhook = args
+        .webhook_service_account
+        .as_deref()
+        .map(|name| service_account_user("webhook-service-account", &args.namespace, name))
         .transpose()?;
     let client = crate::run::kube_client(args.kubeconfig.as_deref()).await?;
     let opened = engine_host::kubernetes_store(&client, &args.namespace, None).await?;
@@ -115,6 +124,7 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
         account: args.account.clone(),
         admin_groups: args.admin_groups.clone(),
         operator_service_account: operator.clone(),
+        webhook_service_account: webhook,
         audit_log: args.audit_log.clone(),
         audit_max_bytes: args.audit_max_bytes,
         credentials: engine_host::credentials(None)?,
@@ -172,7 +182,12 @@ mod tests {
     #[test]
     fn the_operator_service_account_is_a_name_in_the_namespace() {
         assert_eq!(
-            service_account_user("kubekms-system", "kubekms-operator").unwrap(),
+            service_account_user(
+                "operator-service-account",
+                "kubekms-system",
+                "kubekms-operator"
+            )
+            .unwrap(),
             "system:serviceaccount:kubekms-system:kubekms-operator"
         );
         for bad in [
@@ -180,7 +195,10 @@ mod tests {
             "system:serviceaccount:kubekms-system:kubekms-operator",
             "Op",
         ] {
-            assert!(service_account_user("ns", bad).is_err(), "{bad}");
+            assert!(
+                service_account_user("operator-service-account", "ns", bad).is_err(),
+                "{bad}"
+            );
         }
         assert_eq!(
             ready_line("http://127.0.0.1:1"),

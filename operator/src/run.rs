@@ -179,6 +179,7 @@ async fn run_embedded(args: RunArgs) -> Result<()> {
         admin_groups: args.admin_groups.clone(),
         // The operator calls the engine in-process, not with a token.
         operator_service_account: None,
+        webhook_service_account: None,
         audit_log: args.audit_log.clone(),
         audit_max_bytes: args.audit_max_bytes,
         credentials: load_credentials(&args)?,

@@ -46,6 +46,36 @@ pub fn kubernetes_user_arn(account: &str, username: &str) -> String {
     }
 }
 
+/// The session tags a principal carries, as EKS Pod Identity tags a pod's session: a service
+/// account's principal has `kubernetes-namespace` and `kubernetes-service-account`; other
+/// principals have none. Policies read them as `aws:PrincipalTag/<tag>` (and in the policy
+/// variable `${aws:PrincipalTag/<tag>}`), so one statement can say "a workload may use what
+/// was made for its own ServiceAccount".
+pub fn principal_tag<'a>(arn: &'a str, tag: &str) -> Option<&'a str> {
+    let (namespace, name) = service_account_of(arn)?;
+    match tag {
+        NAMESPACE_TAG => Some(namespace),
+        SERVICE_ACCOUNT_TAG => Some(name),
+        _ => None,
+    }
+}
+
+/// The tag naming a service account principal's namespace.
+pub const NAMESPACE_TAG: &str = "kubernetes-namespace";
+/// The tag naming a service account principal's name.
+pub const SERVICE_ACCOUNT_TAG: &str = "kubernetes-service-account";
+
+/// The namespace and name of a service account's principal ARN.
+pub fn service_account_of(arn: &str) -> Option<(&str, &str)> {
+    let rest = arn.strip_prefix("arn:aws:iam::")?;
+    let (_account, resource) = rest.split_once(':')?;
+    let user = resource
+        .strip_prefix("role/k8s/")?
+        .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)?;
+    let (namespace, name) = user.split_once(':')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then_some((namespace, name))
+}
+
 /// The principal of a Kubernetes group.
 pub fn group_arn(account: &str, group: &str) -> String {
     format!("arn:aws:iam::{account}:group/k8s/{group}")
@@ -71,6 +101,21 @@ mod tests {
             "arn:aws:iam::111122223333:group/k8s/system:masters"
         );
         assert!(is_root_arn(&root_arn(a)));
+        let sa = service_account_arn(a, "shop", "orders");
+        assert_eq!(service_account_of(&sa), Some(("shop", "orders")));
+        assert_eq!(principal_tag(&sa, NAMESPACE_TAG), Some("shop"));
+        assert_eq!(principal_tag(&sa, SERVICE_ACCOUNT_TAG), Some("orders"));
+        assert_eq!(principal_tag(&sa, "team"), None);
+        let user = kubernetes_user_arn(a, "alice");
+        assert_eq!(
+            principal_tag(&user, NAMESPACE_TAG),
+            None,
+            "only service accounts"
+        );
+        assert_eq!(
+            service_account_of("arn:aws:iam::111122223333:role/kubekms-operator"),
+            None
+        );
         assert!(!is_root_arn("arn:aws:iam::1:root"));
         assert!(!is_root_arn("arn:aws:iam::111122223333:user/root"));
     }

@@ -27,6 +27,7 @@ async fn engine() -> LoopbackEngine {
     let identities = IdentityMap {
         admin_groups: vec!["system:masters".into()],
         operator_service_account: None,
+        webhook_service_account: None,
     };
     LoopbackEngine::start(identities, ACCOUNT).await.unwrap()
 }

@@ -34,6 +34,15 @@ const REVIEW_CACHE_ENTRIES: usize = 10_000;
 /// The role name of the principal the operator acts as in the engine.
 pub const OPERATOR_ROLE: &str = "kubekms-operator";
 
+/// The role name of the principal the injection webhook acts as.
+pub const WEBHOOK_ROLE: &str = "kubekms-webhook";
+
+/// The principal the injection webhook acts as: `arn:aws:iam::<account>:role/kubekms-webhook`.
+/// It may only make data keys without plaintext, and only as key policies allow it.
+pub fn webhook_role_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/{WEBHOOK_ROLE}")
+}
+
 /// The principal the operator's controllers act as: `arn:aws:iam::<account>:role/kubekms-operator`.
 pub fn operator_role_arn(account: &str) -> String {
     format!("arn:aws:iam::{account}:role/{OPERATOR_ROLE}")
@@ -50,6 +59,10 @@ pub struct IdentityMap {
     /// embedded operator is given in-process; the key policies the operator writes name that
     /// principal, so a remote operator manages exactly the keys an embedded one would.
     pub operator_service_account: Option<String>,
+    /// The Kubernetes user name of the injection webhook's ServiceAccount: its web-identity
+    /// sessions act as [`webhook_role_arn`], an ordinary member that the operator's key
+    /// policies let make data keys for workloads (see `kubekms-operator`'s key policies).
+    pub webhook_service_account: Option<String>,
 }
 
 impl IdentityMap {
@@ -66,6 +79,9 @@ impl IdentityMap {
     pub fn session_principal(&self, account: &str, username: &str, groups: &[String]) -> Principal {
         if self.operator_service_account.as_deref() == Some(username) {
             return Self::operator_principal(account);
+        }
+        if self.webhook_service_account.as_deref() == Some(username) {
+            return Principal::new(webhook_role_arn(account)).with_role(AccountRole::Member);
         }
         self.principal(account, username, groups)
     }

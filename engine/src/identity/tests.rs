@@ -28,6 +28,7 @@ fn setup() -> Setup {
         IdentityMap {
             admin_groups: vec!["system:masters".into()],
             operator_service_account: Some(OPERATOR_SA.into()),
+            webhook_service_account: None,
         },
         ACCOUNT,
         clock.clone(),
@@ -209,6 +210,9 @@ fn the_operator_service_account_is_the_operator_principal_in_sessions_only() {
     let map = IdentityMap {
         admin_groups: vec!["system:masters".into()],
         operator_service_account: Some(OPERATOR_SA.into()),
+        webhook_service_account: Some(
+            "system:serviceaccount:kubekms-system:kubekms-webhook".into(),
+        ),
     };
     let sa_groups = || {
         vec![
@@ -261,6 +265,15 @@ fn the_operator_service_account_is_the_operator_principal_in_sessions_only() {
             arn: "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:kubekms-system:kubekms-engine",
             role: AccountRole::Member,
             groups_kept: true,
+        },
+        Case {
+            what: "the webhook's ServiceAccount",
+            map: map.clone(),
+            username: "system:serviceaccount:kubekms-system:kubekms-webhook",
+            groups: vec!["system:masters".into()],
+            arn: "arn:aws:iam::111122223333:role/kubekms-webhook",
+            role: AccountRole::Member,
+            groups_kept: false,
         },
         Case {
             what: "an administrator",

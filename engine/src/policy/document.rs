@@ -165,7 +165,16 @@ fn conditions(block: &Map<String, Value>) -> Result<Vec<Condition>, ParseError> 
                 .map(str::to_owned)
                 .collect();
             check_pairing(op, &key, key_name, &values)?;
-            out.push(Condition { op, key, values });
+            let mut templated = false;
+            for value in &values {
+                templated |= super::holds_variables(value)?;
+            }
+            out.push(Condition {
+                op,
+                key,
+                values,
+                templated,
+            });
         }
     }
     Ok(out)

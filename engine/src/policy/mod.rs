@@ -17,11 +17,22 @@
 //! (one value: `StringEquals`, `StringNotEquals`, `StringEqualsIgnoreCase`, `StringLike`,
 //! `StringNotLike`, `Null`) and `kms:EncryptionContextKeys` (the set of keys:
 //! `ForAllValues:`/`ForAnyValue:` with `StringEquals` or `StringLike`, and `Null`), and
-//! `kms:CallerAccount`.
+//! `kms:CallerAccount`, and `aws:PrincipalTag/<tag>`: the tags of a service account's
+//! principal (`kubernetes-namespace`, `kubernetes-service-account`, as EKS Pod Identity tags a
+//! pod's session; see `kubekms_proto::principal::principal_tag`).
+//!
+//! Condition values may hold the policy variable `${aws:PrincipalTag/<tag>}`, replaced by the
+//! caller's tag when evaluated (a value whose tag the caller lacks matches nothing, as in AWS).
+//! With it one statement lets every workload decrypt only what was made for its own
+//! ServiceAccount: `"kms:EncryptionContext:kubekms:service-account":
+//! "${aws:PrincipalTag/kubernetes-service-account}"`.
 
 mod document;
 
+use std::borrow::Cow;
+
 use kubekms_proto::operation::glob_matches_exact;
+use kubekms_proto::principal::principal_tag;
 use kubekms_proto::Action;
 
 use crate::blob::EncryptionContext;
@@ -67,6 +78,8 @@ struct Condition {
     op: ConditionOp,
     key: ConditionKey,
     values: Vec<String>,
+    /// Whether any value holds a policy variable (`${...}`), resolved per request.
+    templated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +132,19 @@ enum ConditionKey {
     EncryptionContextKeys,
     /// `kms:CallerAccount`.
     CallerAccount,
+    /// `aws:PrincipalTag/<tag>`: the caller's tag, if it has it.
+    PrincipalTag(String),
+}
+
+/// The prefix of principal-tag condition keys and policy variables (case-insensitive; the
+/// tag's name after it is not).
+const PRINCIPAL_TAG: &str = "aws:PrincipalTag/";
+
+/// The tag named by `aws:PrincipalTag/<tag>`.
+fn principal_tag_name(name: &str) -> Option<&str> {
+    let n = PRINCIPAL_TAG.len();
+    (name.len() > n && name.is_char_boundary(n) && name[..n].eq_ignore_ascii_case(PRINCIPAL_TAG))
+        .then(|| &name[n..])
 }
 
 impl ConditionKey {
@@ -137,7 +163,7 @@ impl ConditionKey {
         if name.eq_ignore_ascii_case("kms:CallerAccount") {
             return Some(Self::CallerAccount);
         }
-        None
+        principal_tag_name(name).map(|tag| Self::PrincipalTag(tag.to_owned()))
     }
 
     fn is_multi_valued(&self) -> bool {
@@ -237,6 +263,7 @@ impl Condition {
     fn holds(&self, request: &Request<'_>) -> bool {
         use ConditionOp as Op;
         let context = request.context;
+        let subject = &request.subject;
         match &self.key {
             ConditionKey::EncryptionContextKeys => {
                 let mut keys = context.into_iter().flat_map(EncryptionContext::keys);
@@ -246,45 +273,102 @@ impl Condition {
                         absent == (self.values[0] == "true")
                     }
                     // True for an empty set, as in AWS: pair it with a Null check if needed.
-                    Op::ForAllValuesStringEquals => keys.all(|k| self.equals(k)),
-                    Op::ForAllValuesStringLike => keys.all(|k| self.like(k)),
-                    Op::ForAnyValueStringEquals => keys.any(|k| self.equals(k)),
-                    Op::ForAnyValueStringLike => keys.any(|k| self.like(k)),
+                    Op::ForAllValuesStringEquals => keys.all(|k| self.equals(k, subject)),
+                    Op::ForAllValuesStringLike => keys.all(|k| self.like(k, subject)),
+                    Op::ForAnyValueStringEquals => keys.any(|k| self.equals(k, subject)),
+                    Op::ForAnyValueStringLike => keys.any(|k| self.like(k, subject)),
                     _ => false,
                 }
             }
-            ConditionKey::EncryptionContext(key) => self.single(context.and_then(|c| c.get(key))),
-            ConditionKey::CallerAccount => self.single(Some(request.subject.account)),
+            ConditionKey::EncryptionContext(key) => {
+                self.single(context.and_then(|c| c.get(key)), subject)
+            }
+            ConditionKey::CallerAccount => self.single(Some(subject.account), subject),
+            ConditionKey::PrincipalTag(tag) => {
+                self.single(principal_tag(request.subject.arn, tag), &request.subject)
+            }
         }
     }
 
     /// A single-valued test. A key absent from the request fails every positive operator and
     /// passes the negated ones, as in IAM.
-    fn single(&self, value: Option<&str>) -> bool {
+    fn single(&self, value: Option<&str>, subject: &Subject<'_>) -> bool {
         use ConditionOp as Op;
         match (self.op, value) {
             (Op::Null, v) => v.is_none() == (self.values[0] == "true"),
-            (Op::StringNotEquals, Some(v)) => !self.equals(v),
-            (Op::StringNotLike, Some(v)) => !self.like(v),
+            (Op::StringNotEquals, Some(v)) => !self.equals(v, subject),
+            (Op::StringNotLike, Some(v)) => !self.like(v, subject),
             (Op::StringNotEquals | Op::StringNotLike, None) => true,
-            (Op::StringEquals, Some(v)) => self.equals(v),
+            (Op::StringEquals, Some(v)) => self.equals(v, subject),
             (Op::StringEqualsIgnoreCase, Some(v)) => {
-                self.values.iter().any(|x| x.eq_ignore_ascii_case(v))
+                self.resolved(subject).any(|x| x.eq_ignore_ascii_case(v))
             }
-            (Op::StringLike, Some(v)) => self.like(v),
+            (Op::StringLike, Some(v)) => self.like(v, subject),
             _ => false,
         }
     }
 
-    fn equals(&self, value: &str) -> bool {
-        self.values.iter().any(|x| x == value)
+    fn equals(&self, value: &str, subject: &Subject<'_>) -> bool {
+        self.resolved(subject).any(|x| x == value)
     }
 
-    fn like(&self, value: &str) -> bool {
-        self.values
-            .iter()
+    fn like(&self, value: &str, subject: &Subject<'_>) -> bool {
+        self.resolved(subject)
             .any(|x| glob_matches_exact(x.as_bytes(), value.as_bytes()))
     }
+
+    /// The values with their policy variables replaced for this caller; a value naming a tag
+    /// the caller does not have is left out (it matches nothing).
+    fn resolved<'s>(&'s self, subject: &'s Subject<'_>) -> impl Iterator<Item = Cow<'s, str>> {
+        let templated = self.templated;
+        self.values.iter().filter_map(move |v| {
+            if templated {
+                substitute(v, subject.arn).map(Cow::Owned)
+            } else {
+                Some(Cow::Borrowed(v.as_str()))
+            }
+        })
+    }
+}
+
+/// `template` with each `${aws:PrincipalTag/<tag>}` replaced by the tag of `arn`'s principal;
+/// `None` when a tag is missing. The parser accepted only these variables.
+fn substitute(template: &str, arn: &str) -> Option<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}')?;
+        let tag = principal_tag_name(&after[..end])?;
+        out.push_str(principal_tag(arn, tag)?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Whether `value` holds policy variables; an error naming the first one we do not resolve.
+fn holds_variables(value: &str) -> Result<bool, String> {
+    let mut rest = value;
+    let mut any = false;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!(
+                "{value:?} opens a policy variable with ${{ but never closes it"
+            ));
+        };
+        if principal_tag_name(&after[..end]).is_none() {
+            return Err(format!(
+                "policy variable ${{{}}} is not supported (only ${{aws:PrincipalTag/<tag>}})",
+                &after[..end]
+            ));
+        }
+        any = true;
+        rest = &after[end + 1..];
+    }
+    Ok(any)
 }
 
 #[cfg(test)]

@@ -133,6 +133,20 @@ fn decisions() {
         d
     }]);
     let empty = KeyPolicy::deny_all();
+    // The statement the operator writes for injected data keys: anyone, but only a service
+    // account of namespace shop, and only a context naming its own service account.
+    let own_data_keys = doc(vec![json!({
+        "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt",
+        "Condition": {"StringEquals": {
+            "aws:PrincipalTag/kubernetes-namespace": "shop",
+            "kms:EncryptionContext:kubekms:namespace": "shop",
+            "kms:EncryptionContext:kubekms:service-account":
+                "${aws:PrincipalTag/kubernetes-service-account}",
+        }}
+    })]);
+    let tag_like = with_condition(
+        json!({"StringLike": {"kms:EncryptionContext:path": "${aws:PrincipalTag/kubernetes-namespace}/*"}}),
+    );
     let this_key = doc(vec![{
         let mut s = stmt("Allow", json!(APP), json!("kms:Encrypt"));
         s["Resource"] = json!(KEY_ARN);
@@ -245,6 +259,54 @@ fn decisions() {
         )
         .want(Decision::ExplicitDeny(None)),
         case("context given", deny_without_context, APP, Decrypt).context(&[("app", "x")]),
+        case("own data key", own_data_keys.clone(), APP, Decrypt).context(&[
+            ("kubekms:namespace", "shop"),
+            ("kubekms:service-account", "orders"),
+        ]),
+        case(
+            "another account's data key",
+            own_data_keys.clone(),
+            OTHER,
+            Decrypt,
+        )
+        .context(&[
+            ("kubekms:namespace", "shop"),
+            ("kubekms:service-account", "orders"),
+        ])
+        .denied(),
+        case(
+            "another namespace's principal",
+            own_data_keys.clone(),
+            FOREIGN,
+            Decrypt,
+        )
+        .context(&[
+            ("kubekms:namespace", "shop"),
+            ("kubekms:service-account", "runner"),
+        ])
+        .denied(),
+        case(
+            "a principal without tags",
+            own_data_keys.clone(),
+            "arn:aws:iam::111122223333:user/k8s/alice",
+            Decrypt,
+        )
+        .context(&[
+            ("kubekms:namespace", "shop"),
+            ("kubekms:service-account", "alice"),
+        ])
+        .denied(),
+        case("no context", own_data_keys, APP, Decrypt).denied(),
+        case("variable inside a pattern", tag_like.clone(), APP, Decrypt)
+            .context(&[("path", "shop/orders/1")]),
+        case(
+            "variable inside a pattern, other prefix",
+            tag_like,
+            APP,
+            Decrypt,
+        )
+        .context(&[("path", "ci/orders/1")])
+        .denied(),
     ];
 
     let mut failures = Vec::new();
@@ -326,6 +388,16 @@ fn unenforceable_documents_are_refused_with_the_reason() {
             "resource not a key",
             r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"arn:aws:s3:::bucket"}]}"#,
             "must be \"*\" or a key ARN",
+        ),
+        (
+            "unknown policy variable",
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:a":"${aws:username}"}}}]}"#,
+            "${aws:username} is not supported",
+        ),
+        (
+            "unclosed policy variable",
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:a":"${aws:PrincipalTag/x"}}}]}"#,
+            "never closes",
         ),
         (
             "bad principal",

@@ -15,6 +15,7 @@
 //!    "Principal": {"AWS": "arn:aws:iam::<account>:root"}, "Action": "kms:*", "Resource": "*"},
 //!   {"Sid": "kubekms operator manages the key", "Effect": "Allow",
 //!    "Principal": {"AWS": "<the operator's ARN>"}, "Action": [<OPERATOR_ACTIONS>], "Resource": "*"},
+//!   <the three data-key statements, see `leading_statements`>,
 //!   {"Sid": "<policy>/<sid, or the statement's index>", "Effect": "Allow" | "Deny",
 //!    "Principal": {"AWS": ["<principal ARN>", ...]}, "Action": ["kms:Decrypt", ...],
 //!    "Resource": "<the key's ARN>",
@@ -22,9 +23,11 @@
 //!                  "Null": {"kms:EncryptionContext:<k>": "false"}}}]}
 //! ```
 //!
-//! The first two statements are kept in every document: the account's administrators may do
-//! anything (AWS's default key policy), and the operator may manage the key but never use it.
-//! A Key no KeyPolicy covers has only those two (`default_document`, also its document from
+//! The leading statements are kept in every document: the account's administrators may do
+//! anything (AWS's default key policy), the operator may manage the key but never use it, and
+//! injected data keys work (the webhook makes them for the Key's namespace, each
+//! ServiceAccount decrypts only its own, the operator re-encrypts them after a rotation).
+//! A Key no KeyPolicy covers has only those (`default_document`, also its document from
 //! creation). A KeyPolicy with a statement that would deny the operator one of its actions is
 //! not applied (`WouldLockOut`) unless annotated [`BYPASS_LOCKOUT_ANNOTATION`].
 //! `encryptionContextEquals` becomes `StringEquals` on `kms:EncryptionContext:<key>`;
@@ -75,12 +78,13 @@ use kubekms_crds::policy::ALL_KEYS;
 use kubekms_crds::{
     condition as condition_type, Effect, Key, KeyPolicy, KeyPolicyStatus, KeyState, PolicyStatement,
 };
+use kubekms_engine::identity::webhook_role_arn;
 use kubekms_engine::policy::{
     Decision, KeyPolicy as EnginePolicy, Request as PolicyRequest, Subject,
 };
 use kubekms_engine::KmsError;
 use kubekms_proto::operation::ACTION_PREFIX;
-use kubekms_proto::principal;
+use kubekms_proto::principal::{self, NAMESPACE_TAG, SERVICE_ACCOUNT_TAG};
 use serde_json::{json, Value};
 
 use super::{backoff, condition, finalized, referring, Context, MAX_REQUEUE};
@@ -116,13 +120,28 @@ pub mod reason {
 }
 
 /// The principals every document of a Key names first: the account (its administrators) and
-/// the operator.
+/// the operator; and the Key's namespace, to which its injected data keys are bound.
 #[derive(Clone, Copy, Debug)]
 pub struct Managers<'a> {
     pub account: &'a str,
     /// The operator's principal ARN.
     pub operator: &'a str,
+    /// The Key's namespace.
+    pub namespace: &'a str,
 }
+
+/// The encryption-context keys that bind an injected data key to its workload (the webhook
+/// makes data keys under them; see `kubekms_webhook`).
+pub mod data_key_context {
+    pub const NAMESPACE: &str = "kubekms:namespace";
+    pub const SERVICE_ACCOUNT: &str = "kubekms:service-account";
+    pub const DATA_KEY: &str = "kubekms:data-key";
+}
+
+/// The `Sid`s of the data-key statements every document holds.
+pub const WEBHOOK_STATEMENT_SID: &str = "kubekms webhook makes data keys for this namespace";
+pub const WORKLOADS_STATEMENT_SID: &str = "kubekms workloads decrypt their own data keys";
+pub const REENCRYPT_STATEMENT_SID: &str = "kubekms operator re-encrypts data keys after rotation";
 
 /// What the operator does to a Key's engine key, and nothing more: never a cryptographic
 /// operation with it.
@@ -152,8 +171,19 @@ pub const OPERATOR_ACTIONS: &[&str] = &[
 ];
 
 /// The statements every document starts with: the account's administrators may do anything
-/// (as in AWS's default key policy), the operator may manage the key.
-fn leading_statements(managers: Managers<'_>) -> [Value; 2] {
+/// (as in AWS's default key policy), the operator may manage the key; and the three that make
+/// injected data keys work without a KeyPolicy, each bound by the encryption context to the
+/// Key's namespace:
+/// - the webhook may make data keys (without plaintext) for a ServiceAccount of the namespace;
+/// - a ServiceAccount of the namespace may decrypt the data keys made for it, and only those
+///   (`${aws:PrincipalTag/kubernetes-service-account}`, the caller's own name);
+/// - the operator may re-encrypt them to the Key's newest version (it never sees plaintext:
+///   ReEncrypt decrypts and encrypts inside the engine).
+fn leading_statements(managers: Managers<'_>) -> [Value; 5] {
+    use data_key_context::{DATA_KEY, NAMESPACE, SERVICE_ACCOUNT};
+    let context = |k: &str| format!("kms:EncryptionContext:{k}");
+    let bound = json!({ context(NAMESPACE): managers.namespace });
+    let named = json!({ context(SERVICE_ACCOUNT): "false", context(DATA_KEY): "false" });
     [
         json!({
             "Sid": DEFAULT_STATEMENT_SID,
@@ -168,6 +198,34 @@ fn leading_statements(managers: Managers<'_>) -> [Value; 2] {
             "Principal": { "AWS": managers.operator },
             "Action": OPERATOR_ACTIONS,
             "Resource": "*"
+        }),
+        json!({
+            "Sid": WEBHOOK_STATEMENT_SID,
+            "Effect": "Allow",
+            "Principal": { "AWS": webhook_role_arn(managers.account) },
+            "Action": "kms:GenerateDataKeyWithoutPlaintext",
+            "Resource": "*",
+            "Condition": { "StringEquals": bound, "Null": named }
+        }),
+        json!({
+            "Sid": WORKLOADS_STATEMENT_SID,
+            "Effect": "Allow",
+            "Principal": { "AWS": "*" },
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": { "StringEquals": {
+                context(NAMESPACE): managers.namespace,
+                context(SERVICE_ACCOUNT): format!("${{aws:PrincipalTag/{SERVICE_ACCOUNT_TAG}}}"),
+                format!("aws:PrincipalTag/{NAMESPACE_TAG}"): managers.namespace,
+            } }
+        }),
+        json!({
+            "Sid": REENCRYPT_STATEMENT_SID,
+            "Effect": "Allow",
+            "Principal": { "AWS": managers.operator },
+            "Action": ["kms:ReEncryptFrom", "kms:ReEncryptTo"],
+            "Resource": "*",
+            "Condition": { "StringEquals": bound, "Null": named }
         }),
     ]
 }
@@ -526,9 +584,11 @@ fn refused_for_lockout(policy: &KeyPolicy, ctx: &Context) -> Option<String> {
         return None;
     }
     let caller = ctx.engine.caller();
+    let namespace = policy.namespace().unwrap_or_default();
     let managers = Managers {
         account: &caller.scope.account,
         operator: caller.principal.arn(),
+        namespace: &namespace,
     };
     let statements = [(policy.name_any(), policy.spec.statements.as_slice())];
     let covering: Vec<(&str, &[PolicyStatement])> =
@@ -573,6 +633,7 @@ async fn sync_namespace(ctx: &Context, namespace: &str) -> Result<Synced> {
     let managers = Managers {
         account: &caller.scope.account,
         operator: caller.principal.arn(),
+        namespace,
     };
     for key in keys.list(&ListParams::default()).await?.items {
         let status = key.status.as_ref();
@@ -651,6 +712,7 @@ mod tests {
     const M: Managers<'static> = Managers {
         account: ACCOUNT,
         operator: OPERATOR,
+        namespace: "shop",
     };
     const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
@@ -723,15 +785,16 @@ mod tests {
         assert_eq!(doc["Version"], "2012-10-17");
         assert!(is_rendered(&doc));
         let statements = doc["Statement"].as_array().unwrap();
-        assert_eq!(statements.len(), 5);
-        assert_eq!(statements[0], default_document(M)["Statement"][0]);
-        assert_eq!(statements[1], default_document(M)["Statement"][1]);
+        let leading = default_document(M)["Statement"].as_array().unwrap().clone();
+        assert_eq!(leading.len(), 5);
+        assert_eq!(statements.len(), leading.len() + 3);
+        assert_eq!(statements[..leading.len()], leading[..]);
         assert_eq!(statements[1]["Principal"]["AWS"], OPERATOR);
         assert_eq!(
             statements[0]["Principal"]["AWS"],
             "arn:aws:iam::111122223333:root"
         );
-        let sids: Vec<&str> = statements[2..]
+        let sids: Vec<&str> = statements[leading.len()..]
             .iter()
             .map(|s| s["Sid"].as_str().unwrap())
             .collect();
@@ -798,6 +861,74 @@ mod tests {
             ..operator()
         };
         assert!(may(admin, Action::Decrypt));
+    }
+
+    #[test]
+    fn injected_data_keys_are_made_by_the_webhook_and_opened_only_by_their_service_account() {
+        let parsed = EnginePolicy::parse(&default_document(M).to_string()).unwrap();
+        let ctx = |pairs: &[(&str, &str)]| {
+            kubekms_engine::blob::EncryptionContext::new(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        let ours = ctx(&[
+            ("kubekms:namespace", "shop"),
+            ("kubekms:service-account", "orders"),
+            ("kubekms:data-key", "db"),
+        ]);
+        let other_namespace = ctx(&[
+            ("kubekms:namespace", "ci"),
+            ("kubekms:service-account", "orders"),
+            ("kubekms:data-key", "db"),
+        ]);
+        let may = |arn: &str, action, context: &kubekms_engine::blob::EncryptionContext| {
+            parsed.evaluate(&PolicyRequest {
+                subject: Subject { arn, ..operator() },
+                action,
+                context: Some(context),
+                resource: None,
+            }) == Decision::Allow
+        };
+        use kubekms_proto::Action;
+        let webhook = "arn:aws:iam::111122223333:role/kubekms-webhook";
+        let orders = "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:orders";
+        let billing = "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:shop:billing";
+        let namesake = "arn:aws:iam::111122223333:role/k8s/system:serviceaccount:ci:orders";
+        assert!(may(webhook, Action::GenerateDataKeyWithoutPlaintext, &ours));
+        assert!(!may(
+            webhook,
+            Action::GenerateDataKeyWithoutPlaintext,
+            &other_namespace
+        ));
+        assert!(
+            !may(webhook, Action::GenerateDataKey, &ours),
+            "never plaintext"
+        );
+        assert!(!may(webhook, Action::Decrypt, &ours));
+        assert!(may(orders, Action::Decrypt, &ours));
+        assert!(!may(orders, Action::Encrypt, &ours));
+        assert!(
+            !may(billing, Action::Decrypt, &ours),
+            "another ServiceAccount"
+        );
+        assert!(
+            !may(namesake, Action::Decrypt, &ours),
+            "a namesake elsewhere"
+        );
+        assert!(
+            !may(namesake, Action::Decrypt, &other_namespace),
+            "not this Key's namespace"
+        );
+        assert!(may(OPERATOR, Action::ReEncryptFrom, &ours));
+        assert!(may(OPERATOR, Action::ReEncryptTo, &ours));
+        assert!(
+            !may(OPERATOR, Action::Decrypt, &ours),
+            "the operator never sees plaintext"
+        );
+        assert!(!may(OPERATOR, Action::ReEncryptFrom, &ctx(&[("app", "x")])));
     }
 
     #[test]

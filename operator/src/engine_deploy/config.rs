@@ -33,6 +33,10 @@ pub struct EngineConfig {
     /// The operator's ServiceAccount (in the release namespace): its tokens are the
     /// operator's principal in the engine.
     pub operator_service_account: String,
+    /// The injection webhook's ServiceAccount (in the release namespace), when the chart
+    /// installs the webhook: its tokens are `role/kubekms-webhook` in the engine.
+    #[serde(default)]
+    pub webhook_service_account: Option<String>,
     /// `-` (stdout), `off`, or an absolute file path (on a volume of the pod).
     #[serde(default = "default_audit")]
     pub audit: String,
@@ -194,6 +198,14 @@ impl EngineConfig {
                 "operatorServiceAccount",
                 "must be a ServiceAccount name (lowercase letters, digits, '-' and '.')",
             ));
+        }
+        if let Some(name) = &self.webhook_service_account {
+            if !is_dns_subdomain(name) {
+                return Err(ConfigError::new(
+                    "webhookServiceAccount",
+                    "must be a ServiceAccount name (lowercase letters, digits, '-' and '.')",
+                ));
+            }
         }
         match self.audit.as_str() {
             "-" | "off" => {}

@@ -127,6 +127,9 @@ pub fn engine_args(config: &EngineConfig) -> Vec<String> {
         "--operator-service-account={}",
         config.operator_service_account
     ));
+    if let Some(webhook) = &config.webhook_service_account {
+        args.push(format!("--webhook-service-account={webhook}"));
+    }
     args.push(format!("--audit-log={}", config.audit));
     args.push(format!("--lease-name={SCHEDULER_LEASE}"));
     if config.test_clock {

@@ -41,6 +41,7 @@ impl Harness {
             IdentityMap {
                 admin_groups: vec!["system:masters".into()],
                 operator_service_account: Some(OPERATOR_SA.into()),
+                webhook_service_account: None,
             },
             ACCOUNT,
         )
@@ -93,7 +94,7 @@ impl Harness {
 fn create_request(client: &EngineClient, description: &str) -> CreateKeyRequest {
     CreateKeyRequest {
         description: Some(description.into()),
-        policy: Some(client.default_key_policy().to_string()),
+        policy: Some(client.default_key_policy("shop").to_string()),
         ..CreateKeyRequest::default()
     }
 }

@@ -135,7 +135,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                     described
                 }
                 None => {
-                    let policy = ctx.engine.default_key_policy().to_string();
+                    let policy = ctx.engine.default_key_policy(&namespace).to_string();
                     let created = ctx
                         .engine
                         .create_key(create_key_request(spec, &namespace, &name, &uid, policy))
