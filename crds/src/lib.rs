@@ -4,6 +4,8 @@
 //! - [`Alias`] (`kmsalias`): `alias/<namespace>/<name>` pointing at a Key.
 //! - [`KeyPolicy`] (`kmspolicy`): who may use which Keys of a namespace.
 //! - [`ImportedMaterial`] (`kmsimport`): bring-your-own material for an External Key.
+//! - [`DataKey`] (`kmsdatakey`): an injected data key's ciphertexts, kept by the webhook and
+//!   the operator (never written by users).
 //!
 //! The schemas are the API server's only validation on Kubernetes 1.20 (no CEL there), so each
 //! spec also has a pure `validate()` for the validating webhook. `crdgen` prints the CRDs;
@@ -18,12 +20,14 @@
 
 pub mod alias;
 pub mod common;
+pub mod datakey;
 pub mod import;
 pub mod key;
 pub mod policy;
 
 pub use alias::{engine_alias_name, Alias, AliasSpec, AliasStatus};
 pub use common::{condition, KeyReference, UnknownValue};
+pub use datakey::{DataKey, DataKeyGeneration, DataKeySpec, DataKeyStatus};
 pub use import::{
     ImportState, ImportedMaterial, ImportedMaterialSpec, ImportedMaterialStatus,
     MaterialSecretReference, WrappingAlgorithm, WrappingKeySpec,
@@ -50,6 +54,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         published_crd::<Alias>(),
         published_crd::<KeyPolicy>(),
         published_crd::<ImportedMaterial>(),
+        published_crd::<DataKey>(),
     ]
 }
 

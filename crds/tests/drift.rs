@@ -65,7 +65,7 @@ fn yaml_round_trips_to_the_same_crds() {
 }
 
 #[test]
-fn four_namespaced_crds_with_status_short_names_and_columns() {
+fn five_namespaced_crds_with_status_short_names_and_columns() {
     let docs = documents();
     let names: Vec<(&str, &str)> = docs
         .iter()
@@ -83,6 +83,7 @@ fn four_namespaced_crds_with_status_short_names_and_columns() {
             ("aliases.kubekms.io", "kmsalias"),
             ("keypolicies.kubekms.io", "kmspolicy"),
             ("importedmaterials.kubekms.io", "kmsimport"),
+            ("datakeys.kubekms.io", "kmsdatakey"),
         ]
     );
     for doc in &docs {

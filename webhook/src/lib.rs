@@ -2,17 +2,27 @@
 //! SDKs, and its data keys as ciphertext through the agent), decided by pure functions over
 //! typed values; the HTTP layer that serves the API server only decodes and encodes.
 //!
+//! - [`admit`]: a Pod's admission (annotations, data keys, patch), typed in and out;
 //! - [`agent`]: the agent in the pod (decrypt as the pod's identity, write the keys);
 //! - [`annotations`]: the annotation API, read into a typed request with every problem named;
+//! - [`cluster`]: the Kubernetes side of admission (DataKey records, Keys, the engine Service);
+//! - [`datakeys`]: finding or making a pod's data keys (ciphertext only);
 //! - [`keyring`]: the files the agent writes for the app (current key, keyring of generations);
 //! - [`mutate`]: the JSON patch for a pod that opted in;
+//! - [`server`]: HTTPS, decoding and encoding AdmissionReviews only;
+//! - [`tls`]: the certificate, reloaded when renewed;
 //! - [`validate`]: the verdict on a Key, Alias, KeyPolicy or ImportedMaterial.
 
+pub mod admit;
 pub mod agent;
 pub mod annotations;
+pub mod cluster;
+pub mod datakeys;
 pub mod error;
 pub mod keyring;
 pub mod mutate;
+pub mod server;
+pub mod tls;
 pub mod validate;
 
 pub use error::{Error, Result};

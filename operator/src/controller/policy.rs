@@ -130,14 +130,6 @@ pub struct Managers<'a> {
     pub namespace: &'a str,
 }
 
-/// The encryption-context keys that bind an injected data key to its workload (the webhook
-/// makes data keys under them; see `kubekms_webhook`).
-pub mod data_key_context {
-    pub const NAMESPACE: &str = "kubekms:namespace";
-    pub const SERVICE_ACCOUNT: &str = "kubekms:service-account";
-    pub const DATA_KEY: &str = "kubekms:data-key";
-}
-
 /// The `Sid`s of the data-key statements every document holds.
 pub const WEBHOOK_STATEMENT_SID: &str = "kubekms webhook makes data keys for this namespace";
 pub const WORKLOADS_STATEMENT_SID: &str = "kubekms workloads decrypt their own data keys";
@@ -180,7 +172,7 @@ pub const OPERATOR_ACTIONS: &[&str] = &[
 /// - the operator may re-encrypt them to the Key's newest version (it never sees plaintext:
 ///   ReEncrypt decrypts and encrypts inside the engine).
 fn leading_statements(managers: Managers<'_>) -> [Value; 5] {
-    use data_key_context::{DATA_KEY, NAMESPACE, SERVICE_ACCOUNT};
+    use kubekms_crds::datakey::context::{DATA_KEY, NAMESPACE, SERVICE_ACCOUNT};
     let context = |k: &str| format!("kms:EncryptionContext:{k}");
     let bound = json!({ context(NAMESPACE): managers.namespace });
     let named = json!({ context(SERVICE_ACCOUNT): "false", context(DATA_KEY): "false" });

@@ -1,0 +1,209 @@
+//! `DataKey`: the record of one injected data key of a ServiceAccount, ciphertext only.
+//!
+//! The injection webhook makes a data key the first time a pod of a ServiceAccount names it
+//! (GenerateDataKeyWithoutPlaintext, under an encryption context that binds it to the
+//! namespace, the ServiceAccount and the data key's name) and keeps the ciphertext here, so
+//! every replica and every restart of that ServiceAccount's pods gets the same key. A bump of
+//! the annotation's `generation` adds a generation; the earlier ones stay, so data encrypted
+//! before stays decryptable. After the Key rotates, the operator re-encrypts each generation to
+//! the Key's newest version (ReEncrypt, inside the engine: it never sees the plaintext). The
+//! record is owned by its ServiceAccount and goes with it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{is_namespace_name, is_object_name};
+
+/// The encryption-context keys a data key is made under; their values are the namespace, the
+/// ServiceAccount's name and the data key's name. Key policies grant on them (see the
+/// operator's key policies), so a pod of another ServiceAccount cannot decrypt it.
+pub mod context {
+    pub const NAMESPACE: &str = "kubekms:namespace";
+    pub const SERVICE_ACCOUNT: &str = "kubekms:service-account";
+    pub const DATA_KEY: &str = "kubekms:data-key";
+}
+
+/// The ciphertexts of one data key of a ServiceAccount (named `<serviceAccount>.<name>`).
+/// Written by the injection webhook and, after a Key rotation, by the operator; never holds a
+/// plaintext key.
+// The repeated `printcolumn(...)` entries are distinct columns, not duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kubekms.io",
+    version = "v1alpha1",
+    kind = "DataKey",
+    namespaced,
+    status = "DataKeyStatus",
+    shortname = "kmsdatakey",
+    category = "kubekms",
+    derive = "PartialEq",
+    doc = "The ciphertexts of one injected data key of a ServiceAccount (ciphertext only). \
+           Made by the injection webhook, re-encrypted by the operator after a Key rotation.",
+    printcolumn(
+        name = "ServiceAccount",
+        type_ = "string",
+        json_path = ".spec.serviceAccount"
+    ),
+    printcolumn(name = "Data key", type_ = "string", json_path = ".spec.name"),
+    printcolumn(name = "Key", type_ = "string", json_path = ".spec.key"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DataKeySpec {
+    /// The ServiceAccount (in this namespace) whose pods get and may decrypt the data key.
+    pub service_account: String,
+    /// The data key's name, as in the pod annotation kubekms.io/data-key.<name>.
+    pub name: String,
+    /// The KMS key the data key is made under, as the annotation names it: a Key of this
+    /// namespace, or alias/<name>.
+    pub key: String,
+    /// The data key's length in bytes.
+    #[schemars(range(min = 1, max = 1024))]
+    pub number_of_bytes: u32,
+    /// Every generation, oldest first.
+    #[serde(default)]
+    pub generations: Vec<DataKeyGeneration>,
+}
+
+/// One generation of a data key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataKeyGeneration {
+    /// 1, then one more per rotation asked for in the annotation.
+    #[schemars(range(min = 1))]
+    pub generation: u32,
+    /// Base64 of the data key's ciphertext (a KMS CiphertextBlob).
+    pub ciphertext: String,
+    /// The ARN of the engine key the ciphertext is under.
+    pub key_arn: String,
+    /// The version of that key's material the ciphertext was last made or re-encrypted under,
+    /// as the Key's status.currentKeyVersion said (0 when unknown, e.g. under an alias).
+    #[serde(default)]
+    pub key_version: i32,
+}
+
+/// What the operator last did to the record, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataKeyStatus {
+    /// "Ready" is true when every generation is under the Key's newest version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "i64")]
+    pub observed_generation: Option<i64>,
+}
+
+impl DataKey {
+    /// The record's name: `<serviceAccount>.<name>` (a data key's name has no dot, so the two
+    /// parts are never ambiguous).
+    pub fn record_name(service_account: &str, name: &str) -> String {
+        format!("{service_account}.{name}")
+    }
+
+    /// The encryption context the data key is made and decrypted under.
+    pub fn encryption_context(
+        namespace: &str,
+        service_account: &str,
+        name: &str,
+    ) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (context::NAMESPACE.to_owned(), namespace.to_owned()),
+            (
+                context::SERVICE_ACCOUNT.to_owned(),
+                service_account.to_owned(),
+            ),
+            (context::DATA_KEY.to_owned(), name.to_owned()),
+        ])
+    }
+}
+
+impl DataKeySpec {
+    /// What the schema cannot say; the messages name the field.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if !is_object_name(&self.service_account) {
+            problems.push(format!(
+                "spec.serviceAccount {:?} is not a ServiceAccount name",
+                self.service_account
+            ));
+        }
+        if !is_namespace_name(&self.name) {
+            problems.push(format!(
+                "spec.name {:?} must be a DNS label (the annotation's data key name)",
+                self.name
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for g in &self.generations {
+            if g.generation == 0 || !seen.insert(g.generation) {
+                problems.push(format!(
+                    "spec.generations: generation {} is zero or repeated",
+                    g.generation
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_context() {
+        assert_eq!(DataKey::record_name("app.v2", "db"), "app.v2.db");
+        let context = DataKey::encryption_context("shop", "orders", "db");
+        assert_eq!(context[context::NAMESPACE], "shop");
+        assert_eq!(context[context::SERVICE_ACCOUNT], "orders");
+        assert_eq!(context[context::DATA_KEY], "db");
+    }
+
+    #[test]
+    fn bad_records_are_named() {
+        let spec = DataKeySpec {
+            service_account: "Orders".into(),
+            name: "a.b".into(),
+            key: "orders".into(),
+            number_of_bytes: 32,
+            generations: vec![
+                DataKeyGeneration {
+                    generation: 1,
+                    ciphertext: "AA==".into(),
+                    key_arn: "arn".into(),
+                    key_version: 1,
+                },
+                DataKeyGeneration {
+                    generation: 1,
+                    ciphertext: "AA==".into(),
+                    key_arn: "arn".into(),
+                    key_version: 1,
+                },
+            ],
+        };
+        let problems = spec.validate().unwrap_err().join("\n");
+        assert!(problems.contains("spec.serviceAccount"), "{problems}");
+        assert!(problems.contains("spec.name"), "{problems}");
+        assert!(
+            problems.contains("generation 1 is zero or repeated"),
+            "{problems}"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! `kubekms-webhook`: the admission webhook the chart runs. Mutates Pods that opt in (their
+//! KMS identity and data keys) and validates kubekms.io objects, over HTTPS with a certificate
+//! it reloads when the Secret it comes from is renewed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kubekms_proto::client::{ClientSettings, KmsClient};
+use kubekms_webhook::admit::{EngineMaker, Injector};
+use kubekms_webhook::cluster::{EngineService, KubeCluster};
+use kubekms_webhook::mutate::InjectorSettings;
+use kubekms_webhook::server;
+use kubekms_webhook::tls::ReloadingCert;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// PEM certificate chain (leaf first) and key; read again when they change.
+    #[arg(long, default_value = "/etc/kubekms/tls/tls.crt")]
+    tls_cert: PathBuf,
+    #[arg(long, default_value = "/etc/kubekms/tls/tls.key")]
+    tls_key: PathBuf,
+    /// The image injected pods run the agent from (this project's image).
+    #[arg(long)]
+    image: String,
+    /// The engine's KMS/STS URL as pods reach it. Default: the cluster IP of --engine-service.
+    #[arg(long)]
+    engine_url: Option<String>,
+    /// The engine Service the operator makes, in --namespace.
+    #[arg(long, default_value = "kubekms-engine")]
+    engine_service: String,
+    #[arg(long, default_value_t = 4599)]
+    engine_port: u16,
+    /// This pod's namespace (the release's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    #[arg(long, default_value = "111122223333")]
+    account: String,
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// The role injected pods name in AWS_ROLE_ARN. Default: arn:aws:iam::<account>:role/kubekms.
+    #[arg(long)]
+    pod_role_arn: Option<String>,
+    /// This webhook's own projected token (audience kubekms); it is role/kubekms-webhook.
+    #[arg(long, default_value = "/var/run/secrets/kubekms/token")]
+    token_file: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)
+        .context("loading the webhook's certificate")?;
+    let tls = cert.server_config().context("TLS configuration")?;
+    tokio::spawn(cert.clone().watch());
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the API server")?;
+    let engine = match &args.engine_url {
+        Some(url) => EngineService::Url(url.clone()),
+        None => EngineService::Service {
+            namespace: args.namespace.clone(),
+            name: args.engine_service.clone(),
+            port: args.engine_port,
+        },
+    };
+    let kms = KmsClient::new(ClientSettings {
+        endpoint: args.engine_url.clone(),
+        endpoint_fixed: args.engine_url.is_some(),
+        token_file: args.token_file.clone(),
+        region: args.region.clone(),
+        role_arn: kubekms_engine_role(&args.account),
+        session_name: "kubekms-webhook".to_owned(),
+    })
+    .context("the engine client")?;
+    let injector = Injector {
+        settings: InjectorSettings {
+            image: args.image.clone(),
+            engine_url: String::new(),
+            region: args.region.clone(),
+            role_arn: args
+                .pod_role_arn
+                .clone()
+                .unwrap_or_else(|| format!("arn:aws:iam::{}:role/kubekms", args.account)),
+        },
+        cluster: Arc::new(KubeCluster::new(client, engine)),
+        maker: Arc::new(EngineMaker(kms)),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    eprintln!(
+        "kubekms-webhook: serving admission on https://{}",
+        args.listen
+    );
+    server::serve_tls(listener, server::router(injector), tls).await;
+    Ok(())
+}
+
+/// The role the webhook's sessions name (the engine makes it role/kubekms-webhook whatever
+/// role is named, by the token's ServiceAccount).
+fn kubekms_engine_role(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/kubekms-webhook")
+}
