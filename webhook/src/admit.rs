@@ -13,7 +13,7 @@ use kubekms_proto::ops::{GenerateDataKeyRequest, GenerateDataKeyResponse};
 use kubekms_proto::Operation as KmsOperation;
 
 use crate::annotations;
-use crate::datakeys::{self, Cluster, DataKeyMaker, MadeKey, MakeError};
+use crate::datakeys::{self, Cluster, DataKeyMaker, MadeKey, MakeError, Workload};
 use crate::mutate::{mutate, InjectorSettings};
 
 /// The pod injector: its settings and what it reaches.
@@ -35,9 +35,10 @@ impl Injector {
         let Some(pod) = request.object.as_ref() else {
             return response;
         };
-        let no_annotations = BTreeMap::new();
-        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&no_annotations);
-        let injection = match annotations::parse(annotations) {
+        let none = BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&none);
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&none);
+        let injection = match annotations::parse(labels, annotations) {
             Ok(None) => return response,
             Ok(Some(injection)) => injection,
             Err(problems) => {
@@ -74,11 +75,15 @@ impl Injector {
             engine_url,
             ..self.settings.clone()
         };
+        let workload = Workload {
+            namespace: &namespace,
+            service_account: &service_account,
+            dry_run: request.dry_run,
+        };
         let data_keys = match datakeys::ciphertexts(
             self.cluster.as_ref(),
             self.maker.as_ref(),
-            &namespace,
-            &service_account,
+            workload,
             &injection.data_keys,
         )
         .await

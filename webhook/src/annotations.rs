@@ -1,9 +1,12 @@
 //! The annotation API of injection, read from a Pod (or a pod template) into a typed
 //! [`Injection`]. Every problem is collected, so one refusal tells the user all there is to fix.
 //!
-//! | Annotation | Value | Default |
+//! The opt-in is a **label**, so the API server calls the webhook for opted-in pods only (the
+//! webhook configuration's objectSelector): no other pod waits on it or fails with it.
+//!
+//! | Label / annotation | Value | Default |
 //! |---|---|---|
-//! | `kubekms.io/inject` | `"true"` opts the pod in; anything else but `"false"` is refused | not injected |
+//! | label `kubekms.io/inject` | `"true"` opts the pod in; anything else but `"false"` is refused | not injected |
 //! | `kubekms.io/inject-mode` | `init` (decrypt, write, exit) or `sidecar` (also serve on localhost) | `init` |
 //! | `kubekms.io/data-key.<name>` | `<Key>` or `alias/<alias>`, then optional `; spec=AES_256\|AES_128\|<bytes>`, `; file=<file>`, `; generation=<n>` | spec `AES_256`, file `<name>`, generation 1 |
 //!
@@ -13,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-/// Opts a pod in.
+/// Opts a pod in (a label).
 pub const INJECT: &str = "kubekms.io/inject";
 /// `init` or `sidecar`.
 pub const INJECT_MODE: &str = "kubekms.io/inject-mode";
@@ -81,11 +84,21 @@ impl DataKeySize {
     }
 }
 
-/// Read the injection a pod asked for from its annotations: `Ok(None)` when it did not opt in,
-/// `Err` with every problem found (each naming its annotation and what to write instead).
-pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<Injection>, Vec<String>> {
+/// Read the injection a pod asked for from its labels and annotations: `Ok(None)` when it did
+/// not opt in, `Err` with every problem found (each naming its annotation and what to write
+/// instead).
+pub fn parse(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<Injection>, Vec<String>> {
     let mut problems = Vec::new();
-    match annotations.get(INJECT).map(String::as_str) {
+    if annotations.contains_key(INJECT) {
+        problems.push(format!(
+            "{INJECT} is a label, not an annotation: move it to metadata.labels (the API server \
+             calls the injector only for pods labelled {INJECT}: \"true\")"
+        ));
+    }
+    match labels.get(INJECT).map(String::as_str) {
         Some("true") => {}
         None | Some("false") => {
             // Not opted in: other kubekms.io annotations would silently do nothing.
@@ -93,16 +106,20 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<Injection>
                 .keys()
                 .find(|k| *k == INJECT_MODE || k.starts_with(DATA_KEY_PREFIX))
             {
-                return Err(vec![format!(
-                    "{stray} is set but {INJECT} is not \"true\": add {INJECT}: \"true\" to \
-                     inject, or remove {stray}"
-                )]);
+                problems.push(format!(
+                    "{stray} is set but the label {INJECT} is not \"true\": add the label \
+                     {INJECT}: \"true\" to inject, or remove {stray}"
+                ));
             }
-            return Ok(None);
+            return if problems.is_empty() {
+                Ok(None)
+            } else {
+                Err(problems)
+            };
         }
         Some(other) => {
             return Err(vec![format!(
-                "{INJECT} must be \"true\" or \"false\", not {other:?}"
+                "the label {INJECT} must be \"true\" or \"false\", not {other:?}"
             )])
         }
     }
@@ -263,6 +280,13 @@ mod tests {
             .collect()
     }
 
+    /// `pairs` with the opt-in as the label it is and the rest as annotations.
+    fn parse(pairs: &BTreeMap<String, String>) -> Result<Option<Injection>, Vec<String>> {
+        let (labels, annotations): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            pairs.clone().into_iter().partition(|(k, _)| k == INJECT);
+        super::parse(&labels, &annotations)
+    }
+
     #[test]
     fn a_pod_that_does_not_opt_in_is_left_alone() {
         assert_eq!(parse(&annotations(&[])), Ok(None));
@@ -354,8 +378,14 @@ mod tests {
     fn kubekms_annotations_without_opting_in_or_a_wrong_switch_are_refused() {
         let stray = parse(&annotations(&[("kubekms.io/data-key.db", "orders")])).unwrap_err();
         assert!(
-            stray[0].contains("add kubekms.io/inject: \"true\""),
+            stray[0].contains("add the label kubekms.io/inject: \"true\""),
             "{stray:?}"
+        );
+        let as_annotation =
+            super::parse(&BTreeMap::new(), &annotations(&[(INJECT, "true")])).unwrap_err();
+        assert!(
+            as_annotation[0].contains("is a label, not an annotation"),
+            "{as_annotation:?}"
         );
         let wrong = parse(&annotations(&[(INJECT, "yes")])).unwrap_err();
         assert!(

@@ -143,6 +143,14 @@ pub enum DataKeyError {
         #[source]
         source: MakeError,
     },
+    #[error(
+        "data key {name:?} of ServiceAccount {service_account} would be made now, and a dry run \
+         makes nothing: create the pod for real, or a first pod of this ServiceAccount"
+    )]
+    DryRun {
+        name: String,
+        service_account: String,
+    },
     #[error("data key {name:?}: its record kept changing under us; try again")]
     Contended { name: String },
     #[error("data key {name:?}: its record holds a ciphertext that is not base64")]
@@ -151,20 +159,26 @@ pub enum DataKeyError {
     Cluster(#[from] ClusterError),
 }
 
+/// Who a pod's data keys are for.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload<'a> {
+    pub namespace: &'a str,
+    pub service_account: &'a str,
+    /// A dry run only reads: a data key that would have to be made is refused.
+    pub dry_run: bool,
+}
+
 /// The ciphertexts of a pod's data keys, found or made, oldest generation first.
 pub async fn ciphertexts(
     cluster: &dyn Cluster,
     maker: &dyn DataKeyMaker,
-    namespace: &str,
-    service_account: &str,
+    workload: Workload<'_>,
     requests: &BTreeMap<String, DataKeyRequest>,
 ) -> Result<Vec<DataKeyCiphertexts>, DataKeyError> {
     let mut out = Vec::with_capacity(requests.len());
     for (name, request) in requests {
-        let record =
-            record_with_generation(cluster, maker, namespace, service_account, name, request)
-                .await?;
-        out.push(for_pod(namespace, &record.spec, request)?);
+        let record = record_with_generation(cluster, maker, workload, name, request).await?;
+        out.push(for_pod(workload.namespace, &record.spec, request)?);
     }
     Ok(out)
 }
@@ -173,11 +187,15 @@ pub async fn ciphertexts(
 async fn record_with_generation(
     cluster: &dyn Cluster,
     maker: &dyn DataKeyMaker,
-    namespace: &str,
-    service_account: &str,
+    workload: Workload<'_>,
     name: &str,
     request: &DataKeyRequest,
 ) -> Result<DataKey, DataKeyError> {
+    let Workload {
+        namespace,
+        service_account,
+        dry_run,
+    } = workload;
     let record_name = DataKey::record_name(service_account, name);
     let asked_key = key_text(&request.key);
     let asked_bytes = request.size.bytes();
@@ -202,6 +220,12 @@ async fn record_with_generation(
             {
                 return Ok(record.clone());
             }
+        }
+        if dry_run {
+            return Err(DataKeyError::DryRun {
+                name: name.to_owned(),
+                service_account: service_account.to_owned(),
+            });
         }
         // A new record is owned by its ServiceAccount, which must exist (before a data key is
         // made for it).
@@ -430,6 +454,14 @@ mod tests {
         }
     }
 
+    fn shop(service_account: &str) -> Workload<'_> {
+        Workload {
+            namespace: "shop",
+            service_account,
+            dry_run: false,
+        }
+    }
+
     fn request(key: KeyRef, generation: u32) -> BTreeMap<String, DataKeyRequest> {
         BTreeMap::from([(
             "db".to_owned(),
@@ -447,10 +479,10 @@ mod tests {
         let cluster = FakeCluster::default();
         let maker = FakeMaker::default();
         let orders = || KeyRef::Key("orders".into());
-        let first = ciphertexts(&cluster, &maker, "shop", "app", &request(orders(), 1))
+        let first = ciphertexts(&cluster, &maker, shop("app"), &request(orders(), 1))
             .await
             .unwrap();
-        let again = ciphertexts(&cluster, &maker, "shop", "app", &request(orders(), 1))
+        let again = ciphertexts(&cluster, &maker, shop("app"), &request(orders(), 1))
             .await
             .unwrap();
         assert_eq!(first, again, "every replica gets the same ciphertext");
@@ -462,14 +494,14 @@ mod tests {
             DataKey::encryption_context("shop", "app", "db")
         );
 
-        let rotated = ciphertexts(&cluster, &maker, "shop", "app", &request(orders(), 2))
+        let rotated = ciphertexts(&cluster, &maker, shop("app"), &request(orders(), 2))
             .await
             .unwrap();
         let ids: Vec<&str> = rotated[0].keys.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, ["db-1", "db-2"], "the keyring keeps the older key");
         assert_eq!(rotated[0].keys[0], first[0].keys[0]);
         // A pod of the old template still gets generation 1 alone.
-        let old = ciphertexts(&cluster, &maker, "shop", "app", &request(orders(), 1))
+        let old = ciphertexts(&cluster, &maker, shop("app"), &request(orders(), 1))
             .await
             .unwrap();
         assert_eq!(old, first);
@@ -501,8 +533,7 @@ mod tests {
         let got = ciphertexts(
             &cluster,
             &maker,
-            "shop",
-            "app",
+            shop("app"),
             &request(KeyRef::Key("orders".into()), 1),
         )
         .await
@@ -518,8 +549,7 @@ mod tests {
         let missing = err(ciphertexts(
             &cluster,
             &maker,
-            "shop",
-            "app",
+            shop("app"),
             &request(KeyRef::Key("nope".into()), 1),
         )
         .await);
@@ -530,8 +560,7 @@ mod tests {
         let denied = err(ciphertexts(
             &cluster,
             &maker,
-            "shop",
-            "app",
+            shop("app"),
             &request(KeyRef::Alias("alias/forbidden".into()), 1),
         )
         .await);
@@ -539,8 +568,7 @@ mod tests {
         let no_sa = err(ciphertexts(
             &cluster,
             &maker,
-            "shop",
-            "ghost",
+            shop("ghost"),
             &request(KeyRef::Key("orders".into()), 1),
         )
         .await);
@@ -551,8 +579,7 @@ mod tests {
         ciphertexts(
             &cluster,
             &maker,
-            "shop",
-            "app",
+            shop("app"),
             &request(KeyRef::Key("orders".into()), 1),
         )
         .await
@@ -560,11 +587,34 @@ mod tests {
         let changed = err(ciphertexts(
             &cluster,
             &maker,
-            "shop",
-            "app",
+            shop("app"),
             &request(KeyRef::Alias("alias/shop/other".into()), 1),
         )
         .await);
         assert!(changed.contains("name a new data key instead"), "{changed}");
+        let dry = Workload {
+            dry_run: true,
+            ..shop("app")
+        };
+        let found = ciphertexts(
+            &cluster,
+            &maker,
+            dry,
+            &request(KeyRef::Key("orders".into()), 1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(found[0].keys.len(), 1, "a dry run reads what is there");
+        let would_make = err(ciphertexts(
+            &cluster,
+            &maker,
+            dry,
+            &request(KeyRef::Key("orders".into()), 2),
+        )
+        .await);
+        assert!(
+            would_make.contains("a dry run makes nothing"),
+            "{would_make}"
+        );
     }
 }

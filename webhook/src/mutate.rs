@@ -358,9 +358,10 @@ mod tests {
     }
 
     fn injection(pod: &Pod) -> Injection {
-        parse(pod.metadata.annotations.as_ref().unwrap())
-            .unwrap()
-            .unwrap()
+        let labels = BTreeMap::from([("kubekms.io/inject".to_owned(), "true".to_owned())]);
+        let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        annotations.remove("kubekms.io/inject");
+        parse(&labels, &annotations).unwrap().unwrap()
     }
 
     fn data_key(name: &str, file: &str, generations: u32) -> DataKeyCiphertexts {
@@ -515,10 +516,10 @@ mod tests {
 
     /// Sidecar mode, which the annotations refuse until the agent serves.
     fn sidecar() -> Injection {
-        let mut injection = parse(&BTreeMap::from([
-            ("kubekms.io/inject".to_owned(), "true".to_owned()),
-            ("kubekms.io/data-key.db".to_owned(), "orders".to_owned()),
-        ]))
+        let mut injection = parse(
+            &BTreeMap::from([("kubekms.io/inject".to_owned(), "true".to_owned())]),
+            &BTreeMap::from([("kubekms.io/data-key.db".to_owned(), "orders".to_owned())]),
+        )
         .unwrap()
         .unwrap();
         injection.mode = Mode::Sidecar;
