@@ -12,14 +12,15 @@ COPY . .
 # Static glibc binaries: the runtime image has no libc, no shell, nothing else.
 RUN RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --locked --release --target x86_64-unknown-linux-gnu \
-      --bin kubekms-engine --bin kubekms-operator --bin kubekms-agent \
- && cd target/x86_64-unknown-linux-gnu/release && strip kubekms-engine kubekms-operator kubekms-agent \
+      --bin kubekms-engine --bin kubekms-operator --bin kubekms-agent --bin kubekms-webhook \
+ && cd target/x86_64-unknown-linux-gnu/release && strip kubekms-engine kubekms-operator kubekms-agent kubekms-webhook \
  && mkdir -p /out/tmp && chmod 1777 /out/tmp
 
 FROM scratch
 COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/kubekms-engine /usr/local/bin/kubekms-engine
 COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/kubekms-operator /usr/local/bin/kubekms-operator
 COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/kubekms-agent /usr/local/bin/kubekms-agent
+COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/kubekms-webhook /usr/local/bin/kubekms-webhook
 COPY --from=build /out/tmp /tmp
 ENV PATH=/usr/local/bin
 USER 65532:65532

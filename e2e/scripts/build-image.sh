@@ -16,7 +16,7 @@ TRIPLE=x86_64-unknown-linux-gnu
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml")
 IMAGE="${KUBEKMS_IMAGE:-localhost/kubekms:$VERSION}"
 # What the image holds; the Dockerfile must say the same.
-BINARIES=(kubekms-engine kubekms-operator kubekms-agent)
+BINARIES=(kubekms-engine kubekms-operator kubekms-agent kubekms-webhook)
 IMAGE_USER=65532:65532
 ENTRYPOINT=/usr/local/bin/kubekms-operator
 

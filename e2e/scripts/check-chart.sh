@@ -48,8 +48,20 @@ grep -q '^apiVersion: policy/v1beta1$' <<<"$out" || die "Kubernetes 1.20 render 
 out=$(render --set engine.replicas=3) || die "render with engine.replicas=3"
 grep -q '^apiVersion: policy/v1$' <<<"$out" || die "a current-Kubernetes render must use policy/v1 for the PodDisruptionBudget"
 grep -q '"replicas": 3' <<<"$out" || die "engine.replicas=3 not in engine.json"
-out=$(render --set engine.replicas=1) || die "render with engine.replicas=1"
+out=$(render --set engine.replicas=1 --set webhook.replicas=1) || die "render with engine.replicas=1"
 ! grep -q 'kind: PodDisruptionBudget' <<<"$out" || die "engine.replicas=1 must not render a PodDisruptionBudget"
+# The webhook: its certificate's CA is the configurations' caBundle; only labelled pods.
+out=$(render) || die "render with default values"
+ca=$(awk '/^  ca.crt: /{print $2; exit}' <<<"$out")
+[[ -n "$ca" ]] || die "the webhook's TLS Secret has no ca.crt"
+[[ $(grep -c "caBundle: $ca" <<<"$out") -eq 2 ]] || die "both webhook configurations must carry the Secret's CA as caBundle"
+grep -q 'kubekms.io/inject: "true"' <<<"$out" || die "the mutating webhook must select opted-in pods only"
+grep -q 'timeoutSeconds: 5' <<<"$out" || die "the webhook's timeout must default to 5 s"
+grep -q '"webhookServiceAccount": "kubekms-webhook"' <<<"$out" || die "engine.json must name the webhook's ServiceAccount"
+out=$(render --set webhook.enabled=false) || die "render without the webhook"
+! grep -q 'kind: MutatingWebhookConfiguration' <<<"$out" || die "webhook.enabled=false must not render the webhook"
+render --set webhook.certManager.enabled=true | grep -q 'cert-manager.io/inject-ca-from' || die "cert-manager mode must annotate the configurations"
+if render --set webhook.timeoutSeconds=10 >/dev/null 2>&1; then die "the schema accepted webhook.timeoutSeconds=10"; fi
 render --set serviceMonitor.enabled=true --set serviceAccount.create=false \
     --set 'operator.importNamespaces={payments}' >/dev/null || die "render with serviceMonitor, existing ServiceAccounts and importNamespaces"
 if render --set engine.replicas=0 >/dev/null 2>&1; then die "the schema accepted engine.replicas=0"; fi

@@ -30,6 +30,19 @@ Base name of every object: the release name when it already says "kubekms" (rele
 {{- default (include "kubekms.operatorName" .) .Values.serviceAccount.operator.name -}}
 {{- end -}}
 
+{{- define "kubekms.webhookName" -}}
+{{- include "kubekms.suffixed" (dict "ctx" . "suffix" "webhook") -}}
+{{- end -}}
+
+{{- define "kubekms.webhookServiceAccountName" -}}
+{{- default (include "kubekms.webhookName" .) .Values.serviceAccount.webhook.name -}}
+{{- end -}}
+
+{{/* The Secret holding the webhook's serving certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "kubekms.webhookTlsSecretName" -}}
+{{- include "kubekms.suffixed" (dict "ctx" . "suffix" "webhook-tls") -}}
+{{- end -}}
+
 {{- define "kubekms.engineServiceAccountName" -}}
 {{- default (include "kubekms.suffixed" (dict "ctx" . "suffix" "engine")) .Values.serviceAccount.engine.name -}}
 {{- end -}}
