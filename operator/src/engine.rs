@@ -17,9 +17,9 @@ use kubekms_proto::ops::{
     AliasTargetRequest, CreateKeyRequest, DeleteAliasRequest, DescribeExtra, DescribeKeyRequest,
     EnableKeyRotationRequest, GetKeyPolicyRequest, GetParametersForImportRequest,
     GetParametersForImportResponse, ImportKeyMaterialRequest, KeyIdRequest, KeyMetadata,
-    ListKeysRequest, ListKeysResponse, ListResourceTagsRequest, PutKeyPolicyRequest, RotationState,
-    ScheduleKeyDeletionRequest, Tag, TagResourceRequest, UntagResourceRequest,
-    UpdateKeyDescriptionRequest,
+    ListKeysRequest, ListKeysResponse, ListResourceTagsRequest, PutKeyPolicyRequest,
+    ReEncryptRequest, RotationState, ScheduleKeyDeletionRequest, Tag, TagResourceRequest,
+    UntagResourceRequest, UpdateKeyDescriptionRequest,
 };
 use kubekms_proto::vocab::{WrappingAlgorithm, WrappingKeySpec};
 use kubekms_proto::Operation;
@@ -299,6 +299,25 @@ impl EngineClient {
             get_parameters_for_import,
             request
         )
+    }
+
+    /// `ciphertext` (made under `context`) re-encrypted to the newest version of `key_id`'s
+    /// material, under the same context. Inside the engine: the plaintext never leaves it.
+    pub async fn re_encrypt(
+        &self,
+        ciphertext: Vec<u8>,
+        key_id: &str,
+        context: &BTreeMap<String, String>,
+    ) -> Result<Vec<u8>> {
+        let request = ReEncryptRequest {
+            ciphertext_blob: ciphertext,
+            source_encryption_context: Some(context.clone()),
+            source_key_id: Some(key_id.to_owned()),
+            destination_key_id: key_id.to_owned(),
+            destination_encryption_context: Some(context.clone()),
+            ..ReEncryptRequest::default()
+        };
+        call!(self, ReEncrypt, re_encrypt, request).map(|r| r.ciphertext_blob)
     }
 
     pub async fn import_key_material(&self, request: ImportKeyMaterialRequest) -> Result<()> {

@@ -355,6 +355,7 @@ struct Triggers {
     alias: mpsc::UnboundedSender<()>,
     import: mpsc::UnboundedSender<()>,
     policy: mpsc::UnboundedSender<()>,
+    datakey: mpsc::UnboundedSender<()>,
 }
 
 struct TriggerReceivers {
@@ -367,6 +368,7 @@ struct OtherTriggers {
     alias: mpsc::UnboundedReceiver<()>,
     import: mpsc::UnboundedReceiver<()>,
     policy: mpsc::UnboundedReceiver<()>,
+    datakey: mpsc::UnboundedReceiver<()>,
 }
 
 impl Triggers {
@@ -375,12 +377,14 @@ impl Triggers {
         let (alias, alias_rx) = mpsc::unbounded();
         let (import, import_rx) = mpsc::unbounded();
         let (policy, policy_rx) = mpsc::unbounded();
+        let (datakey, datakey_rx) = mpsc::unbounded();
         (
             Self {
                 key,
                 alias,
                 import,
                 policy,
+                datakey,
             },
             TriggerReceivers {
                 key: key_rx,
@@ -388,6 +392,7 @@ impl Triggers {
                     alias: alias_rx,
                     import: import_rx,
                     policy: policy_rx,
+                    datakey: datakey_rx,
                 },
             },
         )
@@ -399,11 +404,12 @@ impl Triggers {
             self.alias.clone(),
             self.policy.clone(),
             self.import.clone(),
+            self.datakey.clone(),
         ]
     }
 }
 
-/// The four controllers, with one watch of Keys fanned out to those whose objects depend on
+/// The five controllers, with one watch of Keys fanned out to those whose objects depend on
 /// Keys. `key_trigger` reconciles every Key when it fires.
 fn spawn_controllers(
     ctx: &Arc<Context>,
@@ -413,11 +419,17 @@ fn spawn_controllers(
     let (alias_keys_tx, alias_keys) = mpsc::unbounded::<Key>();
     let (import_keys_tx, import_keys) = mpsc::unbounded::<Key>();
     let (policy_keys_tx, policy_keys) = mpsc::unbounded::<Key>();
+    let (datakey_keys_tx, datakey_keys) = mpsc::unbounded::<Key>();
     vec![
         tokio::spawn(run_key_controller(
             ctx.clone(),
             key_trigger,
-            vec![alias_keys_tx, import_keys_tx, policy_keys_tx],
+            vec![
+                alias_keys_tx,
+                import_keys_tx,
+                policy_keys_tx,
+                datakey_keys_tx,
+            ],
         )),
         tokio::spawn(alias::run(ctx.clone(), triggers.alias, alias_keys)),
         tokio::spawn(crate::controller::import::run(
@@ -429,6 +441,11 @@ fn spawn_controllers(
             ctx.clone(),
             triggers.policy,
             policy_keys,
+        )),
+        tokio::spawn(crate::controller::datakey::run(
+            ctx.clone(),
+            triggers.datakey,
+            datakey_keys,
         )),
     ]
 }

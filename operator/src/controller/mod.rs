@@ -20,6 +20,7 @@ use crate::engine::EngineClient;
 use crate::error::{Error, Result};
 
 pub mod alias;
+pub mod datakey;
 pub mod events;
 pub mod import;
 pub mod key;
