@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+#[path = "pods/injection.rs"]
+mod injection;
+
 use anyhow::{bail, ensure, Context, Result};
 use kubekms_e2e::app::{self, AppIdentity};
 use kubekms_e2e::node::{self, ENGINE, NAMESPACE, OPERATOR, RELEASE, ROOT_KEY_SECRET};
@@ -112,6 +115,7 @@ async fn phases(cluster: &Cluster) -> Result<()> {
     upgrade_rolls_out(cluster).await?;
     operator_fails_over(cluster).await?;
     rotation_wave_rotates_each_key_once(cluster, &endpoint).await?;
+    injection::workload_injection(cluster, &endpoint).await?;
     uninstall_keeps_keys(cluster, &ciphertext).await?;
     Ok(())
 }
