@@ -5,6 +5,7 @@
 #   make bench   run the engine benchmark
 #   make scale-bench   the operator at 1,000 and 10,000 Keys on the local control plane
 #   make pods-bench    10,000 Keys, a rotation wave and Encrypt through the Service, as pods
+#   make webhook-bench admission latency of opted-in pods and a 100-replica scale-up
 #
 # Builds are cached outside the clone so fresh clones (CI) reuse them.
 export CARGO_TARGET_DIR ?= /root/.cache/kubekms-target
@@ -19,7 +20,7 @@ SCRIPTS := e2e/scripts
 .PHONY: test setup fmt clippy cargo-test python-tests smoke chart image \
 	control-plane control-plane-start control-plane-stop control-plane-status \
 	cluster-start cluster-stop cluster-status \
-	build-release run bench scale-bench pods-bench
+	build-release run bench scale-bench pods-bench webhook-bench
 
 ## test: setup, formatting, lints, the chart's checks, the image, unit/integration/e2e tests
 ## (the e2e tests on a one-node cluster load the image), Python e2e tests, control-plane smoke test
@@ -107,3 +108,9 @@ scale-bench: setup
 ## straight to a pod under wrk (kubekms-pods-bench; figures in BENCHMARKS.md)
 pods-bench: setup image
 	$(CARGO) run --release -p kubekms-bench --bin kubekms-pods-bench -- $(ARGS)
+
+## webhook-bench: the injection webhook on a one-node cluster: admission latency p50/p99 of
+## opted-in pods (a new data key, an existing one) and a 100-replica scale-up
+## (kubekms-webhook-bench; figures in BENCHMARKS.md)
+webhook-bench: setup image
+	$(CARGO) run --release -p kubekms-bench --bin kubekms-webhook-bench -- $(ARGS)

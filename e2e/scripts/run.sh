@@ -76,6 +76,9 @@ kubectl get serviceaccount app -n default >/dev/null 2>&1 ||
 kubectl apply -n default -f "$ROOT/examples/key.yaml" -f "$ROOT/examples/alias.yaml" \
     -f "$ROOT/examples/keypolicy.yaml" -f "$ROOT/examples/sign-key.yaml" >&2
 kubectl -n default wait --for=condition=Ready kmskey/orders kmskey/release-signing --timeout=120s >&2
+# A workload the webhook injects (its identity and a data key), once its Key is Ready.
+kubectl apply -n default -f "$ROOT/examples/injected-app.yaml" >&2
+kubectl -n default rollout status deployment/injected-example --timeout=180s >&2
 
 ENDPOINT="http://127.0.0.1:$KMS_PORT"
 if [[ $LOCAL -eq 1 ]]; then
@@ -101,7 +104,8 @@ token="$DATA_DIR/app.token"
 kubectl create token app -n default --audience kubekms --duration 1h >"$token"
 cat <<MSG
 
-kubekms is running: operator and key engine pods in namespace $NAMESPACE.
+kubekms is running: operator, key engine and webhook pods in namespace $NAMESPACE, and an
+injected example workload (examples/injected-app.yaml) in default.
 $(if [[ $LOCAL -eq 1 ]]; then
     echo "KMS API (the engine Service, forwarded): $ENDPOINT"
     echo "Stop everything with: e2e/scripts/cluster.sh stop $CLUSTER_DIR"
@@ -111,7 +115,10 @@ fi)
 
 Try:
   export KUBECONFIG=$KUBECONFIG
-  kubectl get pods -n $NAMESPACE; kubectl get kmskey,kmsalias -A
+  kubectl get pods -n $NAMESPACE; kubectl get kmskey,kmsalias,kmsdatakey -A
+  # What the webhook gave the example's pods (identity env, the data key's file, the agent):
+  kubectl get pod -n default -l app=injected-example -o yaml | grep -E -A1 'name: (AWS_|KUBEKMS_)'
+  kubectl logs -n default -l app=injected-example -c kubekms-agent-init
   # As an administrator (the access key in Secret $NAMESPACE/make-run-admin):
   AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1 \\
       $VENV/bin/aws kms list-keys --endpoint-url $ENDPOINT

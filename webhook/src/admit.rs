@@ -151,3 +151,117 @@ impl DataKeyMaker for EngineMaker {
         let _ = self.0.set_endpoint(url);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datakeys::fakes::{FakeCluster, FakeMaker};
+    use crate::mutate::AGENT_CONFIG_ENV;
+    use kube::core::admission::AdmissionReview;
+    use serde_json::{json, Value};
+
+    fn injector() -> Injector {
+        Injector {
+            settings: InjectorSettings {
+                image: "localhost/kubekms:0.1.0".into(),
+                engine_url: String::new(),
+                region: "us-east-1".into(),
+                role_arn: "arn:aws:iam::111122223333:role/kubekms".into(),
+            },
+            cluster: Arc::new(FakeCluster::default()),
+            maker: Arc::new(FakeMaker::default()),
+        }
+    }
+
+    fn request(labels: Value, annotations: Value, dry_run: bool) -> AdmissionRequest<Pod> {
+        let review: AdmissionReview<Pod> = serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1",
+                "kind": { "group": "", "version": "v1", "kind": "Pod" },
+                "resource": { "group": "", "version": "v1", "resource": "pods" },
+                "namespace": "shop", "operation": "CREATE", "dryRun": dry_run,
+                "userInfo": { "username": "system:serviceaccount:kube-system:replicaset-controller" },
+                "object": {
+                    "metadata": { "generateName": "web-", "labels": labels,
+                                  "annotations": annotations },
+                    "spec": { "serviceAccountName": "app", "containers": [
+                        { "name": "web", "image": "web",
+                          "securityContext": { "runAsUser": 1000 } } ] },
+                },
+            },
+        }))
+        .unwrap();
+        review.try_into().unwrap()
+    }
+
+    fn patch_text(response: &AdmissionResponse) -> String {
+        String::from_utf8(response.patch.clone().unwrap_or_default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pods_that_do_not_opt_in_pass_untouched() {
+        let response = injector()
+            .admit(&request(json!({}), json!({}), false))
+            .await;
+        assert!(response.allowed);
+        assert!(patch_text(&response).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_opted_in_pod_gets_its_identity_and_the_ciphertext_only() {
+        let injector = injector();
+        let response = injector
+            .admit(&request(
+                json!({ "kubekms.io/inject": "true" }),
+                json!({ "kubekms.io/data-key.db": "orders" }),
+                false,
+            ))
+            .await;
+        assert!(response.allowed, "{:?}", response.result);
+        let patch = patch_text(&response);
+        assert!(
+            patch.contains("http://10.0.0.10:4599"),
+            "the engine's URL: {patch}"
+        );
+        assert!(patch.contains(AGENT_CONFIG_ENV), "{patch}");
+        assert!(patch.contains("kubekms:service-account"), "{patch}");
+        // The fake engine's first ciphertext is 32 zero bytes; the patch carries it in base64.
+        use base64::Engine as _;
+        let ciphertext = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
+        assert!(patch.contains(&ciphertext), "{patch}");
+    }
+
+    #[tokio::test]
+    async fn refusals_say_what_to_fix_and_dry_runs_make_nothing() {
+        let injector = injector();
+        let bad = injector
+            .admit(&request(
+                json!({ "kubekms.io/inject": "true" }),
+                json!({ "kubekms.io/data-key.db": "orders; spec=AES_512" }),
+                false,
+            ))
+            .await;
+        assert!(!bad.allowed);
+        assert!(
+            bad.result
+                .message
+                .starts_with("kubekms: the pod's annotations are not valid"),
+            "{}",
+            bad.result.message
+        );
+        let dry = injector
+            .admit(&request(
+                json!({ "kubekms.io/inject": "true" }),
+                json!({ "kubekms.io/data-key.db": "orders" }),
+                true,
+            ))
+            .await;
+        assert!(!dry.allowed);
+        assert!(
+            dry.result.message.contains("a dry run makes nothing"),
+            "{}",
+            dry.result.message
+        );
+    }
+}

@@ -365,18 +365,18 @@ fn key_text(key: &KeyRef) -> String {
     }
 }
 
+/// A cluster and an engine in memory, for the tests of this module and of admission.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fakes {
     use super::*;
-    use crate::annotations::DataKeySize;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
     #[derive(Default)]
-    struct FakeCluster {
-        records: Mutex<BTreeMap<String, DataKey>>,
+    pub struct FakeCluster {
+        pub records: Mutex<BTreeMap<String, DataKey>>,
         /// Records another replica writes just before our next write.
-        racing: Mutex<Option<DataKey>>,
+        pub racing: Mutex<Option<DataKey>>,
     }
 
     #[async_trait]
@@ -430,8 +430,8 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct FakeMaker {
-        made: AtomicUsize,
+    pub struct FakeMaker {
+        pub made: AtomicUsize,
     }
 
     #[async_trait]
@@ -453,6 +453,14 @@ mod tests {
             })
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fakes::{FakeCluster, FakeMaker};
+    use super::*;
+    use crate::annotations::DataKeySize;
+    use std::sync::atomic::Ordering;
 
     fn shop(service_account: &str) -> Workload<'_> {
         Workload {

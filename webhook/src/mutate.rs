@@ -7,7 +7,8 @@
 //! - **Its identity for the stock AWS SDKs**: a projected ServiceAccount token (audience
 //!   `kubekms`, renewed by the kubelet) mounted read-only in every container, and
 //!   `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`, `AWS_ENDPOINT_URL_KMS`,
-//!   `AWS_ENDPOINT_URL_STS` and `AWS_REGION`, except where the container sets them already.
+//!   `AWS_ENDPOINT_URL_STS`, `AWS_REGION` and `AWS_DEFAULT_REGION` (the one boto3 reads),
+//!   except where the container sets them already.
 //! - **Its data keys, as ciphertext only**: the agent as the first init container, given the
 //!   ciphertexts (never a plaintext key) in its configuration; a memory-backed `emptyDir` it
 //!   writes the keys to, mounted read-only in the app's containers; and
@@ -253,6 +254,8 @@ fn identity_env(settings: &InjectorSettings) -> Vec<Value> {
         env("AWS_ENDPOINT_URL_KMS", &settings.engine_url),
         env("AWS_ENDPOINT_URL_STS", &settings.engine_url),
         env("AWS_REGION", &settings.region),
+        // boto3 and the AWS CLI read the region only from this one.
+        env("AWS_DEFAULT_REGION", &settings.region),
     ]
 }
 

@@ -54,6 +54,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The Kubernetes client's rustls picks its provider from the process default.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)
         .context("loading the webhook's certificate")?;
     let tls = cert.server_config().context("TLS configuration")?;
