@@ -237,7 +237,8 @@ async fn key_rotation_re_encrypts(
     .await?;
     admin
         .rotate_key_on_demand()
-        .key_id("alias/default/orders")
+        // RotateKeyOnDemand takes a key id or ARN, not an alias (as in AWS).
+        .key_id(before["keyArn"].as_str().unwrap_or_default())
         .send()
         .await
         .context("RotateKeyOnDemand")?;
@@ -318,11 +319,24 @@ async fn webhook_down_refuses_opted_in_pods_only(cluster: &Cluster) -> Result<()
             .await
     };
     scale("0").await?;
+    // Gone, not only terminating (a terminating pod may still answer).
     wait_for("no webhook pod", READY, || async {
-        Ok(node::pods_of(cluster, "webhook")
-            .await?
-            .is_empty()
-            .then_some(()))
+        let left = cluster
+            .kubectl(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/component=webhook",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .await?;
+        Ok(left.trim().is_empty().then_some(()))
     })
     .await?;
     let opted_in = pause_pod(

@@ -101,9 +101,24 @@ async fn main() -> anyhow::Result<()> {
         "kubekms-webhook: serving admission on https://{}",
         args.listen
     );
-    server::serve_tls(listener, server::router(injector), tls).await;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        () = server::serve_tls(listener, server::router(injector), tls) => {}
+        _ = terminate.recv() => {
+            // As PID 1 the process would otherwise ignore SIGTERM until the kubelet kills it.
+            // Serve a little longer: the API server may still pick this pod until the
+            // Service's endpoints drop it.
+            eprintln!("kubekms-webhook: SIGTERM; stopping in {} s", DRAIN.as_secs());
+            tokio::time::sleep(DRAIN).await;
+        }
+        _ = tokio::signal::ctrl_c() => {}
+    }
     Ok(())
 }
+
+/// How long a terminating webhook keeps answering.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The role the webhook's sessions name (the engine makes it role/kubekms-webhook whatever
 /// role is named, by the token's ServiceAccount).
