@@ -4,9 +4,13 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use kubekms_crds::{DataKey, Key};
 
@@ -15,6 +19,8 @@ use crate::datakeys::{Cluster, ClusterError, KeyFacts, Written};
 /// The API server, as the webhook's ServiceAccount.
 pub struct KubeCluster {
     client: Client,
+    /// Every DataKey record, kept by a watch ([`KubeCluster::watch_records`]).
+    records: Store<DataKey>,
     engine: EngineService,
     /// The engine's URL once found (a Service's cluster IP does not change).
     engine_url: Mutex<Option<String>>,
@@ -32,16 +38,35 @@ pub enum EngineService {
 }
 
 impl KubeCluster {
-    pub fn new(client: Client, engine: EngineService) -> Self {
+    /// The cluster, and the watch that keeps its cache of records (to be spawned).
+    pub fn new(client: Client, engine: EngineService) -> (Self, BoxFuture<'static, ()>) {
         let engine_url = match &engine {
             EngineService::Url(url) => Some(url.clone()),
             EngineService::Service { .. } => None,
         };
-        Self {
+        let (records, writer) = reflector::store();
+        let watch = reflector::reflector(
+            writer,
+            watcher(
+                Api::<DataKey>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff()
+        .for_each(|event| {
+            if let Err(e) = event {
+                eprintln!("kubekms-webhook: watching DataKey records: {e}");
+            }
+            std::future::ready(())
+        })
+        .boxed();
+        let cluster = Self {
             client,
+            records,
             engine,
             engine_url: Mutex::new(engine_url),
-        }
+        };
+        (cluster, watch)
     }
 }
 
@@ -59,6 +84,12 @@ fn conflict(e: &kube::Error) -> bool {
 
 #[async_trait]
 impl Cluster for KubeCluster {
+    fn cached_record(&self, namespace: &str, name: &str) -> Option<DataKey> {
+        self.records
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|record| (*record).clone())
+    }
+
     async fn record(&self, namespace: &str, name: &str) -> Result<Option<DataKey>, ClusterError> {
         Api::<DataKey>::namespaced(self.client.clone(), namespace)
             .get_opt(name)

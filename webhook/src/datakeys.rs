@@ -41,6 +41,12 @@ pub enum Written {
 #[async_trait]
 pub trait Cluster: Send + Sync {
     async fn record(&self, namespace: &str, name: &str) -> Result<Option<DataKey>, ClusterError>;
+    /// The record as a watch last saw it, if the implementation keeps one: used only when it
+    /// already holds what the pod asks for (a stale copy then still holds ciphertexts that
+    /// decrypt); anything else is read from the API server.
+    fn cached_record(&self, _namespace: &str, _name: &str) -> Option<DataKey> {
+        None
+    }
     /// Create `record`, owned by the ServiceAccount with `owner_uid`.
     async fn create_record(
         &self,
@@ -199,6 +205,20 @@ async fn record_with_generation(
     let record_name = DataKey::record_name(service_account, name);
     let asked_key = key_text(&request.key);
     let asked_bytes = request.size.bytes();
+    let serves = |spec: &DataKeySpec| {
+        spec.key == asked_key
+            && spec.number_of_bytes == asked_bytes
+            && spec
+                .generations
+                .iter()
+                .any(|g| g.generation == request.generation)
+    };
+    // Every pod after a ServiceAccount's first: no API call at all.
+    if let Some(record) = cluster.cached_record(namespace, &record_name) {
+        if serves(&record.spec) {
+            return Ok(record);
+        }
+    }
     for _ in 0..ATTEMPTS {
         let existing = cluster.record(namespace, &record_name).await?;
         if let Some(record) = &existing {
@@ -213,11 +233,7 @@ async fn record_with_generation(
                     asked_bytes,
                 });
             }
-            if spec
-                .generations
-                .iter()
-                .any(|g| g.generation == request.generation)
-            {
+            if serves(spec) {
                 return Ok(record.clone());
             }
         }
@@ -227,21 +243,32 @@ async fn record_with_generation(
                 service_account: service_account.to_owned(),
             });
         }
-        // A new record is owned by its ServiceAccount, which must exist (before a data key is
-        // made for it).
-        let owner = match &existing {
-            Some(_) => None,
-            None => Some(
-                cluster
+        // A new record is owned by its ServiceAccount, which must exist; looked up while the
+        // data key is made (a key made for a missing ServiceAccount is dropped unrecorded).
+        let owner_lookup = async {
+            match &existing {
+                Some(_) => Ok(None),
+                None => cluster
                     .service_account_uid(namespace, service_account)
-                    .await?
-                    .ok_or_else(|| DataKeyError::NoServiceAccount {
-                        namespace: namespace.to_owned(),
-                        name: service_account.to_owned(),
-                    })?,
-            ),
+                    .await
+                    .map(Some),
+            }
         };
-        let generation = make(maker, cluster, namespace, service_account, name, request).await?;
+        let (owner, generation) = tokio::join!(
+            owner_lookup,
+            make(maker, cluster, namespace, service_account, name, request)
+        );
+        let owner = match owner? {
+            Some(None) => {
+                return Err(DataKeyError::NoServiceAccount {
+                    namespace: namespace.to_owned(),
+                    name: service_account.to_owned(),
+                })
+            }
+            Some(Some(uid)) => Some(uid),
+            None => None,
+        };
+        let generation = generation?;
         let written = match existing {
             Some(mut record) => {
                 record.spec.generations.push(generation);
@@ -377,10 +404,15 @@ pub(crate) mod fakes {
         pub records: Mutex<BTreeMap<String, DataKey>>,
         /// Records another replica writes just before our next write.
         pub racing: Mutex<Option<DataKey>>,
+        /// What a watch would have seen.
+        pub cached: Mutex<BTreeMap<String, DataKey>>,
     }
 
     #[async_trait]
     impl Cluster for FakeCluster {
+        fn cached_record(&self, _: &str, name: &str) -> Option<DataKey> {
+            self.cached.lock().unwrap().get(name).cloned()
+        }
         async fn record(&self, _: &str, name: &str) -> Result<Option<DataKey>, ClusterError> {
             Ok(self.records.lock().unwrap().get(name).cloned())
         }
@@ -445,7 +477,7 @@ pub(crate) mod fakes {
             if key_id == "alias/forbidden" {
                 return Err(MakeError::Refused("AccessDeniedException: no".into()));
             }
-            assert_eq!(context["kubekms:service-account"], "app");
+            assert!(context.contains_key("kubekms:service-account"));
             let n = self.made.fetch_add(1, Ordering::SeqCst);
             Ok(MadeKey {
                 ciphertext: vec![u8::try_from(n).unwrap(); bytes as usize],
@@ -513,6 +545,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(old, first);
+        assert_eq!(maker.made.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cached_record_serves_only_what_it_holds() {
+        let cluster = FakeCluster::default();
+        let maker = FakeMaker::default();
+        let orders = || KeyRef::Key("orders".into());
+        let first = ciphertexts(&cluster, &maker, shop("app"), &request(orders(), 1))
+            .await
+            .unwrap();
+        // The API server's copy is gone; the watch's copy still serves generation 1.
+        let record = cluster.records.lock().unwrap().remove("app.db").unwrap();
+        cluster
+            .cached
+            .lock()
+            .unwrap()
+            .insert("app.db".into(), record);
+        let again = ciphertexts(&cluster, &maker, shop("app"), &request(orders(), 1))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(maker.made.load(Ordering::SeqCst), 1, "from the cache");
+        // Generation 2 is not in the cache: read and made for real.
+        ciphertexts(&cluster, &maker, shop("app"), &request(orders(), 2))
+            .await
+            .unwrap();
         assert_eq!(maker.made.load(Ordering::SeqCst), 2);
     }
 

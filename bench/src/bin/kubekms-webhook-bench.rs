@@ -237,7 +237,10 @@ async fn post(
             let answer: Value = serde_json::from_str(line)?;
             let response = &answer["response"];
             ensure!(
-                response["allowed"] == true && response["patch"].is_string(),
+                // kube-rs writes the patch as an array of bytes, which the API server's decoder
+                // takes as well as base64.
+                response["allowed"] == true
+                    && (response["patch"].is_string() || response["patch"].is_array()),
                 "the webhook answered {line}"
             );
             answers += 1;

@@ -72,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
             port: args.engine_port,
         },
     };
+    let (cluster, watch_records) = KubeCluster::new(client, engine);
+    tokio::spawn(watch_records);
     let kms = KmsClient::new(ClientSettings {
         endpoint: args.engine_url.clone(),
         endpoint_fixed: args.engine_url.is_some(),
@@ -91,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| format!("arn:aws:iam::{}:role/kubekms", args.account)),
         },
-        cluster: Arc::new(KubeCluster::new(client, engine)),
+        cluster: Arc::new(cluster),
         maker: Arc::new(EngineMaker(kms)),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
