@@ -16,7 +16,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{is_namespace_name, is_object_name};
+use crate::common::{is_namespace_name, is_object_name, validation_result};
 
 /// The encryption-context keys a data key is made under; their values are the namespace, the
 /// ServiceAccount's name and the data key's name. Key policies grant on them (see the
@@ -155,11 +155,7 @@ impl DataKeySpec {
                 ));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        validation_result(problems)
     }
 }
 

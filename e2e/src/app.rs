@@ -43,6 +43,29 @@ pub fn python() -> PathBuf {
     venv.join("bin/python")
 }
 
+/// What lets a pod run the host's Python (the project's venv, with boto3) and the clients in
+/// `e2e/`: read-only hostPath mounts of /usr, /lib, /lib64, /root and the repository's `e2e`
+/// at /e2e, as `(volumeMounts, volumes)`.
+pub fn host_python_volumes() -> (Vec<Value>, Vec<Value>) {
+    let e2e = repo_root().join("e2e");
+    let paths = [
+        ("usr", "/usr".to_owned(), "/usr"),
+        ("lib", "/lib".to_owned(), "/lib"),
+        ("lib64", "/lib64".to_owned(), "/lib64"),
+        ("root", "/root".to_owned(), "/root"),
+        ("e2e", e2e.to_string_lossy().into_owned(), "/e2e"),
+    ];
+    paths
+        .into_iter()
+        .map(|(name, host, at)| {
+            (
+                serde_json::json!({ "name": name, "mountPath": at, "readOnly": true }),
+                serde_json::json!({ "name": name, "hostPath": { "path": host } }),
+            )
+        })
+        .unzip()
+}
+
 /// The role ARN apps put in AWS_ROLE_ARN: any role of the account; the identity is the token's.
 pub fn role_arn() -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/kubekms")

@@ -223,6 +223,20 @@ pub fn forward(cluster: &Cluster, name: &str, target: &str) -> Result<String> {
     Ok(format!("http://127.0.0.1:{port}"))
 }
 
+/// A one-node cluster started off the async runtime (it blocks for seconds).
+pub async fn start_node_async() -> Result<Cluster> {
+    tokio::task::spawn_blocking(start_node)
+        .await
+        .context("the cluster's start task")?
+}
+
+/// On failure, prints the error and what the cluster saw ([`dump`]).
+pub fn explain_failure<T>(cluster: &Cluster, result: &Result<T>) {
+    if let Err(e) = result {
+        eprintln!("{e:#}\n=== what the cluster saw ===\n{}", dump(cluster));
+    }
+}
+
 /// What the release's pods said last, for a failing test's output.
 pub fn dump(cluster: &Cluster) -> String {
     let run = |args: &[&str]| {

@@ -20,14 +20,9 @@ const READY: Duration = Duration::from_secs(180);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_chart_on_a_node() -> Result<()> {
     let before = MachineState::read(None)?;
-    let cluster = tokio::task::spawn_blocking(node::start_node).await??;
+    let cluster = node::start_node_async().await?;
     let result = phases(&cluster).await;
-    if let Err(e) = &result {
-        eprintln!(
-            "{e:#}\n=== what the cluster saw ===\n{}",
-            node::dump(&cluster)
-        );
-    }
+    node::explain_failure(&cluster, &result);
     cluster.stop();
     result?;
     // The stop put the machine back as it found it.
@@ -268,6 +263,14 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
             "EncryptionContext": {"app": "billing"} } },
     ]);
     let venv = app::python();
+    let (mut mounts, mut volumes) = app::host_python_volumes();
+    mounts.push(
+        json!({ "name": "token", "mountPath": "/var/run/secrets/kubekms", "readOnly": true }),
+    );
+    volumes.push(
+        json!({ "name": "token", "projected": { "sources": [{ "serviceAccountToken": {
+        "audience": "kubekms", "expirationSeconds": 3600, "path": "token" } }] } }),
+    );
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": { "name": "app-client", "namespace": "default" },
@@ -293,24 +296,9 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
                     { "name": "AWS_SHARED_CREDENTIALS_FILE", "value": "/dev/null" },
                     { "name": "AWS_EC2_METADATA_DISABLED", "value": "true" },
                 ],
-                "volumeMounts": [
-                    { "name": "token", "mountPath": "/var/run/secrets/kubekms", "readOnly": true },
-                    { "name": "usr", "mountPath": "/usr", "readOnly": true },
-                    { "name": "lib", "mountPath": "/lib", "readOnly": true },
-                    { "name": "lib64", "mountPath": "/lib64", "readOnly": true },
-                    { "name": "root", "mountPath": "/root", "readOnly": true },
-                    { "name": "e2e", "mountPath": "/e2e", "readOnly": true },
-                ],
+                "volumeMounts": mounts,
             }],
-            "volumes": [
-                { "name": "token", "projected": { "sources": [{ "serviceAccountToken": {
-                    "audience": "kubekms", "expirationSeconds": 3600, "path": "token" } }] } },
-                { "name": "usr", "hostPath": { "path": "/usr" } },
-                { "name": "lib", "hostPath": { "path": "/lib" } },
-                { "name": "lib64", "hostPath": { "path": "/lib64" } },
-                { "name": "root", "hostPath": { "path": "/root" } },
-                { "name": "e2e", "hostPath": { "path": repo_root().join("e2e").to_string_lossy() } },
-            ],
+            "volumes": volumes,
         }
     });
     cluster

@@ -84,10 +84,12 @@ fn conflict(e: &kube::Error) -> bool {
 
 #[async_trait]
 impl Cluster for KubeCluster {
-    fn cached_record(&self, namespace: &str, name: &str) -> Option<DataKey> {
-        self.records
-            .get(&ObjectRef::new(name).within(namespace))
-            .map(|record| (*record).clone())
+    fn cached_record(&self, namespace: &str, name: &str) -> Option<Option<DataKey>> {
+        Some(
+            self.records
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|record| (*record).clone()),
+        )
     }
 
     async fn record(&self, namespace: &str, name: &str) -> Result<Option<DataKey>, ClusterError> {
@@ -191,12 +193,5 @@ impl Cluster for KubeCluster {
 /// The engine's URL at a Service's cluster IP, if it has one (pods reach it without DNS).
 pub fn service_url(service: &Service, port: u16) -> Option<String> {
     let ip = service.spec.as_ref()?.cluster_ip.as_deref()?;
-    if ip.is_empty() || ip == "None" {
-        return None;
-    }
-    Some(if ip.contains(':') {
-        format!("http://[{ip}]:{port}")
-    } else {
-        format!("http://{ip}:{port}")
-    })
+    kubekms_proto::client::cluster_ip_url(ip, port)
 }

@@ -41,10 +41,11 @@ pub enum Written {
 #[async_trait]
 pub trait Cluster: Send + Sync {
     async fn record(&self, namespace: &str, name: &str) -> Result<Option<DataKey>, ClusterError>;
-    /// The record as a watch last saw it, if the implementation keeps one: used only when it
-    /// already holds what the pod asks for (a stale copy then still holds ciphertexts that
-    /// decrypt); anything else is read from the API server.
-    fn cached_record(&self, _namespace: &str, _name: &str) -> Option<DataKey> {
+    /// The record as a watch last saw it (`Some(None)`: the watch has none), or `None` when
+    /// the implementation keeps no watch. A first attempt trusts it: a stale copy still holds
+    /// ciphertexts that decrypt, and a write based on it is refused if the record moved on
+    /// (then it is read from the API server).
+    fn cached_record(&self, _namespace: &str, _name: &str) -> Option<Option<DataKey>> {
         None
     }
     /// Create `record`, owned by the ServiceAccount with `owner_uid`.
@@ -213,14 +214,12 @@ async fn record_with_generation(
                 .iter()
                 .any(|g| g.generation == request.generation)
     };
-    // Every pod after a ServiceAccount's first: no API call at all.
-    if let Some(record) = cluster.cached_record(namespace, &record_name) {
-        if serves(&record.spec) {
-            return Ok(record);
-        }
-    }
-    for _ in 0..ATTEMPTS {
-        let existing = cluster.record(namespace, &record_name).await?;
+    for attempt in 0..ATTEMPTS {
+        // First from the watch: every pod after a ServiceAccount's first makes no API call.
+        let existing = match cluster.cached_record(namespace, &record_name) {
+            Some(seen) if attempt == 0 => seen,
+            _ => cluster.record(namespace, &record_name).await?,
+        };
         if let Some(record) = &existing {
             let spec = &record.spec;
             if spec.key != asked_key || spec.number_of_bytes != asked_bytes {
@@ -410,8 +409,9 @@ pub(crate) mod fakes {
 
     #[async_trait]
     impl Cluster for FakeCluster {
-        fn cached_record(&self, _: &str, name: &str) -> Option<DataKey> {
-            self.cached.lock().unwrap().get(name).cloned()
+        fn cached_record(&self, _: &str, name: &str) -> Option<Option<DataKey>> {
+            let cached = self.cached.lock().unwrap();
+            (!cached.is_empty()).then(|| cached.get(name).cloned())
         }
         async fn record(&self, _: &str, name: &str) -> Result<Option<DataKey>, ClusterError> {
             Ok(self.records.lock().unwrap().get(name).cloned())
@@ -573,6 +573,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(maker.made.load(Ordering::SeqCst), 2);
+
+        // A watch that has not seen a record yet: the create is refused, the record read.
+        let stored = cluster.records.lock().unwrap()["app.db"].clone();
+        cluster.cached.lock().unwrap().remove("app.db");
+        cluster
+            .cached
+            .lock()
+            .unwrap()
+            .insert("other.db".into(), stored.clone());
+        let late = ciphertexts(&cluster, &maker, shop("app"), &request(orders(), 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            late[0].keys.last().unwrap().ciphertext,
+            stored.spec.generations.last().unwrap().ciphertext,
+            "the stored key, not the one made on the stale view"
+        );
     }
 
     #[tokio::test]

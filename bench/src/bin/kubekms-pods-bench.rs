@@ -315,9 +315,7 @@ async fn main() -> Result<()> {
 
     eprintln!("starting a one-node cluster and loading the image");
     let started = Instant::now();
-    let cluster = tokio::task::spawn_blocking(node::start_node)
-        .await
-        .context("the cluster's start task")??;
+    let cluster = node::start_node_async().await?;
     eprintln!(
         "  node Ready, image loaded in {:.1} s ({})",
         started.elapsed().as_secs_f64(),
@@ -328,12 +326,7 @@ async fn main() -> Result<()> {
         ..Figures::default()
     };
     let result = run(&cluster, &args, &mut figures).await;
-    if let Err(e) = &result {
-        eprintln!(
-            "{e:#}\n=== what the cluster saw ===\n{}",
-            node::dump(&cluster)
-        );
-    }
+    node::explain_failure(&cluster, &result);
     cluster.stop();
     print_table(&figures, &args);
     result?;

@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use clap::Parser;
 use kube::api::{ListParams, PostParams};
 use kube::Api;
@@ -57,17 +57,10 @@ async fn main() -> Result<()> {
         "counts must be positive"
     );
     eprintln!("starting a one-node cluster and loading the image");
-    let cluster = tokio::task::spawn_blocking(node::start_node)
-        .await
-        .context("the cluster's start task")??;
+    let cluster = node::start_node_async().await?;
     let mut figures = Figures::default();
     let result = run(&cluster, &args, &mut figures).await;
-    if let Err(e) = &result {
-        eprintln!(
-            "{e:#}\n=== what the cluster saw ===\n{}",
-            node::dump(&cluster)
-        );
-    }
+    node::explain_failure(&cluster, &result);
     cluster.stop();
     print(&figures, &args);
     result

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use kubekms_e2e::app::{self, AppIdentity};
 use kubekms_e2e::node::{self, NAMESPACE};
-use kubekms_e2e::{repo_root, wait_for, Cluster};
+use kubekms_e2e::{wait_for, Cluster};
 use serde_json::{json, Value};
 
 use super::READY;
@@ -533,6 +533,7 @@ fn pause_pod(name: &str, labels: Value, annotations: Value) -> Value {
 /// The opted-in app's pod template: data key `db` under Key `orders`, at `generation`.
 fn app_pod_template(generation: u32, stay: bool) -> Value {
     let venv = app::python();
+    let (mounts, volumes) = app::host_python_volumes();
     json!({
         "metadata": {
             "labels": { "app": "injected", "kubekms.io/inject": "true" },
@@ -557,21 +558,9 @@ fn app_pod_template(generation: u32, stay: bool) -> Value {
                     { "name": "AWS_SHARED_CREDENTIALS_FILE", "value": "/dev/null" },
                     { "name": "AWS_EC2_METADATA_DISABLED", "value": "true" },
                 ],
-                "volumeMounts": [
-                    { "name": "usr", "mountPath": "/usr", "readOnly": true },
-                    { "name": "lib", "mountPath": "/lib", "readOnly": true },
-                    { "name": "lib64", "mountPath": "/lib64", "readOnly": true },
-                    { "name": "root", "mountPath": "/root", "readOnly": true },
-                    { "name": "e2e", "mountPath": "/e2e", "readOnly": true },
-                ],
+                "volumeMounts": mounts,
             }],
-            "volumes": [
-                { "name": "usr", "hostPath": { "path": "/usr" } },
-                { "name": "lib", "hostPath": { "path": "/lib" } },
-                { "name": "lib64", "hostPath": { "path": "/lib64" } },
-                { "name": "root", "hostPath": { "path": "/root" } },
-                { "name": "e2e", "hostPath": { "path": repo_root().join("e2e").to_string_lossy() } },
-            ],
+            "volumes": volumes,
         },
     })
 }

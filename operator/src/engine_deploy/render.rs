@@ -347,12 +347,5 @@ pub fn service(config: &EngineConfig, owner: &Owner) -> Service {
 /// The engine's URL at a Service's cluster IP, if it has one.
 pub fn service_url(service: &Service, port: u16) -> Option<String> {
     let ip = service.spec.as_ref()?.cluster_ip.as_deref()?;
-    if ip.is_empty() || ip == "None" {
-        return None;
-    }
-    Some(if ip.contains(':') {
-        format!("http://[{ip}]:{port}")
-    } else {
-        format!("http://{ip}:{port}")
-    })
+    kubekms_proto::client::cluster_ip_url(ip, port)
 }

@@ -163,6 +163,19 @@ struct Endpoint {
     host: String,
 }
 
+/// The engine's URL at a Service's cluster IP (`None` for a headless or unassigned one), as
+/// pods reach it without DNS.
+pub fn cluster_ip_url(ip: &str, port: u16) -> Option<String> {
+    if ip.is_empty() || ip == "None" {
+        return None;
+    }
+    Some(if ip.contains(':') {
+        format!("http://[{ip}]:{port}")
+    } else {
+        format!("http://{ip}:{port}")
+    })
+}
+
 impl Endpoint {
     fn parse(url: &str) -> Result<Self, TransportError> {
         let bad = |why: &str| TransportError::BadUrl {
