@@ -153,6 +153,7 @@ async fn key_policies_are_rendered_updated_and_removed() -> Result<()> {
     assert_eq!(doc["Version"], "2012-10-17", "{doc}");
     let all = statements(&doc);
     let leading = default["Statement"].as_array().unwrap();
+    let n = leading.len();
     assert_eq!(all.len(), leading.len() + 1, "{doc}");
     assert_eq!(
         all[..leading.len()],
@@ -191,22 +192,22 @@ async fn key_policies_are_rendered_updated_and_removed() -> Result<()> {
     // Change: new actions and a Deny statement are shipped.
     env.apply(&policy(r#"["kms:Decrypt"]"#, DENY_CI)).await?;
     let doc = wait_policy(&kms, &orders_id, "the changed KeyPolicy on orders", |d| {
-        statements(d).len() == 4
+        statements(d).len() == n + 2
     })
     .await?;
     let all = statements(&doc);
     assert_eq!(
-        all[2]["Action"],
+        all[n]["Action"],
         serde_json::json!(["kms:Decrypt"]),
         "{doc}"
     );
-    assert_eq!(all[3]["Sid"], "orders-app/1", "{doc}");
-    assert_eq!(all[3]["Effect"], "Deny", "{doc}");
+    assert_eq!(all[n + 1]["Sid"], "orders-app/1", "{doc}");
+    assert_eq!(all[n + 1]["Effect"], "Deny", "{doc}");
     assert_eq!(
-        all[3]["Principal"]["AWS"],
+        all[n + 1]["Principal"]["AWS"],
         serde_json::json!([format!("arn:aws:iam::{ACCOUNT}:group/k8s/ci:runners")])
     );
-    assert!(all[3].get("Condition").is_none(), "{doc}");
+    assert!(all[n + 1].get("Condition").is_none(), "{doc}");
 
     // Invalid (an unknown action): reported in Ready, and it ships nothing, so the Key is back
     // to the default.
@@ -224,7 +225,7 @@ async fn key_policies_are_rendered_updated_and_removed() -> Result<()> {
     // Valid again, then delete: back to the engine's default document.
     env.apply(&policy(r#"["kms:Encrypt"]"#, "")).await?;
     wait_policy(&kms, &orders_id, "the fixed KeyPolicy on orders", |d| {
-        statements(d).len() == 3
+        statements(d).len() == n + 1
     })
     .await?;
     env.kubectl(&["delete", "keypolicy", "orders-app", "--wait=true"])

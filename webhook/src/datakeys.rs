@@ -217,7 +217,9 @@ async fn record_with_generation(
     for attempt in 0..ATTEMPTS {
         // First from the watch: every pod after a ServiceAccount's first makes no API call.
         let existing = match cluster.cached_record(namespace, &record_name) {
-            Some(seen) if attempt == 0 => seen,
+            // A dry run refuses what it would have to make, so it does not trust a watch that
+            // has not seen a record yet.
+            Some(seen) if attempt == 0 && (seen.is_some() || !dry_run) => seen,
             _ => cluster.record(namespace, &record_name).await?,
         };
         if let Some(record) = &existing {

@@ -264,6 +264,16 @@ impl Condition {
         use ConditionOp as Op;
         let context = request.context;
         let subject = &request.subject;
+        // A policy variable the caller cannot fill (a principal without that tag) makes the
+        // whole condition false, the negated operators included, as in IAM.
+        if self.templated
+            && self
+                .values
+                .iter()
+                .any(|v| substitute(v, subject.arn).is_none())
+        {
+            return false;
+        }
         match &self.key {
             ConditionKey::EncryptionContextKeys => {
                 let mut keys = context.into_iter().flat_map(EncryptionContext::keys);

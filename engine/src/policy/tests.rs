@@ -297,6 +297,29 @@ fn decisions() {
         ])
         .denied(),
         case("no context", own_data_keys, APP, Decrypt).denied(),
+        case(
+            "an unfilled variable fails even a negated operator",
+            doc(vec![json!({
+                "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt",
+                "Condition": {"StringNotEquals": {
+                    "kms:EncryptionContext:team": "${aws:PrincipalTag/kubernetes-namespace}"}},
+            })]),
+            "arn:aws:iam::111122223333:user/k8s/alice",
+            Decrypt,
+        )
+        .context(&[("team", "x")])
+        .denied(),
+        case(
+            "a filled variable under a negated operator",
+            doc(vec![json!({
+                "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt",
+                "Condition": {"StringNotEquals": {
+                    "kms:EncryptionContext:team": "${aws:PrincipalTag/kubernetes-namespace}"}},
+            })]),
+            APP,
+            Decrypt,
+        )
+        .context(&[("team", "x")]),
         case("variable inside a pattern", tag_like.clone(), APP, Decrypt)
             .context(&[("path", "shop/orders/1")]),
         case(

@@ -369,9 +369,13 @@ pub fn is_rendered(document: &Value) -> bool {
 
 /// What a Key's document should be, given what it is now: `Some` to write, `None` to leave.
 pub fn wanted(current: &Value, rendered: Option<Value>, managers: Managers<'_>) -> Option<Value> {
+    // Ours to rewrite: a rendered document, or a default one from an earlier version of the
+    // operator (new leading statements reach Keys made before them).
+    let ours = is_rendered(current)
+        || current.get("Id").and_then(Value::as_str) == Some(DEFAULT_DOCUMENT_ID);
     let want = match rendered {
         Some(doc) => doc,
-        None if is_rendered(current) => default_document(managers),
+        None if ours => default_document(managers),
         None => return None,
     };
     (want != *current).then_some(want)
@@ -805,6 +809,10 @@ mod tests {
         // No longer covered: ours goes back to the default; someone else's stays.
         assert_eq!(wanted(&doc, None, M), Some(default.clone()));
         assert_eq!(wanted(&default, None, M), None);
+        // A default document of an earlier version (fewer leading statements) is brought up.
+        let mut older = default.clone();
+        older["Statement"].as_array_mut().unwrap().truncate(2);
+        assert_eq!(wanted(&older, None, M), Some(default.clone()));
         let foreign = json!({"Version": "2012-10-17", "Statement": []});
         assert_eq!(wanted(&foreign, None, M), None);
     }

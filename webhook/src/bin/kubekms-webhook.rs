@@ -105,8 +105,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
+    // A task of its own, so it keeps accepting through the drain below.
+    let serving = tokio::spawn(server::serve_tls(listener, server::router(injector), tls));
     tokio::select! {
-        () = server::serve_tls(listener, server::router(injector), tls) => {}
         _ = terminate.recv() => {
             // As PID 1 the process would otherwise ignore SIGTERM until the kubelet kills it.
             // Serve a little longer: the API server may still pick this pod until the
@@ -116,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         }
         _ = tokio::signal::ctrl_c() => {}
     }
+    serving.abort();
     Ok(())
 }
 
