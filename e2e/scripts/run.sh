@@ -59,10 +59,26 @@ else
     "$SCRIPTS/cluster.sh" load "$TARGET/kubekms-image.tar" >/dev/null
 fi
 
+# Helm installs the chart's CRDs on the first install only: an upgrade brings new or changed
+# ones (DataKey, for one) this way.
+upgrade=0
+kubectl get namespace "$NAMESPACE" >/dev/null 2>&1 &&
+    kubectl -n "$NAMESPACE" get deployment kubekms-operator >/dev/null 2>&1 && upgrade=1
+if [[ $upgrade -eq 1 ]]; then
+    log "upgrading: applying the chart's CRDs"
+    kubectl apply -f "$ROOT/charts/kubekms/crds/" >&2
+fi
 log "helm upgrade --install $RELEASE charts/kubekms -n $NAMESPACE"
 helm upgrade --install "$RELEASE" "$ROOT/charts/kubekms" -n "$NAMESPACE" --create-namespace \
     --set 'operator.importNamespaces={default}' "${chart_args[@]}" "$@" \
     --wait --timeout 300s >/dev/null
+if [[ $upgrade -eq 1 && $LOCAL -eq 1 ]]; then
+    # The local image keeps its tag across builds: restart the pods so they run the one just
+    # loaded (the operator then rolls the engine if its configuration changed).
+    kubectl -n "$NAMESPACE" rollout restart deployment/kubekms-operator deployment/kubekms-webhook >&2
+    kubectl -n "$NAMESPACE" rollout status deployment/kubekms-operator --timeout=180s >&2
+    kubectl -n "$NAMESPACE" rollout status deployment/kubekms-webhook --timeout=180s >&2
+fi
 log "waiting for the engine pods (the operator creates them)"
 for _ in $(seq 120); do
     kubectl -n "$NAMESPACE" get deployment kubekms-engine >/dev/null 2>&1 && break
