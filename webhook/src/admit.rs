@@ -14,6 +14,7 @@ use kubekms_proto::Operation as KmsOperation;
 
 use crate::annotations;
 use crate::datakeys::{self, Cluster, DataKeyMaker, MadeKey, MakeError, Workload};
+use crate::error::chain;
 use crate::mutate::{mutate, InjectorSettings};
 
 /// The pod injector: its settings and what it reaches.
@@ -100,18 +101,6 @@ impl Injector {
             Err(e) => response.deny(format!("kubekms: {}", chain(&e))),
         }
     }
-}
-
-/// An error and its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }
 
 /// The engine makes data keys as the webhook's identity (`role/kubekms-webhook`).

@@ -266,79 +266,74 @@ impl Condition {
         let subject = &request.subject;
         // A policy variable the caller cannot fill (a principal without that tag) makes the
         // whole condition false, the negated operators included, as in IAM.
-        if self.templated
-            && self
-                .values
-                .iter()
-                .any(|v| substitute(v, subject.arn).is_none())
-        {
+        let Some(values) = self.values_for(subject.arn) else {
             return false;
-        }
+        };
+        let values = values.as_ref();
         match &self.key {
             ConditionKey::EncryptionContextKeys => {
                 let mut keys = context.into_iter().flat_map(EncryptionContext::keys);
                 match self.op {
                     Op::Null => {
                         let absent = context.is_none_or(EncryptionContext::is_empty);
-                        absent == (self.values[0] == "true")
+                        absent == (values[0] == "true")
                     }
                     // True for an empty set, as in AWS: pair it with a Null check if needed.
-                    Op::ForAllValuesStringEquals => keys.all(|k| self.equals(k, subject)),
-                    Op::ForAllValuesStringLike => keys.all(|k| self.like(k, subject)),
-                    Op::ForAnyValueStringEquals => keys.any(|k| self.equals(k, subject)),
-                    Op::ForAnyValueStringLike => keys.any(|k| self.like(k, subject)),
+                    Op::ForAllValuesStringEquals => keys.all(|k| equals(values, k)),
+                    Op::ForAllValuesStringLike => keys.all(|k| like(values, k)),
+                    Op::ForAnyValueStringEquals => keys.any(|k| equals(values, k)),
+                    Op::ForAnyValueStringLike => keys.any(|k| like(values, k)),
                     _ => false,
                 }
             }
             ConditionKey::EncryptionContext(key) => {
-                self.single(context.and_then(|c| c.get(key)), subject)
+                self.single(values, context.and_then(|c| c.get(key)))
             }
-            ConditionKey::CallerAccount => self.single(Some(subject.account), subject),
-            ConditionKey::PrincipalTag(tag) => {
-                self.single(principal_tag(request.subject.arn, tag), &request.subject)
-            }
+            ConditionKey::CallerAccount => self.single(values, Some(subject.account)),
+            ConditionKey::PrincipalTag(tag) => self.single(values, principal_tag(subject.arn, tag)),
         }
+    }
+
+    /// The values with their policy variables filled for the caller `arn`, once per
+    /// evaluation and without copying when there are none; `None` when one cannot be filled.
+    fn values_for(&self, arn: &str) -> Option<Cow<'_, [String]>> {
+        if !self.templated {
+            return Some(Cow::Borrowed(&self.values));
+        }
+        self.values
+            .iter()
+            .map(|v| substitute(v, arn))
+            .collect::<Option<Vec<_>>>()
+            .map(Cow::Owned)
     }
 
     /// A single-valued test. A key absent from the request fails every positive operator and
     /// passes the negated ones, as in IAM.
-    fn single(&self, value: Option<&str>, subject: &Subject<'_>) -> bool {
+    fn single(&self, values: &[String], value: Option<&str>) -> bool {
         use ConditionOp as Op;
         match (self.op, value) {
-            (Op::Null, v) => v.is_none() == (self.values[0] == "true"),
-            (Op::StringNotEquals, Some(v)) => !self.equals(v, subject),
-            (Op::StringNotLike, Some(v)) => !self.like(v, subject),
+            (Op::Null, v) => v.is_none() == (values[0] == "true"),
+            (Op::StringNotEquals, Some(v)) => !equals(values, v),
+            (Op::StringNotLike, Some(v)) => !like(values, v),
             (Op::StringNotEquals | Op::StringNotLike, None) => true,
-            (Op::StringEquals, Some(v)) => self.equals(v, subject),
+            (Op::StringEquals, Some(v)) => equals(values, v),
             (Op::StringEqualsIgnoreCase, Some(v)) => {
-                self.resolved(subject).any(|x| x.eq_ignore_ascii_case(v))
+                values.iter().any(|x| x.eq_ignore_ascii_case(v))
             }
-            (Op::StringLike, Some(v)) => self.like(v, subject),
+            (Op::StringLike, Some(v)) => like(values, v),
             _ => false,
         }
     }
+}
 
-    fn equals(&self, value: &str, subject: &Subject<'_>) -> bool {
-        self.resolved(subject).any(|x| x == value)
-    }
+fn equals(values: &[String], value: &str) -> bool {
+    values.iter().any(|x| x == value)
+}
 
-    fn like(&self, value: &str, subject: &Subject<'_>) -> bool {
-        self.resolved(subject)
-            .any(|x| glob_matches_exact(x.as_bytes(), value.as_bytes()))
-    }
-
-    /// The values with their policy variables replaced for this caller; a value naming a tag
-    /// the caller does not have is left out (it matches nothing).
-    fn resolved<'s>(&'s self, subject: &'s Subject<'_>) -> impl Iterator<Item = Cow<'s, str>> {
-        let templated = self.templated;
-        self.values.iter().filter_map(move |v| {
-            if templated {
-                substitute(v, subject.arn).map(Cow::Owned)
-            } else {
-                Some(Cow::Borrowed(v.as_str()))
-            }
-        })
-    }
+fn like(values: &[String], value: &str) -> bool {
+    values
+        .iter()
+        .any(|x| glob_matches_exact(x.as_bytes(), value.as_bytes()))
 }
 
 /// `template` with each `${aws:PrincipalTag/<tag>}` replaced by the tag of `arn`'s principal;

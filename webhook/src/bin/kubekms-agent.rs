@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use kubekms_webhook::agent::{init, Environment};
+use kubekms_webhook::error::chain;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -25,14 +26,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
-            eprintln!("kubekms-agent: {message}");
+            eprintln!("kubekms-agent: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
