@@ -106,7 +106,61 @@ pub struct DataKeyStatus {
     pub observed_generation: Option<i64>,
 }
 
+/// One generation as the agent decrypts it: in the agent's configuration (from the webhook)
+/// and in the record's mirror ConfigMap (from the operator). Ciphertext only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedGeneration {
+    /// `<name>-<generation>`, the id the keyring file gives it.
+    pub id: String,
+    pub generation: u32,
+    /// Base64 of the data key's CiphertextBlob.
+    pub ciphertext: String,
+    /// The encryption context it was made under (binds it to namespace, ServiceAccount, name).
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+/// The ConfigMap the operator keeps beside each record for sidecar agents: the record's
+/// generations as `[SealedGeneration]` JSON under [`MIRROR_FILE`]. A pod cannot mount a custom
+/// resource, but the kubelet keeps a mounted ConfigMap current, so a running sidecar learns of
+/// a data-key rotation (a generation added by another pod's admission) without any access to
+/// the Kubernetes API.
+pub const MIRROR_PREFIX: &str = "kubekms-datakey.";
+pub const MIRROR_FILE: &str = "generations.json";
+/// The longest object name (a DNS subdomain).
+const MAX_NAME: usize = 253;
+
 impl DataKey {
+    /// Whether the record of data key `name` of ServiceAccount `service_account`, and its
+    /// mirror, have names Kubernetes accepts (a ServiceAccount's name may use up the 253
+    /// characters an object name has).
+    pub fn names_fit(service_account: &str, name: &str) -> bool {
+        Self::mirror_name(&Self::record_name(service_account, name)).len() <= MAX_NAME
+    }
+
+    /// The mirror ConfigMap's name for record `record_name`.
+    pub fn mirror_name(record_name: &str) -> String {
+        format!("{MIRROR_PREFIX}{record_name}")
+    }
+
+    /// Generation `generation` of data key `name`, as the agent decrypts it.
+    pub fn sealed(
+        namespace: &str,
+        spec: &DataKeySpec,
+        generation: &DataKeyGeneration,
+    ) -> SealedGeneration {
+        SealedGeneration {
+            id: format!("{}-{}", spec.name, generation.generation),
+            generation: generation.generation,
+            ciphertext: generation.ciphertext.clone(),
+            encryption_context: Self::encryption_context(
+                namespace,
+                &spec.service_account,
+                &spec.name,
+            ),
+        }
+    }
+
     /// The record's name: `<serviceAccount>.<name>` (a data key's name has no dot, so the two
     /// parts are never ambiguous).
     pub fn record_name(service_account: &str, name: &str) -> String {
@@ -170,6 +224,39 @@ mod tests {
         assert_eq!(context[context::NAMESPACE], "shop");
         assert_eq!(context[context::SERVICE_ACCOUNT], "orders");
         assert_eq!(context[context::DATA_KEY], "db");
+        assert_eq!(DataKey::mirror_name("app.db"), "kubekms-datakey.app.db");
+        assert!(DataKey::names_fit("app", "db"));
+        let long = "a".repeat(234);
+        assert!(DataKey::names_fit(&long, "db"), "16 + 234 + 1 + 2 = 253");
+        assert!(!DataKey::names_fit(&long, "dbs"));
+    }
+
+    #[test]
+    fn a_sealed_generation_names_itself_and_its_context() {
+        let spec = DataKeySpec {
+            service_account: "orders".into(),
+            name: "db".into(),
+            key: "orders".into(),
+            number_of_bytes: 32,
+            generations: vec![DataKeyGeneration {
+                generation: 2,
+                ciphertext: "AQI=".into(),
+                key_arn: "arn".into(),
+                key_version: 1,
+            }],
+        };
+        let sealed = DataKey::sealed("shop", &spec, &spec.generations[0]);
+        assert_eq!(sealed.id, "db-2");
+        assert_eq!(sealed.ciphertext, "AQI=");
+        assert_eq!(
+            sealed.encryption_context,
+            DataKey::encryption_context("shop", "orders", "db")
+        );
+        let json = serde_json::to_value(&sealed).unwrap();
+        assert_eq!(
+            json["encryptionContext"][context::SERVICE_ACCOUNT],
+            "orders"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod policy;
 
 pub use alias::{engine_alias_name, Alias, AliasSpec, AliasStatus};
 pub use common::{condition, KeyReference, UnknownValue};
-pub use datakey::{DataKey, DataKeyGeneration, DataKeySpec, DataKeyStatus};
+pub use datakey::{DataKey, DataKeyGeneration, DataKeySpec, DataKeyStatus, SealedGeneration};
 pub use import::{
     ImportState, ImportedMaterial, ImportedMaterialSpec, ImportedMaterialStatus,
     MaterialSecretReference, WrappingAlgorithm, WrappingKeySpec,

@@ -7,8 +7,7 @@
 //! (another ServiceAccount's ciphertext, a policy that does not allow it) is final and is
 //! reported as the engine said it, naming the data key.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -16,10 +15,10 @@ use base64::Engine as _;
 use kubekms_proto::client::{CallError, ClientSettings, KmsClient, Refusal, TransportError};
 use kubekms_proto::ops::{DecryptRequest, DecryptResponse};
 use kubekms_proto::Operation;
-use serde::Deserialize;
 
 use crate::keyring::{self, HeldKey, KeyringError};
-use crate::mutate::AGENT_CONFIG_ENV;
+use crate::mutate::{AgentConfig, DataKeyCiphertexts, AGENT_CONFIG_ENV};
+use kubekms_crds::SealedGeneration;
 
 /// How long the agent keeps trying while the engine is unreachable.
 pub const RETRY_FOR: Duration = Duration::from_secs(120);
@@ -35,31 +34,6 @@ fn passing(refusal: &Refusal) -> bool {
     ]
     .iter()
     .any(|name| refusal.is(name))
-}
-
-/// What the agent was told (the injector's [`crate::mutate::AgentConfig`], read back).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Config {
-    pub dir: PathBuf,
-    pub data_keys: Vec<DataKey>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DataKey {
-    pub name: String,
-    pub file: String,
-    pub keys: Vec<Entry>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Entry {
-    pub id: String,
-    pub generation: u32,
-    pub ciphertext: String,
-    pub encryption_context: BTreeMap<String, String>,
 }
 
 /// Why the agent stopped.
@@ -82,10 +56,11 @@ pub enum AgentError {
         id: String,
         refusal: Refusal,
     },
-    #[error("data key {name:?}, {id}: the engine could not be reached for {}s", RETRY_FOR.as_secs())]
+    #[error("data key {name:?}, {id}: the engine could not be reached for {seconds}s")]
     Unreachable {
         name: String,
         id: String,
+        seconds: u64,
         #[source]
         source: Box<TransportError>,
     },
@@ -93,11 +68,25 @@ pub enum AgentError {
     Client(#[source] Box<TransportError>),
     #[error("writing the keys")]
     Write(#[from] KeyringError),
+    #[error("reading the data key's mirror {}", path.display())]
+    Mirror {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the data key's mirror {} is not a list of generations", path.display())]
+    MirrorFormat {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("serving on localhost")]
+    Listen(#[source] std::io::Error),
 }
 
 /// Where the agent finds its identity and work, as the injector sets them.
 pub struct Environment {
-    pub config: Config,
+    pub config: AgentConfig,
     pub token_file: PathBuf,
     pub role_arn: String,
     pub endpoint: String,
@@ -120,35 +109,43 @@ impl Environment {
     }
 }
 
+impl Environment {
+    /// A KMS client acting as the pod's ServiceAccount.
+    pub fn client(&self) -> Result<KmsClient, AgentError> {
+        KmsClient::new(ClientSettings {
+            endpoint: Some(self.endpoint.clone()),
+            endpoint_fixed: true,
+            token_file: self.token_file.clone(),
+            region: self.region.clone(),
+            role_arn: self.role_arn.clone(),
+            session_name: "kubekms-agent".to_owned(),
+        })
+        .map_err(|e| AgentError::Client(Box::new(e)))
+    }
+}
+
 /// Decrypt every data key and write them; the number of keys written.
 pub async fn init(env: &Environment) -> Result<usize, AgentError> {
-    let client = KmsClient::new(ClientSettings {
-        endpoint: Some(env.endpoint.clone()),
-        endpoint_fixed: true,
-        token_file: env.token_file.clone(),
-        region: env.region.clone(),
-        role_arn: env.role_arn.clone(),
-        session_name: "kubekms-agent".to_owned(),
-    })
-    .map_err(|e| AgentError::Client(Box::new(e)))?;
+    let client = env.client()?;
     let mut written = 0;
     for data_key in &env.config.data_keys {
         let mut held = Vec::with_capacity(data_key.keys.len());
         for entry in &data_key.keys {
-            held.push(decrypt(&client, data_key, entry).await?);
+            held.push(decrypt(&client, data_key, entry, RETRY_FOR).await?);
         }
-        keyring::write(&env.config.dir, &data_key.file, &held)?;
+        keyring::write(Path::new(&env.config.dir), &data_key.file, &held)?;
         written += held.len();
     }
     Ok(written)
 }
 
 /// One generation, decrypted under its encryption context, with retries while the engine is
-/// out of reach.
-async fn decrypt(
+/// out of reach, for `retry_for` at most.
+pub async fn decrypt(
     client: &KmsClient,
-    data_key: &DataKey,
-    entry: &Entry,
+    data_key: &DataKeyCiphertexts,
+    entry: &SealedGeneration,
+    retry_for: Duration,
 ) -> Result<HeldKey, AgentError> {
     let ciphertext_blob =
         B64.decode(&entry.ciphertext)
@@ -176,7 +173,7 @@ async fn decrypt(
                 })
             }
             Err(CallError::Refused(refusal))
-                if !passing(&refusal) || started.elapsed() >= RETRY_FOR =>
+                if !passing(&refusal) || started.elapsed() >= retry_for =>
             {
                 return Err(AgentError::Refused {
                     name: data_key.name.clone(),
@@ -184,10 +181,11 @@ async fn decrypt(
                     refusal,
                 })
             }
-            Err(CallError::Unreachable(source)) if started.elapsed() >= RETRY_FOR => {
+            Err(CallError::Unreachable(source)) if started.elapsed() >= retry_for => {
                 return Err(AgentError::Unreachable {
                     name: data_key.name.clone(),
                     id: entry.id.clone(),
+                    seconds: retry_for.as_secs(),
                     source: Box::new(source),
                 })
             }
@@ -207,7 +205,7 @@ async fn decrypt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mutate::{AgentConfig, DataKeyCiphertexts, KeyringEntry};
+    use std::collections::BTreeMap;
 
     #[test]
     fn the_injectors_configuration_reads_back() {
@@ -216,17 +214,19 @@ mod tests {
             data_keys: vec![DataKeyCiphertexts {
                 name: "db".into(),
                 file: "db.key".into(),
-                keys: vec![KeyringEntry {
+                keys: vec![SealedGeneration {
                     id: "db-1".into(),
                     generation: 1,
                     ciphertext: "AAEC".into(),
                     encryption_context: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
                 }],
+                mirror: "kubekms-datakey.app.db".into(),
             }],
+            mirror_dir: None,
         };
         let text = serde_json::to_string(&written).unwrap();
-        let read: Config = serde_json::from_str(&text).unwrap();
-        assert_eq!(read.dir, PathBuf::from("/var/run/kubekms"));
+        let read: AgentConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.dir, "/var/run/kubekms");
         assert_eq!(read.data_keys[0].keys[0].id, "db-1");
         assert_eq!(read.data_keys[0].keys[0].encryption_context["k"], "v");
     }

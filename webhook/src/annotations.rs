@@ -125,14 +125,7 @@ pub fn parse(
     }
     let mode = match annotations.get(INJECT_MODE).map(String::as_str) {
         None | Some("init") => Mode::Init,
-        // The agent's `serve` (the sidecar's decryption endpoint) is not written yet: refuse
-        // rather than inject a container that cannot run.
-        Some("sidecar") => {
-            problems.push(format!(
-                "{INJECT_MODE}: \"sidecar\" is not available yet; use \"init\" (the default)"
-            ));
-            Mode::Init
-        }
+        Some("sidecar") => Mode::Sidecar,
         Some(other) => {
             problems.push(format!(
                 "{INJECT_MODE} must be \"init\" or \"sidecar\", not {other:?}"
@@ -336,10 +329,7 @@ mod tests {
             .unwrap();
         assert!(identity_only.data_keys.is_empty());
         let sidecar = parse(&annotations(&[(INJECT, "true"), (INJECT_MODE, "sidecar")]));
-        assert!(
-            sidecar.unwrap_err()[0].contains("\"sidecar\" is not available yet"),
-            "until the agent serves"
-        );
+        assert_eq!(sidecar.unwrap().unwrap().mode, Mode::Sidecar);
     }
 
     #[test]

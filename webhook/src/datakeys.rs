@@ -15,7 +15,7 @@ use base64::Engine as _;
 use kubekms_crds::{DataKey, DataKeyGeneration, DataKeySpec};
 
 use crate::annotations::{DataKeyRequest, KeyRef};
-use crate::mutate::{DataKeyCiphertexts, KeyringEntry};
+use crate::mutate::DataKeyCiphertexts;
 
 /// How often a record is read again after another replica wrote it first.
 const ATTEMPTS: usize = 5;
@@ -160,6 +160,15 @@ pub enum DataKeyError {
     },
     #[error("data key {name:?}: its record kept changing under us; try again")]
     Contended { name: String },
+    #[error(
+        "data key {name:?} of ServiceAccount {service_account}: its record's name would be \
+         longer than Kubernetes allows (253 characters, with the mirror's prefix); use a shorter \
+         data key or ServiceAccount name"
+    )]
+    NameTooLong {
+        name: String,
+        service_account: String,
+    },
     #[error("data key {name:?}: its record holds a ciphertext that is not base64")]
     BadRecord { name: String },
     #[error("the cluster")]
@@ -203,6 +212,12 @@ async fn record_with_generation(
         service_account,
         dry_run,
     } = workload;
+    if !DataKey::names_fit(service_account, name) {
+        return Err(DataKeyError::NameTooLong {
+            name: name.to_owned(),
+            service_account: service_account.to_owned(),
+        });
+    }
     let record_name = DataKey::record_name(service_account, name);
     let asked_key = key_text(&request.key);
     let asked_bytes = request.size.bytes();
@@ -359,7 +374,6 @@ fn for_pod(
     spec: &DataKeySpec,
     request: &DataKeyRequest,
 ) -> Result<DataKeyCiphertexts, DataKeyError> {
-    let context = DataKey::encryption_context(namespace, &spec.service_account, &spec.name);
     let keys = spec
         .generations
         .iter()
@@ -371,18 +385,14 @@ fn for_pod(
                 .map_err(|_| DataKeyError::BadRecord {
                     name: spec.name.clone(),
                 })?;
-            Ok(KeyringEntry {
-                id: format!("{}-{}", spec.name, g.generation),
-                generation: g.generation,
-                ciphertext: g.ciphertext.clone(),
-                encryption_context: context.clone(),
-            })
+            Ok(DataKey::sealed(namespace, spec, g))
         })
         .collect::<Result<Vec<_>, DataKeyError>>()?;
     Ok(DataKeyCiphertexts {
         name: spec.name.clone(),
         file: request.file.clone(),
         keys,
+        mirror: DataKey::mirror_name(&DataKey::record_name(&spec.service_account, &spec.name)),
     })
 }
 
@@ -548,6 +558,27 @@ mod tests {
             .unwrap();
         assert_eq!(old, first);
         assert_eq!(maker.made.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_record_name_kubernetes_would_refuse_is_refused_first() {
+        let cluster = FakeCluster::default();
+        let maker = FakeMaker::default();
+        let long = "a".repeat(240);
+        let refused = ciphertexts(
+            &cluster,
+            &maker,
+            shop(&long),
+            &request(KeyRef::Key("orders".into()), 1),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(refused, DataKeyError::NameTooLong { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("use a shorter"), "{refused}");
+        assert_eq!(maker.made.load(Ordering::SeqCst), 0, "nothing made");
     }
 
     #[tokio::test]

@@ -44,12 +44,9 @@ pub enum KeyringError {
 /// Write data key `file`'s keys into `dir`: the highest generation as the current key, all of
 /// them in the keyring.
 pub fn write(dir: &Path, file: &str, keys: &[HeldKey]) -> Result<(), KeyringError> {
-    let current = keys
-        .iter()
-        .max_by_key(|k| k.generation)
-        .ok_or_else(|| KeyringError::Empty {
-            file: file.to_owned(),
-        })?;
+    let current = current(keys).ok_or_else(|| KeyringError::Empty {
+        file: file.to_owned(),
+    })?;
     // The keyring first: a reader that sees the new current key finds it in the keyring.
     replace(
         dir,
@@ -57,6 +54,16 @@ pub fn write(dir: &Path, file: &str, keys: &[HeldKey]) -> Result<(), KeyringErro
         keyring_json(current, keys).as_bytes(),
     )?;
     replace(dir, file, &current.key)
+}
+
+/// The keyring document of `keys` (as in the keyring file), `None` when there are none.
+pub fn document(keys: &[HeldKey]) -> Option<Zeroizing<String>> {
+    current(keys).map(|current| keyring_json(current, keys))
+}
+
+/// The current key: the highest generation.
+fn current(keys: &[HeldKey]) -> Option<&HeldKey> {
+    keys.iter().max_by_key(|k| k.generation)
 }
 
 /// `{"current": id, "keys": [{"id", "generation", "key": base64}, ...]}`, oldest first.

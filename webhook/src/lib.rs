@@ -10,6 +10,7 @@
 //! - [`keyring`]: the files the agent writes for the app (current key, keyring of generations);
 //! - [`mutate`]: the JSON patch for a pod that opted in;
 //! - [`server`]: HTTPS, decoding and encoding AdmissionReviews only;
+//! - [`sidecar`]: the agent as a sidecar (refresh after data-key rotations, localhost API);
 //! - [`tls`]: the certificate, reloaded when renewed;
 //! - [`validate`]: the verdict on a Key, Alias, KeyPolicy or ImportedMaterial.
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod keyring;
 pub mod mutate;
 pub mod server;
+pub mod sidecar;
 pub mod tls;
 pub mod validate;
 

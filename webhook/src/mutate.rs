@@ -17,11 +17,10 @@
 //!   a container serving decryption on localhost (`KUBEKMS_AGENT_URL`). A pod that runs to
 //!   completion gets the init container only, so the agent never keeps a Job from finishing.
 
-use std::collections::BTreeMap;
-
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
-use serde::Serialize;
+use kubekms_crds::SealedGeneration;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::annotations::{Injection, Mode};
@@ -40,6 +39,9 @@ pub const TOKEN_SECONDS: i64 = 3600;
 /// The data-key volume and where it is mounted.
 pub const DATA_KEY_VOLUME: &str = "kubekms-data-keys";
 pub const DATA_KEY_DIR: &str = "/var/run/kubekms";
+/// The sidecar's view of the records' mirror ConfigMaps (kept current by the kubelet).
+pub const MIRROR_VOLUME: &str = "kubekms-data-key-mirrors";
+pub const MIRROR_DIR: &str = "/var/run/kubekms-mirrors";
 /// The agent's containers.
 pub const AGENT_INIT: &str = "kubekms-agent-init";
 pub const AGENT_SIDECAR: &str = "kubekms-agent";
@@ -61,33 +63,28 @@ pub struct InjectorSettings {
 }
 
 /// A data key ready to inject: every generation's ciphertext, oldest first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DataKeyCiphertexts {
     pub name: String,
     pub file: String,
-    pub keys: Vec<KeyringEntry>,
+    pub keys: Vec<SealedGeneration>,
+    /// The record's mirror ConfigMap ([`kubekms_crds::DataKey::mirror_name`]), mounted for the sidecar; the
+    /// agent is not told it.
+    #[serde(skip)]
+    pub mirror: String,
 }
 
-/// One generation of a data key as the agent decrypts it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyringEntry {
-    /// `<name>-<generation>`, the id the keyring file gives it.
-    pub id: String,
-    pub generation: u32,
-    /// Base64 of GenerateDataKeyWithoutPlaintext's CiphertextBlob.
-    pub ciphertext: String,
-    /// The encryption context it was made under (binds it to namespace, ServiceAccount, name).
-    pub encryption_context: BTreeMap<String, String>,
-}
-
-/// What the agent is told (env [`AGENT_CONFIG_ENV`]): where to write and what to decrypt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// What the agent is told (env [`AGENT_CONFIG_ENV`]): where to write and what to decrypt,
+/// and for the sidecar, where the kubelet keeps the records' mirrors
+/// ([`kubekms_crds::datakey::MIRROR_FILE`] as `<data key name>.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentConfig {
     pub dir: String,
     pub data_keys: Vec<DataKeyCiphertexts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_dir: Option<String>,
 }
 
 /// The patch for `pod`, or `None` when it is to be admitted as it is (injected already, or
@@ -116,10 +113,13 @@ pub fn mutate(
             "emptyDir": { "medium": "Memory", "sizeLimit": "1Mi" },
         }));
     }
-    ops.append("/spec/volumes", spec.volumes.is_some(), volumes);
-
     // The app's containers: identity, data-key mounts and their env.
     let sidecar = injection.mode == Mode::Sidecar && restarts(spec) && with_keys;
+    if sidecar {
+        volumes.push(mirror_volume(data_keys));
+    }
+    ops.append("/spec/volumes", spec.volumes.is_some(), volumes);
+
     let mut extra_env = Vec::new();
     for key in data_keys {
         extra_env.push(env(
@@ -148,9 +148,10 @@ pub fn mutate(
     // The agent.
     if with_keys {
         let user = app_user(pod).ok_or(Error::NoRunAsUser)?;
-        let config = AgentConfig {
+        let mut config = AgentConfig {
             dir: DATA_KEY_DIR.to_owned(),
             data_keys: data_keys.to_vec(),
+            mirror_dir: None,
         };
         let init = agent_container(AGENT_INIT, "init", &config, settings, user);
         match &spec.init_containers {
@@ -159,7 +160,14 @@ pub fn mutate(
             None => ops.add("/spec/initContainers", json!([init])),
         }
         if sidecar {
-            let serve = agent_container(AGENT_SIDECAR, "serve", &config, settings, user);
+            config.mirror_dir = Some(MIRROR_DIR.to_owned());
+            let mut serve = agent_container(AGENT_SIDECAR, "serve", &config, settings, user);
+            serve["ports"] = json!([{ "name": "kubekms-agent", "containerPort": AGENT_PORT }]);
+            if let Some(mounts) = serve["volumeMounts"].as_array_mut() {
+                mounts.push(
+                    json!({ "name": MIRROR_VOLUME, "mountPath": MIRROR_DIR, "readOnly": true }),
+                );
+            }
             ops.add("/spec/containers/-", serve);
         }
     }
@@ -286,7 +294,7 @@ fn agent_container(
     let config = serde_json::to_value(config).unwrap_or_default().to_string();
     let mut env = identity_env(settings);
     env.push(json!({ "name": AGENT_CONFIG_ENV, "value": config }));
-    let mut container = json!({
+    json!({
         "name": name,
         "image": settings.image,
         "command": ["/usr/local/bin/kubekms-agent", command],
@@ -306,11 +314,23 @@ fn agent_container(
             "allowPrivilegeEscalation": false,
             "capabilities": { "drop": ["ALL"] },
         },
-    });
-    if command == "serve" {
-        container["ports"] = json!([{ "name": "kubekms-agent", "containerPort": AGENT_PORT }]);
-    }
-    container
+    })
+}
+
+/// Every data key's mirror ConfigMap as `<name>.json`, optional: the operator makes a mirror
+/// shortly after its record, and the kubelet fills it in when it appears.
+fn mirror_volume(data_keys: &[DataKeyCiphertexts]) -> Value {
+    let sources: Vec<Value> = data_keys
+        .iter()
+        .map(|key| {
+            json!({ "configMap": {
+                "name": key.mirror,
+                "optional": true,
+                "items": [ { "key": kubekms_crds::datakey::MIRROR_FILE, "path": format!("{}.json", key.name) } ],
+            } })
+        })
+        .collect();
+    json!({ "name": MIRROR_VOLUME, "projected": { "sources": sources } })
 }
 
 /// The user the app's first container runs as (its own setting, else the pod's): the agent
@@ -346,6 +366,7 @@ fn escape(token: &str) -> String {
 mod tests {
     use super::*;
     use crate::annotations::parse;
+    use std::collections::BTreeMap;
 
     fn settings() -> InjectorSettings {
         InjectorSettings {
@@ -372,7 +393,7 @@ mod tests {
             name: name.into(),
             file: file.into(),
             keys: (1..=generations)
-                .map(|g| KeyringEntry {
+                .map(|g| SealedGeneration {
                     id: format!("{name}-{g}"),
                     generation: g,
                     ciphertext: format!("Y2lwaGVy{g}"),
@@ -382,6 +403,7 @@ mod tests {
                     )]),
                 })
                 .collect(),
+            mirror: kubekms_crds::DataKey::mirror_name(&format!("app.{name}")),
         }
     }
 
@@ -517,15 +539,17 @@ mod tests {
         );
     }
 
-    /// Sidecar mode, which the annotations refuse until the agent serves.
     fn sidecar() -> Injection {
-        let mut injection = parse(
+        let injection = parse(
             &BTreeMap::from([("kubekms.io/inject".to_owned(), "true".to_owned())]),
-            &BTreeMap::from([("kubekms.io/data-key.db".to_owned(), "orders".to_owned())]),
+            &BTreeMap::from([
+                ("kubekms.io/data-key.db".to_owned(), "orders".to_owned()),
+                ("kubekms.io/inject-mode".to_owned(), "sidecar".to_owned()),
+            ]),
         )
         .unwrap()
         .unwrap();
-        injection.mode = Mode::Sidecar;
+        assert_eq!(injection.mode, Mode::Sidecar);
         injection
     }
 
@@ -547,6 +571,35 @@ mod tests {
         let containers = out["spec"]["containers"].as_array().unwrap();
         assert_eq!(containers[1]["name"], AGENT_SIDECAR);
         assert_eq!(containers[1]["ports"][0]["containerPort"], AGENT_PORT);
+        assert_eq!(containers[1]["command"][1], "serve");
+        // The sidecar reads the record's mirror, kept current by the kubelet; the init
+        // container is not told about it.
+        let mirror = out["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == MIRROR_VOLUME)
+            .unwrap();
+        let source = &mirror["projected"]["sources"][0]["configMap"];
+        assert_eq!(source["name"], "kubekms-datakey.app.db");
+        assert_eq!(source["optional"], true);
+        assert_eq!(source["items"][0]["path"], "db.json");
+        assert!(containers[1]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == MIRROR_VOLUME && m["readOnly"] == true));
+        let config = |c: &Value| -> Value {
+            let env = env_of(c);
+            serde_json::from_str(&env[AGENT_CONFIG_ENV]).unwrap()
+        };
+        assert_eq!(config(&containers[1])["mirrorDir"], MIRROR_DIR);
+        assert!(config(&out["spec"]["initContainers"][0])
+            .get("mirrorDir")
+            .is_none());
+        assert!(config(&containers[1])["dataKeys"][0]
+            .get("mirror")
+            .is_none());
         assert_eq!(
             env_of(&containers[0])["KUBEKMS_AGENT_URL"],
             "http://127.0.0.1:4610"
@@ -566,6 +619,11 @@ mod tests {
         );
         assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
         assert_eq!(out["spec"]["initContainers"][0]["name"], AGENT_INIT);
+        assert!(!out["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == MIRROR_VOLUME));
         assert!(!env_of(&out["spec"]["containers"][0]).contains_key("KUBEKMS_AGENT_URL"));
     }
 

@@ -1,14 +1,19 @@
 //! The agent against a real engine on loopback, as in a pod: a ServiceAccount token exchanged
 //! through the engine's STS, the data key's ciphertext decrypted under its encryption context,
-//! the key written for the app; another ServiceAccount is refused the same ciphertext.
+//! the key written for the app; another ServiceAccount is refused the same ciphertext. The
+//! sidecar: a generation added to the record's mirror joins the keyring, and the app's
+//! localhost API answers the keyring and decrypts data-key ciphertexts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use kubekms_crds::SealedGeneration;
 use kubekms_engine::clock::{Clock, SystemClock};
 use kubekms_engine::identity::testing::{self, LoopbackEngine};
 use kubekms_engine::identity::{IdentityMap, ReviewedToken};
@@ -17,8 +22,11 @@ use kubekms_engine::service::{Caller, Principal};
 use kubekms_proto::ops::{CreateKeyRequest, DecryptRequest, GenerateDataKeyRequest};
 use kubekms_proto::principal::service_account_arn;
 use kubekms_proto::vocab::DataKeySpec;
-use kubekms_webhook::agent::{init, AgentError, Config, DataKey, Entry, Environment};
-use serde_json::json;
+use kubekms_webhook::agent::{init, AgentError, Environment};
+use kubekms_webhook::mutate::{AgentConfig, DataKeyCiphertexts};
+use kubekms_webhook::sidecar::{self, Sidecar};
+use serde_json::{json, Value};
+use tower::ServiceExt;
 
 const ACCOUNT: &str = "111122223333";
 const REGION: &str = "us-east-1";
@@ -57,16 +65,22 @@ fn administrator() -> Caller {
 }
 
 fn context() -> BTreeMap<String, String> {
+    context_for("app", "db")
+}
+
+fn context_for(service_account: &str, data_key: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("kubekms:namespace".to_owned(), "shop".to_owned()),
-        ("kubekms:service-account".to_owned(), "app".to_owned()),
-        ("kubekms:data-key".to_owned(), "db".to_owned()),
+        (
+            "kubekms:service-account".to_owned(),
+            service_account.to_owned(),
+        ),
+        ("kubekms:data-key".to_owned(), data_key.to_owned()),
     ])
 }
 
-#[tokio::test]
-async fn the_agent_decrypts_as_the_pods_service_account_and_writes_the_key() {
-    let e = engine().await;
+/// A Key whose policy lets ServiceAccount `shop/app` decrypt what was made for it.
+async fn app_key(e: &LoopbackEngine) -> String {
     let admin = administrator();
     let app = service_account_arn(ACCOUNT, "shop", "app");
     let policy = json!({ "Version": "2012-10-17", "Statement": [
@@ -75,8 +89,7 @@ async fn the_agent_decrypts_as_the_pods_service_account_and_writes_the_key() {
         { "Effect": "Allow", "Principal": { "AWS": app }, "Action": "kms:Decrypt", "Resource": "*",
           "Condition": { "StringEquals": { "kms:EncryptionContext:kubekms:service-account": "app" } } },
     ] });
-    let key = e
-        .kms
+    e.kms
         .create_key(
             &admin,
             CreateKeyRequest {
@@ -88,14 +101,24 @@ async fn the_agent_decrypts_as_the_pods_service_account_and_writes_the_key() {
         .result
         .unwrap()
         .key_metadata
-        .key_id;
+        .key_id
+        .to_string()
+}
+
+/// A data key made under `context`: its ciphertext (base64) and its bytes.
+async fn data_key(
+    e: &LoopbackEngine,
+    key: &str,
+    context: BTreeMap<String, String>,
+) -> (String, Vec<u8>) {
+    let admin = administrator();
     let made = e
         .kms
         .generate_data_key(
             &admin,
             GenerateDataKeyRequest {
-                key_id: key,
-                encryption_context: Some(context()),
+                key_id: key.parse().unwrap(),
+                encryption_context: Some(context.clone()),
                 key_spec: Some(DataKeySpec::Aes256),
                 ..GenerateDataKeyRequest::default()
             },
@@ -104,14 +127,13 @@ async fn the_agent_decrypts_as_the_pods_service_account_and_writes_the_key() {
         .await
         .result
         .unwrap();
-    let ciphertext = B64.encode(&made.ciphertext_blob);
-    let expected = e
+    let plaintext = e
         .kms
         .decrypt(
             &admin,
             DecryptRequest {
                 ciphertext_blob: made.ciphertext_blob.clone(),
-                encryption_context: Some(context()),
+                encryption_context: Some(context),
                 ..DecryptRequest::default()
             },
         )
@@ -119,36 +141,60 @@ async fn the_agent_decrypts_as_the_pods_service_account_and_writes_the_key() {
         .result
         .unwrap()
         .plaintext;
+    (B64.encode(&made.ciphertext_blob), plaintext.to_vec())
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    std::fs::create_dir(&keys).unwrap();
-    let env = |token_file: PathBuf| Environment {
-        config: Config {
-            dir: keys.clone(),
-            data_keys: vec![DataKey {
+fn generation(n: u32, ciphertext: &str, context: BTreeMap<String, String>) -> SealedGeneration {
+    SealedGeneration {
+        id: format!("db-{n}"),
+        generation: n,
+        ciphertext: ciphertext.to_owned(),
+        encryption_context: context,
+    }
+}
+
+fn environment(
+    e: &LoopbackEngine,
+    keys: &Path,
+    mirror_dir: Option<&Path>,
+    ciphertext: &str,
+    token_file: PathBuf,
+) -> Environment {
+    Environment {
+        config: AgentConfig {
+            dir: keys.display().to_string(),
+            data_keys: vec![DataKeyCiphertexts {
                 name: "db".into(),
                 file: "db.key".into(),
-                keys: vec![Entry {
-                    id: "db-1".into(),
-                    generation: 1,
-                    ciphertext: ciphertext.clone(),
-                    encryption_context: context(),
-                }],
+                keys: vec![generation(1, ciphertext, context())],
+                mirror: String::new(),
             }],
+            mirror_dir: mirror_dir.map(|d| d.display().to_string()),
         },
         token_file,
         role_arn: format!("arn:aws:iam::{ACCOUNT}:role/kubekms"),
         endpoint: e.url.clone(),
         region: REGION.into(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn the_agent_decrypts_as_the_pods_service_account_and_writes_the_key() {
+    let e = engine().await;
+    let key = app_key(&e).await;
+    let (ciphertext, expected) = data_key(&e, &key, context()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let env = |token_file: PathBuf| environment(&e, &keys, None, &ciphertext, token_file);
 
     let written = init(&env(token_file(&e, dir.path(), "app", 1)))
         .await
         .unwrap();
     assert_eq!(written, 1);
     assert_eq!(expected.len(), 32);
-    assert_eq!(std::fs::read(keys.join("db.key")).unwrap(), *expected);
+    assert_eq!(std::fs::read(keys.join("db.key")).unwrap(), expected);
 
     // Another ServiceAccount of the namespace holds the same ciphertext in vain.
     let refused = init(&env(token_file(&e, dir.path(), "intruder", 2)))
@@ -159,4 +205,130 @@ async fn the_agent_decrypts_as_the_pods_service_account_and_writes_the_key() {
     };
     assert_eq!(name, "db");
     assert_eq!(refusal.aws_type, "AccessDeniedException", "{refused}");
+}
+
+async fn call(router: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn decrypt_request(body: Value) -> Request<Body> {
+    Request::post("/v1/decrypt")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_sidecar_takes_in_a_rotated_generation_and_serves_the_app() {
+    let e = engine().await;
+    let key = app_key(&e).await;
+    let (first, first_bytes) = data_key(&e, &key, context()).await;
+    let (second, second_bytes) = data_key(&e, &key, context()).await;
+    // Made for another ServiceAccount: a mirror that claims it is ours gets nothing.
+    let (foreign, _) = data_key(&e, &key, context_for("intruder", "db")).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let mirrors = dir.path().join("mirrors");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::create_dir(&mirrors).unwrap();
+    let token = token_file(&e, dir.path(), "app", 1);
+    let env = environment(&e, &keys, Some(&mirrors), &first, token);
+    let sidecar = std::sync::Arc::new(Sidecar::start(&env).await.unwrap());
+    assert_eq!(std::fs::read(keys.join("db.key")).unwrap(), first_bytes);
+
+    // No mirror yet (the operator has not made it): nothing changes.
+    assert!(sidecar.refresh().await.is_empty());
+
+    // The mirror gains generation 2 (another pod asked for it) and a tampered generation 3.
+    let mirror = vec![
+        generation(1, &first, context()),
+        generation(2, &second, context()),
+        generation(3, &foreign, context_for("intruder", "db")),
+    ];
+    std::fs::write(
+        mirrors.join("db.json"),
+        serde_json::to_vec(&mirror[..2]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar.refresh().await, ["db-2"]);
+    assert!(sidecar.refresh().await.is_empty(), "held already");
+    assert_eq!(
+        std::fs::read(keys.join("db.key")).unwrap(),
+        second_bytes,
+        "the newest generation is current"
+    );
+    let keyring: Value =
+        serde_json::from_slice(&std::fs::read(keys.join("db.key.keyring.json")).unwrap()).unwrap();
+    assert_eq!(keyring["current"], "db-2");
+    assert_eq!(keyring["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(keyring["keys"][0]["key"], B64.encode(&first_bytes));
+
+    std::fs::write(
+        mirrors.join("db.json"),
+        serde_json::to_vec(&mirror).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        sidecar.refresh().await.is_empty(),
+        "decrypted under the pod's own context, another's ciphertext is refused"
+    );
+
+    let router = sidecar::router(std::sync::Arc::clone(&sidecar));
+    let (status, document) = call(
+        &router,
+        Request::get("/v1/data-keys/db")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document, keyring);
+    let (status, _) = call(
+        &router,
+        Request::get("/v1/data-keys/other")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The app decrypts a data-key ciphertext it kept with its data.
+    let (kept, kept_bytes) = data_key(&e, &key, context()).await;
+    let (status, answer) = call(
+        &router,
+        decrypt_request(json!({ "dataKey": "db", "ciphertext": kept })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["key"], B64.encode(&kept_bytes));
+    let (status, answer) = call(
+        &router,
+        decrypt_request(json!({ "dataKey": "db", "ciphertext": foreign })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["__type"], "InvalidCiphertextException", "{answer}");
+    let (status, answer) = call(
+        &router,
+        decrypt_request(json!({ "dataKey": "db", "ciphertext": "not base64!" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = call(&router, decrypt_request(json!({ "dataKey": "db" }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("ciphertext"),
+        "{answer}"
+    );
+    let (status, _) = call(
+        &router,
+        decrypt_request(json!({ "dataKey": "cache", "ciphertext": kept })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -89,6 +89,9 @@ pub async fn workload_injection(cluster: &Cluster, endpoint: &str) -> Result<()>
 
     key_rotation_re_encrypts(cluster, endpoint, &record, &key_1).await?;
 
+    // A sidecar pod, running at generation 1 through the data-key rotation below.
+    let sidecar_pod = sidecar_serves(cluster, &ciphertext, &key_1).await?;
+
     // A data-key rotation: the new pods hold both generations, the newer one current.
     cluster
         .kubectl(&["apply", "-f", "-"], Some(&deployment(2).to_string()))
@@ -116,13 +119,124 @@ pub async fn workload_injection(cluster: &Cluster, endpoint: &str) -> Result<()>
     let key_2 = decrypt_as(cluster, endpoint, "app", &ciphertext_2)
         .await?
         .context("generation 2 decrypts")?;
+    sidecar_refreshes(cluster, &sidecar_pod, &key_1, &key_2).await?;
 
     job_completes(cluster).await?;
     webhook_down_refuses_opted_in_pods_only(cluster).await?;
     no_plaintext_anywhere(cluster, &[key_1, key_2]).await?;
     cluster
-        .kubectl(&["-n", "default", "delete", "deployment", "injected"], None)
+        .kubectl(
+            &[
+                "-n",
+                "default",
+                "delete",
+                "deployment",
+                "injected",
+                "sidecar",
+            ],
+            None,
+        )
         .await?;
+    Ok(())
+}
+
+/// A Deployment in sidecar mode: its app asks the agent on localhost for the keyring and to
+/// decrypt `ciphertext` (the record's generation 1, as the app might keep it with its data).
+/// The pod's name once its app reports both.
+async fn sidecar_serves(cluster: &Cluster, ciphertext: &str, key_1: &[u8]) -> Result<String> {
+    let mut template = app_pod_template(1, true);
+    template["metadata"]["labels"]["app"] = json!("sidecar");
+    template["metadata"]["annotations"]["kubekms.io/inject-mode"] = json!("sidecar");
+    let app = &mut template["spec"]["containers"][0];
+    app["command"] = json!([app::python(), "/e2e/clients/sidecar_app.py"]);
+    if let Some(env) = app["env"].as_array_mut() {
+        env.push(json!({ "name": "APP_CIPHERTEXT", "value": ciphertext }));
+    }
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "sidecar", "namespace": "default" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "sidecar" } },
+            "template": template,
+        },
+    });
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&deployment.to_string()))
+        .await?;
+    let digest = sha256_hex(key_1);
+    let (pod, report) = wait_for("the sidecar's app reporting", READY, || async {
+        let reports = reports_now(cluster, "sidecar").await?;
+        Ok(reports
+            .into_iter()
+            .find(|(_, r)| r["keyringStatus"] == 200 && r["decryptStatus"] == 200))
+    })
+    .await
+    .with_context(|| {
+        let run = |args: &[&str]| cluster.kubectl_sync(args, None).unwrap_or_default();
+        format!(
+            "{}\n=== logs ===\n{}",
+            run(&["-n", "default", "describe", "pods", "-l", "app=sidecar"]),
+            run(&[
+                "-n",
+                "default",
+                "logs",
+                "-l",
+                "app=sidecar",
+                "--all-containers",
+                "--tail=20"
+            ]),
+        )
+    })?;
+    ensure!(
+        report["keyring"]["db-1"] == digest.as_str() && report["current"] == "db-1",
+        "the sidecar's keyring is not generation 1: {report}"
+    );
+    ensure!(
+        report["decryptSha256"] == digest.as_str(),
+        "the sidecar decrypted the kept ciphertext to another key: {report}"
+    );
+    Ok(pod)
+}
+
+/// After the data-key rotation, the same sidecar pod (not restarted) holds generation 2 too,
+/// as current: the operator mirrored the record, the kubelet updated the pod's view of it, the
+/// agent decrypted the new generation.
+async fn sidecar_refreshes(cluster: &Cluster, pod: &str, key_1: &[u8], key_2: &[u8]) -> Result<()> {
+    let started = std::time::Instant::now();
+    let report = wait_for("the sidecar to take in generation 2", READY, || async {
+        let reports = reports_now(cluster, "sidecar").await?;
+        Ok(reports
+            .into_iter()
+            .find(|(name, r)| name == pod && r["current"] == "db-2")
+            .map(|(_, r)| r))
+    })
+    .await
+    .with_context(|| {
+        cluster
+            .kubectl_sync(&["-n", "default", "logs", pod, "-c", "kubekms-agent"], None)
+            .unwrap_or_default()
+    })?;
+    ensure!(
+        report["keyring"]["db-1"] == sha256_hex(key_1).as_str()
+            && report["keyring"]["db-2"] == sha256_hex(key_2).as_str(),
+        "the refreshed keyring is not generations 1 and 2: {report}"
+    );
+    println!(
+        "sidecar {pod}: generation 2 taken in {:.1} s after the rotated pods reported",
+        started.elapsed().as_secs_f64()
+    );
+    let restarts = node::jsonpath(
+        cluster,
+        "default",
+        &["pod", pod],
+        "{.status.containerStatuses[*].restartCount}",
+    )
+    .await?;
+    ensure!(
+        restarts.split_whitespace().all(|n| n == "0"),
+        "the sidecar pod's containers restarted: {restarts}"
+    );
     Ok(())
 }
 
@@ -264,10 +378,12 @@ async fn key_rotation_re_encrypts(
     Ok(())
 }
 
-/// A Job's injected pod runs to completion: the agent is an init container only.
+/// A Job's injected pod runs to completion, sidecar mode asked for or not: the agent is an
+/// init container only.
 async fn job_completes(cluster: &Cluster) -> Result<()> {
     let mut pod = app_pod_template(1, false);
     pod["spec"]["restartPolicy"] = json!("Never");
+    pod["metadata"]["annotations"]["kubekms.io/inject-mode"] = json!("sidecar");
     pod["metadata"]["labels"]["app"] = json!("injected-job");
     let job = json!({
         "apiVersion": "batch/v1", "kind": "Job",
@@ -579,6 +695,12 @@ fn deployment(generation: u32) -> Value {
 
 /// The running app pods' names.
 async fn app_pods(cluster: &Cluster) -> Result<Vec<String>> {
+    pods_of(cluster, "injected").await
+}
+
+/// The running pods labelled `app=<app>`.
+async fn pods_of(cluster: &Cluster, app: &str) -> Result<Vec<String>> {
+    let selector = format!("app={app}");
     let names = cluster
         .kubectl(
             &[
@@ -587,7 +709,7 @@ async fn app_pods(cluster: &Cluster) -> Result<Vec<String>> {
                 "get",
                 "pods",
                 "-l",
-                "app=injected",
+                &selector,
                 "--field-selector=status.phase=Running",
                 "-o",
                 "jsonpath={.items[*].metadata.name}",
@@ -600,8 +722,13 @@ async fn app_pods(cluster: &Cluster) -> Result<Vec<String>> {
 
 /// Each running app pod's report, by pod name (pods that have printed nothing yet left out).
 async fn app_reports_now(cluster: &Cluster) -> Result<Vec<(String, Value)>> {
+    reports_now(cluster, "injected").await
+}
+
+/// The last report of each running pod labelled `app=<app>`.
+async fn reports_now(cluster: &Cluster, app: &str) -> Result<Vec<(String, Value)>> {
     let mut out = Vec::new();
-    for pod in app_pods(cluster).await? {
+    for pod in pods_of(cluster, app).await? {
         let log = cluster
             .kubectl(&["-n", "default", "logs", &pod, "-c", "app"], None)
             .await

@@ -3,6 +3,10 @@
 //! sees a data key's plaintext), so new pods get ciphertexts under current material while
 //! running pods, whose older ciphertexts still decrypt, keep working. The record's status says
 //! whether every generation is current.
+//!
+//! Each record is also mirrored to a ConfigMap ([`DataKey::mirror_name`], ciphertext only,
+//! owned by the record): sidecar agents mount it, so a running pod learns of a generation
+//! another pod's admission added without any access to the Kubernetes API.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,15 +15,17 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::StreamExt;
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
-use kubekms_crds::{condition as condition_type, DataKey, DataKeyStatus, Key};
+use kube::{Api, Resource, ResourceExt};
+use kubekms_crds::datakey::MIRROR_FILE;
+use kubekms_crds::{condition as condition_type, DataKey, DataKeyStatus, Key, SealedGeneration};
 
-use super::{backoff, condition, write_status, Context, DEPENDENCY_REQUEUE};
+use super::{backoff, condition, write_status, Context, DEPENDENCY_REQUEUE, FIELD_MANAGER};
 use crate::error::{Error, Result};
 
 pub mod reason {
@@ -191,10 +197,54 @@ pub async fn reconcile(record: Arc<DataKey>, ctx: Arc<Context>) -> Result<Action
         observed_generation: record.metadata.generation,
     };
     if re_encrypted.is_empty() {
+        apply_mirror(&ctx, &record, &namespace).await?;
         write_status(&api, &*record, record.status.as_ref(), &status).await?;
     }
     // After a replace the watch brings the new object, whose pass writes the status.
     Ok(Action::await_change())
+}
+
+/// The record's mirror ConfigMap, as it should be: every generation, sealed.
+pub fn mirror(record: &DataKey, namespace: &str) -> Result<ConfigMap> {
+    let generations: Vec<SealedGeneration> = record
+        .spec
+        .generations
+        .iter()
+        .map(|g| DataKey::sealed(namespace, &record.spec, g))
+        .collect();
+    let text = serde_json::to_string(&generations).map_err(|source| Error::Json {
+        what: "a DataKey mirror",
+        source,
+    })?;
+    Ok(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(DataKey::mirror_name(&record.name_any())),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                FIELD_MANAGER.to_owned(),
+            )])),
+            // Goes with its record (the garbage collector deletes it).
+            owner_references: record.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(MIRROR_FILE.to_owned(), text)])),
+        ..ConfigMap::default()
+    })
+}
+
+async fn apply_mirror(ctx: &Context, record: &DataKey, namespace: &str) -> Result<()> {
+    let wanted = mirror(record, namespace)?;
+    let name = wanted.metadata.name.clone().unwrap_or_default();
+    // A server-side apply of unchanged content writes nothing.
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&wanted),
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -209,6 +259,39 @@ mod tests {
             key_arn: arn.into(),
             key_version: version,
         }
+    }
+
+    #[test]
+    fn the_mirror_holds_every_generation_sealed_and_goes_with_its_record() {
+        let mut record = DataKey::new(
+            "app.db",
+            DataKeySpec {
+                service_account: "app".into(),
+                name: "db".into(),
+                key: "orders".into(),
+                number_of_bytes: 32,
+                generations: vec![generation(1, "arn:a", 1), generation(2, "arn:a", 2)],
+            },
+        );
+        record.metadata.uid = Some("uid-1".into());
+        let mirror = mirror(&record, "shop").unwrap();
+        assert_eq!(
+            mirror.metadata.name.as_deref(),
+            Some("kubekms-datakey.app.db")
+        );
+        let owner = &mirror.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("DataKey", "uid-1")
+        );
+        let data = mirror.data.unwrap();
+        let sealed: Vec<SealedGeneration> = serde_json::from_str(&data[MIRROR_FILE]).unwrap();
+        assert_eq!(sealed.len(), 2);
+        assert_eq!(sealed[1].id, "db-2");
+        assert_eq!(
+            sealed[1].encryption_context,
+            DataKey::encryption_context("shop", "app", "db")
+        );
     }
 
     #[test]
