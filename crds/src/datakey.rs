@@ -7,7 +7,9 @@
 //! the annotation's `generation` adds a generation; the earlier ones stay, so data encrypted
 //! before stays decryptable. After the Key rotates, the operator re-encrypts each generation to
 //! the Key's newest version (ReEncrypt, inside the engine: it never sees the plaintext). The
-//! record is owned by its ServiceAccount and goes with it.
+//! record is not owned by its ServiceAccount: one deleted and made again (an app reinstalled)
+//! finds its data keys, and so its data, where they were; records go with their namespace, or
+//! by `kubectl delete kmsdatakey`.
 
 use std::collections::BTreeMap;
 
@@ -211,6 +213,45 @@ impl DataKeySpec {
         }
         validation_result(problems)
     }
+
+    /// What a change may not do: give the record to another ServiceAccount, data key, Key or
+    /// size, or drop a generation (data encrypted under it would be lost).
+    pub fn validate_update(&self, old: &Self) -> Result<(), Vec<String>> {
+        let mut problems = self.validate().err().unwrap_or_default();
+        for (field, new, was) in [
+            (
+                "spec.serviceAccount",
+                &self.service_account,
+                &old.service_account,
+            ),
+            ("spec.name", &self.name, &old.name),
+            ("spec.key", &self.key, &old.key),
+        ] {
+            if new != was {
+                problems.push(format!("{field} is immutable (was {was:?})"));
+            }
+        }
+        if self.number_of_bytes != old.number_of_bytes {
+            problems.push(format!(
+                "spec.numberOfBytes is immutable (was {})",
+                old.number_of_bytes
+            ));
+        }
+        for g in &old.generations {
+            if !self
+                .generations
+                .iter()
+                .any(|n| n.generation == g.generation)
+            {
+                problems.push(format!(
+                    "spec.generations: generation {} may not be removed (what it encrypted \
+                     would become undecryptable); delete the DataKey to drop them all",
+                    g.generation
+                ));
+            }
+        }
+        validation_result(problems)
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +297,48 @@ mod tests {
         assert_eq!(
             json["encryptionContext"][context::SERVICE_ACCOUNT],
             "orders"
+        );
+    }
+
+    #[test]
+    fn a_change_keeps_owner_key_size_and_every_generation() {
+        let old = DataKeySpec {
+            service_account: "app".into(),
+            name: "db".into(),
+            key: "orders".into(),
+            number_of_bytes: 32,
+            generations: vec![
+                DataKeyGeneration {
+                    generation: 1,
+                    ciphertext: "AA==".into(),
+                    key_arn: "arn".into(),
+                    key_version: 1,
+                },
+                DataKeyGeneration {
+                    generation: 2,
+                    ciphertext: "AQ==".into(),
+                    key_arn: "arn".into(),
+                    key_version: 1,
+                },
+            ],
+        };
+        let mut re_encrypted = old.clone();
+        re_encrypted.generations[0].ciphertext = "Ag==".into();
+        re_encrypted.generations[0].key_version = 2;
+        assert_eq!(re_encrypted.validate_update(&old), Ok(()));
+        let mut bad = old.clone();
+        bad.key = "other".into();
+        bad.number_of_bytes = 16;
+        bad.generations.remove(0);
+        let problems = bad.validate_update(&old).unwrap_err().join("\n");
+        assert!(problems.contains("spec.key is immutable"), "{problems}");
+        assert!(
+            problems.contains("spec.numberOfBytes is immutable"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("generation 1 may not be removed"),
+            "{problems}"
         );
     }
 

@@ -212,6 +212,9 @@ async fn examples_ready(cluster: &Cluster) -> Result<String> {
     for key in ["orders", "release-signing"] {
         key_ready(cluster, "default", key).await?;
     }
+    // What the next phase uses: the alias, and the policy that lets `app` use the key.
+    object_ready(cluster, "default", "kmsalias", "orders").await?;
+    object_ready(cluster, "default", "kmspolicy", "orders-app").await?;
     let ip = node::engine_service_ip(cluster).await?;
     node::forward(cluster, "kms", &format!("{ip}:4599"))
 }
@@ -538,16 +541,25 @@ async fn operator_fails_over(cluster: &Cluster) -> Result<()> {
 
 /// Waits until Key `namespace/name` is Ready.
 async fn key_ready(cluster: &Cluster, namespace: &str, name: &str) -> Result<()> {
-    wait_for(&format!("Key {namespace}/{name} Ready"), READY, || async {
-        let status = node::jsonpath(
-            cluster,
-            namespace,
-            &["kmskey", name],
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        )
-        .await?;
-        Ok((status == "True").then_some(()))
-    })
+    object_ready(cluster, namespace, "kmskey", name).await
+}
+
+/// A kubekms.io object (by short name) whose Ready condition is True.
+async fn object_ready(cluster: &Cluster, namespace: &str, kind: &str, name: &str) -> Result<()> {
+    wait_for(
+        &format!("{kind} {namespace}/{name} Ready"),
+        READY,
+        || async {
+            let status = node::jsonpath(
+                cluster,
+                namespace,
+                &[kind, name],
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            )
+            .await?;
+            Ok((status == "True").then_some(()))
+        },
+    )
     .await
 }
 

@@ -1,13 +1,13 @@
-//! [`Cluster`] on the Kubernetes API: DataKey records (created owned by their ServiceAccount,
-//! replaced only at the resourceVersion read), a Key's status, a ServiceAccount's uid.
+//! [`Cluster`] on the Kubernetes API: DataKey records (created if absent, replaced only at the
+//! resourceVersion read), a Key's status, whether a ServiceAccount exists.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -22,9 +22,14 @@ pub struct KubeCluster {
     /// Every DataKey record, kept by a watch ([`KubeCluster::watch_records`]).
     records: Store<DataKey>,
     engine: EngineService,
-    /// The engine's URL once found (a Service's cluster IP does not change).
-    engine_url: Mutex<Option<String>>,
+    /// The engine's URL once found, and when. A Service keeps its cluster IP while it lives,
+    /// but one deleted and made again (the engine reinstalled) has another: looked up again
+    /// after [`ENGINE_URL_FOR`].
+    engine_url: Mutex<Option<(String, Instant)>>,
 }
+
+/// How long a looked-up engine URL is used before it is looked up again.
+pub const ENGINE_URL_FOR: Duration = Duration::from_secs(60);
 
 /// Where the engine is: a URL given outright, or the Service the operator makes for it.
 #[derive(Clone, Debug)]
@@ -40,10 +45,6 @@ pub enum EngineService {
 impl KubeCluster {
     /// The cluster, and the watch that keeps its cache of records (to be spawned).
     pub fn new(client: Client, engine: EngineService) -> (Self, BoxFuture<'static, ()>) {
-        let engine_url = match &engine {
-            EngineService::Url(url) => Some(url.clone()),
-            EngineService::Service { .. } => None,
-        };
         let (records, writer) = reflector::store();
         let watch = reflector::reflector(
             writer,
@@ -64,7 +65,7 @@ impl KubeCluster {
             client,
             records,
             engine,
-            engine_url: Mutex::new(engine_url),
+            engine_url: Mutex::new(None),
         };
         (cluster, watch)
     }
@@ -99,19 +100,24 @@ impl Cluster for KubeCluster {
             .map_err(failed(format!("reading DataKey {namespace}/{name}")))
     }
 
+    fn cached_record_count(&self, namespace: &str, service_account: &str) -> Option<usize> {
+        Some(
+            self.records
+                .state()
+                .iter()
+                .filter(|r| {
+                    r.metadata.namespace.as_deref() == Some(namespace)
+                        && r.spec.service_account == service_account
+                })
+                .count(),
+        )
+    }
+
     async fn create_record(
         &self,
         namespace: &str,
-        mut record: DataKey,
-        owner_uid: &str,
+        record: DataKey,
     ) -> Result<Written, ClusterError> {
-        record.metadata.owner_references = Some(vec![OwnerReference {
-            api_version: "v1".into(),
-            kind: "ServiceAccount".into(),
-            name: record.spec.service_account.clone(),
-            uid: owner_uid.to_owned(),
-            ..OwnerReference::default()
-        }]);
         let name = record.metadata.name.clone().unwrap_or_default();
         match Api::<DataKey>::namespaced(self.client.clone(), namespace)
             .create(&PostParams::default(), &record)
@@ -154,37 +160,46 @@ impl Cluster for KubeCluster {
         }))
     }
 
-    async fn service_account_uid(
+    async fn service_account_exists(
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<String>, ClusterError> {
+    ) -> Result<bool, ClusterError> {
         let sa = Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
             .map_err(failed(format!("reading ServiceAccount {namespace}/{name}")))?;
-        Ok(sa.and_then(|sa| sa.metadata.uid))
+        Ok(sa.is_some())
     }
 
     async fn engine_url(&self) -> Result<Option<String>, ClusterError> {
-        if let Some(url) = self.engine_url.lock().ok().and_then(|u| u.clone()) {
-            return Ok(Some(url));
-        }
-        let EngineService::Service {
-            namespace,
-            name,
-            port,
-        } = &self.engine
-        else {
-            return Ok(None);
+        let known = self.engine_url.lock().ok().and_then(|u| u.clone());
+        let (namespace, name, port) = match (&self.engine, &known) {
+            (EngineService::Url(url), _) => return Ok(Some(url.clone())),
+            (_, Some((url, found))) if found.elapsed() < ENGINE_URL_FOR => {
+                return Ok(Some(url.clone()))
+            }
+            (
+                EngineService::Service {
+                    namespace,
+                    name,
+                    port,
+                },
+                _,
+            ) => (namespace, name, port),
         };
-        let service = Api::<Service>::namespaced(self.client.clone(), namespace)
+        let service = match Api::<Service>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
-            .map_err(failed(format!("reading Service {namespace}/{name}")))?;
+        {
+            Ok(service) => service,
+            // The API server did not answer: the URL last found is the best there is.
+            Err(_) if known.is_some() => return Ok(known.map(|(url, _)| url)),
+            Err(e) => return Err(failed(format!("reading Service {namespace}/{name}"))(e)),
+        };
         let url = service.and_then(|s| service_url(&s, *port));
         if let (Some(url), Ok(mut found)) = (&url, self.engine_url.lock()) {
-            *found = Some(url.clone());
+            *found = Some((url.clone(), Instant::now()));
         }
         Ok(url)
     }

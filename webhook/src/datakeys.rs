@@ -48,12 +48,16 @@ pub trait Cluster: Send + Sync {
     fn cached_record(&self, _namespace: &str, _name: &str) -> Option<Option<DataKey>> {
         None
     }
-    /// Create `record`, owned by the ServiceAccount with `owner_uid`.
+    /// How many records ServiceAccount `service_account` has, as a watch last saw them;
+    /// `None` when the implementation keeps no watch.
+    fn cached_record_count(&self, _namespace: &str, _service_account: &str) -> Option<usize> {
+        None
+    }
+    /// Create `record` unless it exists.
     async fn create_record(
         &self,
         namespace: &str,
         record: DataKey,
-        owner_uid: &str,
     ) -> Result<Written, ClusterError>;
     /// Replace `record` if its resourceVersion is still the stored one.
     async fn replace_record(
@@ -62,11 +66,11 @@ pub trait Cluster: Send + Sync {
         record: DataKey,
     ) -> Result<Written, ClusterError>;
     async fn key(&self, namespace: &str, name: &str) -> Result<Option<KeyFacts>, ClusterError>;
-    async fn service_account_uid(
+    async fn service_account_exists(
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<String>, ClusterError>;
+    ) -> Result<bool, ClusterError>;
     /// The engine's KMS and STS URL as pods reach it; `None` while it has no address yet.
     async fn engine_url(&self) -> Result<Option<String>, ClusterError>;
 }
@@ -169,11 +173,24 @@ pub enum DataKeyError {
         name: String,
         service_account: String,
     },
+    #[error(
+        "ServiceAccount {service_account} has {held} data keys, the most one may have: delete \
+         those no longer used (kubectl delete kmsdatakey {service_account}.<name>) or use \
+         another ServiceAccount"
+    )]
+    TooMany {
+        service_account: String,
+        held: usize,
+    },
     #[error("data key {name:?}: its record holds a ciphertext that is not base64")]
     BadRecord { name: String },
     #[error("the cluster")]
     Cluster(#[from] ClusterError),
 }
+
+/// The most data keys (records) one ServiceAccount may have: admission is reachable by
+/// whatever can reach the webhook's port, so what it can make others store is bounded.
+pub const MAX_DATA_KEYS: usize = 32;
 
 /// Who a pod's data keys are for.
 #[derive(Clone, Copy, Debug)]
@@ -259,31 +276,41 @@ async fn record_with_generation(
                 service_account: service_account.to_owned(),
             });
         }
-        // A new record is owned by its ServiceAccount, which must exist; looked up while the
-        // data key is made (a key made for a missing ServiceAccount is dropped unrecorded).
-        let owner_lookup = async {
+        if existing.is_none() {
+            let held = cluster
+                .cached_record_count(namespace, service_account)
+                .unwrap_or(0);
+            if held >= MAX_DATA_KEYS {
+                return Err(DataKeyError::TooMany {
+                    service_account: service_account.to_owned(),
+                    held,
+                });
+            }
+        }
+        // A new record is for a ServiceAccount that exists; looked up while the data key is
+        // made (a key made for a missing ServiceAccount is dropped unrecorded). Records are
+        // not owned by it: a ServiceAccount deleted and made again (an app reinstalled) finds
+        // its data keys, and the data encrypted under them, where they were.
+        let account_lookup = async {
             match &existing {
-                Some(_) => Ok(None),
-                None => cluster
-                    .service_account_uid(namespace, service_account)
-                    .await
-                    .map(Some),
+                Some(_) => Ok(true),
+                None => {
+                    cluster
+                        .service_account_exists(namespace, service_account)
+                        .await
+                }
             }
         };
-        let (owner, generation) = tokio::join!(
-            owner_lookup,
+        let (exists, generation) = tokio::join!(
+            account_lookup,
             make(maker, cluster, namespace, service_account, name, request)
         );
-        let owner = match owner? {
-            Some(None) => {
-                return Err(DataKeyError::NoServiceAccount {
-                    namespace: namespace.to_owned(),
-                    name: service_account.to_owned(),
-                })
-            }
-            Some(Some(uid)) => Some(uid),
-            None => None,
-        };
+        if !exists? {
+            return Err(DataKeyError::NoServiceAccount {
+                namespace: namespace.to_owned(),
+                name: service_account.to_owned(),
+            });
+        }
         let generation = generation?;
         let written = match existing {
             Some(mut record) => {
@@ -305,11 +332,7 @@ async fn record_with_generation(
                 );
                 record.metadata.namespace = Some(namespace.to_owned());
                 let kept = record.clone();
-                let owner = owner.unwrap_or_default();
-                (
-                    cluster.create_record(namespace, record, &owner).await?,
-                    kept,
-                )
+                (cluster.create_record(namespace, record).await?, kept)
             }
         };
         match written {
@@ -428,13 +451,18 @@ pub(crate) mod fakes {
         async fn record(&self, _: &str, name: &str) -> Result<Option<DataKey>, ClusterError> {
             Ok(self.records.lock().unwrap().get(name).cloned())
         }
-        async fn create_record(
-            &self,
-            _: &str,
-            record: DataKey,
-            owner: &str,
-        ) -> Result<Written, ClusterError> {
-            assert_eq!(owner, "sa-uid");
+        fn cached_record_count(&self, _: &str, service_account: &str) -> Option<usize> {
+            let prefix = format!("{service_account}.");
+            Some(
+                self.records
+                    .lock()
+                    .unwrap()
+                    .keys()
+                    .filter(|name| name.starts_with(&prefix))
+                    .count(),
+            )
+        }
+        async fn create_record(&self, _: &str, record: DataKey) -> Result<Written, ClusterError> {
             if let Some(racer) = self.racing.lock().unwrap().take() {
                 self.records
                     .lock()
@@ -461,12 +489,8 @@ pub(crate) mod fakes {
                 version: 3,
             }))
         }
-        async fn service_account_uid(
-            &self,
-            _: &str,
-            name: &str,
-        ) -> Result<Option<String>, ClusterError> {
-            Ok((name == "app").then(|| "sa-uid".to_owned()))
+        async fn service_account_exists(&self, _: &str, name: &str) -> Result<bool, ClusterError> {
+            Ok(name == "app")
         }
         async fn engine_url(&self) -> Result<Option<String>, ClusterError> {
             Ok(Some("http://10.0.0.10:4599".into()))
@@ -579,6 +603,40 @@ mod tests {
         );
         assert!(refused.to_string().contains("use a shorter"), "{refused}");
         assert_eq!(maker.made.load(Ordering::SeqCst), 0, "nothing made");
+    }
+
+    #[tokio::test]
+    async fn a_service_account_holds_a_bounded_number_of_data_keys() {
+        let cluster = FakeCluster::default();
+        let maker = FakeMaker::default();
+        for i in 0..MAX_DATA_KEYS {
+            let mut requests = request(KeyRef::Key("orders".into()), 1);
+            let asked = requests.remove("db").unwrap();
+            requests.insert(format!("k{i}"), asked);
+            ciphertexts(&cluster, &maker, shop("app"), &requests)
+                .await
+                .unwrap();
+        }
+        let refused = ciphertexts(
+            &cluster,
+            &maker,
+            shop("app"),
+            &request(KeyRef::Key("orders".into()), 1),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(refused, DataKeyError::TooMany { held: 32, .. }),
+            "{refused}"
+        );
+        // One it has already is still served, and extended.
+        let mut requests = request(KeyRef::Key("orders".into()), 2);
+        let asked = requests.remove("db").unwrap();
+        requests.insert("k0".into(), asked);
+        let served = ciphertexts(&cluster, &maker, shop("app"), &requests)
+            .await
+            .unwrap();
+        assert_eq!(served[0].keys.len(), 2);
     }
 
     #[tokio::test]

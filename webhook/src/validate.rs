@@ -6,7 +6,7 @@
 
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::core::DynamicObject;
-use kubekms_crds::{Alias, ImportedMaterial, Key, KeyPolicy};
+use kubekms_crds::{Alias, DataKey, ImportedMaterial, Key, KeyPolicy};
 use serde::de::DeserializeOwned;
 
 /// The verdict on one request to create or change a kubekms.io object.
@@ -63,8 +63,18 @@ fn problems(request: &AdmissionRequest<DynamicObject>) -> Result<(), Vec<String>
         }
         "KeyPolicy" => decode::<KeyPolicy>(object)?.spec.validate(),
         "ImportedMaterial" => decode::<ImportedMaterial>(object)?.spec.validate(),
+        "DataKey" => {
+            let record: DataKey = decode(object)?;
+            match request.old_object.as_ref() {
+                Some(old) if request.operation == Operation::Update => {
+                    let old: DataKey = decode(Some(old))?;
+                    record.spec.validate_update(&old.spec)
+                }
+                _ => record.spec.validate(),
+            }
+        }
         other => Err(vec![format!(
-            "this webhook checks Key, Alias, KeyPolicy and ImportedMaterial, not {other}"
+            "this webhook checks Key, Alias, KeyPolicy, ImportedMaterial and DataKey, not {other}"
         )]),
     }
 }
@@ -148,6 +158,33 @@ mod tests {
         let message = denied(&review(&request("KeyPolicy", "CREATE", policy, None))).unwrap();
         assert!(
             message.contains("spec.keyRefs: list at least one Key name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_data_key_record_keeps_every_generation() {
+        let record = |generations: Value| {
+            json!({ "apiVersion": "kubekms.io/v1alpha1", "kind": "DataKey",
+                "metadata": { "name": "app.db", "namespace": "shop" },
+                "spec": { "serviceAccount": "app", "name": "db", "key": "orders",
+                          "numberOfBytes": 32, "generations": generations } })
+        };
+        let generation = |n: u32| json!({ "generation": n, "ciphertext": "AA==", "keyArn": "arn", "keyVersion": 1 });
+        let both = record(json!([generation(1), generation(2)]));
+        assert_eq!(
+            denied(&review(&request("DataKey", "CREATE", both.clone(), None))),
+            None
+        );
+        let dropped = review(&request(
+            "DataKey",
+            "UPDATE",
+            record(json!([generation(2)])),
+            Some(both),
+        ));
+        let message = denied(&dropped).expect("refused");
+        assert!(
+            message.contains("generation 1 may not be removed"),
             "{message}"
         );
     }
