@@ -33,15 +33,18 @@ pub(super) fn parse(text: &str) -> Result<KeyPolicy, ParseError> {
         Some(one @ Value::Object(_)) => vec![one],
         _ => return Err("The key policy must contain a Statement".into()),
     };
+    // As in AWS: policy variables exist only in the 2012-10-17 language; in 2008-10-17 (also
+    // what a document without a Version is) `${...}` is literal text.
+    let variables = doc.get("Version").and_then(Value::as_str) == Some("2012-10-17");
     let statements = statements
         .into_iter()
         .enumerate()
-        .map(|(i, s)| statement(s).map_err(|e| format!("Statement[{i}]: {e}")))
+        .map(|(i, s)| statement(s, variables).map_err(|e| format!("Statement[{i}]: {e}")))
         .collect::<Result<_, _>>()?;
     Ok(KeyPolicy { statements })
 }
 
-fn statement(value: &Value) -> Result<Statement, ParseError> {
+fn statement(value: &Value, variables: bool) -> Result<Statement, ParseError> {
     let Value::Object(s) = value else {
         return Err("a statement must be an object".into());
     };
@@ -88,7 +91,7 @@ fn statement(value: &Value) -> Result<Statement, ParseError> {
     };
     let conditions = match s.get("Condition") {
         None => Vec::new(),
-        Some(Value::Object(block)) => conditions(block)?,
+        Some(Value::Object(block)) => conditions(block, variables)?,
         Some(_) => return Err("Condition must be an object".into()),
     };
     Ok(Statement {
@@ -149,7 +152,7 @@ fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn conditions(block: &Map<String, Value>) -> Result<Vec<Condition>, ParseError> {
+fn conditions(block: &Map<String, Value>, variables: bool) -> Result<Vec<Condition>, ParseError> {
     let mut out = Vec::new();
     for (op_name, tests) in block {
         let op = ConditionOp::from_name(op_name)
@@ -166,8 +169,10 @@ fn conditions(block: &Map<String, Value>) -> Result<Vec<Condition>, ParseError> 
                 .collect();
             check_pairing(op, &key, key_name, &values)?;
             let mut templated = false;
-            for value in &values {
-                templated |= super::holds_variables(value)?;
+            if variables {
+                for value in &values {
+                    templated |= super::holds_variables(value)?;
+                }
             }
             out.push(Condition {
                 op,

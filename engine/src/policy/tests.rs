@@ -144,6 +144,13 @@ fn decisions() {
                 "${aws:PrincipalTag/kubernetes-service-account}",
         }}
     })]);
+    // In the 2008-10-17 language (and a document without a Version) there are no variables.
+    let literal = {
+        let mut s = stmt("Allow", json!(APP), json!("kms:Decrypt"));
+        s["Condition"] = json!({"StringEquals": {"kms:EncryptionContext:a": "${aws:username}"}});
+        let text = json!({"Version": "2008-10-17", "Statement": [s]}).to_string();
+        KeyPolicy::parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
     let tag_like = with_condition(
         json!({"StringLike": {"kms:EncryptionContext:path": "${aws:PrincipalTag/kubernetes-namespace}/*"}}),
     );
@@ -330,6 +337,16 @@ fn decisions() {
         )
         .context(&[("path", "ci/orders/1")])
         .denied(),
+        case(
+            "2008-10-17: ${...} is literal",
+            literal.clone(),
+            APP,
+            Decrypt,
+        )
+        .context(&[("a", "${aws:username}")]),
+        case("2008-10-17: no substitution", literal, APP, Decrypt)
+            .context(&[("a", "bob")])
+            .denied(),
     ];
 
     let mut failures = Vec::new();
@@ -414,12 +431,12 @@ fn unenforceable_documents_are_refused_with_the_reason() {
         ),
         (
             "unknown policy variable",
-            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:a":"${aws:username}"}}}]}"#,
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:a":"${aws:username}"}}}]}"#,
             "${aws:username} is not supported",
         ),
         (
             "unclosed policy variable",
-            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:a":"${aws:PrincipalTag/x"}}}]}"#,
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Condition":{"StringEquals":{"kms:EncryptionContext:a":"${aws:PrincipalTag/x"}}}]}"#,
             "never closes",
         ),
         (
