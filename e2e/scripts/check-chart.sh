@@ -52,9 +52,23 @@ out=$(render --set engine.replicas=1 --set webhook.replicas=1) || die "render wi
 ! grep -q 'kind: PodDisruptionBudget' <<<"$out" || die "engine.replicas=1 must not render a PodDisruptionBudget"
 # The webhook: its certificate's CA is the configurations' caBundle; only labelled pods.
 out=$(render) || die "render with default values"
-ca=$(awk '/^  ca.crt: /{print $2; exit}' <<<"$out")
+ca=$(awk '/^  name: kubekms-webhook-tls$/{p=1} p && /^  ca.crt: /{print $2; exit}' <<<"$out")
 [[ -n "$ca" ]] || die "the webhook's TLS Secret has no ca.crt"
 [[ $(grep -c "caBundle: $ca" <<<"$out") -eq 2 ]] || die "both webhook configurations must carry the Secret's CA as caBundle"
+# The engine's TLS: a certificate for the engine Service (and the extra IPs asked for) from
+# the CA the operator and the webhook are given; engine.json names the Secret.
+out=$(render --set 'engine.tls.ipAddresses={127.0.0.1}') || die "render with engine.tls.ipAddresses"
+engine_crt=$(awk '/^  name: kubekms-engine-tls$/{p=1} p && /^  tls.crt: /{print $2; exit}' <<<"$out")
+[[ -n "$engine_crt" ]] || die "no engine TLS Secret with tls.crt"
+sans=$(base64 -d <<<"$engine_crt" | openssl x509 -noout -ext subjectAltName)
+for name in DNS:kubekms-engine.kubekms-system.svc "IP Address:127.0.0.1"; do
+    grep -q "$name" <<<"$sans" || die "the engine's certificate does not name $name: $sans"
+done
+grep -q '"secretName": "kubekms-engine-tls"' <<<"$out" || die "engine.json must name the engine's TLS Secret"
+[[ $(grep -c -- '- --engine-ca-file' <<<"$out") -eq 2 ]] || die "the operator and the webhook must be given the engine's CA"
+out=$(render --set engine.tls.enabled=false) || die "render with engine.tls.enabled=false"
+! grep -q -- '--engine-ca-file\|kubekms-engine-tls' <<<"$out" || die "engine.tls.enabled=false still renders TLS"
+log "engine TLS: certificate for the Service from the chart's CA, given to the operator and the webhook"
 grep -q 'kubekms.io/inject: "true"' <<<"$out" || die "the mutating webhook must select opted-in pods only"
 grep -q 'timeoutSeconds: 5' <<<"$out" || die "the webhook's timeout must default to 5 s"
 grep -q '"webhookServiceAccount": "kubekms-webhook"' <<<"$out" || die "engine.json must name the webhook's ServiceAccount"

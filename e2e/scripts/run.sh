@@ -70,7 +70,8 @@ if [[ $upgrade -eq 1 ]]; then
 fi
 log "helm upgrade --install $RELEASE charts/kubekms -n $NAMESPACE"
 helm upgrade --install "$RELEASE" "$ROOT/charts/kubekms" -n "$NAMESPACE" --create-namespace \
-    --set 'operator.importNamespaces={default}' "${chart_args[@]}" "$@" \
+    --set 'operator.importNamespaces={default}' --set 'engine.tls.ipAddresses={127.0.0.1}' \
+    "${chart_args[@]}" "$@" \
     --wait --timeout 300s >/dev/null
 if [[ $upgrade -eq 1 && $LOCAL -eq 1 ]]; then
     # The local image keeps its tag across builds: restart the pods so they run the one just
@@ -96,7 +97,21 @@ kubectl -n default wait --for=condition=Ready kmskey/orders kmskey/release-signi
 kubectl apply -n default -f "$ROOT/examples/injected-app.yaml" >&2
 kubectl -n default rollout status deployment/injected-example --timeout=180s >&2
 
-ENDPOINT="http://127.0.0.1:$KMS_PORT"
+# The engine serves TLS with a certificate from the chart's CA (unless engine.tls.enabled=false):
+# the host's clients trust that CA (AWS_CA_BUNDLE); the certificate names 127.0.0.1 for the
+# forwarded port.
+CA_FILE="$DATA_DIR/engine-ca.crt"
+ca=$(kubectl -n "$NAMESPACE" get configmap kubekms-engine-tls-ca --ignore-not-found \
+    -o jsonpath='{.data.ca\.crt}')
+if [[ -n "$ca" ]]; then
+    printf '%s\n' "$ca" >"$CA_FILE"
+    ENDPOINT="https://127.0.0.1:$KMS_PORT"
+    CA_ENV="AWS_CA_BUNDLE=$CA_FILE "
+else
+    rm -f "$CA_FILE"
+    ENDPOINT="http://127.0.0.1:$KMS_PORT"
+    CA_ENV=""
+fi
 if [[ $LOCAL -eq 1 ]]; then
     ip=$(kubectl -n "$NAMESPACE" get service kubekms-engine -o jsonpath='{.spec.clusterIP}')
     "$SCRIPTS/cluster.sh" forward kms "$KMS_PORT" "$ip:4599" 2>/dev/null
@@ -136,10 +151,10 @@ Try:
   kubectl get pod -n default -l app=injected-example -o yaml | grep -E -A1 'name: (AWS_|KUBEKMS_)'
   kubectl logs -n default -l app=injected-example -c kubekms-agent-init
   # As an administrator (the access key in Secret $NAMESPACE/make-run-admin):
-  AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1 \\
+  ${CA_ENV}AWS_ACCESS_KEY_ID=$AKID AWS_SECRET_ACCESS_KEY=$SECRET AWS_DEFAULT_REGION=us-east-1 \\
       $VENV/bin/aws kms list-keys --endpoint-url $ENDPOINT
   # As the ServiceAccount default/app (examples/keypolicy.yaml lets it use the key with app=orders):
-  export AWS_ROLE_ARN=arn:aws:iam::111122223333:role/kubekms AWS_WEB_IDENTITY_TOKEN_FILE=$token \\
+  export ${CA_ENV}AWS_ROLE_ARN=arn:aws:iam::111122223333:role/kubekms AWS_WEB_IDENTITY_TOKEN_FILE=$token \\
          AWS_ENDPOINT_URL=$ENDPOINT AWS_DEFAULT_REGION=us-east-1
   $VENV/bin/aws kms encrypt --key-id alias/default/orders --plaintext fileb://examples/key.yaml \\
       --encryption-context app=orders --query CiphertextBlob --output text

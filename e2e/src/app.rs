@@ -89,6 +89,9 @@ pub async fn run_as(identity: &AppIdentity, endpoint: &str, calls: &Value) -> Re
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(ca) = crate::node::engine_ca() {
+        command.env("AWS_CA_BUNDLE", ca);
+    }
     match identity {
         AppIdentity::WebIdentity { token_file } => {
             command

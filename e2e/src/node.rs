@@ -22,6 +22,58 @@ pub const ROOT_KEY_SECRET: &str = "kubekms-root-key";
 /// The engine pods' admin port with the chart's `engine.testClock` (the operator's
 /// `engine_deploy::config::ADMIN_PORT`).
 pub const ENGINE_ADMIN_PORT: u16 = 4600;
+/// The engine Service's name, as its TLS certificate holds it.
+pub const ENGINE_HOST: &str = "kubekms-engine.kubekms-system.svc";
+/// The chart's ConfigMap with the CA the engine's certificate chains to.
+pub const ENGINE_CA_CONFIG_MAP: &str = "kubekms-engine-tls-ca";
+
+/// The engine's CA as a file, once a release serving TLS is installed: the host's clients
+/// trust it (AWS_CA_BUNDLE, the Rust SDK's trust store). `None`: plain HTTP.
+static ENGINE_CA: std::sync::RwLock<Option<PathBuf>> = std::sync::RwLock::new(None);
+
+pub fn engine_ca() -> Option<PathBuf> {
+    ENGINE_CA.read().ok().and_then(|ca| ca.clone())
+}
+
+/// Reads the release's engine CA (if it serves TLS) into `cluster`'s directory.
+pub async fn load_engine_ca(cluster: &Cluster) -> Result<Option<PathBuf>> {
+    let pem = cluster
+        .kubectl(
+            &[
+                "-n",
+                NAMESPACE,
+                "get",
+                "configmap",
+                ENGINE_CA_CONFIG_MAP,
+                "--ignore-not-found",
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ],
+            None,
+        )
+        .await?;
+    let ca = if pem.contains("BEGIN CERTIFICATE") {
+        let path = cluster.dir().join("engine-ca.crt");
+        std::fs::write(&path, pem).context("writing the engine's CA")?;
+        Some(path)
+    } else {
+        None
+    };
+    if let Ok(mut slot) = ENGINE_CA.write() {
+        slot.clone_from(&ca);
+    }
+    Ok(ca)
+}
+
+/// The engine Service (at cluster IP `ip`) forwarded to the host: `https://127.0.0.1:PORT`
+/// when it serves TLS (the chart's certificate names 127.0.0.1 for this), else `http://`.
+pub fn engine_endpoint(cluster: &Cluster, ip: &str) -> Result<String> {
+    let url = forward(cluster, "kms", &format!("{ip}:4599"))?;
+    Ok(match engine_ca() {
+        Some(_) => url.replacen("http://", "https://", 1),
+        None => url,
+    })
+}
 
 /// The image archive `make image` (e2e/scripts/build-image.sh) writes: `KUBEKMS_IMAGE_TAR`,
 /// else `$CARGO_TARGET_DIR/kubekms-image.tar`.
@@ -295,7 +347,25 @@ pub fn kms_client(
     if let Some(retry) = retry {
         config = config.retry_config(retry);
     }
+    if let (Some(ca), true) = (engine_ca(), endpoint.starts_with("https://")) {
+        config = config.http_client(https_client_trusting(&ca));
+    }
     aws_sdk_kms::Client::from_conf(config.build())
+}
+
+/// The SDK's HTTPS client trusting only the CA in `ca` (what AWS_CA_BUNDLE does for the other
+/// SDKs).
+fn https_client_trusting(ca: &std::path::Path) -> aws_sdk_kms::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let pem = std::fs::read(ca).unwrap_or_default();
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::empty().with_pem_certificate(pem))
+        .build()
+        .unwrap_or_default();
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https()
 }
 
 /// An administrator (group `system:masters`) by an access-key Secret in the release's
@@ -341,11 +411,15 @@ pub async fn install(cluster: &Cluster, sets: &[&str], timeout: Duration) -> Res
         NAMESPACE,
         "--create-namespace",
     ];
+    // The host reaches the engine through a forwarded local port: its certificate names
+    // 127.0.0.1 too.
+    args.extend(["--set", "engine.tls.ipAddresses={127.0.0.1}"]);
     for set in sets {
         args.extend(["--set", set]);
     }
     args.extend(["--wait", "--timeout", wait.as_str()]);
     helm(cluster, &args).await.context("helm install")?;
+    load_engine_ca(cluster).await?;
     wait_rolled_out(cluster, OPERATOR, timeout).await?;
     wait_rolled_out(cluster, ENGINE, timeout).await
 }
@@ -353,10 +427,33 @@ pub async fn install(cluster: &Cluster, sets: &[&str], timeout: Duration) -> Res
 /// The engine pod's count of successful `operation` calls, from its `/metrics` (read from
 /// inside the cluster's network namespace).
 pub async fn engine_successes(cluster: &Cluster, ip: &str, operation: &str) -> Result<u64> {
-    let url = format!("http://{ip}:4599/metrics");
-    let text = cluster
-        .node_script_async(&["exec", "curl", "-sS", "--fail", &url])
-        .await?;
+    let text = match engine_ca() {
+        // The pod's own IP, under the name its certificate holds.
+        Some(ca) => {
+            let resolve = format!("{ENGINE_HOST}:4599:{ip}");
+            let url = format!("https://{ENGINE_HOST}:4599/metrics");
+            let ca = ca.to_string_lossy().into_owned();
+            cluster
+                .node_script_async(&[
+                    "exec",
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "--cacert",
+                    &ca,
+                    "--resolve",
+                    &resolve,
+                    &url,
+                ])
+                .await?
+        }
+        None => {
+            let url = format!("http://{ip}:4599/metrics");
+            cluster
+                .node_script_async(&["exec", "curl", "-sS", "--fail", &url])
+                .await?
+        }
+    };
     let series =
         format!("kubekms_requests_total{{operation=\"{operation}\",outcome=\"success\"}} ");
     Ok(text

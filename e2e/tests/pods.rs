@@ -216,7 +216,13 @@ async fn examples_ready(cluster: &Cluster) -> Result<String> {
     object_ready(cluster, "default", "kmsalias", "orders").await?;
     object_ready(cluster, "default", "kmspolicy", "orders-app").await?;
     let ip = node::engine_service_ip(cluster).await?;
-    node::forward(cluster, "kms", &format!("{ip}:4599"))
+    let endpoint = node::engine_endpoint(cluster, &ip)?;
+    // The chart's default: the engine serves TLS, and every client here trusts its CA.
+    ensure!(
+        endpoint.starts_with("https://") && node::engine_ca().is_some(),
+        "the engine does not serve TLS by default ({endpoint})"
+    );
+    Ok(endpoint)
 }
 
 /// The ServiceAccount `app` (examples/keypolicy.yaml lets it use `orders` with app=orders)
@@ -270,10 +276,40 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
     mounts.push(
         json!({ "name": "token", "mountPath": "/var/run/secrets/kubekms", "readOnly": true }),
     );
-    volumes.push(
-        json!({ "name": "token", "projected": { "sources": [{ "serviceAccountToken": {
-        "audience": "kubekms", "expirationSeconds": 3600, "path": "token" } }] } }),
-    );
+    let mut sources = vec![json!({ "serviceAccountToken": {
+        "audience": "kubekms", "expirationSeconds": 3600, "path": "token" } })];
+    // With TLS, as the webhook would set it up: the CA beside the token (a ConfigMap of the
+    // pod's namespace), the engine by the name its certificate holds, aliased to its IP.
+    let mut env = vec![
+        json!({ "name": "AWS_ENDPOINT_URL_KMS", "value": format!("http://{ip}:4599") }),
+        json!({ "name": "AWS_ENDPOINT_URL_STS", "value": format!("http://{ip}:4599") }),
+    ];
+    let mut host_aliases = json!([]);
+    if let Some(ca) = node::engine_ca() {
+        let ca = ca.to_string_lossy().into_owned();
+        cluster
+            .kubectl(
+                &[
+                    "-n",
+                    "default",
+                    "create",
+                    "configmap",
+                    "app-client-ca",
+                    &format!("--from-file=ca.crt={ca}"),
+                ],
+                None,
+            )
+            .await?;
+        sources.push(json!({ "configMap": { "name": "app-client-ca" } }));
+        let url = format!("https://{}:4599", node::ENGINE_HOST);
+        env = vec![
+            json!({ "name": "AWS_ENDPOINT_URL_KMS", "value": url }),
+            json!({ "name": "AWS_ENDPOINT_URL_STS", "value": url }),
+            json!({ "name": "AWS_CA_BUNDLE", "value": "/var/run/secrets/kubekms/ca.crt" }),
+        ];
+        host_aliases = json!([{ "ip": ip, "hostnames": [node::ENGINE_HOST] }]);
+    }
+    volumes.push(json!({ "name": "token", "projected": { "sources": sources } }));
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": { "name": "app-client", "namespace": "default" },
@@ -293,8 +329,6 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
                     { "name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/kubekms/token" },
                     { "name": "AWS_REGION", "value": REGION },
                     { "name": "AWS_DEFAULT_REGION", "value": REGION },
-                    { "name": "AWS_ENDPOINT_URL_KMS", "value": format!("http://{ip}:4599") },
-                    { "name": "AWS_ENDPOINT_URL_STS", "value": format!("http://{ip}:4599") },
                     { "name": "AWS_CONFIG_FILE", "value": "/dev/null" },
                     { "name": "AWS_SHARED_CREDENTIALS_FILE", "value": "/dev/null" },
                     { "name": "AWS_EC2_METADATA_DISABLED", "value": "true" },
@@ -302,8 +336,13 @@ async fn encrypt_from_host_and_pod(cluster: &Cluster, endpoint: &str) -> Result<
                 "volumeMounts": mounts,
             }],
             "volumes": volumes,
+            "hostAliases": host_aliases,
         }
     });
+    let mut pod = pod;
+    if let Some(list) = pod["spec"]["containers"][0]["env"].as_array_mut() {
+        list.extend(env);
+    }
     cluster
         .kubectl(&["apply", "-f", "-"], Some(&pod.to_string()))
         .await?;
@@ -665,7 +704,7 @@ async fn uninstall_keeps_keys(cluster: &Cluster, ciphertext: &str) -> Result<()>
 
     install(cluster).await?;
     let ip = node::engine_service_ip(cluster).await?;
-    let endpoint = node::forward(cluster, "kms", &format!("{ip}:4599"))?;
+    let endpoint = node::engine_endpoint(cluster, &ip)?;
     let dir = tempfile::tempdir()?;
     let token = app::token_file(cluster, dir.path(), "default", "app", "kubekms").await?;
     let answer = app::run_as(

@@ -42,6 +42,8 @@ pub struct EngineSettings {
     /// Access keys from a file or the environment, besides the Secrets.
     pub credentials: Credentials,
     pub listen: SocketAddr,
+    /// TLS for the KMS API, when it has a certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The engine's records and the key they are wrapped under.
@@ -168,7 +170,7 @@ pub async fn host_engine(
         audit,
         clock,
         config: ServerConfig::default(),
-        tls: None,
+        tls: settings.tls,
     }
     .bind(settings.listen)
     .await;

@@ -82,6 +82,12 @@ pub struct EngineArgs {
     /// Address of the admin API; needs --test-clock.
     #[arg(long, requires = "test_clock")]
     pub admin_listen: Option<SocketAddr>,
+    /// Serve the KMS API over TLS with this PEM certificate chain (leaf first).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The line printed on stdout once the listener is bound. Tests wait for it.
@@ -129,6 +135,12 @@ pub async fn engine(args: EngineArgs) -> Result<()> {
         audit_max_bytes: args.audit_max_bytes,
         credentials: engine_host::credentials(None)?,
         listen: args.listen,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(kubekms_engine::api::tls::load_server_config(cert, key)?)
+            }
+            _ => None,
+        },
     };
     let clock = SystemClock::new();
     let hosted = engine_host::host_engine(&client, settings, opened, clock.clone()).await?;

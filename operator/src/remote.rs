@@ -51,11 +51,15 @@ pub fn refused(refusal: Refusal) -> KmsError {
 
 /// How to reach the engine and who to be there.
 pub struct RemoteSettings {
-    /// `http://host:port`; `None` until the engine Service's address is known
+    /// `http[s]://host:port`; `None` until the engine Service's address is known
     /// ([`RemoteEngine::set_endpoint`]).
     pub endpoint: Option<String>,
     /// Set once by `--engine-url`: the Service's address then never replaces it.
     pub endpoint_fixed: bool,
+    /// The engine serves TLS with a certificate from a CA in this PEM file...
+    pub ca_bundle: Option<PathBuf>,
+    /// ...for this name (checked whatever address the engine is reached at).
+    pub server_name: Option<String>,
     pub token_file: PathBuf,
     pub account: String,
     pub region: String,
@@ -71,6 +75,8 @@ impl RemoteEngine {
     pub fn new(settings: RemoteSettings) -> Result<Self, RemoteError> {
         let client = KmsClient::new(ClientSettings {
             endpoint: settings.endpoint,
+            ca_bundle: settings.ca_bundle,
+            server_name: settings.server_name,
             endpoint_fixed: settings.endpoint_fixed,
             token_file: settings.token_file,
             region: settings.region,

@@ -111,6 +111,11 @@ pub struct RunArgs {
     /// Service's cluster IP.
     #[arg(long, value_name = "URL", requires = "engine_config")]
     pub engine_url: Option<String>,
+    /// Remote mode: the engine serves TLS; its certificate chains to a CA in this PEM file,
+    /// and names the engine Service (`kubekms-engine.<namespace>.svc`), which is checked
+    /// whatever address the engine is reached at.
+    #[arg(long, value_name = "PATH", requires = "engine_config")]
+    pub engine_ca_file: Option<PathBuf>,
     /// Remote mode: the operator's projected ServiceAccount token (audience `kubekms`),
     /// exchanged for engine credentials; read again for every exchange.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_TOKEN_FILE)]
@@ -184,6 +189,7 @@ async fn run_embedded(args: RunArgs) -> Result<()> {
         audit_max_bytes: args.audit_max_bytes,
         credentials: load_credentials(&args)?,
         listen: args.listen,
+        tls: None,
     };
     let engine = engine_host::host_engine(&client, settings, opened, clock.clone()).await?;
     let kms = engine.kms.clone();
@@ -250,6 +256,14 @@ async fn run_remote(args: RunArgs, config_name: String) -> Result<()> {
         RemoteEngine::new(RemoteSettings {
             endpoint: args.engine_url.clone(),
             endpoint_fixed: args.engine_url.is_some(),
+            ca_bundle: args.engine_ca_file.clone(),
+            server_name: args.engine_ca_file.as_ref().map(|_| {
+                format!(
+                    "{}.{}.svc",
+                    crate::engine_deploy::render::ENGINE_NAME,
+                    args.namespace
+                )
+            }),
             token_file: args.token_file.clone(),
             account: config.account.clone(),
             region: config.region.clone(),

@@ -15,12 +15,16 @@ use kubekms_proto::Operation as KmsOperation;
 use crate::annotations;
 use crate::datakeys::{self, Cluster, DataKeyMaker, MadeKey, MakeError, Workload};
 use crate::error::chain;
-use crate::mutate::{mutate, InjectorSettings};
+use crate::mutate::{mutate, HostAlias, InjectorSettings};
 
 /// The pod injector: its settings and what it reaches.
 pub struct Injector {
     /// Its `engine_url` is replaced by [`Cluster::engine_url`] at each admission.
     pub settings: InjectorSettings,
+    /// The engine Service's DNS name, when pods are to reach it by name (it serves TLS, and
+    /// its certificate names the Service): pods get that name in their URL and, for clusters
+    /// without DNS, a host alias to the Service's cluster IP.
+    pub engine_name: Option<String>,
     pub cluster: Arc<dyn Cluster>,
     pub maker: Arc<dyn DataKeyMaker>,
 }
@@ -72,10 +76,22 @@ impl Injector {
             Err(e) => return response.deny(format!("kubekms: {}", chain(&e))),
         };
         self.maker.use_endpoint(&engine_url);
+        let (engine_url, engine_host_alias) = match &self.engine_name {
+            Some(name) => by_name(&engine_url, name),
+            None => (engine_url, None),
+        };
         let settings = InjectorSettings {
             engine_url,
+            engine_host_alias,
             ..self.settings.clone()
         };
+        // The pod's token volume names the namespace's CA bundle ConfigMap: it must be there
+        // before the pod starts. A dry run writes nothing.
+        if let (Some(ca), false) = (&settings.ca, request.dry_run) {
+            if let Err(e) = self.cluster.ensure_ca(&namespace, ca).await {
+                return response.deny(format!("kubekms: {}", chain(&e)));
+            }
+        }
         let workload = Workload {
             namespace: &namespace,
             service_account: &service_account,
@@ -101,6 +117,28 @@ impl Injector {
             Err(e) => response.deny(format!("kubekms: {}", chain(&e))),
         }
     }
+}
+
+/// `https://<ip>:<port>` as pods reach it by `name`: the URL with the name, and the host alias
+/// from the name to the IP (for clusters without DNS). Left as it is if it is not a URL.
+fn by_name(url: &str, name: &str) -> (String, Option<HostAlias>) {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return (url.to_owned(), None);
+    };
+    let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+        return (url.to_owned(), None);
+    };
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    (
+        format!("https://{name}:{port}"),
+        Some(HostAlias {
+            ip,
+            hostname: name.to_owned(),
+        }),
+    )
 }
 
 /// The engine makes data keys as the webhook's identity (`role/kubekms-webhook`).
@@ -156,7 +194,10 @@ mod tests {
                 engine_url: String::new(),
                 region: "us-east-1".into(),
                 role_arn: "arn:aws:iam::111122223333:role/kubekms".into(),
+                ca: None,
+                engine_host_alias: None,
             },
+            engine_name: None,
             cluster: Arc::new(FakeCluster::default()),
             maker: Arc::new(FakeMaker::default()),
         }
@@ -219,6 +260,43 @@ mod tests {
         use base64::Engine as _;
         let ciphertext = base64::engine::general_purpose::STANDARD.encode([0u8; 32]);
         assert!(patch.contains(&ciphertext), "{patch}");
+    }
+
+    #[tokio::test]
+    async fn with_tls_the_namespace_gets_the_ca_bundle_before_the_pod() {
+        let cluster = Arc::new(FakeCluster::default());
+        let mut injector = injector();
+        injector.cluster = cluster.clone();
+        injector.settings.ca = Some(crate::mutate::CaBundle {
+            config_map: "kubekms-engine-ca".into(),
+            pem: "-----BEGIN CERTIFICATE-----".into(),
+        });
+        injector.engine_name = Some("kubekms-engine.kubekms.svc".into());
+        let labels = json!({ "kubekms.io/inject": "true" });
+        let dry = injector
+            .admit(&request(labels.clone(), json!({}), true))
+            .await;
+        assert!(dry.allowed, "{:?}", dry.result);
+        assert!(
+            cluster.cas.lock().unwrap().is_empty(),
+            "a dry run writes nothing"
+        );
+        let response = injector.admit(&request(labels, json!({}), false)).await;
+        assert!(response.allowed, "{:?}", response.result);
+        assert_eq!(
+            cluster.cas.lock().unwrap().get("shop").map(String::as_str),
+            Some("-----BEGIN CERTIFICATE-----")
+        );
+        let patch = patch_text(&response);
+        assert!(patch.contains("AWS_CA_BUNDLE"), "{patch}");
+        assert!(patch.contains("kubekms-engine-ca"), "{patch}");
+        // By the name its certificate holds, aliased to the cluster IP the fake found.
+        assert!(
+            patch.contains("https://kubekms-engine.kubekms.svc:4599"),
+            "{patch}"
+        );
+        assert!(patch.contains("hostAliases"), "{patch}");
+        assert!(patch.contains("10.0.0.10"), "{patch}");
     }
 
     #[tokio::test]

@@ -91,6 +91,8 @@ pub struct Environment {
     pub role_arn: String,
     pub endpoint: String,
     pub region: String,
+    /// The CAs an `https://` engine's certificate chains to (`AWS_CA_BUNDLE`, as the SDKs).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Environment {
@@ -105,6 +107,7 @@ impl Environment {
             role_arn: var("AWS_ROLE_ARN")?,
             endpoint: var("AWS_ENDPOINT_URL_KMS")?,
             region: var("AWS_REGION")?,
+            ca_bundle: std::env::var_os("AWS_CA_BUNDLE").map(PathBuf::from),
         })
     }
 }
@@ -114,6 +117,9 @@ impl Environment {
     pub fn client(&self) -> Result<KmsClient, AgentError> {
         KmsClient::new(ClientSettings {
             endpoint: Some(self.endpoint.clone()),
+            ca_bundle: self.ca_bundle.clone(),
+            // Pods reach the engine by its name (a host alias where there is no DNS).
+            server_name: None,
             endpoint_fixed: true,
             token_file: self.token_file.clone(),
             region: self.region.clone(),
@@ -181,7 +187,9 @@ pub async fn decrypt(
                     refusal,
                 })
             }
-            Err(CallError::Unreachable(source)) if started.elapsed() >= retry_for => {
+            Err(CallError::Unreachable(source))
+                if started.elapsed() >= retry_for || source.is_untrusted_certificate() =>
+            {
                 return Err(AgentError::Unreachable {
                     name: data_key.name.clone(),
                     id: entry.id.clone(),

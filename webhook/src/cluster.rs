@@ -1,20 +1,25 @@
 //! [`Cluster`] on the Kubernetes API: DataKey records (created if absent, replaced only at the
 //! resourceVersion read), a Key's status, whether a ServiceAccount exists.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use kubekms_crds::{DataKey, Key};
 
 use crate::datakeys::{Cluster, ClusterError, KeyFacts, Written};
+use crate::mutate::{CaBundle, CA_FILE};
+
+/// The webhook's name as a writer of objects.
+const FIELD_MANAGER: &str = "kubekms-webhook";
 
 /// The API server, as the webhook's ServiceAccount.
 pub struct KubeCluster {
@@ -26,6 +31,8 @@ pub struct KubeCluster {
     /// but one deleted and made again (the engine reinstalled) has another: looked up again
     /// after [`ENGINE_URL_FOR`].
     engine_url: Mutex<Option<(String, Instant)>>,
+    /// Namespaces whose CA bundle ConfigMap this process has applied.
+    cas_kept: Mutex<BTreeSet<String>>,
 }
 
 /// How long a looked-up engine URL is used before it is looked up again.
@@ -39,6 +46,8 @@ pub enum EngineService {
         namespace: String,
         name: String,
         port: u16,
+        /// It serves TLS: reached over https://.
+        tls: bool,
     },
 }
 
@@ -66,6 +75,7 @@ impl KubeCluster {
             records,
             engine,
             engine_url: Mutex::new(None),
+            cas_kept: Mutex::new(BTreeSet::new()),
         };
         (cluster, watch)
     }
@@ -184,9 +194,10 @@ impl Cluster for KubeCluster {
                     namespace,
                     name,
                     port,
+                    tls,
                 },
                 _,
-            ) => (namespace, name, port),
+            ) => (namespace, name, (*port, *tls)),
         };
         let service = match Api::<Service>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
@@ -197,16 +208,52 @@ impl Cluster for KubeCluster {
             Err(_) if known.is_some() => return Ok(known.map(|(url, _)| url)),
             Err(e) => return Err(failed(format!("reading Service {namespace}/{name}"))(e)),
         };
-        let url = service.and_then(|s| service_url(&s, *port));
+        let url = service.and_then(|s| service_url(&s, port.0, port.1));
         if let (Some(url), Ok(mut found)) = (&url, self.engine_url.lock()) {
             *found = Some((url.clone(), Instant::now()));
         }
         Ok(url)
     }
+
+    async fn ensure_ca(&self, namespace: &str, ca: &CaBundle) -> Result<(), ClusterError> {
+        let kept = |cas: &BTreeSet<String>| cas.contains(namespace);
+        if self.cas_kept.lock().map(|c| kept(&c)).unwrap_or(false) {
+            return Ok(());
+        }
+        let wanted = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(ca.config_map.clone()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    FIELD_MANAGER.to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(CA_FILE.to_owned(), ca.pem.clone())])),
+            ..ConfigMap::default()
+        };
+        // A server-side apply: made if missing, put right if changed, nothing written if equal.
+        Api::<ConfigMap>::namespaced(self.client.clone(), namespace)
+            .patch(
+                &ca.config_map,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&wanted),
+            )
+            .await
+            .map_err(failed(format!(
+                "keeping ConfigMap {namespace}/{} (the engine's CA bundle)",
+                ca.config_map
+            )))?;
+        if let Ok(mut cas) = self.cas_kept.lock() {
+            cas.insert(namespace.to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// The engine's URL at a Service's cluster IP, if it has one (pods reach it without DNS).
-pub fn service_url(service: &Service, port: u16) -> Option<String> {
+pub fn service_url(service: &Service, port: u16, tls: bool) -> Option<String> {
     let ip = service.spec.as_ref()?.cluster_ip.as_deref()?;
-    kubekms_proto::client::cluster_ip_url(ip, port)
+    kubekms_proto::client::cluster_ip_url(ip, port, tls)
 }

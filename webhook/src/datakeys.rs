@@ -15,7 +15,7 @@ use base64::Engine as _;
 use kubekms_crds::{DataKey, DataKeyGeneration, DataKeySpec};
 
 use crate::annotations::{DataKeyRequest, KeyRef};
-use crate::mutate::DataKeyCiphertexts;
+use crate::mutate::{CaBundle, DataKeyCiphertexts};
 
 /// How often a record is read again after another replica wrote it first.
 const ATTEMPTS: usize = 5;
@@ -73,6 +73,9 @@ pub trait Cluster: Send + Sync {
     ) -> Result<bool, ClusterError>;
     /// The engine's KMS and STS URL as pods reach it; `None` while it has no address yet.
     async fn engine_url(&self) -> Result<Option<String>, ClusterError>;
+    /// Make sure `namespace` holds the engine's CA bundle for its pods (ConfigMap
+    /// `ca.config_map`), as `ca` says.
+    async fn ensure_ca(&self, namespace: &str, ca: &CaBundle) -> Result<(), ClusterError>;
 }
 
 /// A failure to talk to the API server, with its source.
@@ -440,6 +443,8 @@ pub(crate) mod fakes {
         pub racing: Mutex<Option<DataKey>>,
         /// What a watch would have seen.
         pub cached: Mutex<BTreeMap<String, DataKey>>,
+        /// CA bundles kept, by namespace.
+        pub cas: Mutex<BTreeMap<String, String>>,
     }
 
     #[async_trait]
@@ -494,6 +499,13 @@ pub(crate) mod fakes {
         }
         async fn engine_url(&self) -> Result<Option<String>, ClusterError> {
             Ok(Some("http://10.0.0.10:4599".into()))
+        }
+        async fn ensure_ca(&self, namespace: &str, ca: &CaBundle) -> Result<(), ClusterError> {
+            self.cas
+                .lock()
+                .unwrap()
+                .insert(namespace.to_owned(), ca.pem.clone());
+            Ok(())
         }
     }
 

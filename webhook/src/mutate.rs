@@ -60,7 +60,32 @@ pub struct InjectorSettings {
     pub region: String,
     /// The role pods assume with their token (`arn:aws:iam::<account>:role/...`).
     pub role_arn: String,
+    /// When the engine serves TLS: the CAs its certificate chains to, which pods get in the
+    /// token's volume from a ConfigMap of their namespace.
+    pub ca: Option<CaBundle>,
+    /// Where the engine's name is not in DNS: the pod's `/etc/hosts` entry for it.
+    pub engine_host_alias: Option<HostAlias>,
 }
+
+/// A `hostAliases` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostAlias {
+    pub ip: String,
+    pub hostname: String,
+}
+
+/// The engine's CA bundle as pods get it.
+#[derive(Clone, Debug)]
+pub struct CaBundle {
+    /// The ConfigMap (in each pod's namespace) holding it under [`CA_FILE`].
+    pub config_map: String,
+    pub pem: String,
+}
+
+/// The ConfigMap the webhook keeps in the namespaces of injected pods.
+pub const CA_CONFIG_MAP: &str = "kubekms-engine-ca";
+/// Its key, and the file beside the token.
+pub const CA_FILE: &str = "ca.crt";
 
 /// A data key ready to inject: every generation's ciphertext, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +131,7 @@ pub fn mutate(
     let with_keys = !data_keys.is_empty();
 
     // Volumes.
-    let mut volumes = vec![token_volume()];
+    let mut volumes = vec![token_volume(settings)];
     if with_keys {
         volumes.push(json!({
             "name": DATA_KEY_VOLUME,
@@ -169,6 +194,22 @@ pub fn mutate(
                 );
             }
             ops.add("/spec/containers/-", serve);
+        }
+    }
+
+    // The engine's name, for clusters without DNS (an entry of the pod's own is kept).
+    if let Some(alias) = &settings.engine_host_alias {
+        let aliased = spec
+            .host_aliases
+            .iter()
+            .flatten()
+            .any(|a| a.hostnames.iter().flatten().any(|h| *h == alias.hostname));
+        if !aliased {
+            ops.append(
+                "/spec/hostAliases",
+                spec.host_aliases.is_some(),
+                vec![json!({ "ip": alias.ip, "hostnames": [alias.hostname] })],
+            );
         }
     }
 
@@ -253,7 +294,7 @@ fn wire_container(
 
 /// What makes a stock AWS SDK act as the pod's ServiceAccount at the engine.
 fn identity_env(settings: &InjectorSettings) -> Vec<Value> {
-    vec![
+    let mut env = vec![
         env(
             "AWS_WEB_IDENTITY_TOKEN_FILE",
             &format!("{TOKEN_DIR}/{TOKEN_FILE}"),
@@ -264,22 +305,35 @@ fn identity_env(settings: &InjectorSettings) -> Vec<Value> {
         env("AWS_REGION", &settings.region),
         // boto3 and the AWS CLI read the region only from this one.
         env("AWS_DEFAULT_REGION", &settings.region),
-    ]
+    ];
+    if settings.ca.is_some() {
+        // The AWS SDKs (and the agent) trust the engine's CA through this.
+        env.push(self::env(
+            "AWS_CA_BUNDLE",
+            &format!("{TOKEN_DIR}/{CA_FILE}"),
+        ));
+    }
+    env
 }
 
 fn env(name: &str, value: &str) -> Value {
     json!({ "name": name, "value": value })
 }
 
-fn token_volume() -> Value {
-    json!({
-        "name": TOKEN_VOLUME,
-        "projected": { "sources": [ { "serviceAccountToken": {
-            "audience": TOKEN_AUDIENCE,
-            "expirationSeconds": TOKEN_SECONDS,
-            "path": TOKEN_FILE,
-        } } ] },
-    })
+/// The token, and the engine's CA bundle beside it when the engine serves TLS.
+fn token_volume(settings: &InjectorSettings) -> Value {
+    let mut sources = vec![json!({ "serviceAccountToken": {
+        "audience": TOKEN_AUDIENCE,
+        "expirationSeconds": TOKEN_SECONDS,
+        "path": TOKEN_FILE,
+    } })];
+    if let Some(ca) = &settings.ca {
+        sources.push(json!({ "configMap": {
+            "name": ca.config_map,
+            "items": [ { "key": CA_FILE, "path": CA_FILE } ],
+        } }));
+    }
+    json!({ "name": TOKEN_VOLUME, "projected": { "sources": sources } })
 }
 
 /// The agent: the project's image, as the pod's identity, least privilege.
@@ -374,6 +428,8 @@ mod tests {
             engine_url: "http://10.0.0.10:4599".into(),
             region: "us-east-1".into(),
             role_arn: "arn:aws:iam::111122223333:role/kubekms".into(),
+            ca: None,
+            engine_host_alias: None,
         }
     }
 
@@ -625,6 +681,66 @@ mod tests {
             .iter()
             .any(|v| v["name"] == MIRROR_VOLUME));
         assert!(!env_of(&out["spec"]["containers"][0]).contains_key("KUBEKMS_AGENT_URL"));
+    }
+
+    #[test]
+    fn with_tls_every_container_trusts_the_engines_ca_beside_the_token() {
+        let pod = pod(json!({
+            "metadata": { "name": "app" },
+            "spec": { "securityContext": { "runAsUser": 1000 },
+                      "containers": [ { "name": "app", "image": "app" } ] },
+        }));
+        let mut tls = settings();
+        tls.engine_url = "https://kubekms-engine.kubekms.svc:4599".into();
+        tls.engine_host_alias = Some(HostAlias {
+            ip: "10.0.0.10".into(),
+            hostname: "kubekms-engine.kubekms.svc".into(),
+        });
+        tls.ca = Some(CaBundle {
+            config_map: CA_CONFIG_MAP.into(),
+            pem: "pem".into(),
+        });
+        let keys = [data_key("db", "db", 1)];
+        let out = patched(
+            &pod,
+            &mutate(&pod, &injection(&pod), &keys, &tls)
+                .unwrap()
+                .unwrap(),
+        );
+        let sources = &out["spec"]["volumes"][0]["projected"]["sources"];
+        assert_eq!(sources[1]["configMap"]["name"], CA_CONFIG_MAP);
+        assert_eq!(sources[1]["configMap"]["items"][0]["path"], CA_FILE);
+        for container in [
+            &out["spec"]["containers"][0],
+            &out["spec"]["initContainers"][0],
+        ] {
+            let env = env_of(container);
+            assert_eq!(env["AWS_CA_BUNDLE"], "/var/run/secrets/kubekms/ca.crt");
+            assert_eq!(
+                env["AWS_ENDPOINT_URL_KMS"],
+                "https://kubekms-engine.kubekms.svc:4599"
+            );
+        }
+        assert_eq!(out["spec"]["hostAliases"][0]["ip"], "10.0.0.10");
+        assert_eq!(
+            out["spec"]["hostAliases"][0]["hostnames"][0],
+            "kubekms-engine.kubekms.svc"
+        );
+        // Without TLS, nothing about a CA.
+        let out = patched(
+            &pod,
+            &mutate(&pod, &injection(&pod), &keys, &settings())
+                .unwrap()
+                .unwrap(),
+        );
+        assert!(!env_of(&out["spec"]["containers"][0]).contains_key("AWS_CA_BUNDLE"));
+        assert_eq!(
+            out["spec"]["volumes"][0]["projected"]["sources"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

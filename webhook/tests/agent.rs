@@ -175,6 +175,7 @@ fn environment(
         role_arn: format!("arn:aws:iam::{ACCOUNT}:role/kubekms"),
         endpoint: e.url.clone(),
         region: REGION.into(),
+        ca_bundle: None,
     }
 }
 
@@ -331,4 +332,158 @@ async fn the_sidecar_takes_in_a_rotated_generation_and_serves_the_app() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// `dir/<name>.crt` and `.key`: a CA, or a certificate it signs for `san`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+    dir.join(format!("{name}.crt"))
+}
+
+fn make_leaf(dir: &Path, ca: &str, san: &str) -> (PathBuf, PathBuf) {
+    std::fs::write(dir.join("leaf.ext"), format!("subjectAltName={san}\n")).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=kubekms-engine",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.crt",
+        ],
+    );
+    (dir.join("leaf.crt"), dir.join("leaf.key"))
+}
+
+#[tokio::test]
+async fn over_tls_the_agent_trusts_the_ca_bundle_and_checks_the_name() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_ca(dir.path(), "engine-ca");
+    let other_ca = make_ca(dir.path(), "other-ca");
+    let (cert, key) = make_leaf(
+        dir.path(),
+        "engine-ca",
+        "DNS:kubekms-engine.kubekms.svc,IP:127.0.0.1",
+    );
+    let tls = kubekms_engine::api::tls::load_server_config(&cert, &key).unwrap();
+    let identities = IdentityMap {
+        admin_groups: vec!["system:masters".into()],
+        operator_service_account: None,
+        webhook_service_account: None,
+    };
+    let e = LoopbackEngine::start_with(identities, ACCOUNT, Some(tls))
+        .await
+        .unwrap();
+    assert!(e.url.starts_with("https://127.0.0.1:"), "{}", e.url);
+    let key = app_key(&e).await;
+    let (ciphertext, expected) = data_key(&e, &key, context()).await;
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let token = token_file(&e, dir.path(), "app", 7);
+
+    // The agent as an injected pod runs it: AWS_CA_BUNDLE names the engine's CA.
+    let mut env = environment(&e, &keys, None, &ciphertext, token.clone());
+    env.ca_bundle = Some(ca.clone());
+    assert_eq!(init(&env).await.unwrap(), 1);
+    assert_eq!(std::fs::read(keys.join("db.key")).unwrap(), expected);
+
+    // The operator's and the webhook's way in a cluster without DNS: the cluster IP, the
+    // certificate checked against the Service's name.
+    let client = |server_name: &str| {
+        kubekms_proto::client::KmsClient::new(kubekms_proto::client::ClientSettings {
+            endpoint: Some(e.url.clone()),
+            ca_bundle: Some(ca.clone()),
+            server_name: Some(server_name.to_owned()),
+            endpoint_fixed: true,
+            token_file: token.clone(),
+            region: REGION.into(),
+            role_arn: format!("arn:aws:iam::{ACCOUNT}:role/kubekms"),
+            session_name: "test".into(),
+        })
+        .unwrap()
+    };
+    let request = DecryptRequest {
+        ciphertext_blob: B64.decode(&ciphertext).unwrap(),
+        encryption_context: Some(context()),
+        ..DecryptRequest::default()
+    };
+    let answer: kubekms_proto::ops::DecryptResponse = client("kubekms-engine.kubekms.svc")
+        .call(kubekms_proto::Operation::Decrypt, &request)
+        .await
+        .unwrap();
+    assert_eq!(*answer.plaintext, expected[..]);
+    let wrong_name: Result<kubekms_proto::ops::DecryptResponse, _> = client("elsewhere.example")
+        .call(kubekms_proto::Operation::Decrypt, &request)
+        .await;
+    assert!(
+        matches!(&wrong_name, Err(kubekms_proto::client::CallError::Unreachable(e)) if e.is_untrusted_certificate()),
+        "a certificate for another name is not accepted"
+    );
+
+    // Another CA: the engine is not trusted, nothing is decrypted, and the agent stops at
+    // once (a certificate does not get better by waiting).
+    env.ca_bundle = Some(other_ca);
+    let started = std::time::Instant::now();
+    let refused = init(&env).await.err().unwrap();
+    let AgentError::Unreachable { source, .. } = &refused else {
+        panic!("{refused}");
+    };
+    assert!(source.is_untrusted_certificate(), "{refused}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

@@ -101,3 +101,12 @@ policy/v1beta1
 {{ int64 . }}
 {{- end -}}
 {{- end -}}
+
+{{/* The engine's TLS Secret (its key, for the engine pods only) and its CA's certificate. */}}
+{{- define "kubekms.engineTlsSecretName" -}}
+{{- include "kubekms.suffixed" (dict "ctx" . "suffix" "engine-tls") -}}
+{{- end -}}
+
+{{- define "kubekms.engineCaName" -}}
+{{- include "kubekms.suffixed" (dict "ctx" . "suffix" "engine-tls-ca") -}}
+{{- end -}}

@@ -43,6 +43,12 @@ pub async fn workload_injection(cluster: &Cluster, endpoint: &str) -> Result<()>
             "Encrypt from the pod: {report}"
         );
         ensure!(report["keyLength"] == 32, "AES_256 by default: {report}");
+        ensure!(
+            report["env"]
+                .as_array()
+                .is_some_and(|env| env.iter().any(|e| e == "AWS_CA_BUNDLE")),
+            "the injected SDK is not given the engine's CA: {report}"
+        );
     }
     ensure!(
         first[0]["keySha256"] == first[1]["keySha256"],

@@ -45,7 +45,7 @@ pub fn jwt(exp: u64, n: u32) -> String {
 pub struct LoopbackEngine {
     pub kms: std::sync::Arc<crate::service::Kms>,
     pub cluster: std::sync::Arc<FakeTokenReviewer>,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with TLS)
     pub url: String,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -53,6 +53,15 @@ pub struct LoopbackEngine {
 impl LoopbackEngine {
     /// With ServiceAccounts mapped by `identities`, in `account`.
     pub async fn start(identities: super::IdentityMap, account: &str) -> Result<Self> {
+        Self::start_with(identities, account, None).await
+    }
+
+    /// The same, serving TLS with `tls` (`url` is then `https://127.0.0.1:PORT`).
+    pub async fn start_with(
+        identities: super::IdentityMap,
+        account: &str,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Result<Self> {
         use std::sync::Arc;
         let clock = crate::clock::SystemClock::new();
         let root = crate::crypto::RootKey::from_bytes(&crate::crypto::RootKey::generate()?)?;
@@ -81,7 +90,7 @@ impl LoopbackEngine {
             audit: crate::audit::AuditLog::disabled(),
             clock,
             config: Default::default(),
-            tls: None,
+            tls,
         }
         .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .await?;

@@ -55,10 +55,20 @@ pub struct EngineConfig {
     /// `RUST_LOG` of the engine pods.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// TLS for the KMS API: the engine pods serve the certificate of this Secret
+    /// (`tls.crt`, `tls.key`, in the ConfigMap's namespace), which names the engine Service.
+    #[serde(default)]
+    pub tls: Option<EngineTls>,
     /// For tests only: each engine pod's clock can be moved forward through an admin port
     /// ([`ADMIN_PORT`]) so that rotations, deletion windows and expiries fall due at once.
     #[serde(default)]
     pub test_clock: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EngineTls {
+    pub secret_name: String,
 }
 
 /// The engine pods' admin port, open only with `testClock`.

@@ -160,7 +160,7 @@ async fn apply(config_map: &ConfigMap, deploy: &DeployContext) -> Result<Action>
     let services: Api<Service> = Api::namespaced(client, &owner.namespace);
     apply_owned(&deployments, &owner, &deployment(&config, &owner)).await?;
     let applied = apply_owned(&services, &owner, &service(&config, &owner)).await?;
-    if let Some(url) = service_url(&applied, config.port) {
+    if let Some(url) = service_url(&applied, config.port, config.tls.is_some()) {
         deploy
             .remote
             .set_endpoint(&url)

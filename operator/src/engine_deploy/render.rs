@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -35,6 +36,9 @@ pub const RUN_AS: i64 = 65532;
 const BINARY: &str = "/usr/local/bin/kubekms-operator";
 const CONTAINER: &str = "engine";
 const AUDIT_VOLUME: &str = "audit";
+const TLS_VOLUME: &str = "tls";
+/// Where the engine pods find their certificate.
+pub const TLS_DIR: &str = "/etc/kubekms/engine-tls";
 
 /// The ConfigMap the objects belong to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +136,10 @@ pub fn engine_args(config: &EngineConfig) -> Vec<String> {
     }
     args.push(format!("--audit-log={}", config.audit));
     args.push(format!("--lease-name={SCHEDULER_LEASE}"));
+    if config.tls.is_some() {
+        args.push(format!("--tls-cert={TLS_DIR}/tls.crt"));
+        args.push(format!("--tls-key={TLS_DIR}/tls.key"));
+    }
     if config.test_clock {
         args.push("--test-clock".to_owned());
         args.push(format!("--admin-listen=0.0.0.0:{ADMIN_PORT}"));
@@ -153,12 +161,12 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn healthz(initial_delay: i32, period: i32) -> Probe {
+fn healthz(initial_delay: i32, period: i32, tls: bool) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/healthz".to_owned()),
             port: IntOrString::String(PORT_NAME.to_owned()),
-            scheme: Some("HTTP".to_owned()),
+            scheme: Some(if tls { "HTTPS" } else { "HTTP" }.to_owned()),
             ..HTTPGetAction::default()
         }),
         initial_delay_seconds: Some(initial_delay),
@@ -212,21 +220,54 @@ pub fn deployment(config: &EngineConfig, owner: &Owner) -> Deployment {
     let selector = selector_labels(owner);
     let mut pod_labels = config.pod_labels.clone();
     pod_labels.extend(selector.clone());
-    let (volumes, mounts) = match audit_dir(&config.audit) {
-        Some(dir) if !matches!(config.audit.as_str(), "-" | "off") => (
-            Some(vec![Volume {
-                name: AUDIT_VOLUME.to_owned(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]),
-            Some(vec![VolumeMount {
-                name: AUDIT_VOLUME.to_owned(),
-                mount_path: dir.to_owned(),
-                ..VolumeMount::default()
-            }]),
-        ),
-        _ => (None, None),
-    };
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(dir) =
+        audit_dir(&config.audit).filter(|_| !matches!(config.audit.as_str(), "-" | "off"))
+    {
+        volumes.push(Volume {
+            name: AUDIT_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: AUDIT_VOLUME.to_owned(),
+            mount_path: dir.to_owned(),
+            ..VolumeMount::default()
+        });
+    }
+    if let Some(tls) = &config.tls {
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                items: Some(vec![
+                    KeyToPath {
+                        key: "tls.crt".to_owned(),
+                        path: "tls.crt".to_owned(),
+                        ..KeyToPath::default()
+                    },
+                    KeyToPath {
+                        key: "tls.key".to_owned(),
+                        path: "tls.key".to_owned(),
+                        ..KeyToPath::default()
+                    },
+                ]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.to_owned(),
+            mount_path: TLS_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let (volumes, mounts) = (
+        (!volumes.is_empty()).then_some(volumes),
+        (!mounts.is_empty()).then_some(mounts),
+    );
     let container = Container {
         name: CONTAINER.to_owned(),
         image: Some(config.image.clone()),
@@ -257,8 +298,8 @@ pub fn deployment(config: &EngineConfig, owner: &Owner) -> Deployment {
             }))
             .collect(),
         ),
-        readiness_probe: Some(healthz(0, 5)),
-        liveness_probe: Some(healthz(10, 10)),
+        readiness_probe: Some(healthz(0, 5, config.tls.is_some())),
+        liveness_probe: Some(healthz(10, 10, config.tls.is_some())),
         resources: config.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -344,8 +385,8 @@ pub fn service(config: &EngineConfig, owner: &Owner) -> Service {
     }
 }
 
-/// The engine's URL at a Service's cluster IP, if it has one.
-pub fn service_url(service: &Service, port: u16) -> Option<String> {
+/// The engine's URL at a Service's cluster IP, if it has one (`https://` when it serves TLS).
+pub fn service_url(service: &Service, port: u16, tls: bool) -> Option<String> {
     let ip = service.spec.as_ref()?.cluster_ip.as_deref()?;
-    kubekms_proto::client::cluster_ip_url(ip, port)
+    kubekms_proto::client::cluster_ip_url(ip, port, tls)
 }

@@ -339,22 +339,22 @@ fn the_service_url_is_its_cluster_ip() {
     let c = EngineConfig::parse(MINIMAL).unwrap();
     let mut s = service(&c, &owner());
     assert_eq!(
-        service_url(&s, 4599),
+        service_url(&s, 4599, false),
         None,
         "no IP before the API server assigns one"
     );
     s.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.7".into());
     assert_eq!(
-        service_url(&s, 4599).as_deref(),
+        service_url(&s, 4599, false).as_deref(),
         Some("http://10.0.0.7:4599")
     );
     s.spec.as_mut().unwrap().cluster_ip = Some("fd00::7".into());
     assert_eq!(
-        service_url(&s, 4599).as_deref(),
+        service_url(&s, 4599, false).as_deref(),
         Some("http://[fd00::7]:4599")
     );
     s.spec.as_mut().unwrap().cluster_ip = Some("None".into());
-    assert_eq!(service_url(&s, 4599), None);
+    assert_eq!(service_url(&s, 4599, false), None);
 }
 
 /// `engine.json` with `member` replaced (or removed, for `None`).
@@ -485,4 +485,58 @@ fn the_test_clock_is_off_unless_asked_for_and_then_opens_the_admin_port() {
         .map(|p| p.container_port)
         .collect();
     assert_eq!(ports, [4599, i32::from(config::ADMIN_PORT)]);
+}
+
+#[test]
+fn with_tls_the_engine_serves_its_secrets_certificate() {
+    let mut c = EngineConfig::parse(MINIMAL).unwrap();
+    assert!(!engine_args(&c).iter().any(|a| a.starts_with("--tls")));
+    c.tls = Some(super::config::EngineTls {
+        secret_name: "kubekms-engine-tls".into(),
+    });
+    let args = engine_args(&c);
+    assert!(
+        args.contains(&format!("--tls-cert={TLS_DIR}/tls.crt")),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&format!("--tls-key={TLS_DIR}/tls.key")),
+        "{args:?}"
+    );
+    let d = deployment(&c, &owner());
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    let volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "tls")
+        .unwrap();
+    assert_eq!(
+        volume.secret.unwrap().secret_name.as_deref(),
+        Some("kubekms-engine-tls")
+    );
+    let container = &pod.containers[0];
+    assert!(container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path == TLS_DIR && m.read_only == Some(true)));
+    let probe = container.readiness_probe.as_ref().unwrap();
+    assert_eq!(
+        probe.http_get.as_ref().unwrap().scheme.as_deref(),
+        Some("HTTPS")
+    );
+    let mut s = service(&c, &owner());
+    s.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.7".into());
+    assert_eq!(
+        service_url(&s, 4599, true).as_deref(),
+        Some("https://10.0.0.7:4599")
+    );
+    let parsed = EngineConfig::parse(
+        r#"{"image": "i", "serviceAccountName": "e", "account": "111122223333",
+            "region": "us-east-1", "operatorServiceAccount": "o",
+            "tls": {"secretName": "kubekms-engine-tls"}}"#,
+    )
+    .unwrap();
+    assert_eq!(parsed.tls, c.tls);
 }

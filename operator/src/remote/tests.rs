@@ -73,6 +73,8 @@ impl Harness {
     fn remote(&self, token_file: PathBuf) -> Arc<RemoteEngine> {
         Arc::new(
             RemoteEngine::new(RemoteSettings {
+                ca_bundle: None,
+                server_name: None,
                 endpoint: Some(self.url.clone()),
                 endpoint_fixed: true,
                 token_file,
@@ -299,6 +301,8 @@ async fn the_token_file_is_read_again_for_each_exchange() {
 #[tokio::test]
 async fn an_unknown_or_unreachable_engine_is_reported_as_such() {
     let remote = RemoteEngine::new(RemoteSettings {
+        ca_bundle: None,
+        server_name: None,
         endpoint: None,
         endpoint_fixed: false,
         token_file: "/nonexistent".into(),
@@ -326,6 +330,8 @@ async fn an_unknown_or_unreachable_engine_is_reported_as_such() {
     let token = dir.path().join("t");
     std::fs::write(&token, jwt(7)).unwrap();
     let remote = RemoteEngine::new(RemoteSettings {
+        ca_bundle: None,
+        server_name: None,
         endpoint: Some(format!("http://127.0.0.1:{port}")),
         endpoint_fixed: true,
         token_file: token,

@@ -70,6 +70,8 @@ pub enum TransportError {
     NoEndpoint,
     #[error("engine URL {url:?}: {why}")]
     BadUrl { url: String, why: String },
+    #[error("the CA bundle {}: {why}", path.display())]
+    CaBundle { path: PathBuf, why: String },
     #[error("cannot read the ServiceAccount token {}: {source}", path.display())]
     Token {
         path: PathBuf,
@@ -123,6 +125,33 @@ impl TransportError {
             TransportError::Transport { .. } | TransportError::Timeout | TransportError::Body(_)
         )
     }
+
+    /// The engine's TLS certificate was not accepted (another CA, another name, expired):
+    /// trying again will not help.
+    pub fn is_untrusted_certificate(&self) -> bool {
+        let TransportError::Transport { source, .. } = self else {
+            return false;
+        };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(error) = next {
+            // An io::Error's `source` skips the error it wraps (itself perhaps an io::Error
+            // around rustls's): look inside each.
+            let mut inner = Some(error);
+            while let Some(candidate) = inner {
+                if let Some(rustls::Error::InvalidCertificate(_)) =
+                    candidate.downcast_ref::<rustls::Error>()
+                {
+                    return true;
+                }
+                inner = candidate
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .map(|e| e as &(dyn std::error::Error + 'static));
+            }
+            next = error.source();
+        }
+        false
+    }
 }
 
 /// One call's failure: the engine refused it, or it could not be asked.
@@ -142,8 +171,16 @@ impl From<TransportError> for CallError {
 
 /// How to reach the engine and who to be there.
 pub struct ClientSettings {
-    /// `http://host:port`; `None` until the address is known ([`KmsClient::set_endpoint`]).
+    /// `http://host:port` or `https://host:port`; `None` until the address is known
+    /// ([`KmsClient::set_endpoint`]).
     pub endpoint: Option<String>,
+    /// PEM certificates of the CAs an `https://` engine's certificate must chain to (what
+    /// `AWS_CA_BUNDLE` names for the AWS SDKs). Without it only `http://` is reached.
+    pub ca_bundle: Option<PathBuf>,
+    /// The name the engine's certificate is checked against, whatever address is connected
+    /// to: the engine Service's DNS name, when the engine is reached at its cluster IP in a
+    /// cluster without DNS. `None`: the endpoint's own host.
+    pub server_name: Option<String>,
     /// The address was given by the user: [`KmsClient::set_endpoint`] never replaces it.
     pub endpoint_fixed: bool,
     /// The projected ServiceAccount token (audience `kubekms`), read again for every exchange.
@@ -164,41 +201,75 @@ struct Endpoint {
 }
 
 /// The engine's URL at a Service's cluster IP (`None` for a headless or unassigned one), as
-/// pods reach it without DNS.
-pub fn cluster_ip_url(ip: &str, port: u16) -> Option<String> {
+/// pods reach it without DNS; `https://` when the engine serves TLS.
+pub fn cluster_ip_url(ip: &str, port: u16, tls: bool) -> Option<String> {
     if ip.is_empty() || ip == "None" {
         return None;
     }
+    let scheme = if tls { "https" } else { "http" };
     Some(if ip.contains(':') {
-        format!("http://[{ip}]:{port}")
+        format!("{scheme}://[{ip}]:{port}")
     } else {
-        format!("http://{ip}:{port}")
+        format!("{scheme}://{ip}:{port}")
     })
 }
 
 impl Endpoint {
-    fn parse(url: &str) -> Result<Self, TransportError> {
+    fn parse(url: &str, tls: bool) -> Result<Self, TransportError> {
         let bad = |why: &str| TransportError::BadUrl {
             url: url.to_owned(),
             why: why.to_owned(),
         };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad("the engine is reached over plain http://"));
-        }
+        let scheme = match uri.scheme_str() {
+            Some("http") => "http",
+            Some("https") if tls => "https",
+            Some("https") => {
+                return Err(bad(
+                    "https:// needs the CA bundle the engine's certificate chains to",
+                ))
+            }
+            _ => return Err(bad("the engine is reached over http:// or https://")),
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(bad("give only http://HOST:PORT"));
+            return Err(bad("give only SCHEME://HOST:PORT"));
         }
         let authority = uri.authority().ok_or_else(|| bad("no host"))?.clone();
         let host = authority.as_str().to_owned();
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(scheme)
             .authority(authority)
             .path_and_query("/")
             .build()
             .map_err(|e| bad(&e.to_string()))?;
         Ok(Self { uri, host })
     }
+}
+
+/// A TLS client configuration trusting only the CAs in the PEM file `path` (none: it is
+/// never used, since an https:// endpoint is refused without a bundle).
+fn tls_config(path: Option<&std::path::Path>) -> Result<rustls::ClientConfig, TransportError> {
+    let bad = |why: String| TransportError::CaBundle {
+        path: path.map(std::path::Path::to_owned).unwrap_or_default(),
+        why,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = path {
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad("it holds no PEM certificate".to_owned()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Temporary credentials from the engine. No `Debug`: it holds a secret.
@@ -211,7 +282,7 @@ struct Session {
     refresh_at: Millis,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The engine over HTTP. Cheap to share; one connection pool for the calls, and one
 /// connection of its own for the long poll of changed keys.
@@ -221,6 +292,8 @@ pub struct KmsClient {
     /// engine replica (behind a Service, a connection stays with the pod it reached), whose
     /// positions mean something only to itself.
     feed_http: HttpClient,
+    /// Whether https:// endpoints may be used (a CA bundle was given).
+    tls: bool,
     endpoint: RwLock<Option<Endpoint>>,
     endpoint_fixed: bool,
     token_file: PathBuf,
@@ -242,15 +315,37 @@ pub const EXCHANGE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl KmsClient {
     pub fn new(settings: ClientSettings) -> Result<Self, TransportError> {
+        let tls = settings.ca_bundle.is_some();
         let endpoint = settings
             .endpoint
             .as_deref()
-            .map(Endpoint::parse)
+            .map(|url| Endpoint::parse(url, tls))
             .transpose()?;
+        let tls_config = Arc::new(tls_config(settings.ca_bundle.as_deref())?);
+        let resolver: Arc<dyn hyper_rustls::ResolveServerName + Send + Sync> =
+            match &settings.server_name {
+                Some(name) => Arc::new(hyper_rustls::FixedServerNameResolver::new(
+                    rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
+                        TransportError::BadUrl {
+                            url: name.clone(),
+                            why: format!("not a server name: {e}"),
+                        }
+                    })?,
+                )),
+                None => Arc::new(hyper_rustls::DefaultServerNameResolver::default()),
+            };
         let http_client = |max_idle: usize| {
             let mut connector = HttpConnector::new();
             connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
             connector.set_nodelay(true);
+            // Both schemes: which one is the endpoint's to say.
+            connector.enforce_http(false);
+            let connector = hyper_rustls::HttpsConnector::new(
+                connector,
+                tls_config.clone(),
+                false,
+                resolver.clone(),
+            );
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .pool_max_idle_per_host(max_idle)
@@ -261,6 +356,7 @@ impl KmsClient {
         Ok(Self {
             http: http_client(POOL_MAX_IDLE),
             feed_http: http_client(1),
+            tls,
             endpoint: RwLock::new(endpoint),
             endpoint_fixed: settings.endpoint_fixed,
             token_file: settings.token_file,
@@ -271,12 +367,12 @@ impl KmsClient {
         })
     }
 
-    /// Point at `url` (`http://HOST:PORT`), unless `--engine-url` fixed the address.
+    /// Point at `url` (`http[s]://HOST:PORT`), unless `--engine-url` fixed the address.
     pub fn set_endpoint(&self, url: &str) -> Result<(), TransportError> {
         if self.endpoint_fixed {
             return Ok(());
         }
-        let endpoint = Endpoint::parse(url)?;
+        let endpoint = Endpoint::parse(url, self.tls)?;
         let mut current = self.endpoint.write();
         if current.as_ref().map(|e| &e.uri) != Some(&endpoint.uri) {
             tracing::info!(engine = %endpoint.uri, "engine address");

@@ -4,20 +4,32 @@
 use super::*;
 
 #[test]
-fn endpoints_are_plain_http_host_and_port() {
-    let e = Endpoint::parse("http://10.0.0.7:4599").unwrap();
+fn endpoints_are_a_scheme_host_and_port() {
+    let e = Endpoint::parse("http://10.0.0.7:4599", false).unwrap();
     assert_eq!(e.host, "10.0.0.7:4599");
     assert_eq!(e.uri.to_string(), "http://10.0.0.7:4599/");
-    let e = Endpoint::parse("http://[fd00::7]:4599/").unwrap();
+    let e = Endpoint::parse("http://[fd00::7]:4599/", false).unwrap();
     assert_eq!(e.host, "[fd00::7]:4599");
+    let e = Endpoint::parse("https://kubekms-engine.kubekms.svc:4599", true).unwrap();
+    assert_eq!(
+        e.uri.to_string(),
+        "https://kubekms-engine.kubekms.svc:4599/"
+    );
+    let no_bundle = Endpoint::parse("https://x:1", false).err().unwrap();
+    assert!(no_bundle.to_string().contains("CA bundle"), "{no_bundle}");
+    assert_eq!(
+        cluster_ip_url("10.0.0.53", 4599, true).as_deref(),
+        Some("https://10.0.0.53:4599")
+    );
+    assert_eq!(cluster_ip_url("None", 4599, true), None);
     for bad in [
-        "https://x:1",
+        "ftp://x:1",
         "10.0.0.7:4599",
         "http://x:1/path",
         "http://x:1/?q",
         "",
     ] {
-        assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        assert!(Endpoint::parse(bad, true).is_err(), "{bad}");
     }
 }
 
@@ -25,6 +37,8 @@ fn endpoints_are_plain_http_host_and_port() {
 fn a_fixed_endpoint_is_not_replaced_by_the_services() {
     let settings = |endpoint: Option<&str>, endpoint_fixed| ClientSettings {
         endpoint: endpoint.map(str::to_owned),
+        ca_bundle: None,
+        server_name: None,
         endpoint_fixed,
         token_file: "/t".into(),
         region: "eu-west-1".into(),

@@ -11,7 +11,7 @@ use clap::Parser;
 use kubekms_proto::client::{ClientSettings, KmsClient};
 use kubekms_webhook::admit::{EngineMaker, Injector};
 use kubekms_webhook::cluster::{EngineService, KubeCluster};
-use kubekms_webhook::mutate::InjectorSettings;
+use kubekms_webhook::mutate::{CaBundle, InjectorSettings, CA_CONFIG_MAP};
 use kubekms_webhook::server;
 use kubekms_webhook::tls::ReloadingCert;
 
@@ -36,6 +36,11 @@ struct Args {
     engine_service: String,
     #[arg(long, default_value_t = 4599)]
     engine_port: u16,
+    /// PEM CA certificates the engine's TLS certificate chains to: the engine is then reached
+    /// over https://, and injected pods get the same bundle (AWS_CA_BUNDLE) from a ConfigMap
+    /// the webhook keeps in their namespace.
+    #[arg(long)]
+    engine_ca_file: Option<PathBuf>,
     /// This pod's namespace (the release's).
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: String,
@@ -64,18 +69,35 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the API server")?;
+    let ca = match &args.engine_ca_file {
+        Some(path) => Some(CaBundle {
+            config_map: CA_CONFIG_MAP.to_owned(),
+            pem: std::fs::read_to_string(path)
+                .with_context(|| format!("reading the engine's CA bundle {}", path.display()))?,
+        }),
+        None => None,
+    };
+    // With TLS and the engine found by its Service: reached at the cluster IP (there may be
+    // no DNS), its certificate checked against the Service's name, which pods use too.
+    let engine_server_name = match (&ca, &args.engine_url) {
+        (Some(_), None) => Some(format!("{}.{}.svc", args.engine_service, args.namespace)),
+        _ => None,
+    };
     let engine = match &args.engine_url {
         Some(url) => EngineService::Url(url.clone()),
         None => EngineService::Service {
             namespace: args.namespace.clone(),
             name: args.engine_service.clone(),
             port: args.engine_port,
+            tls: ca.is_some(),
         },
     };
     let (cluster, watch_records) = KubeCluster::new(client, engine);
     tokio::spawn(watch_records);
     let kms = KmsClient::new(ClientSettings {
         endpoint: args.engine_url.clone(),
+        ca_bundle: args.engine_ca_file.clone(),
+        server_name: engine_server_name.clone(),
         endpoint_fixed: args.engine_url.is_some(),
         token_file: args.token_file.clone(),
         region: args.region.clone(),
@@ -92,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
                 .pod_role_arn
                 .clone()
                 .unwrap_or_else(|| format!("arn:aws:iam::{}:role/kubekms", args.account)),
+            ca,
+            engine_host_alias: None,
         },
+        engine_name: engine_server_name,
         cluster: Arc::new(cluster),
         maker: Arc::new(EngineMaker(kms)),
     };
