@@ -95,6 +95,11 @@ kubectl apply -n default -f "$ROOT/examples/key.yaml" -f "$ROOT/examples/alias.y
 kubectl -n default wait --for=condition=Ready kmskey/orders kmskey/release-signing --timeout=120s >&2
 # A workload the webhook injects (its identity and a data key), once its Key is Ready.
 kubectl apply -n default -f "$ROOT/examples/injected-app.yaml" >&2
+if [[ $upgrade -eq 1 ]]; then
+    # Pods keep what the webhook gave them at admission (the engine's URL, its CA): new ones
+    # get what this release serves.
+    kubectl -n default rollout restart deployment/injected-example >&2
+fi
 kubectl -n default rollout status deployment/injected-example --timeout=180s >&2
 
 # The engine serves TLS with a certificate from the chart's CA (unless engine.tls.enabled=false):

@@ -39,16 +39,11 @@ fn problems(request: &AdmissionRequest<DynamicObject>) -> Result<(), Vec<String>
         }
     }
     match request.kind.kind.as_str() {
-        "Key" => {
-            let key: Key = decode(object)?;
-            match request.old_object.as_ref() {
-                Some(old) if request.operation == Operation::Update => {
-                    let old: Key = decode(Some(old))?;
-                    key.spec.validate_update(&old.spec)
-                }
-                _ => key.spec.validate(),
-            }
-        }
+        "Key" => checked::<Key>(
+            request,
+            |new| new.spec.validate(),
+            |new, old| new.spec.validate_update(&old.spec),
+        ),
         "Alias" => {
             let alias: Alias = decode(object)?;
             let mut problems = alias.spec.validate().err().unwrap_or_default();
@@ -63,19 +58,27 @@ fn problems(request: &AdmissionRequest<DynamicObject>) -> Result<(), Vec<String>
         }
         "KeyPolicy" => decode::<KeyPolicy>(object)?.spec.validate(),
         "ImportedMaterial" => decode::<ImportedMaterial>(object)?.spec.validate(),
-        "DataKey" => {
-            let record: DataKey = decode(object)?;
-            match request.old_object.as_ref() {
-                Some(old) if request.operation == Operation::Update => {
-                    let old: DataKey = decode(Some(old))?;
-                    record.spec.validate_update(&old.spec)
-                }
-                _ => record.spec.validate(),
-            }
-        }
+        "DataKey" => checked::<DataKey>(
+            request,
+            |new| new.spec.validate(),
+            |new, old| new.spec.validate_update(&old.spec),
+        ),
         other => Err(vec![format!(
             "this webhook checks Key, Alias, KeyPolicy, ImportedMaterial and DataKey, not {other}"
         )]),
+    }
+}
+
+/// A creation checked by `create`, a change by `update` against the object it replaces.
+fn checked<T: DeserializeOwned>(
+    request: &AdmissionRequest<DynamicObject>,
+    create: impl Fn(&T) -> Result<(), Vec<String>>,
+    update: impl Fn(&T, &T) -> Result<(), Vec<String>>,
+) -> Result<(), Vec<String>> {
+    let new: T = decode(request.object.as_ref())?;
+    match request.old_object.as_ref() {
+        Some(old) if request.operation == Operation::Update => update(&new, &decode(Some(old))?),
+        _ => create(&new),
     }
 }
 
