@@ -1,7 +1,7 @@
 //! [`Cluster`] on the Kubernetes API: DataKey records (created if absent, replaced only at the
 //! resourceVersion read), a Key's status, whether a ServiceAccount exists.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,13 @@ pub struct KubeCluster {
     /// but one deleted and made again (the engine reinstalled) has another: looked up again
     /// after [`ENGINE_URL_FOR`].
     engine_url: Mutex<Option<(String, Instant)>>,
-    /// Namespaces whose CA bundle ConfigMap this process has applied.
-    cas_kept: Mutex<BTreeSet<String>>,
+    /// Namespaces whose CA bundle ConfigMap this process has applied, and when: applied
+    /// again after [`CA_KEPT_FOR`], so one deleted by hand comes back.
+    cas_kept: Mutex<BTreeMap<String, Instant>>,
 }
+
+/// How long a namespace's CA bundle ConfigMap is taken to be in place once applied.
+pub const CA_KEPT_FOR: Duration = Duration::from_secs(300);
 
 /// How long a looked-up engine URL is used before it is looked up again.
 pub const ENGINE_URL_FOR: Duration = Duration::from_secs(60);
@@ -75,7 +79,7 @@ impl KubeCluster {
             records,
             engine,
             engine_url: Mutex::new(None),
-            cas_kept: Mutex::new(BTreeSet::new()),
+            cas_kept: Mutex::new(BTreeMap::new()),
         };
         (cluster, watch)
     }
@@ -216,8 +220,11 @@ impl Cluster for KubeCluster {
     }
 
     async fn ensure_ca(&self, namespace: &str, ca: &CaBundle) -> Result<(), ClusterError> {
-        let kept = |cas: &BTreeSet<String>| cas.contains(namespace);
-        if self.cas_kept.lock().map(|c| kept(&c)).unwrap_or(false) {
+        let fresh = |cas: &BTreeMap<String, Instant>| {
+            cas.get(namespace)
+                .is_some_and(|at| at.elapsed() < CA_KEPT_FOR)
+        };
+        if self.cas_kept.lock().map(|c| fresh(&c)).unwrap_or(false) {
             return Ok(());
         }
         let wanted = ConfigMap {
@@ -246,7 +253,7 @@ impl Cluster for KubeCluster {
                 ca.config_map
             )))?;
         if let Ok(mut cas) = self.cas_kept.lock() {
-            cas.insert(namespace.to_owned());
+            cas.insert(namespace.to_owned(), Instant::now());
         }
         Ok(())
     }
