@@ -45,6 +45,7 @@ struct Args {
 struct Figures {
     new_keys: Vec<f64>,
     existing_keys: Vec<f64>,
+    record_creates: Vec<f64>,
     scale_injected: Option<Duration>,
     scale_plain: Option<Duration>,
 }
@@ -140,6 +141,8 @@ async fn run(cluster: &Cluster, args: &Args, figures: &mut Figures) -> Result<()
     figures.new_keys = post(cluster, &ip, &ca_file, &bodies[1..]).await?;
     eprintln!("admission latency: {} existing data keys", args.requests);
     figures.existing_keys = post(cluster, &ip, &ca_file, &bodies).await?;
+    eprintln!("record create alone: {} DataKey records", args.requests);
+    figures.record_creates = record_creates(cluster, args.requests).await?;
 
     eprintln!(
         "scale-up: {} replicas without the opt-in label",
@@ -149,6 +152,37 @@ async fn run(cluster: &Cluster, args: &Args, figures: &mut Figures) -> Result<()
     eprintln!("scale-up: {} opted-in replicas", args.replicas);
     figures.scale_injected = Some(scale_up(cluster, "injected", true, args.replicas).await?);
     Ok(())
+}
+
+/// The floor under a new data key's admission: creating a DataKey record (the API server, the
+/// validating webhook it calls for DataKeys, etcd's write), timed one at a time from the host
+/// (through the cluster's API forwarder).
+async fn record_creates(cluster: &Cluster, n: usize) -> Result<Vec<f64>> {
+    use kubekms_crds::{DataKey, DataKeyGeneration, DataKeySpec};
+    let records: Api<DataKey> = Api::namespaced(cluster.client().await?, BENCH_NS);
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let record = DataKey::new(
+            &DataKey::record_name(&format!("floor-{i}"), "db"),
+            DataKeySpec {
+                service_account: format!("floor-{i}"),
+                name: "db".into(),
+                key: "orders".into(),
+                number_of_bytes: 32,
+                generations: vec![DataKeyGeneration {
+                    generation: 1,
+                    // The size of a real data key's ciphertext (about 180 bytes), in base64.
+                    ciphertext: "A".repeat(240),
+                    key_arn: "arn:aws:kms:us-east-1:111122223333:key/floor".into(),
+                    key_version: 1,
+                }],
+            },
+        );
+        let started = Instant::now();
+        records.create(&PostParams::default(), &record).await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(times)
 }
 
 fn base64_decode(text: &str) -> Result<Vec<u8>> {
@@ -335,6 +369,10 @@ fn print(f: &Figures, args: &Args) {
         (
             "admission, existing data key (record read)",
             &f.existing_keys,
+        ),
+        (
+            "the floor: a DataKey record created alone (API server, validating webhook, etcd)",
+            &f.record_creates,
         ),
     ] {
         let mut sorted = series.clone();
