@@ -15,6 +15,10 @@ use crate::common::{crd_enum, validation_result};
 
 /// Fewest days between automatic rotations (as AWS KMS allows).
 pub const MIN_ROTATION_PERIOD_DAYS: i32 = 90;
+/// The operator's finalizer on a Key: the engine key's deletion is scheduled before the Key
+/// goes. Added at admission by the webhook when it runs (sparing a write per new Key), else by
+/// the operator.
+pub const KEY_FINALIZER: &str = "kubekms.io/key";
 /// Most days between automatic rotations.
 pub const MAX_ROTATION_PERIOD_DAYS: i32 = 2560;
 /// Rotation period when none is given.

@@ -54,7 +54,7 @@ out=$(render --set engine.replicas=1 --set webhook.replicas=1) || die "render wi
 out=$(render) || die "render with default values"
 ca=$(awk '/^  name: kubekms-webhook-tls$/{p=1} p && /^  ca.crt: /{print $2; exit}' <<<"$out")
 [[ -n "$ca" ]] || die "the webhook's TLS Secret has no ca.crt"
-[[ $(grep -c "caBundle: $ca" <<<"$out") -eq 2 ]] || die "both webhook configurations must carry the Secret's CA as caBundle"
+[[ $(grep -c "caBundle: $ca" <<<"$out") -eq 3 ]] || die "every webhook (pods, keys, validation) must carry the Secret's CA as caBundle"
 # The engine's TLS: a certificate for the engine Service (and the extra IPs asked for) from
 # the CA the operator and the webhook are given; engine.json names the Secret.
 out=$(render --set 'engine.tls.ipAddresses={127.0.0.1}') || die "render with engine.tls.ipAddresses"

@@ -7,6 +7,7 @@
 //! - [`annotations`]: the annotation API, read into a typed request with every problem named;
 //! - [`cluster`]: the Kubernetes side of admission (DataKey records, Keys, the engine Service);
 //! - [`datakeys`]: finding or making a pod's data keys (ciphertext only);
+//! - [`finalize`]: a new Key's finalizer, added in its creation;
 //! - [`keyring`]: the files the agent writes for the app (current key, keyring of generations);
 //! - [`mutate`]: the JSON patch for a pod that opted in;
 //! - [`server`]: HTTPS, decoding and encoding AdmissionReviews only;
@@ -20,6 +21,7 @@ pub mod annotations;
 pub mod cluster;
 pub mod datakeys;
 pub mod error;
+pub mod finalize;
 pub mod keyring;
 pub mod mutate;
 pub mod server;

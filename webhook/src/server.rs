@@ -26,6 +26,7 @@ use crate::validate;
 
 /// Paths the webhook configurations call.
 pub const MUTATE_PODS_PATH: &str = "/mutate-pods";
+pub const MUTATE_KEYS_PATH: &str = "/mutate-keys";
 pub const VALIDATE_PATH: &str = "/validate";
 /// The API server's admission timeout is at most 30 s and the chart sets 5 s; a handshake or
 /// request that takes longer is someone else's.
@@ -40,6 +41,7 @@ struct App {
 pub fn router(injector: Injector) -> Router {
     Router::new()
         .route(MUTATE_PODS_PATH, post(mutate_pods))
+        .route(MUTATE_KEYS_PATH, post(mutate_keys))
         .route(VALIDATE_PATH, post(validate_objects))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(Arc::new(App { injector }))
@@ -62,6 +64,14 @@ async fn mutate_pods(State(app): State<Arc<App>>, body: Bytes) -> Response {
         );
     }
     encode(response)
+}
+
+async fn mutate_keys(body: Bytes) -> Response {
+    let request: AdmissionRequest<DynamicObject> = match decode(&body) {
+        Ok(r) => r,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
+    encode(crate::finalize::admit_key(&request))
 }
 
 async fn validate_objects(body: Bytes) -> Response {

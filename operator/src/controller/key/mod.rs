@@ -30,7 +30,7 @@ pub use status::*;
 
 use apply::{apply, cleanup};
 
-pub const FINALIZER: &str = "kubekms.io/key";
+pub const FINALIZER: &str = kubekms_crds::key::KEY_FINALIZER;
 /// Set to any new value to rotate the key once (symmetric keys with generated material).
 pub const ROTATE_ANNOTATION: &str = "kubekms.io/rotate";
 /// The last value of [`ROTATE_ANNOTATION`] the operator acted on.
