@@ -139,7 +139,12 @@ pub fn mutate(
         }));
     }
     // The app's containers: identity, data-key mounts and their env.
-    let sidecar = injection.mode == Mode::Sidecar && restarts(spec) && with_keys;
+    // Not in a pod on the node's network: its loopback would be the node's, and the agent's
+    // keys every host-network process's.
+    let sidecar = injection.mode == Mode::Sidecar
+        && restarts(spec)
+        && spec.host_network != Some(true)
+        && with_keys;
     if sidecar {
         volumes.push(mirror_volume(data_keys));
     }
@@ -675,6 +680,22 @@ mod tests {
         );
         assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
         assert_eq!(out["spec"]["initContainers"][0]["name"], AGENT_INIT);
+        let host_network = pod(json!({
+            "metadata": { "annotations": annotations },
+            "spec": { "hostNetwork": true, "securityContext": { "runAsUser": 1000 },
+                      "containers": [ { "name": "app", "image": "app" } ] },
+        }));
+        let on_node = patched(
+            &host_network,
+            &mutate(&host_network, &sidecar(), &keys, &settings())
+                .unwrap()
+                .unwrap(),
+        );
+        assert_eq!(
+            on_node["spec"]["containers"].as_array().unwrap().len(),
+            1,
+            "no localhost server on the node's network"
+        );
         assert!(!out["spec"]["volumes"]
             .as_array()
             .unwrap()

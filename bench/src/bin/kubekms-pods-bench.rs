@@ -88,6 +88,10 @@ const OPERATOR_METRICS_PORT: u16 = 9464;
     about = "The operator at scale and the engine through its Service, on a one-node cluster"
 )]
 struct Args {
+    /// Serve the engine's API over TLS, as the chart does by default (without it: plain HTTP,
+    /// as the figures before the engine had TLS were measured).
+    #[arg(long)]
+    engine_tls: bool,
     /// Keys to apply [default: 10000; 500 with --quick].
     #[arg(long)]
     keys: Option<usize>,
@@ -209,7 +213,7 @@ impl Pids {
             Err(e) => eprintln!("  (operator metrics: {e:#})"),
         }
         for (pod, ip, _) in &self.engines {
-            match scrape(cluster, &format!("http://{ip}:4599/metrics")).await {
+            match scrape(cluster, &format!("{}://{ip}:4599/metrics", engine_scheme())).await {
                 Ok(text) => {
                     c.engine_requests += sum_series(&text, "kubekms_requests_total{", |_| true);
                     c.engine_client_errors += sum_series(&text, "kubekms_requests_total{", |l| {
@@ -387,9 +391,10 @@ async fn install(cluster: &Cluster, args: &Args) -> Result<()> {
     let resync = args
         .resync_seconds
         .map(|s| format!("operator.extraArgs={{--resync-seconds={s}}}"));
-    // Plain HTTP, as the figures in BENCHMARKS.md were measured (they compare the engine in
-    // pods with the engine in-process; TLS on the engine API is not in these figures).
-    let mut sets = vec!["engine.testClock=true", "engine.tls.enabled=false"];
+    let mut sets = vec!["engine.testClock=true"];
+    if !args.engine_tls {
+        sets.push("engine.tls.enabled=false");
+    }
     sets.extend(resync.as_deref());
     node::install(cluster, &sets, ROLLOUT).await?;
     wait_for(
@@ -538,7 +543,7 @@ async fn throughput(
 ) -> Result<()> {
     let service_ip = node::engine_service_ip(cluster).await?;
     let service = format!("{service_ip}:4599");
-    let endpoint = node::forward(cluster, "kms", &service)?;
+    let endpoint = node::engine_endpoint(cluster, &service_ip)?;
     let admin = node::administrator(
         cluster,
         "pods-bench-admin",
@@ -581,8 +586,9 @@ async fn throughput(
         .with_context(|| format!("writing {}", script.display()))?;
 
     let (pod, pod_ip, _) = pids.engines.first().cloned().context("no engine pod")?;
-    let service_url = format!("http://{service}/");
-    let direct_url = format!("http://{pod_ip}:4599/");
+    let scheme = engine_scheme();
+    let service_url = format!("{scheme}://{service}/");
+    let direct_url = format!("{scheme}://{pod_ip}:4599/");
     for url in [&service_url, &direct_url] {
         check_presigned(cluster, &headers, &body, url).await?;
     }
@@ -605,9 +611,18 @@ async fn check_presigned(
     body: &str,
     url: &str,
 ) -> Result<()> {
-    let mut argv: Vec<String> = ["exec", "curl", "-sS", "-X", "POST", "-w", "\n%{http_code}"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut argv: Vec<String> = [
+        "exec",
+        "curl",
+        "-sS",
+        unverified(url),
+        "-X",
+        "POST",
+        "-w",
+        "\n%{http_code}",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     for (name, value) in headers {
         argv.push("-H".to_owned());
         argv.push(format!("{name}: {value}"));
@@ -798,8 +813,37 @@ async fn print_not_ready(keys: &Api<Key>) {
 /// GET `url` from inside the cluster's network namespace.
 async fn scrape(cluster: &Cluster, url: &str) -> Result<String> {
     cluster
-        .node_script_async(&["exec", "curl", "-sS", "--fail", "--max-time", "10", url])
+        .node_script_async(&[
+            "exec",
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            unverified(url),
+            url,
+        ])
         .await
+}
+
+/// `https` when the installed release's engine serves TLS.
+fn engine_scheme() -> &'static str {
+    if node::engine_ca().is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// curl's flag for `url`: the bench reaches engine pods by IP, which their certificate does
+/// not name, and measures rather than authenticates, so https is not verified here (wrk never
+/// verifies); a no-op flag for http.
+fn unverified(url: &str) -> &'static str {
+    if url.starts_with("https://") {
+        "--insecure"
+    } else {
+        "--globoff"
+    }
 }
 
 /// The sum of the series whose line starts with `prefix` (a name and `{`) and passes `keep`.

@@ -197,11 +197,45 @@ pub async fn reconcile(record: Arc<DataKey>, ctx: Arc<Context>) -> Result<Action
         observed_generation: record.metadata.generation,
     };
     if re_encrypted.is_empty() {
+        disown(&api, &record).await?;
         apply_mirror(&ctx, &record, &namespace).await?;
         write_status(&api, &*record, record.status.as_ref(), &status).await?;
     }
-    // After a replace the watch brings the new object, whose pass writes the status.
-    Ok(Action::await_change())
+    // After a replace the watch brings the new object, whose pass writes the status. Passes
+    // come back now and then anyway, so a mirror deleted by hand is made again.
+    Ok(Action::requeue(MIRROR_RECHECK))
+}
+
+/// How often a record's mirror is applied again when nothing changed.
+const MIRROR_RECHECK: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// Records made by an earlier webhook were owned by their ServiceAccount, and so deleted with
+/// it (an app reinstalled lost its data keys): that owner is taken off.
+async fn disown(api: &Api<DataKey>, record: &DataKey) -> Result<()> {
+    let owners = record
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    if !owners.iter().any(|o| o.kind == "ServiceAccount") {
+        return Ok(());
+    }
+    let kept: Vec<_> = owners
+        .iter()
+        .filter(|o| o.kind != "ServiceAccount")
+        .cloned()
+        .collect();
+    let patch = serde_json::json!({ "metadata": {
+        "ownerReferences": kept,
+        "resourceVersion": record.metadata.resource_version,
+    } });
+    api.patch(
+        &record.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The record's mirror ConfigMap, as it should be: every generation, sealed.

@@ -222,6 +222,12 @@ impl Endpoint {
         };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
         let scheme = match uri.scheme_str() {
+            // Given a CA, the engine serves TLS: never send a token or credentials in the clear.
+            Some("http") if tls => {
+                return Err(bad(
+                    "a CA bundle is given, so the engine serves TLS: use https://",
+                ))
+            }
             Some("http") => "http",
             Some("https") if tls => "https",
             Some("https") => {

@@ -15,6 +15,8 @@ fn endpoints_are_a_scheme_host_and_port() {
         e.uri.to_string(),
         "https://kubekms-engine.kubekms.svc:4599/"
     );
+    let in_clear = Endpoint::parse("http://x:1", true).err().unwrap();
+    assert!(in_clear.to_string().contains("use https://"), "{in_clear}");
     let no_bundle = Endpoint::parse("https://x:1", false).err().unwrap();
     assert!(no_bundle.to_string().contains("CA bundle"), "{no_bundle}");
     assert_eq!(
@@ -29,7 +31,7 @@ fn endpoints_are_a_scheme_host_and_port() {
         "http://x:1/?q",
         "",
     ] {
-        assert!(Endpoint::parse(bad, true).is_err(), "{bad}");
+        assert!(Endpoint::parse(bad, false).is_err(), "{bad}");
     }
 }
 
