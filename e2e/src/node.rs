@@ -427,33 +427,7 @@ pub async fn install(cluster: &Cluster, sets: &[&str], timeout: Duration) -> Res
 /// The engine pod's count of successful `operation` calls, from its `/metrics` (read from
 /// inside the cluster's network namespace).
 pub async fn engine_successes(cluster: &Cluster, ip: &str, operation: &str) -> Result<u64> {
-    let text = match engine_ca() {
-        // The pod's own IP, under the name its certificate holds.
-        Some(ca) => {
-            let resolve = format!("{ENGINE_HOST}:4599:{ip}");
-            let url = format!("https://{ENGINE_HOST}:4599/metrics");
-            let ca = ca.to_string_lossy().into_owned();
-            cluster
-                .node_script_async(&[
-                    "exec",
-                    "curl",
-                    "-sS",
-                    "--fail",
-                    "--cacert",
-                    &ca,
-                    "--resolve",
-                    &resolve,
-                    &url,
-                ])
-                .await?
-        }
-        None => {
-            let url = format!("http://{ip}:4599/metrics");
-            cluster
-                .node_script_async(&["exec", "curl", "-sS", "--fail", &url])
-                .await?
-        }
-    };
+    let text = engine_metrics(cluster, ip).await?;
     let series =
         format!("kubekms_requests_total{{operation=\"{operation}\",outcome=\"success\"}} ");
     Ok(text
@@ -461,6 +435,24 @@ pub async fn engine_successes(cluster: &Cluster, ip: &str, operation: &str) -> R
         .find_map(|l| l.strip_prefix(series.as_str()))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64))
+}
+
+/// The `/metrics` of the engine pod at `ip`, read from inside the cluster's network namespace;
+/// over TLS, the pod's certificate checked under the Service name it holds.
+pub async fn engine_metrics(cluster: &Cluster, ip: &str) -> Result<String> {
+    let mut argv = vec!["exec", "curl", "-sS", "--fail", "--max-time", "10"];
+    let (ca, resolve, url);
+    match engine_ca() {
+        Some(path) => {
+            ca = path.to_string_lossy().into_owned();
+            resolve = format!("{ENGINE_HOST}:4599:{ip}");
+            url = format!("https://{ENGINE_HOST}:4599/metrics");
+            argv.extend(["--cacert", &ca, "--resolve", &resolve]);
+        }
+        None => url = format!("http://{ip}:4599/metrics"),
+    }
+    argv.push(&url);
+    cluster.node_script_async(&argv).await
 }
 
 /// The engine pod whose `operation` count grows over `window` while a client calls through

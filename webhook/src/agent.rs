@@ -135,14 +135,25 @@ pub async fn init(env: &Environment) -> Result<usize, AgentError> {
     let client = env.client()?;
     let mut written = 0;
     for data_key in &env.config.data_keys {
-        let mut held = Vec::with_capacity(data_key.keys.len());
-        for entry in &data_key.keys {
-            held.push(decrypt(&client, data_key, entry, RETRY_FOR).await?);
-        }
-        keyring::write(Path::new(&env.config.dir), &data_key.file, &held)?;
-        written += held.len();
+        written += decrypt_and_write(&client, &env.config.dir, data_key)
+            .await?
+            .len();
     }
     Ok(written)
+}
+
+/// Every generation of `data_key` decrypted and written into `dir` (its file and keyring).
+pub async fn decrypt_and_write(
+    client: &KmsClient,
+    dir: &str,
+    data_key: &DataKeyCiphertexts,
+) -> Result<Vec<HeldKey>, AgentError> {
+    let mut held = Vec::with_capacity(data_key.keys.len());
+    for entry in &data_key.keys {
+        held.push(decrypt(client, data_key, entry, RETRY_FOR).await?);
+    }
+    keyring::write(Path::new(dir), &data_key.file, &held)?;
+    Ok(held)
 }
 
 /// One generation, decrypted under its encryption context, with retries while the engine is

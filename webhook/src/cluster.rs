@@ -188,7 +188,7 @@ impl Cluster for KubeCluster {
 
     async fn engine_url(&self) -> Result<Option<String>, ClusterError> {
         let known = self.engine_url.lock().ok().and_then(|u| u.clone());
-        let (namespace, name, port) = match (&self.engine, &known) {
+        let (namespace, name, port, tls) = match (&self.engine, &known) {
             (EngineService::Url(url), _) => return Ok(Some(url.clone())),
             (_, Some((url, found))) if found.elapsed() < ENGINE_URL_FOR => {
                 return Ok(Some(url.clone()))
@@ -201,7 +201,7 @@ impl Cluster for KubeCluster {
                     tls,
                 },
                 _,
-            ) => (namespace, name, (*port, *tls)),
+            ) => (namespace, name, *port, *tls),
         };
         let service = match Api::<Service>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
@@ -212,7 +212,7 @@ impl Cluster for KubeCluster {
             Err(_) if known.is_some() => return Ok(known.map(|(url, _)| url)),
             Err(e) => return Err(failed(format!("reading Service {namespace}/{name}"))(e)),
         };
-        let url = service.and_then(|s| service_url(&s, port.0, port.1));
+        let url = service.and_then(|s| service_url(&s, port, tls));
         if let (Some(url), Ok(mut found)) = (&url, self.engine_url.lock()) {
             *found = Some((url.clone(), Instant::now()));
         }

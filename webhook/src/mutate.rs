@@ -299,7 +299,7 @@ fn wire_container(
 
 /// What makes a stock AWS SDK act as the pod's ServiceAccount at the engine.
 fn identity_env(settings: &InjectorSettings) -> Vec<Value> {
-    let mut env = vec![
+    let mut vars = vec![
         env(
             "AWS_WEB_IDENTITY_TOKEN_FILE",
             &format!("{TOKEN_DIR}/{TOKEN_FILE}"),
@@ -313,12 +313,9 @@ fn identity_env(settings: &InjectorSettings) -> Vec<Value> {
     ];
     if settings.ca.is_some() {
         // The AWS SDKs (and the agent) trust the engine's CA through this.
-        env.push(self::env(
-            "AWS_CA_BUNDLE",
-            &format!("{TOKEN_DIR}/{CA_FILE}"),
-        ));
+        vars.push(env("AWS_CA_BUNDLE", &format!("{TOKEN_DIR}/{CA_FILE}")));
     }
-    env
+    vars
 }
 
 fn env(name: &str, value: &str) -> Value {

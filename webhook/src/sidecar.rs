@@ -32,7 +32,7 @@ use kubekms_proto::client::KmsClient;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::agent::{decrypt, AgentError, Environment, RETRY_FOR};
+use crate::agent::{decrypt, decrypt_and_write, AgentError, Environment, RETRY_FOR};
 use crate::keyring::{self, HeldKey};
 use crate::mutate::{DataKeyCiphertexts, AGENT_PORT};
 
@@ -66,11 +66,7 @@ impl Sidecar {
         let client = env.client()?;
         let mut held = BTreeMap::new();
         for data_key in &env.config.data_keys {
-            let mut keys = Vec::with_capacity(data_key.keys.len());
-            for entry in &data_key.keys {
-                keys.push(decrypt(&client, data_key, entry, RETRY_FOR).await?);
-            }
-            keyring::write(Path::new(&env.config.dir), &data_key.file, &keys)?;
+            let keys = decrypt_and_write(&client, &env.config.dir, data_key).await?;
             held.insert(
                 data_key.name.clone(),
                 Held {
