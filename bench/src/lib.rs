@@ -2,6 +2,7 @@
 //! ([`wrk`]), Keys applied and watched at scale ([`keys`]), and CPU time and peak memory of
 //! processes from `/proc` ([`procfs`]), figures against targets ([`report`]). Nothing here ships.
 
+pub mod apiserver;
 pub mod keys;
 pub mod procfs;
 pub mod report;

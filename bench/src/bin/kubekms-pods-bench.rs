@@ -46,6 +46,7 @@ use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
 
+use kubekms_bench::apiserver::ApiCounters;
 use kubekms_bench::keys::{apply_keys, count_above, count_ready, wait_all_ready, watch_keys, Seen};
 use kubekms_bench::procfs::{
     busiest_since, cpu_seconds, find_processes, machine_busy_seconds, snapshot, vm_hwm_mb,
@@ -81,6 +82,9 @@ const PLAINTEXT_BYTES: usize = 64;
 const ROLLOUT: Duration = Duration::from_secs(180);
 /// The chart's `operator.metricsPort`.
 const OPERATOR_METRICS_PORT: u16 = 9464;
+
+/// API server series printed per phase.
+const API_SERIES: usize = 14;
 
 #[derive(Parser)]
 #[command(
@@ -151,6 +155,8 @@ struct Phase {
     cpu: Cpu,
     others: Vec<(String, f64)>,
     counters: Counters,
+    /// The API server's requests and watch events in the phase, largest first.
+    api: Vec<(String, f64)>,
 }
 
 /// Counters at one moment.
@@ -158,6 +164,7 @@ struct Sample {
     cpu: Cpu,
     procs: Snapshot,
     counters: Counters,
+    api: ApiCounters,
 }
 
 /// The processes a run accounts.
@@ -174,6 +181,14 @@ struct Pids {
 impl Pids {
     async fn sample(&self, cluster: &Cluster) -> Sample {
         let counters = self.counters(cluster).await;
+        let api = match cluster.client().await {
+            Ok(client) => ApiCounters::scrape(&client).await,
+            Err(e) => Err(e),
+        }
+        .unwrap_or_else(|e| {
+            eprintln!("  (API server metrics: {e:#})");
+            ApiCounters::default()
+        });
         let procs = snapshot();
         let cpu = Cpu {
             operator: cpu_seconds(self.operator),
@@ -189,6 +204,7 @@ impl Pids {
             cpu,
             procs,
             counters,
+            api,
         }
     }
 
@@ -239,6 +255,7 @@ impl Pids {
             cpu: now.cpu.since(&earlier.cpu),
             others: busiest_since(&earlier.procs, &now.procs, &ours),
             counters: now.counters.since(&earlier.counters),
+            api: now.api.since(&earlier.api),
         }
     }
 
@@ -950,6 +967,7 @@ fn print_table(f: &Figures, args: &Args) {
             cpu: c,
             others,
             counters: n,
+            ..
         }) = cpu
         else {
             continue;
@@ -1012,6 +1030,32 @@ fn print_table(f: &Figures, args: &Args) {
             println!(
                 "Service / direct: {:.2} of the requests per second",
                 s.rps() / d.rps()
+            );
+        }
+    }
+
+    for (phase, cpu) in [
+        ("apply → all Ready", &f.cpu_ready),
+        ("rotation wave", &f.cpu_rotation),
+    ] {
+        let Some(Phase { api, .. }) = cpu else {
+            continue;
+        };
+        if api.is_empty() {
+            continue;
+        }
+        println!();
+        println!(
+            "The API server in the phase \"{phase}\" (requests by verb and resource, watch \
+             events sent by kind; the {API_SERIES} largest):"
+        );
+        println!();
+        println!("| series | count | per Key |");
+        println!("|---|---:|---:|");
+        for (series, count) in api.iter().take(API_SERIES) {
+            println!(
+                "| {series} | {count:.0} | {:.2} |",
+                count / f.keys.max(1) as f64
             );
         }
     }
