@@ -155,9 +155,23 @@ impl Action {
     /// The set of actions `pattern` (a full name with wildcards, such as `kms:GenerateDataKey*`,
     /// or `*`) covers, as a bit mask over [`Action::index`].
     pub fn mask_of(pattern: &str) -> u64 {
+        if pattern == "*" {
+            return Action::ALL.iter().fold(0, |mask, a| mask | a.bit());
+        }
+        // Every key's policy is parsed when its record is read (at each replica, for every key
+        // a wave creates): match the part after a literal `kms:` against the bare names
+        // without building each full name. A pattern with a wildcard inside its prefix takes
+        // the general path.
+        let bare = pattern
+            .get(..ACTION_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(ACTION_PREFIX))
+            .and_then(|_| pattern.get(ACTION_PREFIX.len()..));
         Action::ALL
             .iter()
-            .filter(|a| pattern == "*" || action_matches(pattern, &a.iam_name()))
+            .filter(|a| match bare {
+                Some(rest) => action_matches(rest, a.name()),
+                None => action_matches(pattern, &a.iam_name()),
+            })
             .fold(0, |mask, a| mask | a.bit())
     }
 
@@ -225,6 +239,15 @@ mod tests {
         assert_eq!(Action::mask_of("KMS:decrypt"), Action::Decrypt.bit());
         assert_eq!(Action::mask_of("kms:Nope"), 0);
         assert_eq!(Action::mask_of("s3:*"), 0);
+        // Wildcards inside the prefix take the general path and mean the same.
+        assert_eq!(Action::mask_of("k?s:*"), Action::mask_of("*"));
+        assert_eq!(Action::mask_of("*:Encrypt"), Action::Encrypt.bit());
+        assert_eq!(
+            Action::mask_of("*crypt"),
+            Action::Encrypt.bit() | Action::Decrypt.bit()
+        );
+        assert_eq!(Action::mask_of("kms:"), 0);
+        assert_eq!(Action::mask_of("km"), 0);
     }
 
     #[test]

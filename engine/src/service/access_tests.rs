@@ -506,3 +506,78 @@ async fn describe_key_answers_tags_and_rotation_only_with_their_own_permissions(
     let (kind, _) = error(h.call_as(&app, "DescribeKey", whole).await);
     assert_eq!(kind, "AccessDeniedException");
 }
+
+#[tokio::test]
+async fn create_key_answers_the_parts_the_new_keys_policy_lets_the_creator_read() {
+    let h = harness().await;
+    let mut operator = member("arn:aws:iam::111122223333:role/kubekms-operator", &[]);
+    operator.principal = operator.principal.with_role(AccountRole::KeyCreator);
+    let policy = |actions: &[&str]| {
+        json!({"Statement": [{"Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::111122223333:role/kubekms-operator"},
+            "Action": actions, "Resource": "*"}]})
+        .to_string()
+    };
+    let everything = [
+        "kms:DescribeKey",
+        "kms:PutKeyPolicy",
+        "kms:ListResourceTags",
+        "kms:GetKeyRotationStatus",
+        "kms:ListKeyRotations",
+    ];
+    let tags = json!([{"TagKey": "team", "TagValue": "shop"}]);
+    let answer = h
+        .call_as(
+            &operator,
+            "CreateKey",
+            json!({"Policy": policy(&everything), "Tags": tags,
+                "KubekmsRotationPeriodInDays": 120, "KubekmsInclude": ["Tags", "Rotation"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["KeyMetadata"]["KubekmsRevision"], 1, "{answer}");
+    assert_eq!(answer["KubekmsTags"], tags, "{answer}");
+    let status = &answer["KubekmsRotation"]["Status"];
+    assert_eq!(status["KeyRotationEnabled"], true, "{answer}");
+    assert_eq!(status["RotationPeriodInDays"], 120, "{answer}");
+    // What CreateKey answered is what DescribeKey reads afterwards.
+    let key = answer["KeyMetadata"]["KeyId"].as_str().unwrap();
+    let described = h
+        .call_as(
+            &operator,
+            "DescribeKey",
+            json!({"KeyId": key, "KubekmsInclude": ["Tags", "Rotation"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(described, answer);
+
+    // A policy that lets the creator describe the key but not read its tags or rotation: the
+    // key is created, and those parts are left out instead of failing the request.
+    let answer = h
+        .call_as(
+            &operator,
+            "CreateKey",
+            json!({"Policy": policy(&["kms:DescribeKey", "kms:PutKeyPolicy"]), "Tags": tags,
+                "KubekmsRotationPeriodInDays": 120, "KubekmsInclude": ["Tags", "Rotation"]}),
+        )
+        .await
+        .unwrap();
+    assert!(answer.get("KubekmsTags").is_none(), "{answer}");
+    assert!(answer.get("KubekmsRotation").is_none(), "{answer}");
+    let key = answer["KeyMetadata"]["KeyId"].as_str().unwrap();
+    assert!(h
+        .call_as(&operator, "DescribeKey", json!({"KeyId": key}))
+        .await
+        .is_ok());
+    // Without KubekmsInclude, CreateKey answers as AWS does: the metadata alone.
+    let answer = h
+        .call_as(
+            &operator,
+            "CreateKey",
+            json!({"Policy": policy(&everything), "Tags": tags}),
+        )
+        .await
+        .unwrap();
+    assert!(answer.get("KubekmsTags").is_none() && answer.get("KubekmsRotation").is_none());
+}

@@ -75,6 +75,7 @@ impl Kms {
         caller: &Caller,
         req: CreateKeyRequest,
     ) -> Outcome<KeyMetadataResponse> {
+        let include = req.include.clone().unwrap_or_default();
         let record = attempt!(self.new_key_record(caller, req));
         let arn: Arc<str> = record.arn().into();
         let result = async {
@@ -89,7 +90,11 @@ impl Kms {
             };
             let _guard = self.key_lock(record.key_id).lock().await;
             let entry = self.commit_key(None, record, initial).await?;
-            Ok(KeyMetadataResponse::metadata(self.metadata(&entry)))
+            let mut response = KeyMetadataResponse::metadata(self.metadata(&entry));
+            // The key exists now: a part the caller may not read is left out, not an error.
+            self.include(caller, &entry, &include, &mut response, |_| Ok(()))
+                .map_err(Refused::into_error)?;
+            Ok(response)
         }
         .await;
         // The new key is named in the audit log once its request is valid and allowed.
@@ -198,20 +203,42 @@ impl Kms {
         ));
         let mut response = KeyMetadataResponse::metadata(self.metadata(&entry));
         let include = req.include.unwrap_or_default();
-        if include.contains(&DescribeExtra::Tags) {
-            attempt!(self.authorize_entry(caller, Action::ListResourceTags, &entry, None));
+        attempt!(self.include(caller, &entry, &include, &mut response, Err));
+        Outcome::on(&entry, Ok(response))
+    }
+
+    /// Adds the parts of `include` to `response`, each only if `caller` may do the operations
+    /// that would read it alone; a refusal goes to `refused`, which fails the request with it
+    /// (DescribeKey) or lets it pass with that part left out (CreateKey).
+    fn include(
+        &self,
+        caller: &Caller,
+        entry: &KeyEntry,
+        include: &[DescribeExtra],
+        response: &mut KeyMetadataResponse,
+        refused: impl Fn(Refused) -> Result<(), Refused>,
+    ) -> Result<(), Refused> {
+        let allowed = |actions: &[Action]| -> Result<bool, Refused> {
+            for action in actions {
+                if let Err(refusal) = self.authorize_entry(caller, *action, entry, None) {
+                    refused(refusal)?;
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        if include.contains(&DescribeExtra::Tags) && allowed(&[Action::ListResourceTags])? {
             response.tags = Some(tags_of(&entry.record));
         }
-        if include.contains(&DescribeExtra::Rotation) {
-            for action in [Action::GetKeyRotationStatus, Action::ListKeyRotations] {
-                attempt!(self.authorize_entry(caller, action, &entry, None));
-            }
+        if include.contains(&DescribeExtra::Rotation)
+            && allowed(&[Action::GetKeyRotationStatus, Action::ListKeyRotations])?
+        {
             response.rotation = rotates(&entry.record).then(|| RotationState {
-                status: rotation_status(&entry),
-                last_rotation: rotations(&entry).pop().map(|(_, r)| r),
+                status: rotation_status(entry),
+                last_rotation: rotations(entry).pop().map(|(_, r)| r),
             });
         }
-        Outcome::on(&entry, Ok(response))
+        Ok(())
     }
 
     pub async fn list_keys(

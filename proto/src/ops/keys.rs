@@ -55,6 +55,16 @@ pub struct CreateKeyRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub rotation_period_in_days: Option<i64>,
+    /// Not in AWS: answer these with the new key's metadata, as DescribeKey's `KubekmsInclude`
+    /// does, so a controller needs no DescribeKey after creating a key. A part the caller may
+    /// not read on the new key (its policy decides) is left out rather than failing the
+    /// request: the key exists either way.
+    #[serde(
+        rename = "KubekmsInclude",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub include: Option<Vec<DescribeExtra>>,
 }
 
 /// CreateKey's and DescribeKey's answer.
@@ -62,15 +72,15 @@ pub struct CreateKeyRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct KeyMetadataResponse {
     pub key_metadata: KeyMetadata,
-    /// Not in AWS: the key's tags, when DescribeKey's `KubekmsInclude` asked for them.
+    /// Not in AWS: the key's tags, when `KubekmsInclude` asked for them.
     #[serde(
         rename = "KubekmsTags",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub tags: Option<Vec<Tag>>,
-    /// Not in AWS: the key's rotation state, when DescribeKey's `KubekmsInclude` asked for it
-    /// (absent for a key that does not rotate).
+    /// Not in AWS: the key's rotation state, when `KubekmsInclude` asked for it (absent for a
+    /// key that does not rotate).
     #[serde(
         rename = "KubekmsRotation",
         default,
@@ -90,8 +100,8 @@ impl KeyMetadataResponse {
     }
 }
 
-/// What DescribeKey's `KubekmsInclude` may ask for besides the metadata, read with it from one
-/// record: a client keeping resources in step with the engine gets a consistent view in one
+/// What DescribeKey's (or CreateKey's) `KubekmsInclude` may ask for besides the metadata, read
+/// with it from one record: a client keeping resources in step with the engine gets a consistent view in one
 /// call. Each part needs the permission of the operation that would read it on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DescribeExtra {

@@ -11,7 +11,7 @@ use kubekms_proto::vocab::{OriginType, RotationType};
 use serde_json::json;
 
 use super::super::{condition, current, requeue_at, time_from_millis, write_status, Context};
-use crate::engine::Described;
+use crate::engine::{Created, Described};
 use crate::error::{Error, Result};
 
 /// How soon a reconcile that read a key older than the change that woke it reads it again.
@@ -75,8 +75,10 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     // once, so a retry adopts it rather than making a second key. Read whole (metadata, tags,
     // rotation) in one call.
     // Set when this reconcile created the engine key: its tags and rotation are the ones asked
-    // for, so they are not compared, and the key is read once, at the end.
+    // for, so they are not compared. CreateKey answers the key whole; only if the engine left
+    // a part out is it read once more, at the end.
     let mut just_created = false;
+    let mut answered_whole = false;
     let described = match previous.and_then(|s| s.key_id.clone()) {
         Some(id) => match ctx.engine.describe_key_whole(&id).await {
             Ok(described) => described,
@@ -138,7 +140,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                     let policy = ctx.engine.default_key_policy(&namespace).to_string();
                     let created = ctx
                         .engine
-                        .create_key(create_key_request(spec, &namespace, &name, &uid, policy))
+                        .create_key_whole(create_key_request(spec, &namespace, &name, &uid, policy))
                         .await;
                     if let Err(Error::EngineUnreachable { .. }) = &created {
                         // The request may have been carried out with its answer lost (a
@@ -146,13 +148,17 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                         // its tags and adopts it instead of making a second one.
                         ctx.key_index.reset().await;
                     }
-                    let md = created?;
+                    let Created {
+                        metadata: md,
+                        whole,
+                    } = created?;
                     // From here a retry finds the key in the index and adopts it, so the id
                     // need not reach status before the rest of this reconcile: one status
                     // write per new Key instead of two (the API server is what bounds a
                     // wave of new Keys).
                     ctx.key_index.insert(&namespace, &name, &md.key_id).await;
                     just_created = true;
+                    answered_whole = whole.is_some();
                     let rotation = match spec.rotation.as_ref().filter(|r| r.enabled) {
                         Some(r) if rotatable(spec) => {
                             format!(", rotating every {} days", r.period_days)
@@ -169,11 +175,11 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                         ),
                     )
                     .await;
-                    Described {
+                    whole.unwrap_or_else(|| Described {
                         metadata: md,
                         tags: desired_tags(spec, &namespace, &name, &uid),
                         rotation: None,
-                    }
+                    })
                 }
             }
         }
@@ -209,9 +215,9 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
 
     let mut acted = false;
     // Whether the key may no longer be what `described` shows (this reconcile changed it, or
-    // created it), so the status needs a fresh read. A Key in step with its engine key costs
-    // one DescribeKey.
-    let mut md_stale = just_created;
+    // created it without answering it whole), so the status needs a fresh read. A Key in step
+    // with its engine key costs one DescribeKey, a new Key one CreateKey.
+    let mut md_stale = just_created && !answered_whole;
     if md.key_state == KeyState::PendingDeletion {
         ctx.engine.cancel_deletion(&key_id).await?;
         ctx.event(
