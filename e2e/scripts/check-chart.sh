@@ -69,6 +69,28 @@ grep -q '"secretName": "kubekms-engine-tls"' <<<"$out" || die "engine.json must 
 out=$(render --set engine.tls.enabled=false) || die "render with engine.tls.enabled=false"
 ! grep -q -- '--engine-ca-file\|kubekms-engine-tls' <<<"$out" || die "engine.tls.enabled=false still renders TLS"
 log "engine TLS: certificate for the Service from the chart's CA, given to the operator and the webhook"
+# With cert-manager: its Certificate for the Service names the Secret the engine mounts; no
+# generated Secret or CA ConfigMap; the operator and webhook project the Secret's ca.crt alone.
+# doc KIND NAME: the rendered document of that kind and name (empty if none).
+doc() { awk -v kind="kind: $1" -v name="  name: $2" '
+    /^---/ { if (k && n) printf "%s", d; d = ""; k = 0; n = 0; next }
+    { d = d $0 "\n" } $0 == kind { k = 1 } $0 == name { n = 1 }
+    END { if (k && n) printf "%s", d }' <<<"$out"; }
+out=$(render --set engine.tls.certManager.enabled=true --set 'engine.tls.ipAddresses={127.0.0.1}') ||
+    die "render with engine.tls.certManager.enabled"
+cert=$(doc Certificate kubekms-engine-tls)
+grep -q 'secretName: kubekms-engine-tls$' <<<"$cert" || die "cert-manager mode: no Certificate for the engine's Secret"
+for name in "- kubekms-engine.kubekms-system.svc$" "- 127.0.0.1$" "rotationPolicy: Always"; do
+    grep -q -- "$name" <<<"$cert" || die "cert-manager mode: the engine's Certificate lacks '$name'"
+done
+[[ -z $(doc Secret kubekms-engine-tls) && -z $(doc ConfigMap kubekms-engine-tls-ca) ]] ||
+    die "cert-manager mode still renders the generated Secret or the CA ConfigMap"
+[[ $(grep -A1 -- '- secret:' <<<"$out" | grep -c 'name: kubekms-engine-tls$') -eq 2 ]] ||
+    die "cert-manager mode: the operator and the webhook must project the engine Secret's ca.crt"
+if render --set engine.tls.certManager.duration=90days >/dev/null 2>&1; then
+    die "the schema accepted engine.tls.certManager.duration=90days"
+fi
+log "engine TLS with cert-manager: a Certificate for the Service; the operator and webhook trust its CA"
 grep -q 'kubekms.io/inject: "true"' <<<"$out" || die "the mutating webhook must select opted-in pods only"
 grep -q 'timeoutSeconds: 5' <<<"$out" || die "the webhook's timeout must default to 5 s"
 grep -q '"webhookServiceAccount": "kubekms-webhook"' <<<"$out" || die "engine.json must name the webhook's ServiceAccount"

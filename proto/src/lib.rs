@@ -6,7 +6,8 @@
 //!   AWS JSON 1.1 wire form;
 //! - [`sigv4`]: the AWS Signature Version 4 signer;
 //! - [`changes`]: kubekms's own long poll for changed keys (not an AWS operation);
-//! - `client` (feature `client`): a client of the engine's HTTP API with web-identity sessions.
+//! - `client` (feature `client`): a client of the engine's HTTP API with web-identity sessions;
+//! - `tls` (feature `tls`): a server certificate from files, served anew when renewed.
 //!
 //! It depends on no server or Kubernetes crate.
 
@@ -18,6 +19,8 @@ pub mod operation;
 pub mod ops;
 pub mod principal;
 pub mod sigv4;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod vocab;
 
 pub use codec::Timestamp;

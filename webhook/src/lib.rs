@@ -26,7 +26,6 @@ pub mod keyring;
 pub mod mutate;
 pub mod server;
 pub mod sidecar;
-pub mod tls;
 pub mod validate;
 
 pub use error::{Error, Result};

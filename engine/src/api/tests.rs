@@ -545,6 +545,105 @@ async fn serves_https_with_a_pem_certificate() {
     task.await.unwrap().unwrap();
 }
 
+/// A self-signed certificate for `localhost` and its key, made with openssl, as PEM files in
+/// `dir` named `name`; the certificate's DER.
+fn openssl_pair(dir: &std::path::Path, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={name}")])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{out:?}");
+    let cert_pem = std::fs::read(cert).unwrap();
+    let der = rustls_pemfile::certs(&mut &cert_pem[..])
+        .next()
+        .unwrap()
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    (cert_pem, std::fs::read(key).unwrap(), der)
+}
+
+#[tokio::test]
+async fn serves_a_renewed_certificate_without_a_restart() {
+    let h = harness().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_a, key_a, der_a) = openssl_pair(dir.path(), "a");
+    let (cert_b, key_b, der_b) = openssl_pair(dir.path(), "b");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &cert_a).unwrap();
+    std::fs::write(&key, &key_a).unwrap();
+    let period = std::time::Duration::from_millis(50);
+    let tls = tls::load_server_config_every(&cert, &key, period).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, h.state.clone(), Some(tls), async {
+        let _ = rx.await;
+    }));
+
+    // A client trusting both certificates, telling which one the server presented.
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in [&cert_a, &cert_b] {
+        for c in rustls_pemfile::certs(&mut &pem[..]) {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let presented = || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        let (_, session) = stream.get_ref();
+        session.peer_certificates().unwrap()[0].as_ref().to_vec()
+    };
+    assert_eq!(presented().await, der_a);
+
+    // Renewed the way a Secret volume is: new files in place, the key with its certificate.
+    std::fs::write(&key, &key_b).unwrap();
+    std::fs::write(&cert, &cert_b).unwrap();
+    let mut served = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(period).await;
+        served = presented().await;
+        if served == der_b {
+            break;
+        }
+    }
+    assert_eq!(served, der_b, "the renewed certificate is served");
+
+    // Broken files leave the served certificate in place.
+    std::fs::write(&cert, b"not a certificate").unwrap();
+    tokio::time::sleep(period * 4).await;
+    assert_eq!(presented().await, der_b);
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_body_of_exactly_the_limit_is_accepted_in_several_frames() {
     let h = harness().await;

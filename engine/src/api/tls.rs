@@ -1,22 +1,44 @@
-//! TLS from PEM files, with rustls on the aws-lc-rs provider.
+//! TLS from PEM files, with rustls on the aws-lc-rs provider; renewed files are served without
+//! a restart.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use kubekms_proto::tls::{Reload, ReloadingCert, TlsError, RELOAD_EVERY};
 
 use crate::error::{KmsError, Result};
 
-/// A server configuration offering TLS 1.2/1.3 and HTTP/1.1 by ALPN, from a PEM certificate
-/// chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+/// A server configuration offering TLS 1.2/1.3 and HTTP/1.1 by ALPN, serving the PEM
+/// certificate chain (leaf first) and PEM private key (PKCS#8, PKCS#1 or SEC1) in these files,
+/// and the renewed ones once they change (looked at every
+/// [`kubekms_proto::tls::RELOAD_EVERY`]; a pair that does not load leaves the served one in
+/// place). Spawns that watch on the current tokio runtime.
 pub fn load_server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>> {
-    let read = |path: &Path| {
-        std::fs::read(path)
-            .map_err(|e| KmsError::dependency(format!("cannot read {}", path.display()), e))
-    };
-    let cert_bytes = read(cert_pem)?;
-    let key_bytes = zeroize::Zeroizing::new(read(key_pem)?);
-    server_config_from_pem(&cert_bytes, &key_bytes)
+    load_server_config_every(cert_pem, key_pem, RELOAD_EVERY)
 }
 
+/// [`load_server_config`], looking at the files every `period`.
+pub fn load_server_config_every(
+    cert_pem: &Path,
+    key_pem: &Path,
+    period: Duration,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let failed = |e: TlsError| KmsError::dependency("the engine's TLS certificate", e);
+    let cert = ReloadingCert::load(cert_pem, key_pem).map_err(failed)?;
+    let config = cert.server_config().map_err(failed)?;
+    tokio::spawn(cert.watch_every(period, |reload| match reload {
+        Reload::Renewed(path) => {
+            tracing::info!(path = %path.display(), "serving the renewed TLS certificate");
+        }
+        Reload::Kept(e) => {
+            tracing::warn!(error = %e, "keeping the current TLS certificate");
+        }
+    }));
+    Ok(config)
+}
+
+/// A server configuration for a fixed PEM certificate and key (tests).
 pub fn server_config_from_pem(
     cert_pem: &[u8],
     key_pem: &[u8],

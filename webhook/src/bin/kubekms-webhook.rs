@@ -9,11 +9,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use kubekms_proto::client::{ClientSettings, KmsClient};
+use kubekms_proto::tls::{Reload, ReloadingCert};
 use kubekms_webhook::admit::{EngineMaker, Injector};
 use kubekms_webhook::cluster::{EngineService, KubeCluster};
 use kubekms_webhook::mutate::{CaBundle, InjectorSettings, CA_CONFIG_MAP};
 use kubekms_webhook::server;
-use kubekms_webhook::tls::ReloadingCert;
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -64,7 +64,13 @@ async fn main() -> anyhow::Result<()> {
     let cert = ReloadingCert::load(&args.tls_cert, &args.tls_key)
         .context("loading the webhook's certificate")?;
     let tls = cert.server_config().context("TLS configuration")?;
-    tokio::spawn(cert.clone().watch());
+    tokio::spawn(cert.clone().watch(|reload| match reload {
+        Reload::Renewed(path) => eprintln!(
+            "kubekms-webhook: serving the renewed certificate from {}",
+            path.display()
+        ),
+        Reload::Kept(e) => eprintln!("kubekms-webhook: keeping the current certificate: {e}"),
+    }));
 
     let client = kube::Client::try_default()
         .await

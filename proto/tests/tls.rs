@@ -1,4 +1,4 @@
-//! The webhook's certificate is replaced when its files change (a renewed Secret), a broken
+//! A served certificate is replaced when its files change (a renewed Secret), a broken
 //! pair caught mid-update leaves the served one in place, and a mismatched pair is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use kubekms_webhook::tls::ReloadingCert;
+use kubekms_proto::tls::ReloadingCert;
 
 /// A self-signed certificate and key for `name`, made with openssl, as PEM files.
 fn make_pair(dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {

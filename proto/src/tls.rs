@@ -1,7 +1,8 @@
-//! The webhook's TLS: a certificate and key read from files (a Secret's volume: the chart's
-//! generated CA or cert-manager's Certificate) and read again when they change, so a renewed
-//! certificate is served without a restart. Every replica mounts the same Secret, so all of
-//! them serve one certificate, the one the webhook configurations' caBundle vouches for.
+//! A server's certificate and key read from files (a Secret's volume: the chart's generated CA
+//! or cert-manager's Certificate) and read again when they change, so a renewed certificate is
+//! served without a restart. The webhook and the engine serve theirs this way; every replica
+//! mounts the same Secret, so all of them serve one certificate, the one their clients' CA
+//! bundle vouches for.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -37,6 +38,16 @@ pub enum TlsError {
     Pair(#[source] rustls::Error),
     #[error("TLS configuration")]
     Config(#[source] rustls::Error),
+}
+
+/// What [`ReloadingCert::watch`] saw.
+#[derive(Debug)]
+pub enum Reload<'a> {
+    /// A renewed certificate, from this file, is served from now on.
+    Renewed(&'a Path),
+    /// The files changed but do not load (caught mid-update, or broken): the served
+    /// certificate stays.
+    Kept(&'a TlsError),
 }
 
 /// The served certificate, replaced when the files change.
@@ -101,19 +112,26 @@ impl ReloadingCert {
             .unwrap_or_default()
     }
 
-    /// Looks at the files every [`RELOAD_EVERY`], for as long as the process runs.
-    pub async fn watch(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(RELOAD_EVERY);
+    /// Looks at the files every [`RELOAD_EVERY`], for as long as the process runs, and tells
+    /// `report` of each renewal served and each failed reload.
+    pub async fn watch(self: Arc<Self>, report: impl Fn(Reload<'_>) + Send + 'static) {
+        self.watch_every(RELOAD_EVERY, report).await;
+    }
+
+    /// [`ReloadingCert::watch`], looking every `period`.
+    pub async fn watch_every(
+        self: Arc<Self>,
+        period: Duration,
+        report: impl Fn(Reload<'_>) + Send + 'static,
+    ) {
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             match self.reload_if_changed() {
-                Ok(true) => eprintln!(
-                    "kubekms-webhook: serving the renewed certificate from {}",
-                    self.cert_path.display()
-                ),
+                Ok(true) => report(Reload::Renewed(&self.cert_path)),
                 Ok(false) => {}
-                Err(e) => eprintln!("kubekms-webhook: keeping the current certificate: {e}"),
+                Err(e) => report(Reload::Kept(&e)),
             }
         }
     }
