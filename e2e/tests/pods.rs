@@ -8,6 +8,8 @@ use std::time::Duration;
 
 #[path = "pods/injection.rs"]
 mod injection;
+#[path = "pods/renewal.rs"]
+mod renewal;
 
 use anyhow::{bail, ensure, Context, Result};
 use kubekms_e2e::app::{self, AppIdentity};
@@ -111,6 +113,8 @@ async fn phases(cluster: &Cluster) -> Result<()> {
     operator_fails_over(cluster).await?;
     rotation_wave_rotates_each_key_once(cluster, &endpoint).await?;
     injection::workload_injection(cluster, &endpoint).await?;
+    // Last before the re-install, which gives the operator and the webhook the new CA.
+    renewal::engine_certificate_renewed_in_place(cluster).await?;
     uninstall_keeps_keys(cluster, &ciphertext).await?;
     Ok(())
 }

@@ -4,41 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::Command;
 
+use kubekms_proto::tls::testing::{der_of, self_signed};
 use kubekms_proto::tls::ReloadingCert;
 
-/// A self-signed certificate and key for `name`, made with openssl, as PEM files.
+/// A self-signed certificate and key named `name`, as PEM bytes.
 fn make_pair(dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.crt"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={name}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(status.status.success(), "{status:?}");
+    let (cert, key) = self_signed(dir, name, Some(&["DNS:localhost"]));
     (std::fs::read(cert).unwrap(), std::fs::read(key).unwrap())
-}
-
-fn der_of(pem: &[u8]) -> Vec<u8> {
-    rustls_pemfile::certs(&mut &pem[..])
-        .next()
-        .unwrap()
-        .unwrap()
-        .as_ref()
-        .to_vec()
 }
 
 #[test]

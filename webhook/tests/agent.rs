@@ -21,6 +21,7 @@ use kubekms_engine::record::Scope;
 use kubekms_engine::service::{Caller, Principal};
 use kubekms_proto::ops::{CreateKeyRequest, DecryptRequest, GenerateDataKeyRequest};
 use kubekms_proto::principal::service_account_arn;
+use kubekms_proto::tls::testing::{openssl, self_signed};
 use kubekms_proto::vocab::DataKeySpec;
 use kubekms_webhook::agent::{init, AgentError, Environment};
 use kubekms_webhook::mutate::{AgentConfig, DataKeyCiphertexts};
@@ -334,40 +335,8 @@ async fn the_sidecar_takes_in_a_rotated_generation_and_serves_the_app() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// `dir/<name>.crt` and `.key`: a CA, or a certificate it signs for `san`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
-fn make_ca(dir: &Path, name: &str) -> PathBuf {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
-    dir.join(format!("{name}.crt"))
-}
-
+/// A certificate for `san` (`DNS:…,IP:…`) signed by the CA `dir/<ca>.crt` (made by
+/// [`self_signed`]), as `dir/leaf.crt` and `dir/leaf.key`.
 fn make_leaf(dir: &Path, ca: &str, san: &str) -> (PathBuf, PathBuf) {
     std::fs::write(dir.join("leaf.ext"), format!("subjectAltName={san}\n")).unwrap();
     openssl(
@@ -414,8 +383,8 @@ fn make_leaf(dir: &Path, ca: &str, san: &str) -> (PathBuf, PathBuf) {
 async fn over_tls_the_agent_trusts_the_ca_bundle_and_checks_the_name() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let ca = make_ca(dir.path(), "engine-ca");
-    let other_ca = make_ca(dir.path(), "other-ca");
+    let (ca, _) = self_signed(dir.path(), "engine-ca", None);
+    let (other_ca, _) = self_signed(dir.path(), "other-ca", None);
     let (cert, key) = make_leaf(
         dir.path(),
         "engine-ca",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::response::Response;
+use kubekms_proto::tls::testing::{der_of, self_signed};
 use tower::ServiceExt;
 use zeroize::Zeroizing;
 
@@ -508,17 +509,7 @@ async fn serves_https_with_a_pem_certificate() {
         let _ = rx.await;
     }));
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut TEST_CERT.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = tls_client(&[TEST_CERT.as_bytes()]);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut stream = connector.connect(name, tcp).await.unwrap();
@@ -545,40 +536,30 @@ async fn serves_https_with_a_pem_certificate() {
     task.await.unwrap().unwrap();
 }
 
-/// A self-signed certificate for `localhost` and its key, made with openssl, as PEM files in
-/// `dir` named `name`; the certificate's DER.
+/// A self-signed certificate for `localhost` and its key as PEM bytes, and the certificate's
+/// DER.
 fn openssl_pair(dir: &std::path::Path, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={name}")])
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(out.status.success(), "{out:?}");
+    let (cert, key) = self_signed(dir, name, Some(&["DNS:localhost"]));
     let cert_pem = std::fs::read(cert).unwrap();
-    let der = rustls_pemfile::certs(&mut &cert_pem[..])
-        .next()
-        .unwrap()
-        .unwrap()
-        .as_ref()
-        .to_vec();
+    let der = der_of(&cert_pem);
     (cert_pem, std::fs::read(key).unwrap(), der)
+}
+
+/// A TLS client trusting only the certificates in `pems`.
+fn tls_client(pems: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in pems {
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(client))
 }
 
 #[tokio::test]
@@ -600,19 +581,7 @@ async fn serves_a_renewed_certificate_without_a_restart() {
     }));
 
     // A client trusting both certificates, telling which one the server presented.
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in [&cert_a, &cert_b] {
-        for c in rustls_pemfile::certs(&mut &pem[..]) {
-            roots.add(c.unwrap()).unwrap();
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = tls_client(&[&cert_a, &cert_b]);
     let presented = || async {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
