@@ -21,12 +21,13 @@
 //!
 //! **Cheap on the request path.** A request formats its line and appends it itself, under one
 //! lock held for the chain's HMAC and one write(2) (`writer.rs` says why not a writer thread).
-//! A stalled sink (a hung disk) stalls the requests that record, which we prefer to serving
-//! unaudited.
+//! A stalled sink (a hung disk, or for stdout a pipe nobody drains) stalls the requests that
+//! record and the tokio workers running them, so the engine's other routes (`/healthz`) stall
+//! too and the kubelet restarts the pod: we prefer that to serving unaudited.
 //!
 //! Lines are written to the OS (surviving `kill -9` of this process) but fsynced only by
-//! [`AuditLog::flush`] and at rotation; fsyncing each batch would cost more than the requests it
-//! records. A file sink rotates by size (`audit.log` → `audit.log.<N>`); stdout is chained from
+//! [`AuditLog::flush`] and once per rotated file (on a thread of its own, outside the lock);
+//! fsyncing each line would cost more than the requests it records. A file sink rotates by size (`audit.log` → `audit.log.<N>`); stdout is chained from
 //! zero at each start and never rotated.
 
 mod chain;

@@ -49,7 +49,7 @@ impl Writer {
         // Rotate between lines, never inside one, so every file holds whole lines.
         if self
             .sink
-            .should_rotate(0, payload.len() + chain::SEAL_OVERHEAD)
+            .should_rotate(payload.len() + chain::SEAL_OVERHEAD)
         {
             self.sink.rotate();
         }

@@ -75,8 +75,10 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
     // once, so a retry adopts it rather than making a second key. Read whole (metadata, tags,
     // rotation) in one call.
     // Set when this reconcile created the engine key: its tags and rotation are the ones asked
-    // for, so they are not compared. CreateKey answers the key whole; only if the engine left
-    // a part out is it read once more, at the end.
+    // for, so they are not compared. CreateKey answers the key whole; if the engine left a part
+    // out (the key's policy does not let the operator read it) the key is read whole at the
+    // end, as before CreateKey could answer it, which needs the same permissions and so fails
+    // the same way: the operator's default policy grants them.
     let mut just_created = false;
     let mut answered_whole = false;
     let described = match previous.and_then(|s| s.key_id.clone()) {
