@@ -19,15 +19,15 @@
 //! operation can still act unaudited when the sink fails between its check and its line (its
 //! client then gets an error, not the result).
 //!
-//! **Cheap on the request path.** A request formats its line and appends it itself, under one
-//! lock held for the chain's HMAC and one write(2) (`writer.rs` says why not a writer thread).
-//! A stalled sink (a hung disk, or for stdout a pipe nobody drains) stalls the requests that
-//! record and the tokio workers running them, so the engine's other routes (`/healthz`) stall
-//! too and the kubelet restarts the pod: we prefer that to serving unaudited.
+//! **Cheap on the request path.** A request formats its line and hands it to a bounded channel;
+//! one writer thread owns the sink, chains and batches whatever is queued into one `write`, and
+//! wakes each waiting request once (group commit). A full queue blocks the caller: the writer
+//! drains tens of thousands of lines between blocks, so a block only happens when the sink
+//! itself stalls (a hung disk), in which case we prefer to stop serving over serving unaudited.
 //!
 //! Lines are written to the OS (surviving `kill -9` of this process) but fsynced only by
-//! [`AuditLog::flush`] and once per rotated file (on a thread of its own, outside the lock);
-//! fsyncing each line would cost more than the requests it records. A file sink rotates by size (`audit.log` → `audit.log.<N>`); stdout is chained from
+//! [`AuditLog::flush`] and at rotation; fsyncing each batch would cost more than the requests it
+//! records. A file sink rotates by size (`audit.log` → `audit.log.<N>`); stdout is chained from
 //! zero at each start and never rotated.
 
 mod chain;
@@ -37,20 +37,24 @@ mod writer;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
+use std::thread::JoinHandle;
 
 use serde::Serialize;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 pub use self::chain::{verify_files, AuditKey, Verification};
 use self::sink::{FileSink, Sink};
-use self::writer::{Shared, Writer};
+use self::writer::{Message, Shared};
 use crate::clock::Millis;
 use crate::error::{KmsError, Result};
+
+/// Lines the queue holds before `record` blocks: about a second of traffic at full load.
+const QUEUE_LINES: usize = 32_768;
 
 /// Size at which a file sink is rotated unless told otherwise (`--audit-max-bytes`).
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
@@ -150,14 +154,24 @@ pub fn log_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Whether a request's line reached the sink.
+/// A request's line on its way to the sink.
 #[must_use = "a request is answered only once its audit line is written"]
-pub struct Pending(bool);
+pub struct Pending(PendingState);
+
+enum PendingState {
+    Settled(bool),
+    Queued(oneshot::Receiver<bool>),
+}
 
 impl Pending {
-    /// Succeeds if the line was written to the OS.
+    /// Completes once the line is written to the OS; fails if it cannot be.
     pub async fn written(self) -> Result<()> {
-        if self.0 {
+        let ok = match self.0 {
+            PendingState::Settled(ok) => ok,
+            // A dropped sender means the writer thread is gone: the line was not written.
+            PendingState::Queued(rx) => rx.await.unwrap_or(false),
+        };
+        if ok {
             Ok(())
         } else {
             Err(KmsError::internal(UNWRITABLE))
@@ -165,9 +179,13 @@ impl Pending {
     }
 }
 
+struct Writer {
+    sender: SyncSender<Message>,
+    thread: JoinHandle<()>,
+}
+
 pub struct AuditLog {
-    /// `None` when the log is off, or (with `enabled`) when it could not be set up.
-    writer: Option<Mutex<Writer>>,
+    writer: Option<Writer>,
     /// Set when the log is meant to be on; with no writer it then refuses everything.
     enabled: bool,
     shared: Arc<Shared>,
@@ -178,16 +196,32 @@ impl AuditLog {
     /// grow past `max_bytes` (0: never).
     pub fn to_file(path: &Path, key: AuditKey, max_bytes: u64) -> Result<Self> {
         let (sink, link) = FileSink::open(path, max_bytes)?;
-        Ok(Self::start(Sink::File(sink), key, link))
+        Self::start(Sink::File(sink), key, link)
+            .map_err(|e| KmsError::dependency("cannot start the audit log writer thread", e))
     }
 
     pub fn to_stdout(key: AuditKey) -> Self {
-        Self::start(Sink::Stdout(std::io::stdout()), key, chain::GENESIS)
+        match Self::start(Sink::Stdout(std::io::stdout()), key, chain::GENESIS) {
+            Ok(log) => log,
+            Err(e) => {
+                // Only when the OS refuses a thread at start-up; every request is then refused
+                // rather than served unaudited.
+                tracing::error!(error = %e, "cannot start the audit log writer thread");
+                Self {
+                    writer: None,
+                    enabled: true,
+                    shared: Arc::default(),
+                }
+            }
+        }
     }
 
     #[cfg(test)]
     fn to_writer(writer: impl std::io::Write + Send + 'static, key: AuditKey) -> Self {
-        Self::start(Sink::Test(Box::new(writer)), key, chain::GENESIS)
+        match Self::start(Sink::Test(Box::new(writer)), key, chain::GENESIS) {
+            Ok(log) => log,
+            Err(e) => panic!("writer thread: {e}"),
+        }
     }
 
     pub fn disabled() -> Self {
@@ -198,12 +232,18 @@ impl AuditLog {
         }
     }
 
-    fn start(sink: Sink, key: AuditKey, link: chain::Link) -> Self {
-        Self {
-            writer: Some(Mutex::new(Writer::new(sink, key, link))),
+    fn start(sink: Sink, key: AuditKey, link: chain::Link) -> std::io::Result<Self> {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+        let shared = Arc::new(Shared::default());
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("kubekms-audit".into())
+            .spawn(move || writer::run(sink, key, link, &receiver, &thread_shared))?;
+        Ok(Self {
+            writer: Some(Writer { sender, thread }),
             enabled: true,
-            shared: Arc::default(),
-        }
+            shared,
+        })
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -222,28 +262,41 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Write one event (formatted before the lock is taken); await the result to know it is
-    /// written.
+    /// Queue one event; await the result to know it is written. Formats on the caller's
+    /// thread; blocks only if the queue is full.
     pub fn record(&self, event: AuditEvent<'_>) -> Pending {
         if !self.enabled {
-            return Pending(true);
+            return Pending(PendingState::Settled(true));
         }
         let Some(writer) = &self.writer else {
             self.shared.unwritten.fetch_add(1, Ordering::Relaxed);
-            return Pending(false);
+            return Pending(PendingState::Settled(false));
         };
-        let payload = event.encode();
-        Pending(writer.lock().append(&payload, &self.shared))
+        let (written, rx) = oneshot::channel();
+        let message = Message::Line {
+            payload: event.encode(),
+            written,
+        };
+        if writer.sender.send(message).is_err() {
+            if self.shared.unwritten.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::error!("the audit log writer is gone; refusing requests");
+            }
+            return Pending(PendingState::Settled(false));
+        }
+        Pending(PendingState::Queued(rx))
     }
 
-    /// Make every event recorded before this call (by any thread) durable.
+    /// Wait until every event recorded before this call (by any thread) is written and synced.
     pub fn flush(&self) {
-        if let Some(writer) = &self.writer {
-            writer.lock().sync();
+        let Some(writer) = &self.writer else { return };
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        if writer.sender.send(Message::Flush(ack)).is_ok() {
+            // An error here means the writer thread is gone; its requests were refused.
+            let _ = done.recv();
         }
     }
 
-    /// Lines that could not be written (sink errors, or a log that could not be set up); the
+    /// Lines that could not be written (sink errors, or a writer thread that is gone); the
     /// request of each was answered with an error, not its result.
     pub fn unwritten(&self) -> u64 {
         self.shared.unwritten.load(Ordering::Relaxed)
@@ -251,9 +304,13 @@ impl AuditLog {
 }
 
 impl Drop for AuditLog {
-    /// What was written reaches the disk before the process ends.
+    /// Closing the queue lets the writer drain it and exit; waiting for it means nothing
+    /// recorded before shutdown is lost.
     fn drop(&mut self) {
-        self.flush();
+        if let Some(Writer { sender, thread }) = self.writer.take() {
+            drop(sender);
+            let _ = thread.join();
+        }
     }
 }
 

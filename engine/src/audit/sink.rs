@@ -50,12 +50,15 @@ impl Sink {
         }
     }
 
-    /// Whether appending a `line` of this many bytes would take the current file past its
-    /// size limit (never for stdout, nor for an empty file).
-    pub(crate) fn should_rotate(&self, line: usize) -> bool {
+    /// Whether appending a `line` of this many bytes after `batched` unwritten ones would take
+    /// the current file past its size limit (never for stdout).
+    pub(crate) fn should_rotate(&self, batched: usize, line: usize) -> bool {
         match self {
             Sink::File(f) => {
-                f.regular && f.max_bytes > 0 && f.len > 0 && f.len + line as u64 > f.max_bytes
+                f.regular
+                    && f.max_bytes > 0
+                    && f.len + batched as u64 > 0
+                    && f.len + (batched + line) as u64 > f.max_bytes
             }
             Sink::Stdout(_) => false,
             #[cfg(test)]
@@ -184,7 +187,7 @@ impl FileSink {
     }
 
     /// A write failed after `written` bytes: cut them off (a full disk often takes part of a
-    /// line), so that the file only ever holds whole, chained lines.
+    /// batch), so that the file only ever holds whole, chained lines.
     fn undo(&mut self, file: &File, written: usize, e: std::io::Error) -> std::io::Error {
         if written > 0 && self.regular {
             self.torn = file.set_len(self.len).is_err();
@@ -202,6 +205,12 @@ impl FileSink {
             self.next_index += 1;
             target = rotated_name(&self.path, self.next_index);
         }
+        // Rotated files are never written again: make them durable once, here.
+        if let Some(f) = &self.file {
+            if let Err(e) = f.sync_data() {
+                tracing::warn!(error = %e, "cannot sync the audit log before rotating it");
+            }
+        }
         if let Err(e) = std::fs::rename(&self.path, &target) {
             tracing::error!(
                 error = %e,
@@ -213,22 +222,6 @@ impl FileSink {
         self.next_index += 1;
         self.len = 0;
         self.torn = false;
-        // Rotated files are never written again: make them durable once, on a thread of their
-        // own, since rotation happens under the lock every request that records takes (up to
-        // the size limit of unsynced data). A crash before it ends loses no more than any
-        // unsynced line does.
-        if let Some(rotated) = self.file.take() {
-            let spawned = std::thread::Builder::new()
-                .name("kubekms-audit-sync".into())
-                .spawn(move || {
-                    if let Err(e) = rotated.sync_data() {
-                        tracing::warn!(error = %e, "cannot sync a rotated audit log file");
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start a thread to sync a rotated audit log file");
-            }
-        }
         self.file = match open_append(&self.path) {
             Ok(f) => Some(f),
             Err(e) => {
