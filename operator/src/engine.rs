@@ -126,27 +126,30 @@ impl EngineClient {
     }
 
     /// CreateKey answering the new key whole (`KubekmsInclude`: tags and rotation with the
-    /// metadata), so a new Key costs one engine call. `whole` is `None` when the engine left a
-    /// part out (the key's policy does not let the operator read it); the metadata is there
-    /// either way.
-    pub async fn create_key_whole(&self, mut request: CreateKeyRequest) -> Result<Created> {
+    /// metadata), so a new Key costs one engine call; and whether the engine answered every
+    /// part. A part left out (the key's policy does not let the operator read it) is taken
+    /// from the request: the tags asked for, no rotation.
+    pub async fn create_key_whole(
+        &self,
+        mut request: CreateKeyRequest,
+    ) -> Result<(Described, bool)> {
         request.include = Some(vec![DescribeExtra::Tags, DescribeExtra::Rotation]);
+        let asked_tags = request.tags.clone().unwrap_or_default();
         let asked_rotation = request.rotation_period_in_days.is_some();
         let r = call!(self, CreateKey, create_key, request)?;
         // A key created without rotation has none, whether or not the engine said so.
-        let answered_rotation = r.rotation.is_some() || !asked_rotation;
-        let whole = match r.tags {
-            Some(tags) if answered_rotation => Some(Described {
-                metadata: r.key_metadata.clone(),
-                tags: tags.into_iter().map(|t| (t.key, t.value)).collect(),
-                rotation: r.rotation,
-            }),
-            _ => None,
-        };
-        Ok(Created {
+        let whole = r.tags.is_some() && (r.rotation.is_some() || !asked_rotation);
+        let described = Described {
             metadata: r.key_metadata,
-            whole,
-        })
+            tags: r
+                .tags
+                .unwrap_or(asked_tags)
+                .into_iter()
+                .map(|t| (t.key, t.value))
+                .collect(),
+            rotation: r.rotation,
+        };
+        Ok((described, whole))
     }
 
     pub async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata> {
@@ -376,14 +379,6 @@ pub struct Described {
     pub tags: BTreeMap<String, String>,
     /// `None` for a key that does not rotate.
     pub rotation: Option<RotationState>,
-}
-
-/// A key the engine just created ([`EngineClient::create_key_whole`]).
-#[derive(Clone, Debug)]
-pub struct Created {
-    pub metadata: KeyMetadata,
-    /// The key whole, when the engine answered every part.
-    pub whole: Option<Described>,
 }
 
 /// What the engine's feed of changed keys says.

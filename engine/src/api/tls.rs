@@ -39,7 +39,8 @@ pub fn load_server_config_every(
 }
 
 /// A server configuration for a fixed PEM certificate and key (tests).
-pub fn server_config_from_pem(
+#[cfg(test)]
+pub(crate) fn server_config_from_pem(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>> {

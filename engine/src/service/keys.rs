@@ -25,6 +25,15 @@ use crate::policy::{Decision, KeyPolicy, Request as PolicyRequest};
 use crate::record::{KeyId, KeyRecord, RotationConfig, RotationType};
 
 const MAX_ON_DEMAND_ROTATIONS: usize = 25;
+
+/// What a part of `KubekmsInclude` the caller may not read does to the request.
+#[derive(Clone, Copy)]
+enum OnRefusal {
+    /// The request fails with the refusal (DescribeKey).
+    Fail,
+    /// The part is left out (CreateKey, whose key exists by then).
+    LeaveOut,
+}
 const MAX_TAGS: usize = 50;
 const MAX_POLICY_BYTES: usize = 32 * 1024;
 
@@ -73,9 +82,9 @@ impl Kms {
     pub async fn create_key(
         &self,
         caller: &Caller,
-        req: CreateKeyRequest,
+        mut req: CreateKeyRequest,
     ) -> Outcome<KeyMetadataResponse> {
-        let include = req.include.clone().unwrap_or_default();
+        let include = req.include.take().unwrap_or_default();
         let record = attempt!(self.new_key_record(caller, req));
         let arn: Arc<str> = record.arn().into();
         let result = async {
@@ -92,7 +101,7 @@ impl Kms {
             let entry = self.commit_key(None, record, initial).await?;
             let mut response = KeyMetadataResponse::metadata(self.metadata(&entry));
             // The key exists now: a part the caller may not read is left out, not an error.
-            self.include(caller, &entry, &include, &mut response, |_| Ok(()))
+            self.include(caller, &entry, &include, &mut response, OnRefusal::LeaveOut)
                 .map_err(Refused::into_error)?;
             Ok(response)
         }
@@ -203,26 +212,27 @@ impl Kms {
         ));
         let mut response = KeyMetadataResponse::metadata(self.metadata(&entry));
         let include = req.include.unwrap_or_default();
-        attempt!(self.include(caller, &entry, &include, &mut response, Err));
+        attempt!(self.include(caller, &entry, &include, &mut response, OnRefusal::Fail));
         Outcome::on(&entry, Ok(response))
     }
 
     /// Adds the parts of `include` to `response`, each only if `caller` may do the operations
-    /// that would read it alone; a refusal goes to `refused`, which fails the request with it
-    /// (DescribeKey) or lets it pass with that part left out (CreateKey).
+    /// that would read it alone.
     fn include(
         &self,
         caller: &Caller,
         entry: &KeyEntry,
         include: &[DescribeExtra],
         response: &mut KeyMetadataResponse,
-        refused: impl Fn(Refused) -> Result<(), Refused>,
+        on_refusal: OnRefusal,
     ) -> Result<(), Refused> {
         let allowed = |actions: &[Action]| -> Result<bool, Refused> {
             for action in actions {
                 if let Err(refusal) = self.authorize_entry(caller, *action, entry, None) {
-                    refused(refusal)?;
-                    return Ok(false);
+                    return match on_refusal {
+                        OnRefusal::Fail => Err(refusal),
+                        OnRefusal::LeaveOut => Ok(false),
+                    };
                 }
             }
             Ok(true)

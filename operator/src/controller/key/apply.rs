@@ -11,7 +11,7 @@ use kubekms_proto::vocab::{OriginType, RotationType};
 use serde_json::json;
 
 use super::super::{condition, current, requeue_at, time_from_millis, write_status, Context};
-use crate::engine::{Created, Described};
+use crate::engine::Described;
 use crate::error::{Error, Result};
 
 /// How soon a reconcile that read a key older than the change that woke it reads it again.
@@ -150,17 +150,15 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                         // its tags and adopts it instead of making a second one.
                         ctx.key_index.reset().await;
                     }
-                    let Created {
-                        metadata: md,
-                        whole,
-                    } = created?;
+                    let (described, whole) = created?;
+                    let md = &described.metadata;
                     // From here a retry finds the key in the index and adopts it, so the id
                     // need not reach status before the rest of this reconcile: one status
                     // write per new Key instead of two (the API server is what bounds a
                     // wave of new Keys).
                     ctx.key_index.insert(&namespace, &name, &md.key_id).await;
                     just_created = true;
-                    answered_whole = whole.is_some();
+                    answered_whole = whole;
                     let rotation = match spec.rotation.as_ref().filter(|r| r.enabled) {
                         Some(r) if rotatable(spec) => {
                             format!(", rotating every {} days", r.period_days)
@@ -177,11 +175,7 @@ pub(super) async fn apply(key: &Key, api: &Api<Key>, ctx: &Context) -> Result<Ac
                         ),
                     )
                     .await;
-                    whole.unwrap_or_else(|| Described {
-                        metadata: md,
-                        tags: desired_tags(spec, &namespace, &name, &uid),
-                        rotation: None,
-                    })
+                    described
                 }
             }
         }
