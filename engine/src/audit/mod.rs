@@ -19,15 +19,15 @@
 //! operation can still act unaudited when the sink fails between its check and its line (its
 //! client then gets an error, not the result).
 //!
-//! **Cheap on the request path.** A request formats its line and hands it to a bounded channel;
-//! one writer thread owns the sink, chains and batches whatever is queued into one `write`, and
-//! wakes each waiting request once (group commit). A full queue blocks the caller: the writer
-//! drains tens of thousands of lines between blocks, so a block only happens when the sink
-//! itself stalls (a hung disk), in which case we prefer to stop serving over serving unaudited.
+//! **Cheap on the request path.** A request formats its line and queues it; one queued request
+//! at a time, the leader, chains whatever is queued and writes it in one `write` (group commit
+//! without a writer thread: `writer.rs` says why and how the role moves on). A queue that grows
+//! past about a second of traffic means the sink has stalled (a hung disk); requests then write
+//! it themselves and block, as we prefer to stop serving over serving unaudited.
 //!
 //! Lines are written to the OS (surviving `kill -9` of this process) but fsynced only by
-//! [`AuditLog::flush`] and at rotation; fsyncing each batch would cost more than the requests it
-//! records. A file sink rotates by size (`audit.log` → `audit.log.<N>`); stdout is chained from
+//! [`AuditLog::flush`], at rotation and, for a file, by a background thread after every few
+//! MiB; fsyncing each batch would cost more than the requests it records. A file sink rotates by size (`audit.log` → `audit.log.<N>`); stdout is chained from
 //! zero at each start and never rotated.
 
 mod chain;
@@ -37,9 +37,6 @@ mod writer;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use serde::Serialize;
 use time::format_description::FormatItem;
@@ -49,12 +46,9 @@ use tokio::sync::oneshot;
 
 pub use self::chain::{verify_files, AuditKey, Verification};
 use self::sink::{FileSink, Sink};
-use self::writer::{Message, Shared};
+use self::writer::{Outcome, Queued, Writer};
 use crate::clock::Millis;
 use crate::error::{KmsError, Result};
-
-/// Lines the queue holds before `record` blocks: about a second of traffic at full load.
-const QUEUE_LINES: usize = 32_768;
 
 /// Size at which a file sink is rotated unless told otherwise (`--audit-max-bytes`).
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
@@ -156,21 +150,53 @@ pub fn log_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 /// A request's line on its way to the sink.
 #[must_use = "a request is answered only once its audit line is written"]
-pub struct Pending(PendingState);
+pub struct Pending<'a> {
+    state: PendingState,
+    writer: Option<&'a Writer>,
+}
 
 enum PendingState {
     Settled(bool),
-    Queued(oneshot::Receiver<bool>),
+    /// In the queue; `leads` when this request is the one to write it.
+    Queued {
+        leads: bool,
+        outcome: oneshot::Receiver<Outcome>,
+    },
 }
 
-impl Pending {
+impl Pending<'_> {
     /// Completes once the line is written to the OS; fails if it cannot be.
-    pub async fn written(self) -> Result<()> {
-        let ok = match self.0 {
-            PendingState::Settled(ok) => ok,
-            // A dropped sender means the writer thread is gone: the line was not written.
-            PendingState::Queued(rx) => rx.await.unwrap_or(false),
+    pub async fn written(mut self) -> Result<()> {
+        let ok = loop {
+            let (leads, outcome) = match &mut self.state {
+                PendingState::Settled(ok) => break *ok,
+                PendingState::Queued { leads, outcome } => (leads, outcome),
+            };
+            if *leads {
+                // Let the requests already runnable on this thread queue their lines first,
+                // so they share this write. If this future is dropped meanwhile, `Drop` writes.
+                tokio::task::yield_now().await;
+                if let Some(writer) = self.writer {
+                    writer.lead();
+                }
+                if let PendingState::Queued { leads, .. } = &mut self.state {
+                    *leads = false;
+                }
+                continue;
+            }
+            match outcome.await {
+                Ok(Outcome::Written(ok)) => break ok,
+                Ok(Outcome::Lead(next)) => {
+                    self.state = PendingState::Queued {
+                        leads: true,
+                        outcome: next,
+                    };
+                }
+                // The writer dropped the line unanswered: it was not written.
+                Err(_) => break false,
+            }
         };
+        self.state = PendingState::Settled(ok);
         if ok {
             Ok(())
         } else {
@@ -179,16 +205,27 @@ impl Pending {
     }
 }
 
-struct Writer {
-    sender: SyncSender<Message>,
-    thread: JoinHandle<()>,
+impl Drop for Pending<'_> {
+    /// A request that holds the leader's role when it stops waiting (its client went away, or
+    /// the caller never awaited) writes the queue now, so no line is left without a leader.
+    fn drop(&mut self) {
+        let PendingState::Queued { leads, outcome } = &mut self.state else {
+            return;
+        };
+        // Closed first: a hand-off sent after this fails and its sender keeps the role; one
+        // sent before is read here.
+        outcome.close();
+        let leads = *leads || matches!(outcome.try_recv(), Ok(Outcome::Lead(_)));
+        if let (true, Some(writer)) = (leads, self.writer) {
+            writer.lead();
+        }
+    }
 }
 
 pub struct AuditLog {
     writer: Option<Writer>,
     /// Set when the log is meant to be on; with no writer it then refuses everything.
     enabled: bool,
-    shared: Arc<Shared>,
 }
 
 impl AuditLog {
@@ -196,54 +233,30 @@ impl AuditLog {
     /// grow past `max_bytes` (0: never).
     pub fn to_file(path: &Path, key: AuditKey, max_bytes: u64) -> Result<Self> {
         let (sink, link) = FileSink::open(path, max_bytes)?;
-        Self::start(Sink::File(sink), key, link)
-            .map_err(|e| KmsError::dependency("cannot start the audit log writer thread", e))
+        Ok(Self::start(Sink::File(sink), key, link))
     }
 
     pub fn to_stdout(key: AuditKey) -> Self {
-        match Self::start(Sink::Stdout(std::io::stdout()), key, chain::GENESIS) {
-            Ok(log) => log,
-            Err(e) => {
-                // Only when the OS refuses a thread at start-up; every request is then refused
-                // rather than served unaudited.
-                tracing::error!(error = %e, "cannot start the audit log writer thread");
-                Self {
-                    writer: None,
-                    enabled: true,
-                    shared: Arc::default(),
-                }
-            }
-        }
+        Self::start(Sink::Stdout(std::io::stdout()), key, chain::GENESIS)
     }
 
     #[cfg(test)]
     fn to_writer(writer: impl std::io::Write + Send + 'static, key: AuditKey) -> Self {
-        match Self::start(Sink::Test(Box::new(writer)), key, chain::GENESIS) {
-            Ok(log) => log,
-            Err(e) => panic!("writer thread: {e}"),
-        }
+        Self::start(Sink::Test(Box::new(writer)), key, chain::GENESIS)
     }
 
     pub fn disabled() -> Self {
         Self {
             writer: None,
             enabled: false,
-            shared: Arc::default(),
         }
     }
 
-    fn start(sink: Sink, key: AuditKey, link: chain::Link) -> std::io::Result<Self> {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE_LINES);
-        let shared = Arc::new(Shared::default());
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("kubekms-audit".into())
-            .spawn(move || writer::run(sink, key, link, &receiver, &thread_shared))?;
-        Ok(Self {
-            writer: Some(Writer { sender, thread }),
+    fn start(sink: Sink, key: AuditKey, link: chain::Link) -> Self {
+        Self {
+            writer: Some(Writer::new(sink, key, link)),
             enabled: true,
-            shared,
-        })
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -253,64 +266,50 @@ impl AuditLog {
     /// Fails when the log is known to be unwritable (the last write failed): a request is then
     /// refused before it acts. One atomic load.
     pub fn check(&self) -> Result<()> {
-        if !self.enabled {
-            return Ok(());
+        match &self.writer {
+            Some(w) if w.shared.broken.load(Ordering::Acquire) => {
+                Err(KmsError::internal(UNWRITABLE))
+            }
+            _ => Ok(()),
         }
-        if self.writer.is_none() || self.shared.broken.load(Ordering::Acquire) {
-            return Err(KmsError::internal(UNWRITABLE));
-        }
-        Ok(())
     }
 
     /// Queue one event; await the result to know it is written. Formats on the caller's
-    /// thread; blocks only if the queue is full.
-    pub fn record(&self, event: AuditEvent<'_>) -> Pending {
-        if !self.enabled {
-            return Pending(PendingState::Settled(true));
-        }
+    /// thread; writes on it only when the queue is full (the sink has stalled).
+    pub fn record(&self, event: AuditEvent<'_>) -> Pending<'_> {
         let Some(writer) = &self.writer else {
-            self.shared.unwritten.fetch_add(1, Ordering::Relaxed);
-            return Pending(PendingState::Settled(false));
+            return Pending {
+                state: PendingState::Settled(true),
+                writer: None,
+            };
         };
-        let (written, rx) = oneshot::channel();
-        let message = Message::Line {
-            payload: event.encode(),
-            written,
-        };
-        if writer.sender.send(message).is_err() {
-            if self.shared.unwritten.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::error!("the audit log writer is gone; refusing requests");
-            }
-            return Pending(PendingState::Settled(false));
+        let Queued { leads, outcome } = writer.enqueue(event.encode());
+        Pending {
+            state: PendingState::Queued { leads, outcome },
+            writer: Some(writer),
         }
-        Pending(PendingState::Queued(rx))
     }
 
     /// Wait until every event recorded before this call (by any thread) is written and synced.
     pub fn flush(&self) {
-        let Some(writer) = &self.writer else { return };
-        let (ack, done) = std::sync::mpsc::sync_channel(1);
-        if writer.sender.send(Message::Flush(ack)).is_ok() {
-            // An error here means the writer thread is gone; its requests were refused.
-            let _ = done.recv();
+        if let Some(writer) = &self.writer {
+            writer.flush();
         }
     }
 
-    /// Lines that could not be written (sink errors, or a writer thread that is gone); the
-    /// request of each was answered with an error, not its result.
+    /// Lines that could not be written (sink errors); the request of each was answered with an
+    /// error, not its result.
     pub fn unwritten(&self) -> u64 {
-        self.shared.unwritten.load(Ordering::Relaxed)
+        self.writer
+            .as_ref()
+            .map_or(0, |w| w.shared.unwritten.load(Ordering::Relaxed))
     }
 }
 
 impl Drop for AuditLog {
-    /// Closing the queue lets the writer drain it and exit; waiting for it means nothing
-    /// recorded before shutdown is lost.
+    /// Nothing recorded before shutdown is lost.
     fn drop(&mut self) {
-        if let Some(Writer { sender, thread }) = self.writer.take() {
-            drop(sender);
-            let _ = thread.join();
-        }
+        self.flush();
     }
 }
 

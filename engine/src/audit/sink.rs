@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
 
 use super::chain::{self, Link, GENESIS};
 use crate::error::{KmsError, Result};
@@ -16,6 +17,11 @@ use crate::error::{KmsError, Result};
 /// The last line of a file is looked for in at most this many trailing bytes.
 const MAX_TAIL: u64 = 16 * 1024 * 1024;
 const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// Once this much is written since the last sync, a background thread syncs the file: the
+/// `fdatasync` at rotation then finds little left to flush, instead of stalling the request
+/// that rotates (and those waiting behind it) for the whole file.
+const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 
 pub(crate) enum Sink {
     File(FileSink),
@@ -89,6 +95,11 @@ pub(crate) struct FileSink {
     max_bytes: u64,
     /// The number the next rotated file gets.
     next_index: u64,
+    /// Bytes written since the last sync (ours or the background thread's).
+    unsynced: u64,
+    /// Hands a handle of the current file to the thread that syncs it; `None` if the OS
+    /// refused the thread (the sync at rotation then does it all).
+    syncer: Option<SyncSender<File>>,
 }
 
 impl FileSink {
@@ -108,6 +119,8 @@ impl FileSink {
             regular,
             max_bytes,
             next_index: 1,
+            unsynced: 0,
+            syncer: None,
         };
         if !regular {
             sink.file = Some(file);
@@ -149,6 +162,7 @@ impl FileSink {
             (None, None) => None,
         };
         sink.file = Some(file);
+        sink.syncer = start_syncer();
         Ok((sink, link.unwrap_or(GENESIS)))
     }
 
@@ -183,7 +197,20 @@ impl FileSink {
             }
         }
         self.len += bytes.len() as u64;
+        self.unsynced += bytes.len() as u64;
+        if self.unsynced >= SYNC_EVERY {
+            self.sync_in_background(file);
+        }
         Ok(())
+    }
+
+    fn sync_in_background(&mut self, file: &File) {
+        let Some(syncer) = &self.syncer else { return };
+        let Ok(handle) = file.try_clone() else { return };
+        // Full: the last sync is still running; the next write asks again.
+        if syncer.try_send(handle).is_ok() {
+            self.unsynced = 0;
+        }
     }
 
     /// A write failed after `written` bytes: cut them off (a full disk often takes part of a
@@ -221,6 +248,7 @@ impl FileSink {
         }
         self.next_index += 1;
         self.len = 0;
+        self.unsynced = 0;
         self.torn = false;
         self.file = match open_append(&self.path) {
             Ok(f) => Some(f),
@@ -234,6 +262,27 @@ impl FileSink {
             }
         };
         tracing::info!(rotated_to = %target.display(), "audit log rotated");
+    }
+}
+
+/// The thread that syncs the file in the background; it ends when the sink is dropped.
+fn start_syncer() -> Option<SyncSender<File>> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<File>(1);
+    let spawned = std::thread::Builder::new()
+        .name("kubekms-audit-sync".into())
+        .spawn(move || {
+            while let Ok(file) = receiver.recv() {
+                if let Err(e) = file.sync_data() {
+                    tracing::warn!(error = %e, "cannot sync the audit log");
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some(sender),
+        Err(e) => {
+            tracing::warn!(error = %e, "no thread to sync the audit log in the background");
+            None
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -231,6 +232,82 @@ fn concurrent_writers_keep_their_own_order_and_lose_nothing() {
     }
     assert_eq!(log.unwritten(), 0);
     assert_eq!(verify(&path), intact(1, 80_000));
+}
+
+// ---- group commit without a writer thread --------------------------------------------------
+
+#[tokio::test]
+async fn a_dropped_leader_still_writes_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::to_file(&path, key(), DEFAULT_MAX_BYTES).unwrap();
+    let leader = log.record(event("leader", None));
+    let follower = log.record(event("follower", None));
+    // The leader's client went away before its line was written.
+    drop(leader);
+    tokio::time::timeout(std::time::Duration::from_secs(10), follower.written())
+        .await
+        .expect("a line left without a leader")
+        .unwrap();
+    let ids: Vec<_> = lines(&path)
+        .iter()
+        .map(|l| l["requestId"].clone())
+        .collect();
+    assert_eq!(ids, ["leader", "follower"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_writes_and_cancelled_ones_leave_no_line_behind() {
+    const TASKS: usize = 64;
+    const EACH: usize = 300;
+    let disk = Disk::default();
+    let log = Arc::new(AuditLog::to_writer(disk.clone(), key()));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let id = format!("{t}-{i}");
+                    let pending = log.record(event(&id, None));
+                    if i % 3 == 0 {
+                        // Polled once, then dropped: as when a client disconnects while its
+                        // request waits for its line (as the leader or behind one).
+                        let _ = tokio::time::timeout(Duration::ZERO, pending.written()).await;
+                    } else {
+                        pending.written().await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("a request waits for a line nobody writes")
+            .unwrap();
+    }
+    // No flush: every line, the cancelled requests' too, was written by some leader.
+    let writes = disk.writes.load(Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    std::fs::write(&path, &*disk.bytes.lock().unwrap()).unwrap();
+    let got = lines(&path);
+    assert_eq!(got.len(), TASKS * EACH);
+    let mut next = [0usize; TASKS];
+    for line in &got {
+        let (t, i) = line["requestId"].as_str().unwrap().split_once('-').unwrap();
+        let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[t], "task {t} out of order");
+        next[t] += 1;
+    }
+    assert_eq!(verify(&path), intact(1, (TASKS * EACH) as u64));
+    assert_eq!(log.unwritten(), 0);
+    // Requests that wait together share one write(2).
+    assert!(
+        writes < got.len() / 2,
+        "{writes} writes for {} lines",
+        got.len()
+    );
 }
 
 #[tokio::test]
@@ -547,10 +624,13 @@ async fn a_failed_write_fails_the_request_and_refuses_the_next_ones() {
 struct Disk {
     full: Arc<std::sync::atomic::AtomicBool>,
     bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Calls to `write`, failed ones included.
+    writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::io::Write for Disk {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         if self.full.load(Ordering::SeqCst) {
             return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
         }
