@@ -5,6 +5,7 @@
 //! Derived signing keys are cached per credential scope, so checking a request costs one
 //! SHA-256 of the body, one of the canonical request and one HMAC.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -115,7 +116,7 @@ pub struct Verifier {
 /// from the headers (`'h`) and the verifier's credentials (`'v`).
 pub struct Head<'h, 'v> {
     auth: Authorization<'h>,
-    amz_date: String,
+    amz_date: Cow<'h, str>,
     signed: Vec<&'h str>,
     signer: Signer<'v>,
     service: Service,
@@ -407,15 +408,18 @@ impl Verifier {
 /// letters and digits in two to five hyphen-separated parts, the first letters only, at most 32
 /// characters. Anything else (a `:` that would split an ARN, spaces, case) is refused.
 pub fn is_region_name(region: &str) -> bool {
-    let parts: Vec<&str> = region.split('-').collect();
+    let parts = region.split('-').count();
     region.len() <= 32
-        && (2..=5).contains(&parts.len())
-        && parts.iter().all(|p| {
+        && (2..=5).contains(&parts)
+        && region.split('-').all(|p| {
             !p.is_empty()
                 && p.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
-        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && region
+            .split('-')
+            .next()
+            .is_some_and(|first| first.bytes().all(|b| b.is_ascii_lowercase()))
 }
 
 fn incomplete(msg: impl Into<String>) -> KmsError {
@@ -458,8 +462,15 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
         (Some(c), Some(h), Some(s)) if missing.is_empty() => (c, h, s),
         _ => return Err(incomplete(missing.trim_end())),
     };
-    let parts: Vec<&str> = credential.split('/').collect();
-    let [access_key_id, date, region, service, terminator] = parts[..] else {
+    let mut parts = credential.split('/');
+    let (Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(incomplete(
             "Credential must have exactly 5 slash-delimited elements, e.g. \
              keyid/date/region/service/term.",
@@ -490,7 +501,7 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
 }
 
 /// The request time in ISO-8601 basic form, from `X-Amz-Date` or else `Date`.
-fn request_date(headers: &HeaderMap) -> Result<(String, Millis)> {
+fn request_date(headers: &HeaderMap) -> Result<(Cow<'_, str>, Millis)> {
     if let Some(value) = headers.get("x-amz-date") {
         let text = value.to_str().unwrap_or("");
         let parsed = PrimitiveDateTime::parse(text, AMZ_DATE).map_err(|_| {
@@ -500,7 +511,7 @@ fn request_date(headers: &HeaderMap) -> Result<(String, Millis)> {
             ))
         })?;
         let millis = parsed.assume_utc().unix_timestamp() * 1000;
-        return Ok((text.to_owned(), millis));
+        return Ok((Cow::Borrowed(text), millis));
     }
     if let Some(value) = headers.get("date") {
         let text = value.to_str().unwrap_or("");
@@ -511,7 +522,7 @@ fn request_date(headers: &HeaderMap) -> Result<(String, Millis)> {
             ))
         })?;
         let millis = parsed.assume_utc().unix_timestamp() * 1000;
-        return Ok((format_amz_date(millis), millis));
+        return Ok((Cow::Owned(format_amz_date(millis)), millis));
     }
     Err(incomplete(
         "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",

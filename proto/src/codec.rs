@@ -65,7 +65,15 @@ pub mod base64 {
     use super::*;
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&B64.encode(bytes))
+        // Ciphertexts of small plaintexts (the common case) are encoded on the stack.
+        let mut buf = [0u8; 1024];
+        match B64.encode_slice(bytes, &mut buf) {
+            Ok(n) => match std::str::from_utf8(&buf[..n]) {
+                Ok(text) => s.serialize_str(text),
+                Err(_) => s.serialize_str(&B64.encode(bytes)),
+            },
+            Err(_) => s.serialize_str(&B64.encode(bytes)),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -147,6 +155,24 @@ mod tests {
         assert!(b.maybe.is_none());
         assert_eq!(b.at, Timestamp(1_700_000_000_500));
         assert_eq!(serde_json::to_string(&b).unwrap(), json);
+    }
+
+    #[test]
+    fn blobs_of_every_size_round_trip_on_the_stack_or_off_it() {
+        // 768 bytes make exactly 1,024 characters, the stack buffer's size.
+        for len in [0, 1, 2, 3, 767, 768, 769, 5_000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+            let b = Blobs {
+                plain: plain.clone(),
+                secret: Zeroizing::new(Vec::new()),
+                maybe: None,
+                at: Timestamp(0),
+            };
+            let json = serde_json::to_string(&b).unwrap();
+            assert!(json.contains(&B64.encode(&plain)), "{len}");
+            let back: Blobs = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.plain, plain, "{len}");
+        }
     }
 
     #[test]

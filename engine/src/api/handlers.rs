@@ -30,23 +30,32 @@ use crate::sigv4::{Service, SignedRequest};
 
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
-/// The connection a request came on, put into its extensions by the server: the client's
-/// address (for the audit log) and the connection's deadline marks (so a body read is bounded
-/// without a timer of its own).
+/// The connection a request came on: the client's address (for the audit log) and the
+/// connection's deadline marks (so a body read is bounded without a timer of its own). The
+/// server passes it to [`serve_kms`] directly, and to other routes in the request's extensions.
 #[derive(Clone)]
 pub struct Conn {
     pub peer: SocketAddr,
     pub clock: Arc<ConnClock>,
 }
 
-/// One KMS API call: authenticate, dispatch, audit, count.
+/// `POST /` through the router (in-process tests): the connection, if any, from the
+/// request's extensions.
+pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let conn = req.extensions().get::<Conn>().cloned();
+    serve_kms(state, conn, req).await
+}
+
+/// One KMS API call: authenticate, dispatch, audit, count. The server calls this for every
+/// `POST /` without going through the router, which on this path cost an extensions map and
+/// a boxed route per request.
 #[tracing::instrument(
     name = "kms_request",
     level = "debug",
     skip_all,
     fields(request_id = tracing::field::Empty, operation = tracing::field::Empty)
 )]
-pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
+pub async fn serve_kms(state: Arc<AppState>, conn: Option<Conn>, req: Request) -> Response {
     let started = Instant::now();
     let received = state.clock.now_millis();
     let request_id = state.request_ids.next_id();
@@ -56,7 +65,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     if !parts.headers.contains_key("x-amz-target") && sts::is_sts_request(&parts) {
         span.record("operation", "sts");
-        return sts::sts(state, parts, body, request_id).await;
+        return sts::sts(state, conn.as_ref(), parts, body, request_id).await;
     }
     let target = parts
         .headers
@@ -79,7 +88,7 @@ pub async fn kms(State(state): State<Arc<AppState>>, req: Request) -> Response {
         None => shown(target.strip_prefix(TARGET_PREFIX).unwrap_or(target)),
     };
     span.record("operation", &*operation);
-    let conn = parts.extensions.get::<Conn>();
+    let conn = conn.as_ref();
     let source_ip = conn.map(|c| c.peer.ip());
 
     let mut principal: Option<Principal> = None;

@@ -2,6 +2,7 @@
 //! that lets in-flight requests finish.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use axum::Router;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -17,7 +19,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::api::deadlines::{ConnClock, Deadlines, Limits, Verdict};
-use crate::api::handlers::Conn;
+use crate::api::handlers::{self, Conn};
 use crate::api::router;
 use crate::api::state::AppState;
 use crate::error::{KmsError, Result};
@@ -179,10 +181,20 @@ impl Connection {
             peer,
             clock: clock.clone(),
         };
+        let state = self.state.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            // The KMS API, nearly every request, goes straight to its handler.
+            if req.method() == hyper::Method::POST && req.uri().path() == "/" {
+                let state = state.clone();
+                let conn = Some(conn_info.clone());
+                return Either::Left(async move {
+                    let req = req.map(axum::body::Body::new);
+                    Ok::<_, Infallible>(handlers::serve_kms(state, conn, req).await)
+                });
+            }
             req.extensions_mut().insert(conn_info.clone());
             let mut app = app.clone();
-            app.call(req.map(axum::body::Body::new))
+            Either::Right(app.call(req.map(axum::body::Body::new)))
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder

@@ -38,10 +38,15 @@ pub fn is_sts_request(parts: &Parts) -> bool {
 }
 
 /// One STS call: decode, exchange or authenticate, encode, audit.
-pub async fn sts(state: Arc<AppState>, parts: Parts, body: Body, request_id: String) -> Response {
+pub async fn sts(
+    state: Arc<AppState>,
+    conn: Option<&Conn>,
+    parts: Parts,
+    body: Body,
+    request_id: String,
+) -> Response {
     let started = Instant::now();
     let received = state.clock.now_millis();
-    let conn = parts.extensions.get::<Conn>();
     let source_ip = conn.map(|c| c.peer.ip());
     let clock = conn.map(|c| &*c.clock);
 

@@ -34,6 +34,7 @@ mod chain;
 mod sink;
 mod writer;
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -56,8 +57,8 @@ pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
 /// What a client is told when its request's line cannot be written.
 const UNWRITABLE: &str = "the audit log cannot be written";
 
-const TIME_FORMAT: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+const SECOND_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 
 /// What one request did. Borrowed, so building one costs nothing.
 #[derive(Clone, Copy, Debug)]
@@ -124,12 +125,33 @@ impl AuditEvent<'_> {
     }
 }
 
+/// `2024-05-01T12:00:00.123Z`. The date and time of day are formatted once per second per
+/// thread: formatting them for every line showed in profiles.
 fn format_time(millis: Millis) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(TIME_FORMAT).ok())
-        // Only reachable with a clock beyond year 9999; keep the line, mark the time.
-        .unwrap_or_else(|| format!("invalid-time:{millis}"))
+    thread_local! {
+        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let (second, milli) = (millis.div_euclid(1000), millis.rem_euclid(1000));
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != second {
+            match OffsetDateTime::from_unix_timestamp(second)
+                .ok()
+                .and_then(|t| t.format(SECOND_FORMAT).ok())
+            {
+                Some(formatted) => (*cached, *text) = (second, formatted),
+                // Only reachable with a clock beyond year 9999; keep the line, mark the time.
+                None => return format!("invalid-time:{millis}"),
+            }
+        }
+        let mut out = String::with_capacity(text.len() + 5);
+        out.push_str(text);
+        out.push('.');
+        for digit in [milli / 100, milli / 10 % 10, milli % 10] {
+            out.push(char::from(b'0' + digit as u8));
+        }
+        out.push('Z');
+        out
+    })
 }
 
 /// The files of the log whose current file is `path`, in chain order: `path.1`, `path.2`, …

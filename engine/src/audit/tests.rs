@@ -142,6 +142,17 @@ fn line_has_exactly_the_documented_fields() {
 }
 
 #[test]
+fn times_are_formatted_to_the_millisecond_across_seconds() {
+    assert_eq!(format_time(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
+    assert_eq!(format_time(1_714_564_800_999), "2024-05-01T12:00:00.999Z");
+    assert_eq!(format_time(1_714_564_801_005), "2024-05-01T12:00:01.005Z");
+    // Back to an earlier second (another request's clock reading): not the cached one.
+    assert_eq!(format_time(1_714_564_800_040), "2024-05-01T12:00:00.040Z");
+    assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+    assert!(format_time(i64::MAX).starts_with("invalid-time:"));
+}
+
+#[test]
 fn hostile_strings_stay_inside_their_field() {
     let hostile = ["a\",\"chain\":\"00", "b\n{}"];
     let line = sealed(&AuditEvent {
