@@ -234,6 +234,10 @@ impl Drop for Pending<'_> {
         let PendingState::Queued { leads, outcome } = &mut self.state else {
             return;
         };
+        // Unwinding from a leader's panic: its guard has freed the role already.
+        if std::thread::panicking() {
+            return;
+        }
         // Closed first: a hand-off sent after this fails and its sender keeps the role; one
         // sent before is read here.
         outcome.close();

@@ -9,7 +9,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 
 use super::chain::{self, Link, GENESIS};
 use crate::error::{KmsError, Result};
@@ -49,7 +51,7 @@ impl Sink {
 
     pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         match self {
-            Sink::File(f) => f.file.as_ref().map_or(Ok(()), File::sync_data),
+            Sink::File(f) => f.sync(),
             Sink::Stdout(s) => s.flush(),
             #[cfg(test)]
             Sink::Test(w) => w.flush(),
@@ -99,7 +101,23 @@ pub(crate) struct FileSink {
     unsynced: u64,
     /// Hands a handle of the current file to the thread that syncs it; `None` if the OS
     /// refused the thread (the sync at rotation then does it all).
-    syncer: Option<SyncSender<File>>,
+    syncer: Option<Syncer>,
+}
+
+/// The background sync thread's end of a file sink.
+struct Syncer {
+    files: SyncSender<File>,
+    state: Arc<SyncState>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// A sync is running: no handle is duplicated for another until it is done.
+    busy: AtomicBool,
+    /// A background sync failed. The kernel reports a writeback error once per open file, and
+    /// the thread's handle shares ours, so the next sync of ours would not see it: it is kept
+    /// here for [`Sink::sync`] to report.
+    failed: AtomicBool,
 }
 
 impl FileSink {
@@ -206,10 +224,32 @@ impl FileSink {
 
     fn sync_in_background(&mut self, file: &File) {
         let Some(syncer) = &self.syncer else { return };
+        // Still syncing the last handle: the next write asks again.
+        if syncer.state.busy.load(Ordering::Acquire) {
+            return;
+        }
         let Ok(handle) = file.try_clone() else { return };
-        // Full: the last sync is still running; the next write asks again.
-        if syncer.try_send(handle).is_ok() {
+        syncer.state.busy.store(true, Ordering::Release);
+        if syncer.files.try_send(handle).is_ok() {
             self.unsynced = 0;
+        } else {
+            // The thread is gone; the sync at rotation does it all.
+            self.syncer = None;
+        }
+    }
+
+    /// Sync the current file, and report a background sync's failure since the last call.
+    fn sync(&mut self) -> std::io::Result<()> {
+        let result = self.file.as_ref().map_or(Ok(()), File::sync_data);
+        let failed_before = self
+            .syncer
+            .as_ref()
+            .is_some_and(|s| s.state.failed.swap(false, Ordering::AcqRel));
+        match result {
+            Ok(()) if failed_before => Err(std::io::Error::other(
+                "a background sync of the audit log failed",
+            )),
+            other => other,
         }
     }
 
@@ -232,17 +272,21 @@ impl FileSink {
             self.next_index += 1;
             target = rotated_name(&self.path, self.next_index);
         }
-        // Rotated files are never written again: make them durable once, here.
-        if let Some(f) = &self.file {
-            if let Err(e) = f.sync_data() {
-                tracing::warn!(error = %e, "cannot sync the audit log before rotating it");
-            }
+        // Rotated files are never written again: make them durable once, here. Off the
+        // runtime's worker if there is one: the background syncs leave a few MiB at most, but a
+        // slow disk can still take a while.
+        if let Err(e) = blocking(|| self.sync()) {
+            tracing::warn!(error = %e, "cannot sync the audit log before rotating it");
         }
         if let Err(e) = std::fs::rename(&self.path, &target) {
+            // Retrying at every line would cost a sync per line (a file mounted on its own, as
+            // a Kubernetes subPath is, cannot be renamed): keep writing to this one file.
+            self.max_bytes = 0;
             tracing::error!(
                 error = %e,
                 path = %self.path.display(),
-                "cannot rotate the audit log; writing on to the current file"
+                "cannot rotate the audit log; writing on to the current file, without rotating, \
+                 until the engine restarts"
             );
             return;
         }
@@ -265,20 +309,37 @@ impl FileSink {
     }
 }
 
+/// Run `f`, which blocks on the disk, without holding up the tasks queued on this runtime
+/// worker (tokio moves them to another thread). Outside a runtime, or on a current-thread one
+/// (tests), `f` just runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// The thread that syncs the file in the background; it ends when the sink is dropped.
-fn start_syncer() -> Option<SyncSender<File>> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<File>(1);
+fn start_syncer() -> Option<Syncer> {
+    let (files, receiver) = std::sync::mpsc::sync_channel::<File>(1);
+    let state = Arc::new(SyncState::default());
+    let thread_state = Arc::clone(&state);
     let spawned = std::thread::Builder::new()
         .name("kubekms-audit-sync".into())
         .spawn(move || {
             while let Ok(file) = receiver.recv() {
                 if let Err(e) = file.sync_data() {
                     tracing::warn!(error = %e, "cannot sync the audit log");
+                    thread_state.failed.store(true, Ordering::Release);
                 }
+                thread_state.busy.store(false, Ordering::Release);
             }
         });
     match spawned {
-        Ok(_) => Some(sender),
+        Ok(_) => Some(Syncer { files, state }),
         Err(e) => {
             tracing::warn!(error = %e, "no thread to sync the audit log in the background");
             None

@@ -174,10 +174,16 @@ fn file_gets_every_line_in_order_after_flush() {
     let path = dir.path().join("audit.log");
     let log = AuditLog::to_file(&path, key(), DEFAULT_MAX_BYTES).unwrap();
     let ids: Vec<String> = (0..5_000).map(|i| format!("req-{i}")).collect();
+    // The first line's request leads and is kept waiting, so only the flush writes.
+    let mut leader = None;
     for (i, id) in ids.iter().enumerate() {
         let code = (i % 7 == 0).then_some("DisabledException");
-        drop(log.record(event(id, code)));
+        let pending = log.record(event(id, code));
+        if i == 0 {
+            leader = Some(pending);
+        }
     }
+    assert!(lines(&path).is_empty(), "written before the flush");
     log.flush();
     let got = lines(&path);
     assert_eq!(got.len(), ids.len());
@@ -188,6 +194,7 @@ fn file_gets_every_line_in_order_after_flush() {
     }
     assert_eq!(log.unwritten(), 0);
     assert_eq!(verify(&path), intact(1, 5_000));
+    drop(leader);
 }
 
 #[tokio::test]
@@ -208,8 +215,35 @@ async fn a_recorded_line_is_in_the_file_once_written_completes() {
 fn dropping_the_log_writes_everything_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    write_log(&path, "r", 1_000, DEFAULT_MAX_BYTES);
+    let log = AuditLog::to_file(&path, key(), DEFAULT_MAX_BYTES).unwrap();
+    // The leader never writes (as if its task were stuck): only dropping the log does.
+    let leader = log.record(event("r0", None));
+    for i in 1..1_000 {
+        drop(log.record(event(&format!("r{i}"), None)));
+    }
+    std::mem::forget(leader);
+    assert!(
+        lines(&path).is_empty(),
+        "written before the log was dropped"
+    );
+    drop(log);
     assert_eq!(lines(&path).len(), 1_000);
+    assert_eq!(verify(&path), intact(1, 1_000));
+}
+
+#[test]
+fn a_full_queue_is_written_by_the_request_that_fills_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::to_file(&path, key(), DEFAULT_MAX_BYTES).unwrap();
+    // A leader that never gets to run (a stalled sink looks the same to the others).
+    let leader = log.record(event("leader", None));
+    for i in 1..writer::QUEUE_LINES {
+        drop(log.record(event(&format!("r{i}"), None)));
+    }
+    assert_eq!(lines(&path).len(), writer::QUEUE_LINES);
+    drop(leader);
+    assert_eq!(verify(&path), intact(1, writer::QUEUE_LINES as u64));
 }
 
 #[test]
@@ -265,6 +299,64 @@ async fn a_dropped_leader_still_writes_the_queue() {
         .map(|l| l["requestId"].clone())
         .collect();
     assert_eq!(ids, ["leader", "follower"]);
+}
+
+/// A sink whose first write waits at a gate (two meetings at `gate`: "in the write", "go on").
+struct Gated {
+    gate: Arc<std::sync::Barrier>,
+    first: bool,
+    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl std::io::Write for Gated {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::mem::take(&mut self.first) {
+            self.gate.wait();
+            self.gate.wait();
+        }
+        self.bytes.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_role_passes_over_a_request_that_went_away() {
+    let gate = Arc::new(std::sync::Barrier::new(2));
+    let bytes = Arc::default();
+    let sink = Gated {
+        gate: Arc::clone(&gate),
+        first: true,
+        bytes: Arc::clone(&bytes),
+    };
+    let log = Arc::new(AuditLog::to_writer(sink, key()));
+    let leading = {
+        let log = Arc::clone(&log);
+        // Dropped at once: leads, and writes its line as it is dropped, held in the write.
+        std::thread::spawn(move || drop(log.record(event("a", None))))
+    };
+    gate.wait();
+    // Queued while the leader writes: the role goes to the oldest, which has gone away.
+    let gone = log.record(event("b", None));
+    let waiting = log.record(event("c", None));
+    drop(gone);
+    gate.wait();
+    leading.join().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiting.written())
+        .await
+        .expect("a line left without a leader")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    std::fs::write(&path, &*bytes.lock().unwrap()).unwrap();
+    let ids: Vec<_> = lines(&path)
+        .iter()
+        .map(|l| l["requestId"].clone())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,6 +534,33 @@ fn a_line_without_chain_is_caught() {
 
 /// Lines of `event` are about 330 bytes: 1000 bytes hold three.
 const SMALL: u64 = 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_syncs_and_rotation_on_a_runtime_keep_one_chain() {
+    // More than the background sync's threshold per file, rotated on a runtime's worker.
+    const MAX: u64 = 12 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = Arc::new(AuditLog::to_file(&path, key(), MAX).unwrap());
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                for i in 0..9_000 {
+                    let id = format!("{t}-{i}");
+                    log.record(event(&id, None)).written().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    log.flush();
+    let files = log_files(&path).unwrap();
+    assert!(files.len() >= 2, "{files:?}");
+    assert_eq!(verify(&path), intact(files.len(), 72_000));
+}
 
 #[test]
 fn rotation_keeps_whole_lines_and_one_chain_across_files() {

@@ -29,7 +29,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// Lines queued before a request writes the queue itself instead of leaving it to the leader:
 /// about a second of traffic at full load. Reached only when the sink stalls (a hung disk, a
 /// pipe nobody reads), and then requests block rather than pile up unaudited work.
-const QUEUE_LINES: usize = 32_768;
+pub(crate) const QUEUE_LINES: usize = 32_768;
 
 /// What a queued request learns.
 pub(crate) enum Outcome {
@@ -123,6 +123,7 @@ impl Writer {
     /// The leader's turn: write what is queued, then hand the role to the oldest request still
     /// queued, or leave it free when nothing is.
     pub(crate) fn lead(&self) {
+        let _unwinding = LeaderGuard(self);
         loop {
             drop(self.write_queued());
             let mut queue = lock(&self.queue);
@@ -157,6 +158,26 @@ impl Writer {
         }
         chain.write_out(&self.shared);
         chain
+    }
+}
+
+/// Should a leader panic, the role must not stay taken with nobody to fill it: the lines
+/// queued are answered as unwritten (their requests get an error, as for a failed write) and
+/// the next request to queue leads.
+struct LeaderGuard<'a>(&'a Writer);
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut queue = lock(&self.0.queue);
+        let lost = queue.lines.len() as u64;
+        for (_, waiter) in queue.lines.drain(..) {
+            let _ = waiter.send(Outcome::Written(false));
+        }
+        queue.led = false;
+        self.0.shared.unwritten.fetch_add(lost, Ordering::Relaxed);
     }
 }
 
