@@ -730,6 +730,51 @@ async fn read_to_close(stream: &mut tokio::net::TcpStream, limit: std::time::Dur
 }
 
 #[tokio::test]
+async fn a_head_trickled_a_byte_at_a_time_is_cut_at_its_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let h = harness_with(ServerConfig {
+        header_read_timeout: std::time::Duration::from_millis(400),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (url, stop, task) = start(&h).await;
+    let stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut read, mut write) = stream.into_split();
+    // Each byte comes well within the idle timeout (60 s); the head never completes.
+    let trickle = tokio::spawn(async move {
+        write
+            .write_all(b"POST / HTTP/1.1\r\nx-slow: ")
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if write.write_all(b"a").await.is_err() {
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut read, &mut answer),
+    )
+    .await
+    .expect("the server closed the connection")
+    .ok();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    trickle.abort();
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn slow_bodies_are_cut_and_their_memory_is_bounded() {
     let budget = 2_000;
     let h = harness_with(ServerConfig {

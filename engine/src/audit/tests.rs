@@ -279,6 +279,58 @@ fn concurrent_writers_keep_their_own_order_and_lose_nothing() {
     assert_eq!(verify(&path), intact(1, 80_000));
 }
 
+/// Appends to a shared buffer, or fails like a full disk while `full` is set. A gated disk's
+/// first write waits at its gate, met twice: "in the write", then "go on".
+#[derive(Clone, Default)]
+struct Disk {
+    full: Arc<std::sync::atomic::AtomicBool>,
+    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Calls to `write`, failed ones included.
+    writes: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Option<Arc<std::sync::Barrier>>,
+}
+
+impl Disk {
+    fn gated(gate: &Arc<std::sync::Barrier>) -> Self {
+        Self {
+            gate: Some(Arc::clone(gate)),
+            ..Self::default()
+        }
+    }
+
+    /// What was written, as a log file (in a directory removed when the first is dropped).
+    fn saved(&self) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, &*self.bytes.lock().unwrap()).unwrap();
+        (dir, path)
+    }
+}
+
+impl std::io::Write for Disk {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.writes.fetch_add(1, Ordering::SeqCst) == 0 {
+            if let Some(gate) = &self.gate {
+                gate.wait();
+                gate.wait();
+            }
+        }
+        if self.full.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        self.bytes.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn request_ids(path: &Path) -> Vec<Value> {
+    lines(path).iter().map(|l| l["requestId"].clone()).collect()
+}
+
 // ---- group commit without a writer thread --------------------------------------------------
 
 #[tokio::test]
@@ -290,49 +342,18 @@ async fn a_dropped_leader_still_writes_the_queue() {
     let follower = log.record(event("follower", None));
     // The leader's client went away before its line was written.
     drop(leader);
-    tokio::time::timeout(std::time::Duration::from_secs(10), follower.written())
+    tokio::time::timeout(Duration::from_secs(10), follower.written())
         .await
         .expect("a line left without a leader")
         .unwrap();
-    let ids: Vec<_> = lines(&path)
-        .iter()
-        .map(|l| l["requestId"].clone())
-        .collect();
-    assert_eq!(ids, ["leader", "follower"]);
-}
-
-/// A sink whose first write waits at a gate (two meetings at `gate`: "in the write", "go on").
-struct Gated {
-    gate: Arc<std::sync::Barrier>,
-    first: bool,
-    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
-}
-
-impl std::io::Write for Gated {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if std::mem::take(&mut self.first) {
-            self.gate.wait();
-            self.gate.wait();
-        }
-        self.bytes.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    assert_eq!(request_ids(&path), ["leader", "follower"]);
 }
 
 #[tokio::test]
 async fn the_role_passes_over_a_request_that_went_away() {
     let gate = Arc::new(std::sync::Barrier::new(2));
-    let bytes = Arc::default();
-    let sink = Gated {
-        gate: Arc::clone(&gate),
-        first: true,
-        bytes: Arc::clone(&bytes),
-    };
-    let log = Arc::new(AuditLog::to_writer(sink, key()));
+    let disk = Disk::gated(&gate);
+    let log = Arc::new(AuditLog::to_writer(disk.clone(), key()));
     let leading = {
         let log = Arc::clone(&log);
         // Dropped at once: leads, and writes its line as it is dropped, held in the write.
@@ -349,14 +370,8 @@ async fn the_role_passes_over_a_request_that_went_away() {
         .await
         .expect("a line left without a leader")
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.log");
-    std::fs::write(&path, &*bytes.lock().unwrap()).unwrap();
-    let ids: Vec<_> = lines(&path)
-        .iter()
-        .map(|l| l["requestId"].clone())
-        .collect();
-    assert_eq!(ids, ["a", "b", "c"]);
+    let (_dir, path) = disk.saved();
+    assert_eq!(request_ids(&path), ["a", "b", "c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,9 +406,7 @@ async fn concurrent_requests_share_writes_and_cancelled_ones_leave_no_line_behin
     }
     // No flush: every line, the cancelled requests' too, was written by some leader.
     let writes = disk.writes.load(Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.log");
-    std::fs::write(&path, &*disk.bytes.lock().unwrap()).unwrap();
+    let (_dir, path) = disk.saved();
     let got = lines(&path);
     assert_eq!(got.len(), TASKS * EACH);
     let mut next = [0usize; TASKS];
@@ -632,12 +645,8 @@ fn a_restart_appends_and_continues_the_chain() {
     let path = dir.path().join("audit.log");
     write_log(&path, "first-", 3, DEFAULT_MAX_BYTES);
     write_log(&path, "second-", 3, DEFAULT_MAX_BYTES);
-    let ids: Vec<_> = lines(&path)
-        .iter()
-        .map(|l| l["requestId"].clone())
-        .collect();
     assert_eq!(
-        ids,
+        request_ids(&path),
         ["first-0", "first-1", "first-2", "second-0", "second-1", "second-2"]
     );
     assert_eq!(verify(&path), intact(1, 6));
@@ -749,30 +758,6 @@ async fn a_failed_write_fails_the_request_and_refuses_the_next_ones() {
     assert_eq!(log.unwritten(), 10);
 }
 
-/// Appends to a shared buffer, or fails like a full disk while `full` is set.
-#[derive(Clone, Default)]
-struct Disk {
-    full: Arc<std::sync::atomic::AtomicBool>,
-    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
-    /// Calls to `write`, failed ones included.
-    writes: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl std::io::Write for Disk {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        if self.full.load(Ordering::SeqCst) {
-            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
-        }
-        self.bytes.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_log_recovers_when_the_disk_has_room_again_without_a_gap_in_the_chain() {
     let disk = Disk::default();
@@ -798,13 +783,7 @@ async fn the_log_recovers_when_the_disk_has_room_again_without_a_gap_in_the_chai
     log.record(event("after", None)).written().await.unwrap();
     assert_eq!(log.unwritten(), 2);
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.log");
-    std::fs::write(&path, &*disk.bytes.lock().unwrap()).unwrap();
-    let ids: Vec<_> = lines(&path)
-        .iter()
-        .map(|l| l["requestId"].clone())
-        .collect();
-    assert_eq!(ids, ["before", "refused-too", "after"]);
+    let (_dir, path) = disk.saved();
+    assert_eq!(request_ids(&path), ["before", "refused-too", "after"]);
     assert_eq!(verify(&path), intact(1, 3));
 }
