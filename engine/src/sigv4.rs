@@ -408,18 +408,16 @@ impl Verifier {
 /// letters and digits in two to five hyphen-separated parts, the first letters only, at most 32
 /// characters. Anything else (a `:` that would split an ARN, spaces, case) is refused.
 pub fn is_region_name(region: &str) -> bool {
-    let parts = region.split('-').count();
+    let mut parts = 0;
     region.len() <= 32
-        && (2..=5).contains(&parts)
-        && region.split('-').all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && region.split('-').enumerate().all(|(i, part)| {
+            parts = i + 1;
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit()))
         })
-        && region
-            .split('-')
-            .next()
-            .is_some_and(|first| first.bytes().all(|b| b.is_ascii_lowercase()))
+        && (2..=5).contains(&parts)
 }
 
 fn incomplete(msg: impl Into<String>) -> KmsError {
@@ -463,14 +461,9 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
         _ => return Err(incomplete(missing.trim_end())),
     };
     let mut parts = credential.split('/');
-    let (Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let ([Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator)], None) =
+        (std::array::from_fn(|_| parts.next()), parts.next())
+    else {
         return Err(incomplete(
             "Credential must have exactly 5 slash-delimited elements, e.g. \
              keyid/date/region/service/term.",

@@ -67,12 +67,13 @@ pub mod base64 {
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         // Ciphertexts of small plaintexts (the common case) are encoded on the stack.
         let mut buf = [0u8; 1024];
-        match B64.encode_slice(bytes, &mut buf) {
-            Ok(n) => match std::str::from_utf8(&buf[..n]) {
-                Ok(text) => s.serialize_str(text),
-                Err(_) => s.serialize_str(&B64.encode(bytes)),
-            },
-            Err(_) => s.serialize_str(&B64.encode(bytes)),
+        let on_stack = B64
+            .encode_slice(bytes, &mut buf)
+            .ok()
+            .and_then(|n| std::str::from_utf8(&buf[..n]).ok());
+        match on_stack {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&B64.encode(bytes)),
         }
     }
 

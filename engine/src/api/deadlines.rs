@@ -1,8 +1,8 @@
 //! Deadlines on a connection without a timer per request: a read that waits too long (an idle
 //! keep-alive connection), a write that stalls (a client that stops reading its answers), a
 //! request head that does not arrive in time (one trickled a byte at a time, so that no read
-//! waits long) and a request body that does not arrive in time. The stream wrapper and the handler only mark
-//! when they started waiting, in atomics; the connection's own watch, ticking a few times per
+//! waits long) and a request body that does not arrive in time. The stream wrapper and the
+//! handler only mark when they started waiting, in atomics; the connection's own watch, ticking a few times per
 //! shortest limit, compares the marks with its tick count and closes the connection (or, for a
 //! body, wakes the handler so it can answer 408). A timer per request costs a timer-wheel
 //! insertion and often a wake-up of the runtime's driver; this costs none.

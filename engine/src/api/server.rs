@@ -204,24 +204,21 @@ impl Connection {
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let serving = Serving::start(&conn_info.clock);
             // The KMS API, nearly every request, goes straight to its handler.
-            if req.method() == hyper::Method::POST && req.uri().path() == "/" {
-                let state = state.clone();
-                let conn = Some(conn_info.clone());
-                return Either::Left(async move {
-                    let req = req.map(axum::body::Body::new);
-                    let response = handlers::serve_kms(state, conn, req).await;
-                    drop(serving);
-                    Ok::<_, Infallible>(response)
-                });
-            }
-            req.extensions_mut().insert(conn_info.clone());
-            let mut app = app.clone();
-            let response = app.call(req.map(axum::body::Body::new));
-            Either::Right(async move {
+            let response = if req.method() == hyper::Method::POST && req.uri().path() == "/" {
+                let (state, conn) = (state.clone(), Some(conn_info.clone()));
+                let req = req.map(axum::body::Body::new);
+                Either::Left(async move {
+                    Ok::<_, Infallible>(handlers::serve_kms(state, conn, req).await)
+                })
+            } else {
+                req.extensions_mut().insert(conn_info.clone());
+                Either::Right(app.clone().call(req.map(axum::body::Body::new)))
+            };
+            async move {
                 let response = response.await;
                 drop(serving);
                 response
-            })
+            }
         });
         // No timer for hyper: the head's deadline is kept by the connection's clock (hyper's
         // timer armed one per request, which showed in profiles).

@@ -688,6 +688,12 @@ async fn a_body_that_does_not_arrive_in_time_is_408() {
     );
 }
 
+async fn connect(url: &str) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
 /// Write a signed request head for a body of `declared` bytes and the first `sent` of them.
 async fn slow_request(
     url: &str,
@@ -710,9 +716,7 @@ async fn slow_request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str(&format!("content-length: {declared}\r\n\r\n"));
-    let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut stream = connect(url).await;
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..sent]).await.unwrap();
     stream
@@ -738,9 +742,7 @@ async fn a_head_trickled_a_byte_at_a_time_is_cut_at_its_deadline() {
     })
     .await;
     let (url, stop, task) = start(&h).await;
-    let stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let stream = connect(&url).await;
     let (mut read, mut write) = stream.into_split();
     // Each byte comes well within the idle timeout (60 s); the head never completes.
     let trickle = tokio::spawn(async move {
@@ -881,9 +883,7 @@ async fn a_client_that_stops_reading_its_answers_is_cut() {
     })
     .await;
     let (url, stop, task) = start(&h).await;
-    let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut stream = connect(&url).await;
     // Pipelined requests whose answers are never read: the server's writes stall once the
     // socket buffers are full.
     let request = b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n".repeat(64);

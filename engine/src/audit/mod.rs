@@ -172,15 +172,13 @@ pub fn log_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 /// A request's line on its way to the sink.
 #[must_use = "a request is answered only once its audit line is written"]
-pub struct Pending<'a> {
-    state: PendingState,
-    writer: Option<&'a Writer>,
-}
+pub struct Pending<'a>(PendingState<'a>);
 
-enum PendingState {
+enum PendingState<'a> {
     Settled(bool),
     /// In the queue; `leads` when this request is the one to write it.
     Queued {
+        writer: &'a Writer,
         leads: bool,
         outcome: oneshot::Receiver<Outcome>,
     },
@@ -189,36 +187,30 @@ enum PendingState {
 impl Pending<'_> {
     /// Completes once the line is written to the OS; fails if it cannot be.
     pub async fn written(mut self) -> Result<()> {
-        let ok = loop {
-            let (leads, outcome) = match &mut self.state {
-                PendingState::Settled(ok) => break *ok,
-                PendingState::Queued { leads, outcome } => (leads, outcome),
-            };
-            if *leads {
-                // Let the requests already runnable on this thread queue their lines first,
-                // so they share this write. If this future is dropped meanwhile, `Drop` writes.
-                tokio::task::yield_now().await;
-                if let Some(writer) = self.writer {
+        let ok = match &mut self.0 {
+            PendingState::Settled(ok) => *ok,
+            PendingState::Queued {
+                writer,
+                leads,
+                outcome,
+            } => loop {
+                if *leads {
+                    // Let the requests already runnable on this thread queue their lines
+                    // first, so they share this write. If this future is dropped meanwhile,
+                    // `Drop` writes.
+                    tokio::task::yield_now().await;
                     writer.lead();
-                }
-                if let PendingState::Queued { leads, .. } = &mut self.state {
                     *leads = false;
                 }
-                continue;
-            }
-            match outcome.await {
-                Ok(Outcome::Written(ok)) => break ok,
-                Ok(Outcome::Lead(next)) => {
-                    self.state = PendingState::Queued {
-                        leads: true,
-                        outcome: next,
-                    };
+                match (&mut *outcome).await {
+                    Ok(Outcome::Written(ok)) => break ok,
+                    Ok(Outcome::Lead(next)) => (*outcome, *leads) = (next, true),
+                    // The writer dropped the line unanswered: it was not written.
+                    Err(_) => break false,
                 }
-                // The writer dropped the line unanswered: it was not written.
-                Err(_) => break false,
-            }
+            },
         };
-        self.state = PendingState::Settled(ok);
+        self.0 = PendingState::Settled(ok);
         if ok {
             Ok(())
         } else {
@@ -231,7 +223,12 @@ impl Drop for Pending<'_> {
     /// A request that holds the leader's role when it stops waiting (its client went away, or
     /// the caller never awaited) writes the queue now, so no line is left without a leader.
     fn drop(&mut self) {
-        let PendingState::Queued { leads, outcome } = &mut self.state else {
+        let PendingState::Queued {
+            writer,
+            leads,
+            outcome,
+        } = &mut self.0
+        else {
             return;
         };
         // Unwinding from a leader's panic: its guard has freed the role already.
@@ -241,17 +238,15 @@ impl Drop for Pending<'_> {
         // Closed first: a hand-off sent after this fails and its sender keeps the role; one
         // sent before is read here.
         outcome.close();
-        let leads = *leads || matches!(outcome.try_recv(), Ok(Outcome::Lead(_)));
-        if let (true, Some(writer)) = (leads, self.writer) {
+        if *leads || matches!(outcome.try_recv(), Ok(Outcome::Lead(_))) {
             writer.lead();
         }
     }
 }
 
+/// The audit log, or none (`disabled`: every request is served without a line).
 pub struct AuditLog {
     writer: Option<Writer>,
-    /// Set when the log is meant to be on; with no writer it then refuses everything.
-    enabled: bool,
 }
 
 impl AuditLog {
@@ -272,21 +267,17 @@ impl AuditLog {
     }
 
     pub fn disabled() -> Self {
-        Self {
-            writer: None,
-            enabled: false,
-        }
+        Self { writer: None }
     }
 
     fn start(sink: Sink, key: AuditKey, link: chain::Link) -> Self {
         Self {
             writer: Some(Writer::new(sink, key, link)),
-            enabled: true,
         }
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.enabled
+        self.writer.is_some()
     }
 
     /// Fails when the log is known to be unwritable (the last write failed): a request is then
@@ -304,16 +295,14 @@ impl AuditLog {
     /// thread; writes on it only when the queue is full (the sink has stalled).
     pub fn record(&self, event: AuditEvent<'_>) -> Pending<'_> {
         let Some(writer) = &self.writer else {
-            return Pending {
-                state: PendingState::Settled(true),
-                writer: None,
-            };
+            return Pending(PendingState::Settled(true));
         };
         let Queued { leads, outcome } = writer.enqueue(event.encode());
-        Pending {
-            state: PendingState::Queued { leads, outcome },
-            writer: Some(writer),
-        }
+        Pending(PendingState::Queued {
+            writer,
+            leads,
+            outcome,
+        })
     }
 
     /// Wait until every event recorded before this call (by any thread) is written and synced.

@@ -66,6 +66,9 @@ struct Chain {
     batched: Link,
     bytes: Vec<u8>,
     waiting: Vec<oneshot::Sender<Outcome>>,
+    /// The queue's previous allocation, swapped back in when a batch is taken, so that taking
+    /// a batch does not leave the queue to grow a new one line by line.
+    spare: Vec<(Vec<u8>, oneshot::Sender<Outcome>)>,
 }
 
 pub(crate) struct Writer {
@@ -100,6 +103,7 @@ impl Writer {
                 batched: link,
                 bytes: Vec::with_capacity(BATCH_BYTES),
                 waiting: Vec::new(),
+                spare: Vec::new(),
             }),
             shared: Shared::default(),
         }
@@ -152,10 +156,12 @@ impl Writer {
     /// and write it.
     fn write_queued(&self) -> MutexGuard<'_, Chain> {
         let mut chain = lock(&self.chain);
-        let lines = std::mem::take(&mut lock(&self.queue).lines);
-        for (payload, waiter) in lines {
+        let mut lines = std::mem::take(&mut chain.spare);
+        std::mem::swap(&mut lines, &mut lock(&self.queue).lines);
+        for (payload, waiter) in lines.drain(..) {
             chain.push(&payload, waiter, &self.shared);
         }
+        chain.spare = lines;
         chain.write_out(&self.shared);
         chain
     }
