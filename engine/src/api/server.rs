@@ -227,6 +227,12 @@ impl Connection {
             .header_read_timeout(None)
             // Bounds what one connection buffers ahead of the handler (headers included).
             .max_buf_size(MAX_CONNECTION_BUFFER)
+            // Without this, hyper reads ahead while a request is being served, to notice a
+            // client gone mid-request; that read needs room in the read buffer, which the
+            // request's head still shares, so every request cost a fresh 8 KiB buffer (and
+            // glibc's fastbin consolidation on allocating it). A client gone is noticed at the
+            // answer's write instead; no request here outlasts the long poll's 20 s.
+            .half_close(true)
             .keep_alive(true);
         let conn =
             builder.serve_connection(TokioIo::new(Deadlines::new(io, clock.clone())), service);
