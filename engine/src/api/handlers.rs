@@ -82,13 +82,10 @@ pub async fn serve_kms(state: Arc<AppState>, conn: Option<Conn>, req: Request) -
     };
     // The target is the client's, unauthenticated: logged (and echoed) only in a bounded,
     // printable form.
-    // Owned, not borrowed from the head, so the head can go before the audit line is awaited.
-    let operation: Cow<'static, str> = match named {
+    let operation: Cow<'_, str> = match named {
         Some(Named::Kms(op)) => Cow::Borrowed(op.name()),
         Some(Named::KeyChanges) => Cow::Borrowed(KEY_CHANGES_OPERATION),
-        None => {
-            Cow::Owned(shown(target.strip_prefix(TARGET_PREFIX).unwrap_or(target)).into_owned())
-        }
+        None => shown(target.strip_prefix(TARGET_PREFIX).unwrap_or(target)),
     };
     span.record("operation", &*operation);
     let conn = conn.as_ref();
@@ -164,10 +161,6 @@ pub async fn serve_kms(state: Arc<AppState>, conn: Option<Conn>, req: Request) -
             (error_response(e.status, &e.error, &request_id), Some(code))
         }
     };
-    // The head's bytes are slices of the connection's read buffer: dropped before this request
-    // waits for its audit line, hyper reuses that buffer for the next read instead of
-    // allocating (and later freeing) a fresh one for every request.
-    drop(parts);
     let context_key_refs: Vec<&str> = context_keys.iter().map(String::as_str).collect();
     let audited = state.audit.record(AuditEvent {
         time: received,

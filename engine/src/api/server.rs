@@ -230,8 +230,11 @@ impl Connection {
             // Without this, hyper reads ahead while a request is being served, to notice a
             // client gone mid-request; that read needs room in the read buffer, which the
             // request's head still shares, so every request cost a fresh 8 KiB buffer (and
-            // glibc's fastbin consolidation on allocating it). A client gone is noticed at the
-            // answer's write instead; no request here outlasts the long poll's 20 s.
+            // glibc's fastbin consolidation on allocating it). With it, a request whose client
+            // went away runs to its end and is noticed at the answer's write: its waits are
+            // the long poll's 20 s, the store and the audit log (a hung disk holds every
+            // request alike); and a client leaving can no longer cut a request off between
+            // its operation taking effect and its audit line.
             .half_close(true)
             .keep_alive(true);
         let conn =

@@ -733,6 +733,35 @@ async fn read_to_close(stream: &mut tokio::net::TcpStream, limit: std::time::Dur
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A client may close its sending side once its request is out (half-close) and still read
+/// the answer: the server does not take the end of its input for a client gone.
+#[tokio::test]
+async fn a_client_that_closes_its_sending_side_gets_its_answer() {
+    use tokio::io::AsyncWriteExt;
+    let h = harness().await;
+    let (url, _stop, _task) = start(&h).await;
+    let body = b"{}";
+    let headers = sign_kms_request(
+        &h.cred,
+        "us-east-1",
+        "localhost",
+        "ListKeys",
+        body,
+        h.clock.now_millis(),
+    );
+    let mut request = String::from("POST / HTTP/1.1\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("content-length: 2\r\n\r\n{}");
+    let mut stream = connect(&url).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let answer = read_to_close(&mut stream, std::time::Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("\"Keys\":[]"), "{answer}");
+}
+
 #[tokio::test]
 async fn a_head_trickled_a_byte_at_a_time_is_cut_at_its_deadline() {
     use tokio::io::AsyncWriteExt;
