@@ -26,7 +26,7 @@ use crate::api::{json, sts};
 use crate::audit::AuditEvent;
 use crate::error::{shown, KmsError};
 use crate::service::{Caller, Principal};
-use crate::sigv4::{Service, SignedRequest};
+use crate::sigv4::{Service, SignedRequest, X_AMZ_TARGET};
 
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
@@ -63,13 +63,15 @@ pub async fn serve_kms(state: Arc<AppState>, conn: Option<Conn>, req: Request) -
     span.record("request_id", request_id.as_str());
 
     let (parts, body) = req.into_parts();
-    if !parts.headers.contains_key("x-amz-target") && sts::is_sts_request(&parts) {
+    if !parts.headers.contains_key(&X_AMZ_TARGET) && sts::is_sts_request(&parts) {
         span.record("operation", "sts");
-        return sts::sts(state, conn.as_ref(), parts, body, request_id).await;
+        // Boxed, like the operations that write the store: rare here, and its future would
+        // otherwise size that of every request (see `json::call_boxed`).
+        return Box::pin(sts::sts(state, conn.as_ref(), parts, body, request_id)).await;
     }
     let target = parts
         .headers
-        .get("x-amz-target")
+        .get(&X_AMZ_TARGET)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let named = if target == LIST_KEY_CHANGES_TARGET {
@@ -140,7 +142,7 @@ pub async fn serve_kms(state: Arc<AppState>, conn: Option<Conn>, req: Request) -
                     .with_catch_up(dispatch, |answer| answer.result.is_err())
                     .await
             }
-            Named::KeyChanges => json::list_key_changes(&state.kms, &caller, &body).await,
+            Named::KeyChanges => Box::pin(json::list_key_changes(&state.kms, &caller, &body)).await,
         };
         principal = Some(caller.principal);
         keys = answer.keys;

@@ -1079,3 +1079,16 @@ async fn changed_keys_are_answered_to_a_long_poll_signed_like_any_request() {
         "{operations:?}"
     );
 }
+
+/// hyper and the server move a request's future (a copy of its whole size) several times per
+/// request; the operations whose futures are large (those that write the store) are boxed so
+/// that it stays small. It was 4,040 bytes before they were, 2,520 after.
+#[test]
+#[allow(unreachable_code, clippy::diverging_sub_expression)]
+fn the_future_of_a_kms_request_stays_small() {
+    fn size_of_future<F: FnOnce() -> Fut, Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    let size = size_of_future(|| handlers::serve_kms(todo!(), None, todo!()));
+    assert!(size <= 3072, "serve_kms's future is {size} bytes");
+}

@@ -141,6 +141,86 @@ fn line_has_exactly_the_documented_fields() {
     assert_eq!(bad["time"], "1970-01-01T00:00:00.005Z");
 }
 
+/// The line as serde_json writes the same fields in the same order (how lines were encoded
+/// before `AuditEvent::encode` wrote them by hand).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SerdeLine<'a> {
+    time: String,
+    request_id: &'a str,
+    principal: &'a str,
+    operation: &'a str,
+    key_arn: Option<&'a str>,
+    encryption_context_keys: &'a [&'a str],
+    outcome: &'static str,
+    error_code: Option<&'a str>,
+    source_ip: Option<IpAddr>,
+}
+
+#[test]
+fn lines_are_byte_for_byte_what_serde_json_writes() {
+    let hostile = [
+        "a\",\"chain\":\"00",
+        "b\n{}",
+        "\\",
+        "\u{1}\u{1f}\u{7f}",
+        "é ü 鍵",
+    ];
+    let mut events = vec![
+        event("r1", None),
+        AuditEvent {
+            key_arn: None,
+            source_ip: None,
+            encryption_context_keys: &[],
+            time: 5,
+            ..event("r2", Some("NotFoundException"))
+        },
+        AuditEvent {
+            principal: "",
+            operation: "Encrypt\n{\"outcome\":\"success\"}\t\r",
+            encryption_context_keys: &hostile,
+            source_ip: Some("2001:db8::7".parse().unwrap()),
+            ..event("r\"3\\", Some("AccessDeniedException"))
+        },
+        AuditEvent {
+            time: i64::MAX,
+            encryption_context_keys: &["only"],
+            ..event("r4", None)
+        },
+    ];
+    for text in hostile {
+        events.push(AuditEvent {
+            request_id: text,
+            principal: text,
+            key_arn: Some(text),
+            error_code: Some(text),
+            ..event("r5", None)
+        });
+    }
+    for e in &events {
+        let reference = serde_json::to_vec(&SerdeLine {
+            time: format_time(e.time),
+            request_id: e.request_id,
+            principal: e.principal,
+            operation: e.operation,
+            key_arn: e.key_arn,
+            encryption_context_keys: e.encryption_context_keys,
+            outcome: if e.error_code.is_none() {
+                "success"
+            } else {
+                "failure"
+            },
+            error_code: e.error_code,
+            source_ip: e.source_ip,
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(e.encode()).unwrap(),
+            String::from_utf8(reference).unwrap()
+        );
+    }
+}
+
 #[test]
 fn times_are_formatted_to_the_millisecond_across_seconds() {
     assert_eq!(format_time(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
