@@ -442,7 +442,10 @@ fn incomplete(msg: impl Into<String>) -> KmsError {
 }
 
 fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
-    let (algorithm, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    // `trim_ascii`, not `trim`: a header value is ASCII (`to_str` saw to it), and `trim` decodes
+    // UTF-8 to test for Unicode spaces, which showed in profiles of every request.
+    let header = header.trim_ascii();
+    let (algorithm, rest) = header.split_once(' ').unwrap_or((header, ""));
     if algorithm != ALGORITHM {
         return Err(incomplete(format!(
             "Unsupported AWS 'algorithm': '{}'. Only '{ALGORITHM}' is supported.",
@@ -451,7 +454,7 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>> {
     }
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
     for part in rest.split(',') {
-        let Some((name, value)) = part.trim().split_once('=') else {
+        let Some((name, value)) = part.trim_ascii().split_once('=') else {
             continue;
         };
         match name {

@@ -22,16 +22,21 @@ pub type Millis = i64;
 /// Lowercase hex, as SigV4 writes hashes and signatures (a table lookup per nibble: this runs
 /// three times per request).
 pub fn hex_lower(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     push_hex_lower(&mut out, bytes);
-    out
+    // Hex digits are ASCII, so this is never the empty default.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn push_hex_lower(out: &mut String, bytes: &[u8]) {
+/// Into bytes, not a `String` (which checks each pushed `char`'s UTF-8 length), sized once and
+/// then filled.
+fn push_hex_lower(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    let start = out.len();
+    out.resize(start + 2 * bytes.len(), 0);
+    for (pair, b) in out[start..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
 }
 
@@ -76,15 +81,15 @@ pub fn signature(key: &hmac::Key, amz_date: &str, credential: &str, canonical: &
     let scope = credential.split_once('/').map_or(credential, |(_, s)| s);
     // Built by hand: on every request, where `format!` showed in profiles.
     let mut string_to_sign =
-        String::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 3 + 64);
+        Vec::with_capacity(ALGORITHM.len() + amz_date.len() + scope.len() + 3 + 64);
     for part in [ALGORITHM, "\n", amz_date, "\n", scope, "\n"] {
-        string_to_sign.push_str(part);
+        string_to_sign.extend_from_slice(part.as_bytes());
     }
     push_hex_lower(
         &mut string_to_sign,
         digest::digest(&digest::SHA256, canonical).as_ref(),
     );
-    hex_lower(hmac::sign(key, string_to_sign.as_bytes()).as_ref())
+    hex_lower(hmac::sign(key, &string_to_sign).as_ref())
 }
 
 /// The canonical request, byte for byte as the AWS SDKs build it. `header_value` appends the
@@ -464,6 +469,14 @@ mod tests {
 
     /// Values with and without anything to trim or collapse come out as botocore writes them:
     /// `' '.join(value.split())` over spaces and tabs.
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex_lower(&all), expected);
+        assert_eq!(hex_lower(&[]), "");
+    }
+
     #[test]
     fn header_values_are_trimmed_and_collapsed_as_botocore_does() {
         let botocore = |value: &str| {

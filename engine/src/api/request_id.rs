@@ -35,10 +35,14 @@ impl RequestIds {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&hi.to_be_bytes());
         bytes[8..].copy_from_slice(&lo.to_be_bytes());
+        // Encoded into a buffer rather than through `Display`, whose formatting machinery
+        // showed in profiles of every request.
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         uuid::Builder::from_random_bytes(bytes)
             .into_uuid()
             .hyphenated()
-            .to_string()
+            .encode_lower(&mut text)
+            .to_owned()
     }
 }
 
