@@ -5,17 +5,20 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::Poll;
 
 use parking_lot::Mutex;
 
 use axum::Router;
 use futures_util::future::Either;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 use crate::api::deadlines::{ConnClock, Deadlines, Limits, Verdict};
@@ -34,7 +37,7 @@ pub async fn serve(
 ) -> Result<()> {
     let app = router(state.clone());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Stop::default();
     // Each connection task holds a sender; `recv` returning None means all have finished.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     // One permit per open connection: at the cap, new connections wait in the listen backlog
@@ -79,7 +82,7 @@ pub async fn serve(
             app: app.clone(),
             state: state.clone(),
             peer,
-            stop: stop_rx.clone(),
+            stop: stop.register(),
             _alive: alive_tx.clone(),
             limits,
             _slot: slot,
@@ -104,7 +107,7 @@ pub async fn serve(
     }
 
     drop(listener);
-    let _ = stop_tx.send(true);
+    stop.stop();
     drop(alive_tx);
     if tokio::time::timeout(state.config.shutdown_grace, alive_rx.recv())
         .await
@@ -122,7 +125,7 @@ struct Connection {
     app: Router,
     state: Arc<AppState>,
     peer: SocketAddr,
-    stop: watch::Receiver<bool>,
+    stop: Arc<StopSignal>,
     limits: Limits,
     _alive: mpsc::Sender<()>,
     /// Frees the connection's place under `ServerConfig::max_connections` when dropped.
@@ -145,6 +148,80 @@ impl Serving {
 impl Drop for Serving {
     fn drop(&mut self) {
         self.0.request_done();
+    }
+}
+
+/// Tells the open connections to shut down gracefully. Each connection waits on a flag and a
+/// waker of its own: a `watch` shared by all of them takes its lock at every poll of every
+/// connection (each request polls its connection at least twice), which showed in profiles.
+#[derive(Default)]
+struct Stop {
+    connections: Mutex<StopList>,
+}
+
+#[derive(Default)]
+struct StopList {
+    stopped: bool,
+    signals: Vec<Weak<StopSignal>>,
+}
+
+impl Stop {
+    /// A new connection's signal; already raised if the server is stopping.
+    fn register(&self) -> Arc<StopSignal> {
+        let signal = Arc::new(StopSignal::default());
+        let mut list = self.connections.lock();
+        if list.stopped {
+            signal.raise();
+        }
+        // Connections come and go: forget the closed ones before the list would grow.
+        if list.signals.len() == list.signals.capacity() {
+            list.signals.retain(|s| s.strong_count() > 0);
+        }
+        list.signals.push(Arc::downgrade(&signal));
+        signal
+    }
+
+    /// Raise every connection's signal, and those of connections registered from now on.
+    fn stop(&self) {
+        let mut list = self.connections.lock();
+        list.stopped = true;
+        for signal in list.signals.drain(..).filter_map(|s| s.upgrade()) {
+            signal.raise();
+        }
+    }
+}
+
+/// One connection's view of [`Stop`].
+#[derive(Default)]
+struct StopSignal {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl StopSignal {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Completes once the signal is raised.
+    fn stopped(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.is_stopped() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Raised between the check and the registration: its wake may have missed us.
+            if self.is_stopped() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 
@@ -187,7 +264,7 @@ impl Drop for IpSlot {
 }
 
 impl Connection {
-    async fn run<I>(mut self, io: I)
+    async fn run<I>(self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -242,18 +319,16 @@ impl Connection {
         tokio::pin!(conn);
         let mut tick = tokio::time::interval(limits.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stopping = *self.stop.borrow();
+        let mut stopping = self.stop.is_stopped();
         if stopping {
             conn.as_mut().graceful_shutdown();
         }
         let result = loop {
             tokio::select! {
                 result = conn.as_mut() => break Some(result),
-                changed = self.stop.changed(), if !stopping => {
+                () = self.stop.stopped(), if !stopping => {
                     stopping = true;
-                    if changed.is_ok() {
-                        conn.as_mut().graceful_shutdown();
-                    }
+                    conn.as_mut().graceful_shutdown();
                 }
                 _ = tick.tick() => {
                     if let Verdict::Close(why) = clock.tick(&limits) {
@@ -275,4 +350,50 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| KmsError::dependency(format!("cannot listen on {addr}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_raises_every_open_connection_and_every_later_one() {
+        let stop = Stop::default();
+        let first = stop.register();
+        let second = stop.register();
+        assert!(!first.is_stopped());
+        let waiting = tokio::spawn({
+            let first = first.clone();
+            async move { first.stopped().await }
+        });
+        tokio::task::yield_now().await;
+        stop.stop();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting connection is woken")
+            .unwrap();
+        assert!(second.is_stopped());
+        assert!(stop.register().is_stopped());
+    }
+
+    #[test]
+    fn closed_connections_are_forgotten() {
+        let stop = Stop::default();
+        let open = stop.register();
+        for _ in 0..10_000 {
+            drop(stop.register());
+        }
+        let list = stop.connections.lock();
+        assert!(
+            list.signals.len() < 100,
+            "{} signals kept",
+            list.signals.len()
+        );
+        assert!(list.signals.iter().any(|s| s.strong_count() > 0));
+        drop(list);
+        stop.stop();
+        assert!(open.is_stopped());
+    }
 }

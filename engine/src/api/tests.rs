@@ -462,6 +462,27 @@ async fn aws_sdk_round_trip_over_a_socket() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_connections_at_once() {
+    let h = harness().await;
+    let (url, stop, task) = start(&h).await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Let the server take the connection before it is told to stop.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let asked = std::time::Instant::now();
+    stop.send(()).unwrap();
+    // Well within the shutdown grace (10 s), which a connection left open would wait out.
+    tokio::time::timeout(std::time::Duration::from_secs(3), task)
+        .await
+        .expect("serve returns once its idle connection is closed")
+        .unwrap();
+    assert!(asked.elapsed() < std::time::Duration::from_secs(3));
+    let mut byte = [0u8; 1];
+    let read = tokio::io::AsyncReadExt::read(&mut idle, &mut byte).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test]
 async fn shutdown_stops_accepting() {
     let h = harness().await;
     let (url, stop, task) = start(&h).await;
