@@ -411,13 +411,14 @@ impl Verifier {
     }
 }
 
-/// The values of the (lowercase) header `name` in the order received, as `HeaderMap::get_all`
-/// gives them, found by a pass over the request's few headers: cheaper than a lookup by a name
-/// that must be parsed first, for each signed header of every request.
+/// The values of the header `name` (in any case, as the client wrote it in `SignedHeaders`) in
+/// the order received, as `HeaderMap::get_all` gives them, found by a pass over the request's
+/// few headers: cheaper than a lookup by a name that must be parsed first, for each signed
+/// header of every request.
 fn values_of<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
     headers
         .iter()
-        .filter(move |(n, _)| n.as_str() == name)
+        .filter(move |(n, _)| n.as_str().eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_bytes())
 }
 
@@ -1299,7 +1300,15 @@ mod tests {
         headers.append("X-Amz-Meta", HeaderValue::from_static("second"));
         headers.append("content-type", HeaderValue::from_static("application/json"));
         headers.append("x-amz-meta", HeaderValue::from_static("third"));
-        for name in ["x-amz-meta", "host", "content-type", "x-amz-date"] {
+        // A client may write a signed header's name in any case; `get_all` folds it.
+        for name in [
+            "x-amz-meta",
+            "X-Amz-Meta",
+            "host",
+            "HOST",
+            "content-type",
+            "x-amz-date",
+        ] {
             let expected: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
             assert_eq!(
                 values_of(&headers, name).collect::<Vec<_>>(),

@@ -467,8 +467,6 @@ mod tests {
         );
     }
 
-    /// Values with and without anything to trim or collapse come out as botocore writes them:
-    /// `' '.join(value.split())` over spaces and tabs.
     #[test]
     fn hex_is_lowercase_two_digits_per_byte() {
         let all: Vec<u8> = (0..=255).collect();
@@ -477,6 +475,8 @@ mod tests {
         assert_eq!(hex_lower(&[]), "");
     }
 
+    /// Values with and without anything to trim or collapse come out as botocore writes them:
+    /// `' '.join(value.split())` over spaces and tabs.
     #[test]
     fn header_values_are_trimmed_and_collapsed_as_botocore_does() {
         let botocore = |value: &str| {

@@ -109,11 +109,11 @@ macro_rules! call {
     };
 }
 
-/// [`call!`] for an operation that writes the store, with its future boxed. Those futures are
-/// 1–2 KiB (the store write, its retries and the key's new state), against a few hundred bytes
-/// for the crypto operations; unboxed, they would size the future of every request, which hyper
-/// and the server move (a copy of its whole size) several times per request. A write to the
-/// store costs far more than the allocation.
+/// [`call!`] for an operation that writes a key's record, with its future boxed. Those futures
+/// are 1–2 KiB (the store write and the key's new state), against a few hundred bytes for the
+/// crypto operations and the alias writes; unboxed, they would size the future of every
+/// request, which hyper and the server move (a copy of its whole size) several times per
+/// request. A write to the store costs far more than the allocation.
 macro_rules! call_boxed {
     ($kms:ident . $method:ident ( $caller:ident, $body:ident $(, $extra:expr)* )) => {
         match decode($body) {

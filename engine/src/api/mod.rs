@@ -14,6 +14,7 @@ pub mod metrics;
 mod request_id;
 pub mod server;
 pub mod state;
+mod stop;
 pub mod sts;
 pub mod tls;
 

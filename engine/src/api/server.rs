@@ -5,15 +5,12 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::task::Poll;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use axum::Router;
 use futures_util::future::Either;
-use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,6 +22,7 @@ use crate::api::deadlines::{ConnClock, Deadlines, Limits, Verdict};
 use crate::api::handlers::{self, Conn};
 use crate::api::router;
 use crate::api::state::AppState;
+use crate::api::stop::{Stop, StopSignal};
 use crate::error::{KmsError, Result};
 
 /// Serve the KMS API on `listener` until `shutdown` completes, then stop accepting, let open
@@ -37,7 +35,7 @@ pub async fn serve(
 ) -> Result<()> {
     let app = router(state.clone());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let stop = Stop::default();
+    let mut stop = Stop::default();
     // Each connection task holds a sender; `recv` returning None means all have finished.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     // One permit per open connection: at the cap, new connections wait in the listen backlog
@@ -148,80 +146,6 @@ impl Serving {
 impl Drop for Serving {
     fn drop(&mut self) {
         self.0.request_done();
-    }
-}
-
-/// Tells the open connections to shut down gracefully. Each connection waits on a flag and a
-/// waker of its own: a `watch` shared by all of them takes its lock at every poll of every
-/// connection (each request polls its connection at least twice), which showed in profiles.
-#[derive(Default)]
-struct Stop {
-    connections: Mutex<StopList>,
-}
-
-#[derive(Default)]
-struct StopList {
-    stopped: bool,
-    signals: Vec<Weak<StopSignal>>,
-}
-
-impl Stop {
-    /// A new connection's signal; already raised if the server is stopping.
-    fn register(&self) -> Arc<StopSignal> {
-        let signal = Arc::new(StopSignal::default());
-        let mut list = self.connections.lock();
-        if list.stopped {
-            signal.raise();
-        }
-        // Connections come and go: forget the closed ones before the list would grow.
-        if list.signals.len() == list.signals.capacity() {
-            list.signals.retain(|s| s.strong_count() > 0);
-        }
-        list.signals.push(Arc::downgrade(&signal));
-        signal
-    }
-
-    /// Raise every connection's signal, and those of connections registered from now on.
-    fn stop(&self) {
-        let mut list = self.connections.lock();
-        list.stopped = true;
-        for signal in list.signals.drain(..).filter_map(|s| s.upgrade()) {
-            signal.raise();
-        }
-    }
-}
-
-/// One connection's view of [`Stop`].
-#[derive(Default)]
-struct StopSignal {
-    raised: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl StopSignal {
-    fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    fn is_stopped(&self) -> bool {
-        self.raised.load(Ordering::Acquire)
-    }
-
-    /// Completes once the signal is raised.
-    fn stopped(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.is_stopped() {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // Raised between the check and the registration: its wake may have missed us.
-            if self.is_stopped() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
     }
 }
 
@@ -350,50 +274,4 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| KmsError::dependency(format!("cannot listen on {addr}"), e))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn stop_raises_every_open_connection_and_every_later_one() {
-        let stop = Stop::default();
-        let first = stop.register();
-        let second = stop.register();
-        assert!(!first.is_stopped());
-        let waiting = tokio::spawn({
-            let first = first.clone();
-            async move { first.stopped().await }
-        });
-        tokio::task::yield_now().await;
-        stop.stop();
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("the waiting connection is woken")
-            .unwrap();
-        assert!(second.is_stopped());
-        assert!(stop.register().is_stopped());
-    }
-
-    #[test]
-    fn closed_connections_are_forgotten() {
-        let stop = Stop::default();
-        let open = stop.register();
-        for _ in 0..10_000 {
-            drop(stop.register());
-        }
-        let list = stop.connections.lock();
-        assert!(
-            list.signals.len() < 100,
-            "{} signals kept",
-            list.signals.len()
-        );
-        assert!(list.signals.iter().any(|s| s.strong_count() > 0));
-        drop(list);
-        stop.stop();
-        assert!(open.is_stopped());
-    }
 }

@@ -469,14 +469,12 @@ async fn shutdown_closes_idle_connections_at_once() {
     let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
     // Let the server take the connection before it is told to stop.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let asked = std::time::Instant::now();
     stop.send(()).unwrap();
     // Well within the shutdown grace (10 s), which a connection left open would wait out.
     tokio::time::timeout(std::time::Duration::from_secs(3), task)
         .await
         .expect("serve returns once its idle connection is closed")
         .unwrap();
-    assert!(asked.elapsed() < std::time::Duration::from_secs(3));
     let mut byte = [0u8; 1];
     let read = tokio::io::AsyncReadExt::read(&mut idle, &mut byte).await;
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
@@ -1102,8 +1100,9 @@ async fn changed_keys_are_answered_to_a_long_poll_signed_like_any_request() {
 }
 
 /// hyper and the server move a request's future (a copy of its whole size) several times per
-/// request; the operations whose futures are large (those that write the store) are boxed so
-/// that it stays small. It was 4,040 bytes before they were, 2,520 after.
+/// request; the operations whose futures are large (those that write a key's record, STS, the
+/// long poll) are boxed so that it stays small. The limit catches a large future added to the
+/// request path unboxed (with rustc 1.95, 4,040 bytes before the boxing, 2,520 after).
 #[test]
 #[allow(unreachable_code, clippy::diverging_sub_expression)]
 fn the_future_of_a_kms_request_stays_small() {

@@ -159,11 +159,14 @@ struct SerdeLine<'a> {
 
 #[test]
 fn lines_are_byte_for_byte_what_serde_json_writes() {
+    // DEL and non-ASCII are not escaped by serde_json: alone, they take the copy-whole path.
     let hostile = [
         "a\",\"chain\":\"00",
         "b\n{}",
         "\\",
         "\u{1}\u{1f}\u{7f}",
+        "\u{7f}",
+        "a\u{7f}b",
         "é ü 鍵",
     ];
     let mut events = vec![
