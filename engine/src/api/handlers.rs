@@ -63,17 +63,14 @@ pub async fn serve_kms(state: Arc<AppState>, conn: Option<Conn>, req: Request) -
     span.record("request_id", request_id.as_str());
 
     let (parts, body) = req.into_parts();
-    if !parts.headers.contains_key(&X_AMZ_TARGET) && sts::is_sts_request(&parts) {
+    let target = parts.headers.get(&X_AMZ_TARGET);
+    if target.is_none() && sts::is_sts_request(&parts) {
         span.record("operation", "sts");
         // Boxed, like the operations that write the store: rare here, and its future would
         // otherwise size that of every request (see `json::call_boxed`).
         return Box::pin(sts::sts(state, conn.as_ref(), parts, body, request_id)).await;
     }
-    let target = parts
-        .headers
-        .get(&X_AMZ_TARGET)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let target = target.and_then(|v| v.to_str().ok()).unwrap_or("");
     let named = if target == LIST_KEY_CHANGES_TARGET {
         Some(Named::KeyChanges)
     } else {

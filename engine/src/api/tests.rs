@@ -1103,12 +1103,11 @@ async fn changed_keys_are_answered_to_a_long_poll_signed_like_any_request() {
 /// request; the operations whose futures are large (those that write a key's record, STS, the
 /// long poll) are boxed so that it stays small. The limit catches a large future added to the
 /// request path unboxed (with rustc 1.95, 4,040 bytes before the boxing, 2,520 after).
-#[test]
-#[allow(unreachable_code, clippy::diverging_sub_expression)]
-fn the_future_of_a_kms_request_stays_small() {
-    fn size_of_future<F: FnOnce() -> Fut, Fut>(_: F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
-    let size = size_of_future(|| handlers::serve_kms(todo!(), None, todo!()));
+#[tokio::test]
+async fn the_future_of_a_kms_request_stays_small() {
+    let h = harness().await;
+    // Created, never polled: its size is its type's.
+    let request = handlers::serve_kms(h.state.clone(), None, h.signed("Encrypt", b"{}"));
+    let size = std::mem::size_of_val(&request);
     assert!(size <= 3072, "serve_kms's future is {size} bytes");
 }
