@@ -3,8 +3,9 @@
 //! (`kubekms-floor`: hyper + serde + AES-GCM answering the same pre-signed Encrypt with no
 //! authentication and no audit) and, with `--baseline-bin`, another engine build (the commit
 //! before a change) on the symmetric scenarios, and prints the engine's ratio to each. Last, it
-//! alternates the engine and the floor on Encrypt (`--floor-rounds`, 6 pairs by default) and
-//! prints every ratio and their median: the figure the 0.8 target is judged on.
+//! alternates the engine and the floor on Encrypt (`--floor-rounds`, 6 rounds by default) and
+//! prints every ratio and their median: the figure the 0.8 target is judged on. Each round also
+//! runs the same engine with its audit log off, so the same run shows what the log costs.
 //!
 //! Every request is SigV4-signed once, ahead of the run, and replayed by wrk: the engine accepts
 //! a signature for five minutes either way, and verifies every replay in full, so the figures
@@ -105,9 +106,10 @@ struct Args {
     /// Run only scenarios whose name contains this text (case-insensitive).
     #[arg(long)]
     only: Option<String>,
-    /// Alternated pairs of runs of the engine and the floor on Encrypt at c=32, after the
-    /// scenarios, each ratio printed and their median (0: none). `--only rounds` runs only
-    /// these. An even count puts each server first equally often.
+    /// Alternated rounds of the engine, the engine without its audit log and the floor on
+    /// Encrypt at c=32, after the scenarios, each ratio printed and their median (0: none).
+    /// `--only rounds` runs only these. An even count puts the engine and the floor first
+    /// equally often.
     #[arg(long, default_value_t = 6)]
     floor_rounds: u32,
     /// Keep the temporary directory (data dir, audit log, wrk scripts, server logs).
@@ -447,7 +449,21 @@ struct StartedEngine {
     audit_log: PathBuf,
 }
 
-fn start_engine(engine_bin: &Path, credential: &Credential, dir: &Path) -> Result<StartedEngine> {
+/// What a started engine does with its audit log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audit {
+    /// To a file, as a deployment keeps it.
+    File,
+    /// None (`--audit-log off`): the alternated rounds measure what the log costs with it.
+    Off,
+}
+
+fn start_engine(
+    engine_bin: &Path,
+    credential: &Credential,
+    dir: &Path,
+    audit: Audit,
+) -> Result<StartedEngine> {
     let cred_file = dir.join("credentials.json");
     Credentials::new([credential.clone()])
         .and_then(|c| c.save_file(&cred_file))
@@ -467,7 +483,10 @@ fn start_engine(engine_bin: &Path, credential: &Credential, dir: &Path) -> Resul
             .arg("--credentials")
             .arg(&cred_file)
             .arg("--audit-log")
-            .arg(&audit_log)
+            .arg(match audit {
+                Audit::File => audit_log.as_os_str(),
+                Audit::Off => "off".as_ref(),
+            })
             // As a production deployment would: a pool deep enough for bursts of
             // GenerateDataKeyPair (sustained rate is bounded by RSA generation, ~10/s per core).
             .args(["--prewarm-key-pairs", "128"]),
@@ -495,7 +514,7 @@ fn run_engine(
         process: mut engine,
         client,
         audit_log,
-    } = start_engine(engine_bin, credential, dir)?;
+    } = start_engine(engine_bin, credential, dir, Audit::File)?;
 
     let mut measurements = Vec::new();
     let mut wrk_requests = 0u64;
@@ -1275,11 +1294,13 @@ fn run_floor(
     Ok(out)
 }
 
-/// The engine against the floor on Encrypt at c=32, alternated: both servers started once,
-/// then `rounds` pairs of runs in ABBA order, so a change in what else the machine runs falls
-/// on both alike. One pair of runs on a shared machine is not a figure; the median of several
-/// is. Returns the failures seen (errors in a run, audit lines missing) and the most CPU other
-/// processes used during a run.
+/// The engine against the floor on Encrypt at c=32, alternated: the servers started once, then
+/// `rounds` rounds in ABBA order (engine first in odd rounds, floor first in even ones), so a
+/// change in what else the machine runs falls on both alike. Between the two, each round also
+/// runs the same engine without its audit log, to show how much of the gap the log is. One
+/// round on a shared machine is not a figure; the median of several is. Returns the failures
+/// seen (errors in a run, audit lines missing) and the most CPU other processes used during a
+/// run.
 fn run_floor_rounds(
     args: &Args,
     credential: &Credential,
@@ -1291,109 +1312,128 @@ fn run_floor_rounds(
         None => default_engine_bin()?,
     };
     let engine_dir = dir.join("rounds");
-    fs::create_dir_all(&engine_dir)?;
+    let unaudited_dir = engine_dir.join("without-audit");
+    fs::create_dir_all(&unaudited_dir)?;
     let StartedEngine {
         process: mut engine,
         client,
         audit_log,
-    } = start_engine(&engine_bin, credential, &engine_dir)?;
-    let scenario = engine_scenarios(&client)?
-        .into_iter()
-        .find(|s| s.name == ENCRYPT)
-        .ok_or_else(|| anyhow!("no {ENCRYPT} scenario"))?;
+    } = start_engine(&engine_bin, credential, &engine_dir, Audit::File)?;
+    let scenario = encrypt_scenario(&client)?;
+    let StartedEngine {
+        process: mut unaudited,
+        client: unaudited_client,
+        ..
+    } = start_engine(&engine_bin, credential, &unaudited_dir, Audit::Off)?;
+    let unaudited_scenario = encrypt_scenario(&unaudited_client)?;
     let (mut floor, floor_client, floor_scenario) = start_floor(credential, &engine_dir)?;
 
     let mut failures = Vec::new();
     let mut ratios = Vec::new();
+    let mut unaudited_ratios = Vec::new();
+    let mut audit_costs = Vec::new();
     let mut busiest = 0.0f64;
     let mut wrk_requests = 0u64;
     let threads = args.wrk_threads;
-    let mut on_engine = || {
-        measure(
-            &client,
-            &mut engine,
-            &scenario,
-            32,
-            threads,
-            secs,
-            &engine_dir,
-        )
-    };
-    let mut on_floor = || {
-        measure(
-            &floor_client,
-            &mut floor,
-            &floor_scenario,
-            32,
-            threads,
-            secs,
-            &engine_dir,
-        )
+    let run = |client: &Client, server: &mut ServerProcess, scenario: &Scenario| {
+        measure(client, server, scenario, 32, threads, secs, &engine_dir)
     };
     let mut lines = Vec::new();
     for round in 1..=args.floor_rounds {
-        let (e, f) = if round % 2 == 1 {
-            let e = on_engine()?;
-            (e, on_floor()?)
+        let (e, u, f) = if round % 2 == 1 {
+            let e = run(&client, &mut engine, &scenario)?;
+            let u = run(&unaudited_client, &mut unaudited, &unaudited_scenario)?;
+            (e, u, run(&floor_client, &mut floor, &floor_scenario)?)
         } else {
-            let f = on_floor()?;
-            (on_engine()?, f)
+            let f = run(&floor_client, &mut floor, &floor_scenario)?;
+            let u = run(&unaudited_client, &mut unaudited, &unaudited_scenario)?;
+            (run(&client, &mut engine, &scenario)?, u, f)
         };
-        report_errors(&e, &mut failures);
-        report_errors(&f, &mut failures);
+        for m in [&e, &u, &f] {
+            report_errors(m, &mut failures);
+        }
         wrk_requests += e.wrk.requests;
         let ratio = e.wrk.rps() / f.wrk.rps();
-        let cpu = |m: &Measurement| {
-            m.server_cpu_us_per_req
-                .map_or_else(|| "?".to_owned(), |us| format!("{us:.1}"))
-        };
-        let busy = e
-            .cpu
+        let unaudited_ratio = u.wrk.rps() / f.wrk.rps();
+        if let (Some(with), Some(without)) = (e.server_cpu_us_per_req, u.server_cpu_us_per_req) {
+            audit_costs.push(with - without);
+        }
+        let busy = [&e, &u, &f]
             .iter()
-            .chain(f.cpu.iter())
+            .flat_map(|m| m.cpu.iter())
             .map(|c| c.other_pct)
             .fold(0.0f64, f64::max);
         busiest = busiest.max(busy);
         lines.push(format!(
-            "  round {round}: engine {:>7.0} req/s ({} us CPU/req), floor {:>7.0} req/s ({} us \
-             CPU/req): {ratio:.2}; other processes up to {busy:.0}% of a core",
-            e.wrk.rps(),
-            cpu(&e),
-            f.wrk.rps(),
-            cpu(&f),
+            "  round {round}: engine {}, without audit {}, floor {}: {ratio:.2} \
+             ({unaudited_ratio:.2} without audit); other processes up to {busy:.0}% of a core",
+            rate_and_cpu(&e),
+            rate_and_cpu(&u),
+            rate_and_cpu(&f),
         ));
         ratios.push(ratio);
+        unaudited_ratios.push(unaudited_ratio);
     }
     engine.ensure_running()?;
+    unaudited.ensure_running()?;
     // One signed request per round is checked by hand before wrk runs, plus the key set-up.
     let requests = client.sent.get() + wrk_requests;
     if let Err(e) = check_audit_log(&audit_log, requests, 32 * u64::from(args.floor_rounds)) {
         failures.push(format!("audit log (rounds): {e:#}"));
     }
     engine.stop();
+    unaudited.stop();
     floor.stop();
 
-    ratios.sort_by(f64::total_cmp);
+    for values in [&mut ratios, &mut unaudited_ratios, &mut audit_costs] {
+        values.sort_by(f64::total_cmp);
+    }
     println!(
-        "engine / floor, {ENCRYPT} at c=32, {} alternated rounds (two {secs} s runs each):",
+        "engine / floor, {ENCRYPT} at c=32, {} alternated rounds ({secs} s runs; the engine \
+         without its audit log runs between the two):",
         ratios.len()
     );
     for line in &lines {
         println!("{line}");
     }
     if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
+        let met = median(&ratios) >= 0.8;
         println!(
             "  median {:.2} (min {min:.2}, max {max:.2}; target >= 0.8: {})",
             median(&ratios),
-            if median(&ratios) >= 0.8 {
-                "met"
-            } else {
-                "MISSED"
-            }
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    if let (Some(min), Some(max)) = (unaudited_ratios.first(), unaudited_ratios.last()) {
+        println!(
+            "  without the audit log: median {:.2} (min {min:.2}, max {max:.2})",
+            median(&unaudited_ratios)
+        );
+    }
+    if !audit_costs.is_empty() {
+        println!(
+            "  the audit log's CPU per request: median {:.1} us",
+            median(&audit_costs)
         );
     }
     println!();
     Ok((failures, busiest))
+}
+
+/// The symmetric Encrypt scenario, on the key `client`'s engine was set up with.
+fn encrypt_scenario(client: &Client) -> Result<Scenario> {
+    engine_scenarios(client)?
+        .into_iter()
+        .find(|s| s.name == ENCRYPT)
+        .ok_or_else(|| anyhow!("no {ENCRYPT} scenario"))
+}
+
+/// "42036 req/s (21.6 us CPU/req)": a run's throughput and its server's CPU per request.
+fn rate_and_cpu(m: &Measurement) -> String {
+    let cpu = m
+        .server_cpu_us_per_req
+        .map_or_else(|| "?".to_owned(), |us| format!("{us:.1}"));
+    format!("{:>7.0} req/s ({cpu} us CPU/req)", m.wrk.rps())
 }
 
 /// The median of sorted values (the mean of the middle two for an even count).
