@@ -1368,13 +1368,12 @@ fn run_floor_rounds(
         };
         report_errors(&e, &mut failures);
         report_errors(&f, &mut failures);
-        let mut unaudited_failures = Vec::new();
-        report_errors(&u, &mut unaudited_failures);
-        failures.extend(
-            unaudited_failures
-                .into_iter()
-                .map(|f| format!("without audit: {f}")),
-        );
+        // Named like the audited engine's run (the same scenario): say which engine it was.
+        let before = failures.len();
+        report_errors(&u, &mut failures);
+        for failure in &mut failures[before..] {
+            failure.insert_str(0, "without audit: ");
+        }
         wrk_requests += e.wrk.requests;
         let ratio = e.wrk.rps() / f.wrk.rps();
         let unaudited_ratio = u.wrk.rps() / f.wrk.rps();
@@ -1419,18 +1418,14 @@ fn run_floor_rounds(
     for line in &lines {
         println!("{line}");
     }
-    if let (Some(min), Some(max)) = (ratios.first(), ratios.last()) {
-        let med = median(&ratios);
+    if let Some((med, min, max)) = median_and_range(&ratios) {
         println!(
             "  median {med:.2} (min {min:.2}, max {max:.2}; target >= 0.8: {})",
             if med >= 0.8 { "met" } else { "MISSED" }
         );
     }
-    if let (Some(min), Some(max)) = (unaudited_ratios.first(), unaudited_ratios.last()) {
-        println!(
-            "  without the audit log: median {:.2} (min {min:.2}, max {max:.2})",
-            median(&unaudited_ratios)
-        );
+    if let Some((med, min, max)) = median_and_range(&unaudited_ratios) {
+        println!("  without the audit log: median {med:.2} (min {min:.2}, max {max:.2})");
     }
     if !audit_costs.is_empty() {
         // The engine's own CPU only: the kernel's writeback of the log runs in other threads.
@@ -1462,6 +1457,11 @@ fn rate_and_cpu(m: &Measurement) -> String {
         .server_cpu_us_per_req
         .map_or_else(|| "?".to_owned(), |us| format!("{us:.1}"));
     format!("{:>7.0} req/s ({cpu} us CPU/req)", m.wrk.rps())
+}
+
+/// The median, least and greatest of sorted values; none for none.
+fn median_and_range(sorted: &[f64]) -> Option<(f64, f64, f64)> {
+    Some((median(sorted), *sorted.first()?, *sorted.last()?))
 }
 
 /// The median of sorted values (the mean of the middle two for an even count).

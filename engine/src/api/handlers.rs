@@ -67,7 +67,7 @@ pub async fn serve_kms(state: Arc<AppState>, conn: Option<Conn>, req: Request) -
     if target.is_none() && sts::is_sts_request(&parts) {
         span.record("operation", "sts");
         // Boxed, like the operations that write the store: rare here, and its future would
-        // otherwise size that of every request (see `json::call_boxed`).
+        // otherwise size that of every request (see `json::call!`).
         return Box::pin(sts::sts(state, conn.as_ref(), parts, body, request_id)).await;
     }
     let target = target.and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -139,7 +139,7 @@ pub async fn serve_kms(state: Arc<AppState>, conn: Option<Conn>, req: Request) -
                     .with_catch_up(dispatch, |answer| answer.result.is_err())
                     .await
             }
-            Named::KeyChanges => Box::pin(json::list_key_changes(&state.kms, &caller, &body)).await,
+            Named::KeyChanges => json::list_key_changes(&state.kms, &caller, &body).await,
         };
         principal = Some(caller.principal);
         keys = answer.keys;

@@ -100,34 +100,31 @@ macro_rules! call_with_context {
 }
 
 /// `kms.$method(caller, <body decoded>, extra...)`, encoded.
+///
+/// `call!(boxed: ...)` boxes the operation's future: for the operations that write a key's
+/// record and the long poll. Their futures are 1–2 KiB (the store write and the key's new
+/// state), against a few hundred bytes for the crypto operations and the alias writes; unboxed,
+/// they would size the future of every request, which hyper and the server move (a copy of its
+/// whole size) several times per request. A write to the store costs far more than the
+/// allocation.
 macro_rules! call {
-    ($kms:ident . $method:ident ( $caller:ident, $body:ident $(, $extra:expr)* )) => {
+    (@wrapped $wrap:path, $kms:ident . $method:ident ( $caller:ident, $body:ident $(, $extra:expr)* )) => {
         match decode($body) {
-            Ok(request) => Answer::from($kms.$method($caller, request $(, $extra)*).await),
+            Ok(request) => Answer::from($wrap($kms.$method($caller, request $(, $extra)*)).await),
             Err(e) => Answer::from(e),
         }
     };
-}
-
-/// [`call!`] for an operation that writes a key's record, with its future boxed. Those futures
-/// are 1–2 KiB (the store write and the key's new state), against a few hundred bytes for the
-/// crypto operations and the alias writes; unboxed, they would size the future of every
-/// request, which hyper and the server move (a copy of its whole size) several times per
-/// request. A write to the store costs far more than the allocation.
-macro_rules! call_boxed {
-    ($kms:ident . $method:ident ( $caller:ident, $body:ident $(, $extra:expr)* )) => {
-        match decode($body) {
-            Ok(request) => {
-                Answer::from(Box::pin($kms.$method($caller, request $(, $extra)*)).await)
-            }
-            Err(e) => Answer::from(e),
-        }
+    (boxed: $($call:tt)*) => {
+        call!(@wrapped Box::pin, $($call)*)
+    };
+    ($($call:tt)*) => {
+        call!(@wrapped std::convert::identity, $($call)*)
     };
 }
 
 /// kubekms's long poll for changed keys (`kubekms_proto::changes`) on a JSON body.
 pub async fn list_key_changes(kms: &Kms, caller: &Caller, body: &[u8]) -> Answer {
-    call!(kms.list_key_changes(caller, body))
+    call!(boxed: kms.list_key_changes(caller, body))
 }
 
 /// Run `op` on a JSON body.
@@ -153,33 +150,33 @@ pub async fn dispatch(kms: &Kms, caller: &Caller, op: Operation, body: &[u8]) ->
         Op::GenerateMac => call!(kms.generate_mac(caller, body)),
         Op::VerifyMac => call!(kms.verify_mac(caller, body)),
         Op::GetPublicKey => call!(kms.get_public_key(caller, body)),
-        Op::CreateKey => call_boxed!(kms.create_key(caller, body)),
+        Op::CreateKey => call!(boxed: kms.create_key(caller, body)),
         Op::DescribeKey => call!(kms.describe_key(caller, body)),
         Op::ListKeys => call!(kms.list_keys(caller, body)),
-        Op::UpdateKeyDescription => call_boxed!(kms.update_key_description(caller, body)),
-        Op::EnableKey => call_boxed!(kms.enable_key(caller, body)),
-        Op::DisableKey => call_boxed!(kms.disable_key(caller, body)),
-        Op::ScheduleKeyDeletion => call_boxed!(kms.schedule_key_deletion(caller, body)),
-        Op::CancelKeyDeletion => call_boxed!(kms.cancel_key_deletion(caller, body)),
-        Op::EnableKeyRotation => call_boxed!(kms.enable_key_rotation(caller, body)),
-        Op::DisableKeyRotation => call_boxed!(kms.disable_key_rotation(caller, body)),
+        Op::UpdateKeyDescription => call!(boxed: kms.update_key_description(caller, body)),
+        Op::EnableKey => call!(boxed: kms.enable_key(caller, body)),
+        Op::DisableKey => call!(boxed: kms.disable_key(caller, body)),
+        Op::ScheduleKeyDeletion => call!(boxed: kms.schedule_key_deletion(caller, body)),
+        Op::CancelKeyDeletion => call!(boxed: kms.cancel_key_deletion(caller, body)),
+        Op::EnableKeyRotation => call!(boxed: kms.enable_key_rotation(caller, body)),
+        Op::DisableKeyRotation => call!(boxed: kms.disable_key_rotation(caller, body)),
         Op::GetKeyRotationStatus => call!(kms.get_key_rotation_status(caller, body)),
-        Op::RotateKeyOnDemand => call_boxed!(kms.rotate_key_on_demand(caller, body)),
+        Op::RotateKeyOnDemand => call!(boxed: kms.rotate_key_on_demand(caller, body)),
         Op::ListKeyRotations => call!(kms.list_key_rotations(caller, body)),
-        Op::TagResource => call_boxed!(kms.tag_resource(caller, body)),
-        Op::UntagResource => call_boxed!(kms.untag_resource(caller, body)),
+        Op::TagResource => call!(boxed: kms.tag_resource(caller, body)),
+        Op::UntagResource => call!(boxed: kms.untag_resource(caller, body)),
         Op::ListResourceTags => call!(kms.list_resource_tags(caller, body)),
         Op::GetKeyPolicy => call!(kms.get_key_policy(caller, body)),
-        Op::PutKeyPolicy => call_boxed!(kms.put_key_policy(caller, body)),
+        Op::PutKeyPolicy => call!(boxed: kms.put_key_policy(caller, body)),
         Op::ListKeyPolicies => call!(kms.list_key_policies(caller, body)),
         Op::CreateAlias => call!(kms.create_alias(caller, body)),
         Op::UpdateAlias => call!(kms.update_alias(caller, body)),
         Op::DeleteAlias => call!(kms.delete_alias(caller, body)),
         Op::ListAliases => call!(kms.list_aliases(caller, body)),
         Op::GetParametersForImport => call!(kms.get_parameters_for_import(caller, body)),
-        Op::ImportKeyMaterial => call_boxed!(kms.import_key_material(caller, body)),
+        Op::ImportKeyMaterial => call!(boxed: kms.import_key_material(caller, body)),
         Op::DeleteImportedKeyMaterial => {
-            call_boxed!(kms.delete_imported_key_material(caller, body))
+            call!(boxed: kms.delete_imported_key_material(caller, body))
         }
         Op::ConnectCustomKeyStore
         | Op::CreateCustomKeyStore

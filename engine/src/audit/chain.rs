@@ -69,11 +69,10 @@ pub(crate) fn seal(key: &AuditKey, prev: &Link, payload: &[u8], out: &mut Vec<u8
     let link = key.link(prev, body);
     out.extend_from_slice(body);
     out.extend_from_slice(FIELD_OPEN);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in link {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0x0f)]);
-    }
+    let mut text = [0u8; 2 * LINK_LEN];
+    // Twice the link's length: the one thing `encode_to_slice` checks.
+    let _ = hex::encode_to_slice(link, &mut text);
+    out.extend_from_slice(&text);
     out.extend_from_slice(FIELD_CLOSE);
     out.push(b'\n');
     link
